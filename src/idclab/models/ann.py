@@ -1,0 +1,23 @@
+"""A fully connected network on the flattened patch (the seed's baseline)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ANN(nn.Module):
+    """Flatten -> [Linear -> ReLU -> Dropout] x len(hidden) -> Linear(1)."""
+
+    def __init__(self, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.3, image_size: int = 50):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = 3 * image_size * image_size
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)

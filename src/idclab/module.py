@@ -1,0 +1,97 @@
+"""The LightningModule joining a backbone, a loss and the metrics. It knows nothing of files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from idclab.metrics import BinaryMetrics
+
+STAGES = ("train", "val", "test")
+PROGRESS_BAR_METRICS = ("val_auprc", "val_f1", "val_balanced_accuracy")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class IDCClassifier(pl.LightningModule):
+    """Binary IDC classifier on uint8 patches; normalisation happens here, on the model's device.
+
+    `config` (the resolved run config as a plain dict), `mean`, `std`, `threshold` and
+    `class_counts` are saved in every checkpoint so the model can be rebuilt and used alone.
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module, config: dict[str, Any],
+                 mean: list[float], std: list[float], class_counts: list[int], threshold: float = 0.5,
+                 lr: float = 1e-3, weight_decay: float = 0.0):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "criterion"])
+        self.model = model
+        self.criterion = criterion
+        self.threshold = threshold
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.metrics = nn.ModuleDict({f"{stage}_metrics": BinaryMetrics(threshold) for stage in STAGES})
+        self.test_probs: list[torch.Tensor] = []
+        self.test_targets: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of uint8 N x 3 x H x W images."""
+        x = images.float().div_(255.0).sub_(self.mean).div_(self.std)
+        return self.model(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = self.criterion(logits.float(), targets.float())
+        if stage == "train" and not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                "lower optim.lr, check the data, or use trainer.precision=32-true")
+        probs = torch.sigmoid(logits.detach().float())
+        self.metrics[f"{stage}_metrics"].update(probs, targets)
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
+                 batch_size=len(targets), sync_dist=True)
+        if stage == "test":
+            self.test_probs.append(probs.cpu())
+            self.test_targets.append(targets.detach().cpu())
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.sigmoid(self(images).float())
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        values = {f"{stage}_{name}": value for name, value in self.metrics[f"{stage}_metrics"].compute().items()}
+        shown = {key: values.pop(key) for key in PROGRESS_BAR_METRICS if key in values}
+        self.log_dict(values, sync_dist=True)
+        self.log_dict(shown, prog_bar=True, sync_dist=True)
+        self.metrics[f"{stage}_metrics"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_probs, self.test_targets = [], []
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,95 @@
+"""Predict IDC probabilities for individual patch files or folders of them."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from idclab.data.decode import decode_patch
+from idclab.data.layout import parse_patch_name
+from idclab.module import IDCClassifier
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+@dataclass
+class Prediction:
+    """One file's result: a probability and label, or the reason it could not be predicted."""
+
+    file: str
+    probability: float | None = None
+    label: int | None = None
+    error: str | None = None
+
+
+def collect_files(inputs: list[str | Path]) -> list[Path]:
+    """The files named, plus every image file found (recursively, sorted) in the folders named."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(item)
+    return files
+
+
+@torch.no_grad()
+def predict_files(classifier: IDCClassifier, inputs: list[str | Path], batch_size: int = 256) -> list[Prediction]:
+    """Predict every file; a file that is missing, unreadable or not a 50x50-or-smaller patch gets an error."""
+    classifier.eval()
+    results: list[Prediction] = []
+    pending: list[tuple[Prediction, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = torch.from_numpy(np.stack([a for _, a in pending]).transpose(0, 3, 1, 2).copy())
+        probs = torch.sigmoid(classifier(batch.to(classifier.device)).float()).cpu().numpy()
+        for (prediction, _), prob in zip(pending, probs, strict=True):
+            prediction.probability = float(prob)
+            prediction.label = int(prob >= classifier.threshold)
+        pending.clear()
+
+    for path in collect_files(inputs):
+        prediction = Prediction(str(path))
+        results.append(prediction)
+        if not path.is_file():
+            prediction.error = "no such file"
+            continue
+        array, status = decode_patch(path)
+        if array is None:
+            prediction.error = f"{status.value}: not a readable image of at most 50x50 pixels"
+            continue
+        pending.append((prediction, array))
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    return results
+
+
+def write_csv(predictions: list[Prediction], path: Path) -> None:
+    """file, patient, x, y, probability, label, error (patient/x/y when the name carries them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "patient", "x", "y", "probability", "label", "error"])
+        for p in predictions:
+            parsed = parse_patch_name(Path(p.file).name)
+            coords = [parsed.patient, parsed.x, parsed.y] if parsed else ["", "", ""]
+            prob = "" if p.probability is None else f"{p.probability:.6f}"
+            writer.writerow([p.file, *coords, prob, "" if p.label is None else p.label, p.error or ""])
+
+
+def format_table(predictions: list[Prediction]) -> str:
+    """A human-readable table: probability, label and file (or the error)."""
+    lines = [f"{'P(IDC)':>8}  {'label':<8} file"]
+    for p in predictions:
+        if p.error:
+            lines.append(f"{'-':>8}  {'ERROR':<8} {p.file}: {p.error}")
+        else:
+            lines.append(f"{p.probability:8.4f}  {'IDC' if p.label else 'non-IDC':<8} {p.file}")
+    return "\n".join(lines)

@@ -1,0 +1,200 @@
+"""Everything that talks to MLflow (and nothing else in the package does).
+
+A `TrackedRun` owns one MLflow run for the length of a `with` block and always closes it: FINISHED on
+success, KILLED on Ctrl-C, FAILED on any other exception, so no run is ever left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib.figure
+from mlflow.entities import Metric, Param, Run
+from mlflow.tracking import MlflowClient
+from mlflow.utils.time import get_current_time_millis
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+MAX_PARAM_LENGTH = 6000
+BATCH = 100
+KIND_TAG = "idclab.kind"
+SOURCE_RUN_TAG = "idclab.source_run_id"
+CHECKPOINT_TAG = "best_checkpoint"
+
+
+def is_local_database(tracking_uri: str) -> bool:
+    """True for a SQLite (or other local database) store, whose artifact root we choose ourselves."""
+    return tracking_uri.startswith("sqlite:")
+
+
+def connect(tracking_uri: str, experiment_name: str, artifact_location: str | None = None
+            ) -> tuple[MlflowClient, str]:
+    """A client for `tracking_uri` and the id of `experiment_name`, created if missing.
+
+    With a local database store the experiment's artifacts go to `artifact_location` (the project's
+    `mlruns/`), whatever the working directory; a server decides its own artifact store.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    location = None
+    if artifact_location and is_local_database(tracking_uri):
+        location = Path(artifact_location).expanduser().resolve().as_uri()
+    try:
+        return client, client.create_experiment(experiment_name, artifact_location=location)
+    except Exception:  # another sweep job created it first
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise
+        return client, experiment.experiment_id
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"}, values as strings cut to MLflow's parameter length."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def git_state(folder: str | Path) -> dict[str, str]:
+    """The git commit of `folder` and whether the work tree has uncommitted changes (if it is a checkout)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+class TrackedRun:
+    """One MLflow run, open for the duration of a `with` block."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str]):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.run_name = run_name
+        self.tags = dict(tags)
+        self.run_id = ""
+
+    def __enter__(self) -> TrackedRun:
+        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.tags)
+        self.run_id = run.info.run_id
+        log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id, self.experiment_id)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+            self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
+        self.client.set_terminated(self.run_id, status)
+        return False
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(items), BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = get_current_time_millis()
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(items), BATCH):
+            self.client.log_batch(self.run_id, metrics=items[start:start + BATCH])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_json(self, obj: Any, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(obj, indent=2, default=str), artifact_file)
+
+    def log_figure(self, figure: matplotlib.figure.Figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def lightning_logger(self) -> MLflowEpochLogger:
+        """A Lightning logger writing each epoch's metrics into this run, with the epoch as step."""
+        return MLflowEpochLogger(self)
+
+
+class MLflowEpochLogger(Logger):
+    """Lightning logger that forwards metrics to a `TrackedRun` (rank zero only).
+
+    Parameters are logged by the training code from the resolved config, not from Lightning's
+    hyperparameters, so `log_hyperparams` records nothing.
+    """
+
+    def __init__(self, run: TrackedRun):
+        super().__init__()
+        self.run = run
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return self.run.run_id
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Parameters come from the resolved config (see `TrackedRun.log_params`)."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        values = dict(metrics)
+        epoch = values.pop("epoch", None)
+        self.run.log_metrics(values, step=int(epoch) if epoch is not None else int(step or 0))
+
+
+def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:
+    """The finished training run of an experiment with the best value of `metric`."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise LookupError(f"no MLflow experiment named {experiment_name!r} at {client.tracking_uri}; "
+                          "train first (python train.py)")
+    order = "DESC" if mode == "max" else "ASC"
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
+                              order_by=[f"metrics.`{metric}` {order}"], max_results=50)
+    runs = [r for r in runs if metric in r.data.metrics]
+    if not runs:
+        raise LookupError(f"no finished training run with metric {metric!r} in experiment {experiment_name!r}")
+    return runs[0]
+
+
+def checkpoint_of(client: MlflowClient, run: Run, download_dir: str | Path) -> Path:
+    """A local path to the run's best checkpoint: its recorded path, else downloaded from the artifacts."""
+    recorded = run.data.tags.get(CHECKPOINT_TAG)
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
+    if not artifacts:
+        raise FileNotFoundError(f"run {run.info.run_id} has no checkpoint file or artifact")
+    os.makedirs(download_dir, exist_ok=True)
+    return Path(client.download_artifacts(run.info.run_id, artifacts[0], str(download_dir)))

@@ -1,0 +1,92 @@
+"""`python train.py`: one training run, tracked in MLflow from data facts to test report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from idclab.build import build_classifier
+from idclab.data.datamodule import PatchDataModule, channel_stats, prepare_data
+from idclab.reporting import test_and_report
+from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, connect, flatten, git_state
+
+log = logging.getLogger(__name__)
+
+
+def hydra_context() -> dict[str, Any]:
+    """The command-line overrides and, in a multirun, the sweep folder (empty outside Hydra)."""
+    if not HydraConfig.initialized():
+        return {"overrides": [], "sweep": None}
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return {"overrides": list(hydra_cfg.overrides.task), "sweep": hydra_cfg.sweep.dir if multirun else None}
+
+
+def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
+    """Tags that let the MLflow UI filter and group runs: kind, overrides, sweep, git state."""
+    tags = {KIND_TAG: "train", "overrides": " ".join(context["overrides"]) or "(defaults)",
+            "model": config["model"]["_target_"].rsplit(".", 1)[-1],
+            "loss": config["loss"]["_target_"].rsplit(".", 1)[-1],
+            "sampler": config["sampler"]["_target_"].rsplit(".", 1)[-1],
+            "data_source": config["data"]["source"]}
+    for override in context["overrides"]:
+        key, _, value = override.partition("=")
+        tags[f"override.{key.lstrip('+~')}"] = value
+    if context["sweep"]:
+        tags["sweep"] = context["sweep"]
+    tags.update(git_state(config["paths"]["root"]))
+    return tags
+
+
+def train(cfg: DictConfig) -> float:
+    """Train, validate and test one configuration; returns the best validation score (for sweepers)."""
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    print(OmegaConf.to_yaml(config))
+    pl.seed_everything(cfg.seed, workers=True)
+    augmentation = instantiate(cfg.augment)
+    sampler_factory = instantiate(cfg.sampler)
+    data = prepare_data(cfg.data)
+    summary = data.summary()
+    print(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
+          f"decode {summary['decode_status']}, skipped files {summary['skipped_files'] or 'none'}")
+    datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation,
+                                 sampler_factory, cfg.seed)
+    mean, std = channel_stats(data.cache.images, data.split.rows["train"], cfg.seed)
+    classifier = build_classifier(config, datamodule.train_class_counts(), mean, std)
+
+    out_dir = Path(cfg.paths.output_dir)
+    context = hydra_context()
+    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
+                                    cfg.logger.artifact_location)
+    run_name = ",".join(context["overrides"]) or "defaults"
+    with TrackedRun(client, experiment_id, run_name, run_tags(config, context)) as run:
+        run.log_params(flatten(config))
+        run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
+                        for cls, n in counts.items()} | {"data.cache_key": summary["cache_key"]})
+        run.log_json(summary, "data/summary.json")
+        run.log_text(OmegaConf.to_yaml(config), "config/config.yaml")
+        monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
+        checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode=mode)
+        trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger(), callbacks=[checkpoint],
+                             default_root_dir=out_dir)
+        trainer.fit(classifier, datamodule=datamodule)
+        best_path = checkpoint.best_model_path or None
+        best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+        if best_path:
+            run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
+            run.log_metrics({f"best_{monitor}": best_score})
+            if cfg.logger.log_checkpoint:
+                run.log_file(best_path, "checkpoints")
+        else:
+            log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
+        test_and_report(trainer, classifier, datamodule, out_dir / "test", run, ckpt_path=best_path)
+        print(f"MLflow run {run.run_id} ({run_name}) finished; outputs in {out_dir}")
+    return best_score

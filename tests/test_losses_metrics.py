@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
+
+from idclab.losses import bce, focal, weighted_bce
+from idclab.metrics import BinaryMetrics, report
+
+LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0])
+TARGETS = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
+
+
+def test_weighted_bce_derives_pos_weight_from_counts():
+    loss = weighted_bce([300, 100])
+    assert loss.pos_weight.item() == pytest.approx(3.0)
+    assert weighted_bce([300, 100], pos_weight=1.5).pos_weight.item() == 1.5
+    # weighting positives raises the loss of a missed positive
+    assert loss(torch.tensor([-2.0]), torch.tensor([1.0])) > bce([300, 100])(torch.tensor([-2.0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="no positive"):
+        weighted_bce([10, 0])
+
+
+def test_focal_matches_definition_and_validates():
+    loss = focal([1, 1], alpha=0.75, gamma=2.0)(LOGITS, TARGETS)
+    p = torch.sigmoid(LOGITS)
+    p_t = p * TARGETS + (1 - p) * (1 - TARGETS)
+    alpha_t = 0.75 * TARGETS + 0.25 * (1 - TARGETS)
+    expected = (-alpha_t * (1 - p_t) ** 2 * torch.log(p_t)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert focal([1, 1], alpha=0.75, gamma=0.0)(LOGITS, TARGETS) > loss  # focusing shrinks easy losses
+    with pytest.raises(ValueError, match="alpha"):
+        focal([1, 1], alpha=1.5)
+    with pytest.raises(ValueError, match="gamma"):
+        focal([1, 1], gamma=-1)
+
+
+def test_metrics_agree_with_sklearn():
+    rng = np.random.default_rng(0)
+    targets = (rng.random(500) < 0.3).astype(int)
+    probs = np.clip(targets * 0.3 + rng.random(500) * 0.7, 0, 1)
+    metrics = BinaryMetrics()
+    for chunk in np.array_split(np.arange(500), 4):
+        metrics.update(torch.tensor(probs[chunk], dtype=torch.float32), torch.tensor(targets[chunk]))
+    values = metrics.compute()
+    preds = (probs >= 0.5).astype(int)
+    assert values["f1"] == pytest.approx(f1_score(targets, preds), abs=1e-5)
+    assert values["macro_f1"] == pytest.approx(f1_score(targets, preds, average="macro"), abs=1e-5)
+    assert values["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(targets, preds), abs=1e-5)
+    assert values["auroc"] == pytest.approx(roc_auc_score(targets, probs), abs=1e-4)
+    assert values["auprc"] == pytest.approx(average_precision_score(targets, probs), abs=1e-4)
+    assert values["tp"] + values["fn"] == targets.sum()
+    metrics.reset()
+    metrics.update(torch.tensor([0.9]), torch.tensor([1]))
+    assert metrics.compute()["tp"] == 1
+
+
+def test_report_has_precision_recall_f1_support_per_class():
+    text, as_dict = report(np.array([0, 0, 1, 1]), np.array([0.1, 0.7, 0.8, 0.2]))
+    assert "IDC (1)" in text and "support" in text
+    assert as_dict["IDC (1)"]["support"] == 2
+    assert as_dict["non-IDC (0)"]["precision"] == 0.5
+    assert set(as_dict["IDC (1)"]) == {"precision", "recall", "f1-score", "support"}

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from idclab.data.split import stratified_patient_split
+
+FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def make_patients(n: int = 40, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    patients, labels = [], []
+    for p in range(n):
+        size = int(rng.integers(20, 80))
+        ratio = rng.beta(1, 2)
+        patients += [f"p{p}"] * size
+        labels += list((rng.random(size) < ratio).astype(int))
+    return np.array(patients), np.array(labels)
+
+
+def test_no_patient_in_two_splits_and_all_rows_assigned():
+    patients, labels = make_patients()
+    split = stratified_patient_split(patients, labels, FRACTIONS, seed=1)
+    assert sum(len(v) for v in split.patients.values()) == 40
+    for a in split.patients:
+        for b in split.patients:
+            if a != b:
+                assert not set(split.patients[a]) & set(split.patients[b])
+    rows = np.concatenate(list(split.rows.values()))
+    assert sorted(rows.tolist()) == list(range(len(patients)))
+    assert [len(split.patients[s]) for s in ("train", "val", "test")] == [28, 6, 6]
+
+
+def test_seeded_and_stratified():
+    patients, labels = make_patients()
+    a = stratified_patient_split(patients, labels, FRACTIONS, seed=1)
+    assert a.patients == stratified_patient_split(patients, labels, FRACTIONS, seed=1).patients
+    assert a.patients != stratified_patient_split(patients, labels, FRACTIONS, seed=2).patients
+    ratio = {p: labels[patients == p].mean() for p in np.unique(patients)}
+    means = {s: np.mean([ratio[p] for p in names]) for s, names in a.patients.items()}
+    overall = np.mean(list(ratio.values()))
+    assert all(abs(m - overall) < 0.12 for m in means.values()), means
+
+
+def test_small_patient_counts_still_fill_every_split():
+    patients, labels = make_patients(n=3)
+    split = stratified_patient_split(patients, labels, FRACTIONS, seed=0)
+    assert all(len(v) == 1 for v in split.patients.values())
+
+
+@pytest.mark.parametrize("fractions", [{"train": 0.7, "val": 0.2, "test": 0.2},
+                                       {"train": 1.1, "val": -0.05, "test": -0.05}])
+def test_bad_fractions_are_refused(fractions):
+    patients, labels = make_patients(n=10)
+    with pytest.raises(ValueError, match="fractions"):
+        stratified_patient_split(patients, labels, fractions, seed=0)
+
+
+def test_too_few_patients_is_refused():
+    patients, labels = make_patients(n=2)
+    with pytest.raises(ValueError, match="at least 3 patients"):
+        stratified_patient_split(patients, labels, FRACTIONS, seed=0)

@@ -1,0 +1,20 @@
+"""Train an IDC patch classifier: python train.py [group=option ...] (see README)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("IDCLAB_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from idclab.training import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
