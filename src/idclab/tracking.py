@@ -184,7 +184,8 @@ def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode:
                               order_by=[f"metrics.`{metric}` {order}"], max_results=50)
     runs = [r for r in runs if metric in r.data.metrics]
     if not runs:
-        raise LookupError(f"no finished training run with metric {metric!r} in experiment {experiment_name!r}")
+        raise LookupError(f"no finished training run with metric {metric!r} in experiment {experiment_name!r} "
+                          f"at {client.tracking_uri}; train first (python train.py)")
     return runs[0]
 
 

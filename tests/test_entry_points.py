@@ -1,0 +1,55 @@
+"""The command lines in README, run as a user would (subprocesses, temporary store)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT, SHARED_SAMPLE, TINY_DATA, TINY_TRAINER
+from mlflow.tracking import MlflowClient
+
+
+def run(script: str, *args: str, root: Path, data_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "IDCLAB_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    data = [f"paths.data_dir={data_dir}"] if script == "train.py" else []
+    return subprocess.run([sys.executable, str(PROJECT / script), *args, *data],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_multirun_gives_one_run_per_job_grouped_by_sweep(tmp_path, data_dir):
+    done = run("train.py", "-m", "loss=focal,weighted", *TINY_DATA, *TINY_TRAINER, root=tmp_path,
+               data_dir=data_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert sorted(r.info.run_name.split(",")[0] for r in runs) == ["loss=focal", "loss=weighted"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["sweep"] for r in runs}) == 1
+    assert {r.data.tags["override.loss"] for r in runs} == {"focal", "weighted"}
+    # artifacts land in the project's mlruns/, whatever the working directory
+    assert all(r.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri()) for r in runs)
+    assert (tmp_path / "multirun").is_dir()
+
+
+def test_real_data_without_root_fails_with_the_layout(tmp_path, data_dir):
+    done = run("train.py", "data=idc", root=tmp_path, data_dir=data_dir)
+    assert done.returncode != 0
+    assert "data.root is not set" in done.stderr and "kaggle datasets download" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # failed before any run was created
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_SAMPLE.is_dir(), reason="real IDC sample (../shared/data/idc-sample) not present")
+def test_real_idc_sample_trains_and_evaluates(tmp_path, data_dir):
+    done = run("train.py", "data=idc", f"data.root={SHARED_SAMPLE}", "trainer.max_epochs=1",
+               "trainer.limit_train_batches=5", "trainer.limit_val_batches=3", "trainer.limit_test_batches=3",
+               root=tmp_path, data_dir=data_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "padded" in done.stdout  # the sample has border patches smaller than 50x50
+    done = run("evaluate.py", root=tmp_path, data_dir=data_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "IDC (1)" in done.stdout

@@ -1,0 +1,139 @@
+"""Training end to end on tiny synthetic data with a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from idclab.build import CheckpointError, load_classifier
+from idclab.training import train
+
+OPTIONS = [
+    "model=ann", "model=cnn",
+    "loss=bce", "loss=weighted", "loss=weighted loss.pos_weight=2.0", "loss=focal",
+    "sampler=none", "sampler=weighted", "sampler=oversample", "sampler=undersample",
+    "augment=none", "augment=basic", "augment=stain",
+]
+TEST_ARTIFACTS = {"classification_report.txt", "classification_report.json", "confusion_matrix.png",
+                  "roc_curve.png", "pr_curve.png", "metrics.json", "predictions.npz"}
+
+
+def runs_of(cfg) -> list:
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_option_trains_and_logs_a_finished_run(make_cfg, option):
+    cfg = make_cfg(*option.split())
+    score = train(cfg)
+    assert 0.0 <= score <= 1.0
+    (run,) = runs_of(cfg)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for name in ("loss", "accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1",
+                 "macro_f1", "auroc", "auprc", "tn", "fp", "fn", "tp"):
+        for stage in ("train", "val", "test"):
+            assert f"{stage}_{name}" in metrics, f"{stage}_{name}"
+    assert "best_val_auprc" in metrics
+    params = run.data.params
+    assert params["model._target_"] == cfg.model._target_
+    assert params["loss._target_"] == cfg.loss._target_
+    assert int(params["data.count.train.positive"]) > 0
+
+
+def test_run_logs_config_data_facts_checkpoint_and_reports(make_cfg):
+    cfg = make_cfg("loss=weighted", "trainer.max_epochs=3")
+    train(cfg)
+    (run,) = runs_of(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    history = client.get_metric_history(run.info.run_id, "val_auprc")
+    assert sorted(m.step for m in history) == [0, 1, 2]  # one point per epoch
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, "test")}
+    assert {f"test/{name}" for name in TEST_ARTIFACTS} <= listed
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    local = Path(client.download_artifacts(run.info.run_id, "", str(Path(cfg.paths.output_dir) / "dl")))
+    summary = json.loads((local / "data" / "summary.json").read_text())
+    assert summary["source"] == "synthetic"
+    patients = summary["patients"]
+    assert not set(patients["train"]) & set(patients["test"]) and not set(patients["val"]) & set(patients["test"])
+    assert sum(summary["split_counts"]["train"].values()) > 0
+    assert "loss:" in (local / "config" / "config.yaml").read_text()
+    for name in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png"):
+        with Image.open(local / "test" / name) as image:
+            assert image.size[0] > 300 and image.size[1] > 300
+    report = json.loads((local / "test" / "classification_report.json").read_text())
+    assert report["IDC (1)"]["support"] + report["non-IDC (0)"]["support"] == run.data.metrics["test_tp"] + \
+        run.data.metrics["test_fn"] + run.data.metrics["test_tn"] + run.data.metrics["test_fp"]
+    checkpoint = Path(run.data.tags["best_checkpoint"])
+    assert checkpoint.is_file()
+    classifier = load_classifier(checkpoint)
+    assert classifier.hparams["config"]["loss"]["_target_"] == "idclab.losses.weighted_bce"
+    assert run.data.tags["idclab.kind"] == "train"
+    assert run.data.tags["data_source"] == "synthetic"
+
+
+def test_a_crash_marks_the_run_failed(make_cfg, monkeypatch):
+    cfg = make_cfg()
+
+    def explode(self, batch, batch_idx):
+        raise RuntimeError("boom in training_step")
+
+    monkeypatch.setattr("idclab.module.IDCClassifier.training_step", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg)
+    (run,) = runs_of(cfg)
+    assert run.info.status == "FAILED"
+    assert "boom" in run.data.tags["error"]
+
+
+def test_ctrl_c_marks_the_run_killed(make_cfg, monkeypatch):
+    cfg = make_cfg()
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("idclab.reporting.test_and_report", interrupt)
+    monkeypatch.setattr("idclab.training.test_and_report", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    (run,) = runs_of(cfg)
+    assert run.info.status == "KILLED"
+
+
+def test_non_finite_loss_stops_with_a_clear_error(make_cfg):
+    cfg = make_cfg("optim.lr=1e30", "model=ann")
+    with pytest.raises(FloatingPointError, match="training loss is (nan|inf)"):
+        train(cfg)
+    (run,) = runs_of(cfg)
+    assert run.info.status == "FAILED"
+
+
+def test_checkpoint_from_another_model_config_is_refused(make_cfg, tmp_path):
+    import torch
+
+    cfg = make_cfg("model=cnn", "trainer.max_epochs=1")
+    train(cfg)
+    (run,) = runs_of(cfg)
+    checkpoint = torch.load(run.data.tags["best_checkpoint"], weights_only=True)
+    checkpoint["hyper_parameters"]["config"]["model"]["channels"] = [8, 16, 32]
+    torch.save(checkpoint, tmp_path / "tampered.ckpt")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_classifier(tmp_path / "tampered.ckpt")
+
+
+class Payload:
+    """An arbitrary class: unpickling it would run code outside the weights-only allowlist."""
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+    import torch
+
+    torch.save({"state_dict": {}, "payload": Payload()}, tmp_path / "pickle.ckpt")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_classifier(tmp_path / "pickle.ckpt")
