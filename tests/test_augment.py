@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+import torch
 
-from idclab.data.augment import basic, no_augmentation, stain
+from idclab.data.augment import RandomDihedral, basic, no_augmentation, stain
 
 
 @pytest.fixture
@@ -12,20 +13,43 @@ def patch():
     return image
 
 
-def test_none_is_none():
-    assert no_augmentation() is None
+def dihedral_images(image: np.ndarray) -> list[np.ndarray]:
+    turns = [np.rot90(image, k) for k in range(4)]
+    return turns + [np.fliplr(t) for t in turns]
 
 
-def test_basic_only_moves_pixels(patch):
-    outputs = [basic()(image=patch)["image"] for _ in range(20)]
+def test_none_does_nothing():
+    augmentation = no_augmentation()
+    assert augmentation.per_sample is None and augmentation.per_batch is None
+
+
+def test_albumentations_basic_gives_flips_and_rotations(patch):
+    pipeline = basic(batched=False).per_sample
+    outputs = [pipeline(image=patch)["image"] for _ in range(40)]
+    allowed = dihedral_images(patch)
     for out in outputs:
-        assert out.shape == patch.shape and out.dtype == np.uint8
-        assert sorted(out.reshape(-1, 3).tolist()) == sorted(patch.reshape(-1, 3).tolist())
-    assert any(not np.array_equal(out, patch) for out in outputs)
+        assert out.dtype == np.uint8 and any(np.array_equal(out, a) for a in allowed)
+    assert len({out.tobytes() for out in outputs}) > 3
 
 
-def test_stain_changes_colours(patch):
-    pipeline = stain(p_stain=1.0)
-    outputs = [pipeline(image=patch)["image"] for _ in range(10)]
+def test_batched_dihedral_gives_each_patch_its_own_flip_or_rotation(patch):
+    torch.manual_seed(0)
+    batch = torch.from_numpy(np.stack([patch] * 64)).permute(0, 3, 1, 2).contiguous()
+    out = RandomDihedral(0.5)(batch.clone())
+    allowed = [torch.from_numpy(a.copy()).permute(2, 0, 1) for a in dihedral_images(patch)]
+    seen = set()
+    for item in out:
+        matches = [i for i, a in enumerate(allowed) if torch.equal(item, a)]
+        assert matches, "not a flip/rotation of the input"
+        seen.add(matches[0])
+    assert len(seen) == 8  # all eight symmetries occur in a batch of 64
+    assert basic(batched=True).per_sample is None
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_stain_changes_colours(patch, batched):
+    augmentation = stain(p_stain=1.0, batched=batched)
+    outputs = [augmentation.per_sample(image=patch)["image"] for _ in range(10)]
     assert all(o.shape == patch.shape and o.dtype == np.uint8 for o in outputs)
     assert any(abs(float(o.mean()) - float(patch.mean())) > 1 for o in outputs)
+    assert (augmentation.per_batch is not None) == batched

@@ -59,3 +59,43 @@ def test_too_few_patients_is_refused():
     patients, labels = make_patients(n=2)
     with pytest.raises(ValueError, match="at least 3 patients"):
         stratified_patient_split(patients, labels, FRACTIONS, seed=0)
+
+
+def test_janowczyk_lists_are_honoured_and_gaps_reported():
+    from idclab.data import janowczyk
+    from idclab.data.split import make_split
+
+    present = janowczyk.TRAIN[:5] + janowczyk.VAL[:2] + janowczyk.TEST[:3] + ["99999"]
+    patients = np.repeat(np.array(present), 4)
+    labels = np.tile([0, 1, 0, 0], len(present))
+    split = make_split(patients, labels, "janowczyk", unlisted="val")
+    assert split.patients["train"] == sorted(janowczyk.TRAIN[:5])
+    assert split.patients["val"] == sorted(janowczyk.VAL[:2] + ["99999"])
+    assert split.patients["test"] == sorted(janowczyk.TEST[:3])
+    assert split.notes["unlisted_patients"] == ["99999"]
+    assert len(split.notes["absent_listed_patients"]["test"]) == 49 - 3
+    dropped = make_split(patients, labels, "janowczyk", unlisted="drop")
+    assert "99999" not in sum(dropped.patients.values(), [])
+    with pytest.raises(ValueError, match="unlisted"):
+        make_split(patients, labels, "janowczyk", unlisted="somewhere")
+
+
+def test_external_split_tests_on_the_second_site_only():
+    from idclab.data.split import EXTERNAL_PREFIX, make_split
+
+    patients, labels = make_patients(n=10)
+    other, other_labels = make_patients(n=4, seed=5)
+    both = np.concatenate([patients, np.char.add(EXTERNAL_PREFIX, other)])
+    split = make_split(both, np.concatenate([labels, other_labels]), "external", val=0.2, seed=0)
+    assert split.patients["test"] == sorted(EXTERNAL_PREFIX + p for p in np.unique(other))
+    assert len(split.patients["train"]) == 8 and len(split.patients["val"]) == 2
+    with pytest.raises(ValueError, match="split.root"):
+        make_split(patients, labels, "external")
+
+
+def test_unknown_split_method_is_named():
+    from idclab.data.split import make_split
+
+    patients, labels = make_patients(n=5)
+    with pytest.raises(ValueError, match="unknown split method 'random'"):
+        make_split(patients, labels, "random")

@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     train_config = classifier.hparams["config"]
     data_cfg = OmegaConf.create(train_config["data"])
-    data = prepare_data(data_cfg)
+    data = prepare_data(data_cfg, OmegaConf.create(train_config["split"]))
     datamodule = PatchDataModule(data, cfg.batch_size, data_cfg.num_workers)
     source_name = source_run.info.run_name if source_run else ckpt_path.name
     tags = {KIND_TAG: "evaluate", "checkpoint": str(ckpt_path)}

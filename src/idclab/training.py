@@ -36,7 +36,7 @@ def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
             "model": config["model"]["_target_"].rsplit(".", 1)[-1],
             "loss": config["loss"]["_target_"].rsplit(".", 1)[-1],
             "sampler": config["sampler"]["_target_"].rsplit(".", 1)[-1],
-            "data_source": config["data"]["source"]}
+            "data_source": config["data"]["source"], "split": config["split"]["method"]}
     for override in context["overrides"]:
         key, _, value = override.partition("=")
         tags[f"override.{key.lstrip('+~')}"] = value
@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> float:
     pl.seed_everything(cfg.seed, workers=True)
     augmentation = instantiate(cfg.augment)
     sampler_factory = instantiate(cfg.sampler)
-    data = prepare_data(cfg.data)
+    data = prepare_data(cfg.data, cfg.split)
     summary = data.summary()
     print(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
           f"decode {summary['decode_status']}, skipped files {summary['skipped_files'] or 'none'}")

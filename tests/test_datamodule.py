@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_SAMPLE
+from hydra.utils import instantiate
+
+from idclab.data.augment import basic
+from idclab.data.datamodule import PatchDataModule, prepare_data
+from idclab.data.layout import DataLayoutError
+from idclab.data.sampling import oversample
+
+
+def test_batches_match_the_cache_and_cover_each_split_once(make_cfg):
+    cfg = make_cfg("data.batch_size=7")
+    data = prepare_data(cfg.data, cfg.split)
+    module = PatchDataModule(data, batch_size=7)
+    for split, loader in (("val", module.val_dataloader()), ("test", module.test_dataloader())):
+        images, labels = zip(*loader, strict=True)
+        images, labels = torch.cat(images), torch.cat(labels)
+        rows = data.split.rows[split]
+        assert images.dtype == torch.uint8 and images.shape == (len(rows), 3, 50, 50)
+        assert torch.equal(images.permute(0, 2, 3, 1), torch.from_numpy(np.asarray(data.cache.images[rows])))
+        assert labels.tolist() == data.index.labels[rows].astype(float).tolist()
+
+
+def test_train_loader_shuffles_augments_and_works_with_workers(make_cfg):
+    cfg = make_cfg()
+    data = prepare_data(cfg.data, cfg.split)
+    rows = data.split.rows["train"]
+    for workers in (0, 2):
+        module = PatchDataModule(data, batch_size=16, num_workers=workers, augmentation=basic())
+        labels = torch.cat([y for _, y in module.train_dataloader()])
+        assert sorted(labels.tolist()) == sorted(data.index.labels[rows].astype(float).tolist())
+
+
+def test_resampler_is_told_the_epoch_through_the_batch_sampler(make_cfg):
+    cfg = make_cfg()
+    data = prepare_data(cfg.data, cfg.split)
+    module = PatchDataModule(data, batch_size=16, sampler_factory=oversample)
+    loader = module.train_dataloader()
+    loader.sampler.set_epoch(3)
+    assert loader.sampler.sampler.epoch == 3
+    labels = torch.cat([y for _, y in loader])
+    assert labels.mean().item() == 0.5  # oversampled to balance
+
+
+def test_every_sampler_option_builds(make_cfg):
+    for option in ("none", "weighted", "oversample", "undersample"):
+        cfg = make_cfg(f"sampler={option}")
+        data = prepare_data(cfg.data, cfg.split)
+        module = PatchDataModule(data, batch_size=16, sampler_factory=instantiate(cfg.sampler))
+        assert sum(len(y) for _, y in module.train_dataloader()) > 0
+
+
+def test_external_split_reads_a_second_root(make_cfg, data_dir):
+    from idclab.data.synthetic import SyntheticSpec, generate
+
+    other = generate(data_dir / "site2", SyntheticSpec(n_patients=3, min_grid=4, max_grid=4, seed=9))
+    cfg = make_cfg("split=external", f"split.root={other}")
+    data = prepare_data(cfg.data, cfg.split)
+    test_paths = {data.index.paths[i] for i in data.split.rows["test"]}
+    assert all("site2" in p for p in test_paths) and len(data.split.patients["test"]) == 3
+    assert not any("site2" in data.index.paths[i] for i in data.split.rows["train"])
+    assert all((data.index.root / p).is_file() for p in test_paths)
+
+
+@pytest.mark.skipif(not SHARED_SAMPLE.is_dir(), reason="real IDC sample (../shared/data/idc-sample) not present")
+def test_janowczyk_split_on_the_real_sample_reports_the_missing_test_patients(make_cfg):
+    cfg = make_cfg("data=idc", f"data.root={SHARED_SAMPLE}", "split=janowczyk", tiny=False)
+    # the sample holds only patients of the published train and val lists
+    with pytest.raises(DataLayoutError, match="the test split is empty"):
+        prepare_data(cfg.data, cfg.split)
+    cfg = make_cfg("data=idc", f"data.root={SHARED_SAMPLE}", tiny=False)
+    data = prepare_data(cfg.data, cfg.split)
+    assert len(data.index) == 12900 and data.cache.counts()["padded"] > 0
