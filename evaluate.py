@@ -11,9 +11,10 @@ os.environ.setdefault("IDCLAB_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    from idclab.cli import run_or_explain
     from idclab.evaluation import evaluate
 
-    evaluate(cfg)
+    run_or_explain(evaluate, cfg)
 
 
 if __name__ == "__main__":

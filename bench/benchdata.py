@@ -15,10 +15,10 @@ BENCH_DATA = PROJECT / "data" / "bench"
 
 
 def arguments(description: str) -> argparse.Namespace:
-    """Common options: which dataset, and how many patients of synthetic data (360 give ~50,000 patches)."""
+    """Common options: which dataset, and how many patients of synthetic data (380 give ~51,000 patches)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", choices=["synthetic", "sample"], default="synthetic")
-    parser.add_argument("--patients", type=int, default=360, help="synthetic patients (360: ~50k patches)")
+    parser.add_argument("--patients", type=int, default=380, help="synthetic patients (380: ~51k patches)")
     return parser.parse_args()
 
 

@@ -92,3 +92,42 @@ def test_bad_files_are_skipped_with_warning_or_fail_in_strict_mode(tmp_path, cap
     assert "7_idx5_x51_y1_class0.png" in caplog.text
     with pytest.raises(BadPatchError, match="7_idx5_x51_y1_class0.png \\(corrupt\\)"):
         check_bad_patches(index, cache, strict=True)
+
+
+def test_a_killed_build_leaves_no_cache_and_the_next_run_rebuilds(tmp_path):
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    for x in range(1, 200, 50):
+        write(data, "7", x, 0, rgb())
+    index = scan(data)
+    from idclab.data.cache import cache_key
+
+    key = cache_key(index)
+    cache_dir.mkdir()
+    # what a build killed half-way leaves behind: partial files, no metadata
+    (cache_dir / f"{key}.npy.partial").write_bytes(b"\x93NUMPY half written")
+    (cache_dir / f"{key}.json.partial").write_text("{")
+    cache = load_or_build(index, cache_dir, workers=1)
+    assert cache.counts() == {"ok": 4}
+    assert (np.asarray(cache.images) == (200, 100, 150)).all()
+    assert sorted(p.name for p in cache_dir.iterdir()) == [f"{key}.json", f"{key}.lock", f"{key}.npy"]
+
+
+def _build_in_subprocess(args):
+    data, cache_dir = args
+    cache = load_or_build(scan(data), cache_dir, workers=1)
+    return cache.key, cache_dir.joinpath(f"{cache.key}.npy").stat().st_mtime_ns
+
+
+def test_concurrent_jobs_build_the_cache_once(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    for x in range(1, 3000, 50):
+        write(data, "7", x, x % 2, rgb(value=(x % 256, 5, 5)))
+    with ProcessPoolExecutor(2) as pool:
+        results = list(pool.map(_build_in_subprocess, [(data, cache_dir)] * 4))
+    assert len(set(results)) == 1  # the same key and the very same file: built once, then reused
+    index = scan(data)
+    cache = load_or_build(index, cache_dir)
+    for image, path in zip(cache.images, index.paths, strict=True):
+        assert (image == np.asarray(Image.open(index.root / path))).all()

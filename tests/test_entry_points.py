@@ -53,3 +53,15 @@ def test_real_idc_sample_trains_and_evaluates(tmp_path, data_dir):
     done = run("evaluate.py", root=tmp_path, data_dir=data_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "IDC (1)" in done.stdout
+
+
+def test_bad_value_is_one_clear_line_and_exit_code_2(tmp_path, data_dir):
+    done = run("train.py", "optim.lr=-1", root=tmp_path, data_dir=data_dir)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: optim.lr must be a number > 0, got -1"]
+
+
+def test_unknown_option_lists_the_available_ones(tmp_path, data_dir):
+    done = run("train.py", "model=resnet9000", root=tmp_path, data_dir=data_dir)
+    assert done.returncode != 0
+    assert "Could not find 'model/resnet9000'" in done.stderr and "cnn" in done.stderr

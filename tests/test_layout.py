@@ -51,3 +51,13 @@ def test_scan_empty_root_explains_layout(tmp_path):
     (tmp_path / "10" / "0").mkdir(parents=True)  # an empty patient folder
     with pytest.raises(DataLayoutError, match="No patch files found"):
         scan(tmp_path)
+
+
+def test_empty_patient_folder_and_single_class_patients(tmp_path):
+    (tmp_path / "12" / "0").mkdir(parents=True)  # a patient folder with no patches
+    (tmp_path / "12" / "1").mkdir(parents=True)
+    touch_png(tmp_path, "10", "0", "10_idx5_x1_y1_class0.png")  # negatives only
+    touch_png(tmp_path, "11", "1", "11_idx5_x1_y1_class1.png")  # positives only
+    index = scan(tmp_path)
+    assert sorted(set(index.patients)) == ["10", "11"]
+    assert index.class_counts() == [1, 1]

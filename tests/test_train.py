@@ -137,3 +137,29 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     torch.save({"state_dict": {}, "payload": Payload()}, tmp_path / "pickle.ckpt")
     with pytest.raises(CheckpointError, match="weights-only"):
         load_classifier(tmp_path / "pickle.ckpt")
+
+
+def test_resampler_redraws_every_epoch_during_fit(make_cfg, monkeypatch):
+    from idclab.data.sampling import ImbalancedLearnSampler
+
+    epochs = []
+    original = ImbalancedLearnSampler.set_epoch
+
+    def spy(self, epoch):
+        epochs.append(epoch)
+        original(self, epoch)
+
+    monkeypatch.setattr(ImbalancedLearnSampler, "set_epoch", spy)
+    train(make_cfg("sampler=oversample", "trainer.max_epochs=3"))
+    assert epochs == [0, 1, 2]
+
+
+def test_external_split_trains_and_tests_on_the_second_site(make_cfg, data_dir):
+    from idclab.data.synthetic import SyntheticSpec, generate
+
+    other = generate(data_dir / "site2", SyntheticSpec(n_patients=3, min_grid=4, max_grid=4, seed=9))
+    cfg = make_cfg("split=external", f"split.root={other}")
+    train(cfg)
+    (run,) = runs_of(cfg)
+    assert run.info.status == "FINISHED" and run.data.tags["split"] == "external"
+    assert run.data.params["split.root"] == str(other)

@@ -13,12 +13,14 @@ from idclab.data.datamodule import PatchDataModule, prepare_data
 from idclab.prediction import format_table, predict_files, write_csv
 from idclab.reporting import test_and_report
 from idclab.tracking import KIND_TAG, SOURCE_RUN_TAG, TrackedRun, checkpoint_of, connect, find_best_run
+from idclab.validation import validate_evaluate_config
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Pick the checkpoint, then predict on `cfg.predict` files or test it on its run's test split."""
+    validate_evaluate_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
     client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
                                     cfg.logger.artifact_location)

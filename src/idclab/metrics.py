@@ -9,17 +9,8 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    BinaryAUROC,
-    BinaryAveragePrecision,
-    BinaryConfusionMatrix,
-    BinaryF1Score,
-    BinaryPrecision,
-    BinaryRecall,
-    BinarySpecificity,
-)
+from torchmetrics import CatMetric
+from torchmetrics.functional import classification as F
 
 CLASS_NAMES = ("non-IDC (0)", "IDC (1)")
 
@@ -27,37 +18,46 @@ CLASS_NAMES = ("non-IDC (0)", "IDC (1)")
 class BinaryMetrics(nn.Module):
     """Accumulates probabilities and targets over an epoch; `compute` gives every reported metric.
 
-    Threshold-based metrics use `threshold`; AUROC and AUPRC (average precision) use the
-    probabilities. Balanced accuracy and macro-F1 are derived from the confusion matrix.
+    Updates only gather the batch (cheap on the training hot path; gathered across processes under
+    DDP); the metrics are computed once per epoch with torchmetrics' functional API. Threshold-based
+    metrics use `threshold`; AUROC and AUPRC (average precision) use the probabilities. Balanced accuracy
+    and macro-F1 are derived from the confusion matrix.
     """
 
     def __init__(self, threshold: float = 0.5):
         super().__init__()
-        self.scores = MetricCollection({
-            "accuracy": BinaryAccuracy(threshold),
-            "precision": BinaryPrecision(threshold),
-            "recall": BinaryRecall(threshold),
-            "specificity": BinarySpecificity(threshold),
-            "f1": BinaryF1Score(threshold),
-            "auroc": BinaryAUROC(),
-            "auprc": BinaryAveragePrecision(),
-        })
-        self.confusion = BinaryConfusionMatrix(threshold)
+        self.threshold = threshold
+        self.probs = CatMetric()
+        self.targets = CatMetric()
 
     def update(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
-        targets = targets.long()
-        self.scores.update(probs, targets)
-        self.confusion.update(probs, targets)
+        self.probs.update(probs.float())
+        self.targets.update(targets.float())
+
+    def gathered(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All probabilities and (integer) targets seen since the last reset."""
+        return self.probs.compute().flatten(), self.targets.compute().flatten().long()
 
     def compute(self) -> dict[str, float]:
-        values = {name: float(value) for name, value in self.scores.compute().items()}
-        (tn, fp), (fn, tp) = self.confusion.compute().tolist()
+        probs, targets = self.gathered()
+        t = self.threshold
+        values = {
+            "accuracy": F.binary_accuracy(probs, targets, t),
+            "precision": F.binary_precision(probs, targets, t),
+            "recall": F.binary_recall(probs, targets, t),
+            "specificity": F.binary_specificity(probs, targets, t),
+            "f1": F.binary_f1_score(probs, targets, t),
+            "auroc": F.binary_auroc(probs, targets),
+            "auprc": F.binary_average_precision(probs, targets),
+        }
+        values = {name: float(value) for name, value in values.items()}
+        (tn, fp), (fn, tp) = F.binary_confusion_matrix(probs, targets, t).tolist()
         values.update(confusion_counts(tn, fp, fn, tp))
         return values
 
     def reset(self) -> None:
-        self.scores.reset()
-        self.confusion.reset()
+        self.probs.reset()
+        self.targets.reset()
 
 
 def _ratio(num: float, den: float) -> float:

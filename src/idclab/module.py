@@ -22,7 +22,8 @@ class IDCClassifier(pl.LightningModule):
     """Binary IDC classifier on uint8 patches; normalisation happens here, on the model's device.
 
     `config` (the resolved run config as a plain dict), `mean`, `std`, `threshold` and
-    `class_counts` are saved in every checkpoint so the model can be rebuilt and used alone.
+    `class_counts` are saved in every checkpoint so the model can be rebuilt and used alone. After
+    `trainer.test`, `test_probs` and `test_targets` hold the test predictions.
     """
 
     def __init__(self, model: nn.Module, criterion: nn.Module, config: dict[str, Any],
@@ -36,8 +37,8 @@ class IDCClassifier(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.metrics = nn.ModuleDict({f"{stage}_metrics": BinaryMetrics(threshold) for stage in STAGES})
-        self.test_probs: list[torch.Tensor] = []
-        self.test_targets: list[torch.Tensor] = []
+        self.test_probs = torch.empty(0)
+        self.test_targets = torch.empty(0, dtype=torch.long)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of uint8 N x 3 x H x W images."""
@@ -56,9 +57,6 @@ class IDCClassifier(pl.LightningModule):
         self.metrics[f"{stage}_metrics"].update(probs, targets)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
                  batch_size=len(targets), sync_dist=True)
-        if stage == "test":
-            self.test_probs.append(probs.cpu())
-            self.test_targets.append(targets.detach().cpu())
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -75,20 +73,20 @@ class IDCClassifier(pl.LightningModule):
         return torch.sigmoid(self(images).float())
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        values = {f"{stage}_{name}": value for name, value in self.metrics[f"{stage}_metrics"].compute().items()}
+        metrics = self.metrics[f"{stage}_metrics"]
+        values = {f"{stage}_{name}": value for name, value in metrics.compute().items()}
+        if stage == "test":  # kept for the report and figures
+            self.test_probs, self.test_targets = (t.cpu() for t in metrics.gathered())
         shown = {key: values.pop(key) for key in PROGRESS_BAR_METRICS if key in values}
         self.log_dict(values, sync_dist=True)
         self.log_dict(shown, prog_bar=True, sync_dist=True)
-        self.metrics[f"{stage}_metrics"].reset()
+        metrics.reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
-
-    def on_test_epoch_start(self) -> None:
-        self.test_probs, self.test_targets = [], []
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")

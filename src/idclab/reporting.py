@@ -9,7 +9,6 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pytorch_lightning as pl
-import torch
 
 from idclab.data.datamodule import PatchDataModule
 from idclab.metrics import report
@@ -24,8 +23,8 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     report (text, JSON), confusion matrix, ROC and PR curves to `out_dir` and to the run's `test/`.
     """
     results = trainer.test(classifier, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
-    probs = torch.cat(classifier.test_probs).numpy()
-    targets = torch.cat(classifier.test_targets).numpy().astype(int)
+    probs = classifier.test_probs.numpy()
+    targets = classifier.test_targets.numpy().astype(int)
     text, as_dict = report(targets, probs, classifier.threshold)
     print(f"\nTest classification report ({len(targets)} patches, threshold {classifier.threshold:.2f}):\n{text}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import subprocess
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
+
+from idclab.fileutil import file_lock
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
@@ -41,10 +45,15 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
     With a local database store the experiment's artifacts go to `artifact_location` (the project's
     `mlruns/`), whatever the working directory; a server decides its own artifact store.
     """
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        # the first use creates the schema: parallel sweep jobs must not do that at the same time
+        with file_lock(database.with_name(database.name + ".lock")):
+            experiment = client.get_experiment_by_name(experiment_name)
+    else:
+        experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
         return client, experiment.experiment_id
     location = None
@@ -83,26 +92,43 @@ def git_state(folder: str | Path) -> dict[str, str]:
     return {"mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 
+def environment() -> dict[str, str]:
+    """Versions of Python and of the packages a result depends on."""
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("idclab", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "mlflow",
+                    "hydra-core", "numpy", "scikit-learn", "imbalanced-learn", "albumentations", "pillow"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
 class TrackedRun:
     """One MLflow run, open for the duration of a `with` block."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str]):
+    def __init__(self, client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str],
+                 resume_run_id: str | None = None):
         self.client = client
         self.experiment_id = experiment_id
         self.run_name = run_name
         self.tags = dict(tags)
-        self.run_id = ""
+        self.run_id = resume_run_id or ""
 
     def __enter__(self) -> TrackedRun:
-        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.tags)
-        self.run_id = run.info.run_id
+        if self.run_id:  # continue an interrupted run: same run, metrics carry on
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.set_tags({**self.tags, "resumed": "true"})
+        else:
+            self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name,
+                                                 tags=self.tags).info.run_id
         log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id, self.experiment_id)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         if exc_type is None:
             status = "FINISHED"
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into exit(1)
             status = "KILLED"
         else:
             status = "FAILED"
@@ -170,6 +196,15 @@ class MLflowEpochLogger(Logger):
         values = dict(metrics)
         epoch = values.pop("epoch", None)
         self.run.log_metrics(values, step=int(epoch) if epoch is not None else int(step or 0))
+
+
+def run_status(client: MlflowClient, run_id: str) -> tuple[str, dict[str, str]]:
+    """An MLflow run's status and tags; LookupError if there is no such run."""
+    try:
+        run = client.get_run(run_id)
+    except Exception as error:
+        raise LookupError(f"no MLflow run {run_id!r} at {client.tracking_uri}") from error
+    return run.info.status, dict(run.data.tags)
 
 
 def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:

@@ -16,7 +16,18 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from idclab.build import build_classifier
 from idclab.data.datamodule import PatchDataModule, channel_stats, prepare_data
 from idclab.reporting import test_and_report
-from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, connect, flatten, git_state
+from idclab.resume import OUTPUT_DIR_TAG, find_resume_point, write_state
+from idclab.tracking import (
+    CHECKPOINT_TAG,
+    KIND_TAG,
+    TrackedRun,
+    connect,
+    environment,
+    flatten,
+    git_state,
+    run_status,
+)
+from idclab.validation import validate_train_config
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +58,19 @@ def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
 
 
 def train(cfg: DictConfig) -> float:
-    """Train, validate and test one configuration; returns the best validation score (for sweepers)."""
+    """Train, validate and test one configuration; returns the best validation score (for sweepers).
+
+    A run whose output folder holds an unfinished run (or `resume=RUN_ID`) continues that MLflow run
+    from its last checkpoint, with the config it started with.
+    """
+    validate_train_config(cfg)
+    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
+                                    cfg.logger.artifact_location)
+    resume = find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
+                               lambda run_id: run_status(client, run_id))
+    if resume is not None:
+        print(f"Resuming MLflow run {resume.run_id} from {resume.checkpoint}")
+        cfg = OmegaConf.create(resume.config)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     print(OmegaConf.to_yaml(config))
     pl.seed_everything(cfg.seed, workers=True)
@@ -62,24 +85,28 @@ def train(cfg: DictConfig) -> float:
     mean, std = channel_stats(data.cache.images, data.split.rows["train"], cfg.seed)
     classifier = build_classifier(config, datamodule.train_class_counts(), mean, std)
 
-    out_dir = Path(cfg.paths.output_dir)
+    out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
     context = hydra_context()
-    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
-                                    cfg.logger.artifact_location)
     run_name = ",".join(context["overrides"]) or "defaults"
-    with TrackedRun(client, experiment_id, run_name, run_tags(config, context)) as run:
-        run.log_params(flatten(config))
-        run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
-                        for cls, n in counts.items()} | {"data.cache_key": summary["cache_key"]})
-        run.log_json(summary, "data/summary.json")
-        run.log_text(OmegaConf.to_yaml(config), "config/config.yaml")
+    tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
+    with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None) as run:
+        write_state(out_dir, run.run_id, config)
+        if resume is None:
+            run.log_params(flatten(config))
+            run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
+                            for cls, n in counts.items()} | {"data.cache_key": summary["cache_key"]})
+            run.log_json(summary, "data/summary.json")
+            run.log_json(environment(), "environment.json")
+            run.log_text(OmegaConf.to_yaml(config), "config/config.yaml")
         monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
-        checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode=mode)
+        checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                                     save_last=True)
         trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger(), callbacks=[checkpoint],
                              default_root_dir=out_dir)
-        trainer.fit(classifier, datamodule=datamodule)
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None)
         best_path = checkpoint.best_model_path or None
-        best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+        score = checkpoint.best_model_score
+        best_score = float(score) if score is not None else float("nan")
         if best_path:
             run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
             run.log_metrics({f"best_{monitor}": best_score})

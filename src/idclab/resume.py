@@ -1,0 +1,72 @@
+"""Where an interrupted training run can continue from.
+
+Every run writes `run_state.json` (its MLflow run id and resolved config) into its output folder, and
+Lightning keeps `checkpoints/last.ckpt` up to date at the end of every epoch. A run killed mid-epoch
+resumes from the last completed epoch, in the same MLflow run, with the config it started with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "run_state.json"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+OUTPUT_DIR_TAG = "output_dir"
+
+
+class ResumeError(RuntimeError):
+    """A resume was asked for but there is nothing to resume from."""
+
+
+@dataclass
+class ResumePoint:
+    """An interrupted run: its MLflow id, output folder, last checkpoint and resolved config."""
+
+    run_id: str
+    output_dir: Path
+    checkpoint: Path
+    config: dict[str, Any]
+
+
+def write_state(output_dir: Path, run_id: str, config: dict[str, Any]) -> None:
+    """Record which MLflow run an output folder belongs to, and its config."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / STATE_FILE).write_text(json.dumps({"run_id": run_id, "config": config}, indent=2))
+
+
+def read_state(output_dir: Path) -> tuple[str, dict[str, Any]] | None:
+    """The (run id, config) recorded in an output folder, or None."""
+    path = output_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    return state["run_id"], state["config"]
+
+
+def find_resume_point(output_dir: Path, requested_run_id: str | None,
+                      lookup: Callable[[str], tuple[str, dict[str, str]]]) -> ResumePoint | None:
+    """Decide whether to resume; `lookup(run_id)` gives an MLflow run's (status, tags).
+
+    With `requested_run_id` (`resume=RUN_ID`), that run's output folder (tag `output_dir`) must hold
+    its state file and a last checkpoint, or ResumeError is raised. Without it, a run whose output
+    folder is reused (same `hydra.run.dir`) resumes automatically if its MLflow run did not finish.
+    """
+    folder = output_dir
+    if requested_run_id:
+        _, tags = lookup(requested_run_id)
+        folder = Path(tags.get(OUTPUT_DIR_TAG, output_dir))
+    state = read_state(folder)
+    checkpoint = folder / LAST_CHECKPOINT
+    if requested_run_id:
+        if state is None or state[0] != requested_run_id:
+            raise ResumeError(f"cannot resume run {requested_run_id}: no {STATE_FILE} for it in {folder}")
+        if not checkpoint.is_file():
+            raise ResumeError(f"cannot resume run {requested_run_id}: {checkpoint} is missing "
+                              "(it stopped before finishing its first epoch); start it again")
+    elif state is None or not checkpoint.is_file() or lookup(state[0])[0] == "FINISHED":
+        return None
+    return ResumePoint(run_id=state[0], output_dir=folder, checkpoint=checkpoint, config=state[1])

@@ -1,0 +1,47 @@
+"""Configs that cannot work fail before any work, with one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from idclab.training import train
+from idclab.validation import ConfigError, validate_evaluate_config, validate_train_config
+
+BAD = [
+    ("optim.lr=-0.001", "optim.lr must be a number > 0"),
+    ("optim.lr=abc", "optim.lr must be a number > 0, got 'abc'"),
+    ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
+    ("data.batch_size=1.5", "data.batch_size must be an integer >= 1"),
+    ("split.train=0.8", "split.train + split.val + split.test must sum to 1, got 1.1"),
+    ("split.val=-0.1", "split.val must be a fraction"),
+    ("loss=focal loss.alpha=1.5", "loss.alpha must be a number in [0, 1]"),
+    ("loss=focal loss.gamma=-1", "loss.gamma must be a number >= 0"),
+    ("loss=weighted loss.pos_weight=0", "loss.pos_weight must be null or a number > 0"),
+    ("model.dropout=1.0", "model.dropout must be a number in [0, 1)"),
+    ("trainer.max_epochs=0", "trainer.max_epochs must be an integer >= 1"),
+    ("data.synthetic.min_grid=9 data.synthetic.max_grid=4", "data.synthetic.min_grid (9) must be <= max_grid (4)"),
+    ("checkpoint.mode=best", "checkpoint.mode must be min or max"),
+    ("split=external", "split.root must name the second site's data root"),
+    ("data.strict=maybe", "data.strict must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD)
+def test_impossible_values_are_named(make_cfg, overrides, message, tmp_path):
+    cfg = make_cfg(*overrides.split())
+    with pytest.raises(ConfigError) as error:
+        validate_train_config(cfg)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ConfigError):
+        train(cfg)  # train validates first: no data generated, no run created
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_defaults_are_valid(make_cfg):
+    validate_train_config(make_cfg(tiny=False))
+    validate_evaluate_config(make_cfg(config_name="evaluate"))
+
+
+def test_evaluate_values_are_checked(make_cfg):
+    with pytest.raises(ConfigError, match="select.mode must be min or max"):
+        validate_evaluate_config(make_cfg("select.mode=highest", config_name="evaluate"))
