@@ -48,3 +48,14 @@ def load_classifier(path: str | Path) -> IDCClassifier:
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not match the model config saved in it: {error}") from error
     return classifier.eval()
+
+
+def store_threshold(path: str | Path, threshold: float, method: str) -> None:
+    """Write the tuned operating threshold into a checkpoint, so it travels with the weights."""
+    path = Path(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["threshold"] = float(threshold)
+    checkpoint["hyper_parameters"]["threshold_method"] = method
+    partial = path.with_suffix(".ckpt.partial")
+    torch.save(checkpoint, partial)
+    partial.replace(path)

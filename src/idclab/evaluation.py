@@ -34,6 +34,7 @@ def evaluate(cfg: DictConfig) -> dict:
               f"({source_run.info.run_id}) = {source_run.data.metrics[cfg.select.metric]:.4f}")
     print(f"Checkpoint: {ckpt_path}")
     classifier = load_classifier(ckpt_path)
+    classifier.tta = bool(cfg.tta)
 
     if cfg.predict:
         predictions = predict_files(classifier, list(cfg.predict), cfg.batch_size)
@@ -56,6 +57,8 @@ def evaluate(cfg: DictConfig) -> dict:
                         "data.cache_key": data.cache.key})
         run.log_json(data.summary(), "data/summary.json")
         trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger(), default_root_dir=out_dir)
-        results = test_and_report(trainer, classifier, datamodule, out_dir / "test", run)
+        run.log_params({"tta": classifier.tta, "threshold": classifier.threshold})
+        results = test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
+                                  bootstrap_resamples=cfg.bootstrap_resamples)
         print(f"Evaluation run {run.run_id} logged; outputs in {out_dir}")
     return results

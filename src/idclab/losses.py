@@ -54,3 +54,38 @@ class FocalLoss(nn.Module):
 def focal(class_counts: list[int], alpha: float = 0.25, gamma: float = 2.0) -> nn.Module:
     """Focal loss with a fixed positive-class weight `alpha` and focusing parameter `gamma`."""
     return FocalLoss(alpha, gamma)
+
+
+class ClassBalancedLoss(nn.Module):
+    """Class-balanced loss (Cui et al. 2019): each class weighted by the inverse of its effective number
+    of samples, (1 - beta) / (1 - beta ** n_c), normalised so the two weights sum to 2.
+
+    `base` is "bce" (weighted binary cross-entropy) or "focal" (weighted focal loss with `gamma`).
+    """
+
+    def __init__(self, class_counts: list[int], beta: float = 0.999, base: str = "bce", gamma: float = 2.0):
+        super().__init__()
+        if not 0 <= beta < 1:
+            raise ValueError(f"loss.beta must be in [0, 1), got {beta}")
+        if base not in ("bce", "focal"):
+            raise ValueError(f"loss.base must be bce or focal, got {base!r}")
+        if min(class_counts) == 0:
+            raise ValueError(f"class_balanced loss: a class has no training patch (counts {class_counts})")
+        effective = [(1 - beta ** n) / (1 - beta) if beta > 0 else 1.0 for n in class_counts]
+        weights = torch.tensor([1 / e for e in effective], dtype=torch.float32)
+        self.register_buffer("weights", 2 * weights / weights.sum())
+        self.base = base
+        self.gamma = gamma
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_patch = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        if self.base == "focal":
+            p_t = torch.exp(-per_patch)
+            per_patch = per_patch * (1 - p_t) ** self.gamma
+        weight = self.weights[1] * targets + self.weights[0] * (1 - targets)
+        return (weight * per_patch).mean()
+
+
+def class_balanced(class_counts: list[int], beta: float = 0.999, base: str = "bce", gamma: float = 2.0) -> nn.Module:
+    """Class-balanced loss over BCE or focal loss (Cui et al. 2019)."""
+    return ClassBalancedLoss(class_counts, beta, base, gamma)

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report
+from imblearn.metrics import classification_report_imbalanced
+from sklearn.metrics import classification_report, matthews_corrcoef, roc_auc_score
 from torch import nn
 from torchmetrics import CatMetric
 from torchmetrics.functional import classification as F
@@ -39,25 +40,69 @@ class BinaryMetrics(nn.Module):
         return self.probs.compute().flatten(), self.targets.compute().flatten().long()
 
     def compute(self) -> dict[str, float]:
-        probs, targets = self.gathered()
-        t = self.threshold
-        values = {
-            "accuracy": F.binary_accuracy(probs, targets, t),
-            "precision": F.binary_precision(probs, targets, t),
-            "recall": F.binary_recall(probs, targets, t),
-            "specificity": F.binary_specificity(probs, targets, t),
-            "f1": F.binary_f1_score(probs, targets, t),
-            "auroc": F.binary_auroc(probs, targets),
-            "auprc": F.binary_average_precision(probs, targets),
-        }
-        values = {name: float(value) for name, value in values.items()}
-        (tn, fp), (fn, tp) = F.binary_confusion_matrix(probs, targets, t).tolist()
-        values.update(confusion_counts(tn, fp, fn, tp))
-        return values
+        return binary_metrics(*self.gathered(), self.threshold)
 
     def reset(self) -> None:
         self.probs.reset()
         self.targets.reset()
+
+
+def binary_metrics(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+    """Every per-epoch metric of probabilities `probs` against integer `targets` at `threshold`."""
+    t = threshold
+    values = {
+        "accuracy": F.binary_accuracy(probs, targets, t),
+        "precision": F.binary_precision(probs, targets, t),
+        "recall": F.binary_recall(probs, targets, t),
+        "specificity": F.binary_specificity(probs, targets, t),
+        "f1": F.binary_f1_score(probs, targets, t),
+        "auroc": F.binary_auroc(probs, targets),
+        "auprc": F.binary_average_precision(probs, targets),
+    }
+    values = {name: float(value) for name, value in values.items()}
+    (tn, fp), (fn, tp) = F.binary_confusion_matrix(probs, targets, t).tolist()
+    values.update(confusion_counts(tn, fp, fn, tp))
+    return values
+
+
+def imbalance_metrics(targets: np.ndarray, probs: np.ndarray, threshold: float) -> tuple[str, dict[str, float]]:
+    """imbalanced-learn's report (sensitivity, specificity, geometric mean, index balanced accuracy per
+    class) as text, plus those values for the IDC class and the Matthews correlation coefficient."""
+    preds = (probs >= threshold).astype(int)
+    kwargs = {"labels": [0, 1], "target_names": list(CLASS_NAMES)}
+    text = classification_report_imbalanced(targets, preds, digits=4, **kwargs)
+    table = classification_report_imbalanced(targets, preds, output_dict=True, **kwargs)
+    positive = table[CLASS_NAMES[1]]
+    values = {"sensitivity": positive["rec"], "specificity": positive["spe"], "gmean": positive["geo"],
+              "iba": positive["iba"], "mcc": matthews_corrcoef(targets, preds)}
+    return text, {k: float(v) for k, v in values.items()}
+
+
+def patient_bootstrap(targets: np.ndarray, probs: np.ndarray, patients: np.ndarray, threshold: float,
+                      resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of F1, balanced accuracy and AUROC, resampling patients (not patches).
+
+    Each resample draws patients with replacement; a patch counts as many times as its patient was drawn.
+    """
+    names, patient_of = np.unique(patients, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    preds = probs >= threshold
+    cells = {"tp": preds & (targets == 1), "fp": preds & (targets == 0),
+             "fn": ~preds & (targets == 1), "tn": ~preds & (targets == 0)}
+    per_patient = {k: np.bincount(patient_of, weights=v, minlength=len(names)) for k, v in cells.items()}
+    samples: dict[str, list[float]] = {"f1": [], "balanced_accuracy": [], "auroc": []}
+    for _ in range(resamples):
+        draws = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))
+        tp, fp, fn, tn = (float(draws @ per_patient[k]) for k in ("tp", "fp", "fn", "tn"))
+        summary = confusion_counts(tn, fp, fn, tp)
+        samples["f1"].append(_ratio(2 * tp, 2 * tp + fp + fn))
+        samples["balanced_accuracy"].append(summary["balanced_accuracy"])
+        weights = draws[patient_of]
+        kept = weights > 0
+        if len(np.unique(targets[kept])) == 2:
+            samples["auroc"].append(roc_auc_score(targets[kept], probs[kept], sample_weight=weights[kept]))
+    return {name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (float("nan"),) * 2
+            for name, v in samples.items()}
 
 
 def _ratio(num: float, den: float) -> float:

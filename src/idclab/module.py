@@ -34,6 +34,7 @@ class IDCClassifier(pl.LightningModule):
         self.model = model
         self.criterion = criterion
         self.threshold = threshold
+        self.tta = False
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.metrics = nn.ModuleDict({f"{stage}_metrics": BinaryMetrics(threshold) for stage in STAGES})
@@ -45,6 +46,20 @@ class IDCClassifier(pl.LightningModule):
         x = images.float().div_(255.0).sub_(self.mean).div_(self.std)
         return self.model(x)
 
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """P(IDC) per image; with `tta`, averaged over the 8 flips/rotations of each patch."""
+        if not self.tta:
+            return torch.sigmoid(self(images).float())
+        views = [torch.rot90(v, k, dims=(-2, -1)) for v in (images, images.flip(-1)) for k in range(4)]
+        return torch.stack([torch.sigmoid(self(v).float()) for v in views]).mean(0)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Use `threshold` on P(IDC) for labels and threshold-based metrics from now on."""
+        self.threshold = float(threshold)
+        self.hparams["threshold"] = float(threshold)
+        for metrics in self.metrics.values():
+            metrics.threshold = float(threshold)
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
@@ -53,7 +68,7 @@ class IDCClassifier(pl.LightningModule):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
                 "lower optim.lr, check the data, or use trainer.precision=32-true")
-        probs = torch.sigmoid(logits.detach().float())
+        probs = self.probabilities(images) if stage == "test" and self.tta else torch.sigmoid(logits.detach().float())
         self.metrics[f"{stage}_metrics"].update(probs, targets)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
                  batch_size=len(targets), sync_dist=True)
@@ -70,7 +85,7 @@ class IDCClassifier(pl.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return torch.sigmoid(self(images).float())
+        return self.probabilities(images)
 
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.metrics[f"{stage}_metrics"]

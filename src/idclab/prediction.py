@@ -48,7 +48,7 @@ def predict_files(classifier: IDCClassifier, inputs: list[str | Path], batch_siz
         if not pending:
             return
         batch = torch.from_numpy(np.stack([a for _, a in pending]).transpose(0, 3, 1, 2).copy())
-        probs = torch.sigmoid(classifier(batch.to(classifier.device)).float()).cpu().numpy()
+        probs = classifier.probabilities(batch.to(classifier.device)).cpu().numpy()
         for (prediction, _), prob in zip(pending, probs, strict=True):
             prediction.probability = float(prob)
             prediction.label = int(prob >= classifier.threshold)

@@ -45,14 +45,15 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
     With a local database store the experiment's artifacts go to `artifact_location` (the project's
     `mlruns/`), whatever the working directory; a server decides its own artifact store.
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
         database = Path(tracking_uri.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
-        # the first use creates the schema: parallel sweep jobs must not do that at the same time
+        # opening the store creates or migrates the schema: parallel sweep jobs must take turns
         with file_lock(database.with_name(database.name + ".lock")):
+            client = MlflowClient(tracking_uri=tracking_uri)
             experiment = client.get_experiment_by_name(experiment_name)
     else:
+        client = MlflowClient(tracking_uri=tracking_uri)
         experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
         return client, experiment.experiment_id
@@ -205,6 +206,21 @@ def run_status(client: MlflowClient, run_id: str) -> tuple[str, dict[str, str]]:
     except Exception as error:
         raise LookupError(f"no MLflow run {run_id!r} at {client.tracking_uri}") from error
     return run.info.status, dict(run.data.tags)
+
+
+def finished_training_runs(client: MlflowClient, experiment_id: str, sweep: str | None = None) -> list[Run]:
+    """Every finished training run of an experiment (of one sweep, if given)."""
+    query = f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'"
+    if sweep:
+        query += f" and tags.sweep = '{sweep}'"
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=query, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:

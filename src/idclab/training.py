@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from idclab.build import build_classifier
+from idclab.build import build_classifier, store_threshold
 from idclab.data.datamodule import PatchDataModule, channel_stats, prepare_data
+from idclab.module import IDCClassifier
 from idclab.reporting import test_and_report
 from idclab.resume import OUTPUT_DIR_TAG, find_resume_point, write_state
+from idclab.thresholds import tune_threshold
 from idclab.tracking import (
     CHECKPOINT_TAG,
     KIND_TAG,
@@ -27,7 +31,7 @@ from idclab.tracking import (
     git_state,
     run_status,
 )
-from idclab.validation import validate_train_config
+from idclab.validation import double_correction, validate_train_config
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +51,28 @@ def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
             "model": config["model"]["_target_"].rsplit(".", 1)[-1],
             "loss": config["loss"]["_target_"].rsplit(".", 1)[-1],
             "sampler": config["sampler"]["_target_"].rsplit(".", 1)[-1],
-            "data_source": config["data"]["source"], "split": config["split"]["method"]}
+            "data_source": config["data"]["source"], "split": config["split"]["method"],
+            "threshold": config["threshold"]["method"]}
     for override in context["overrides"]:
         key, _, value = override.partition("=")
         tags[f"override.{key.lstrip('+~')}"] = value
     if context["sweep"]:
         tags["sweep"] = context["sweep"]
-    tags.update(git_state(config["paths"]["root"]))
+    tags.update(git_state(Path(__file__).parent))  # the commit of the code that ran
     return tags
+
+
+def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
+                     best_path: str | None, threshold_cfg: DictConfig) -> float:
+    """Load the best weights, predict the validation split and set the operating threshold it gives."""
+    batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path)
+    probs = torch.cat(batches).numpy()
+    targets = datamodule.data.index.labels[datamodule.data.split.rows["val"]]
+    options = {k: v for k, v in threshold_cfg.items() if k != "method"}
+    threshold = tune_threshold(targets, probs, threshold_cfg.method, **options)
+    classifier.set_threshold(threshold)
+    print(f"Operating threshold ({threshold_cfg.method} on validation): {threshold:.4f}")
+    return threshold
 
 
 def train(cfg: DictConfig) -> float:
@@ -73,6 +91,9 @@ def train(cfg: DictConfig) -> float:
         cfg = OmegaConf.create(resume.config)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     print(OmegaConf.to_yaml(config))
+    warning = double_correction(cfg)
+    if warning:
+        warnings.warn(warning, stacklevel=1)
     pl.seed_everything(cfg.seed, workers=True)
     augmentation = instantiate(cfg.augment)
     sampler_factory = instantiate(cfg.sampler)
@@ -107,13 +128,17 @@ def train(cfg: DictConfig) -> float:
         best_path = checkpoint.best_model_path or None
         score = checkpoint.best_model_score
         best_score = float(score) if score is not None else float("nan")
+        if not best_path:
+            log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
+        threshold = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
+        run.log_metrics({"threshold": threshold})
         if best_path:
+            store_threshold(best_path, threshold, cfg.threshold.method)
             run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
             run.log_metrics({f"best_{monitor}": best_score})
             if cfg.logger.log_checkpoint:
                 run.log_file(best_path, "checkpoints")
-        else:
-            log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
-        test_and_report(trainer, classifier, datamodule, out_dir / "test", run, ckpt_path=best_path)
+        test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
+                        bootstrap_resamples=cfg.bootstrap_resamples)
         print(f"MLflow run {run.run_id} ({run_name}) finished; outputs in {out_dir}")
     return best_score

@@ -92,3 +92,24 @@ def validate_train_config(cfg: DictConfig) -> None:
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first evaluate.py value that cannot work."""
     _check(cfg, EVALUATE_RULES)
+
+
+BALANCING_SAMPLERS = {"weighted", "oversample", "undersample"}
+
+
+def reweights_classes(loss_cfg: DictConfig) -> bool:
+    """True for a loss that weights the classes differently (weighted, class_balanced, focal with alpha)."""
+    name = loss_cfg._target_.rsplit(".", 1)[-1]
+    if name == "focal":
+        return 0 <= loss_cfg.alpha != 0.5
+    return name in ("weighted_bce", "class_balanced")
+
+
+def double_correction(cfg: DictConfig) -> str | None:
+    """A warning when a class-balancing sampler meets a class re-weighting loss (unless allowed)."""
+    sampler = cfg.sampler._target_.rsplit(".", 1)[-1]
+    if cfg.get("allow_double_correction") or sampler not in BALANCING_SAMPLERS or not reweights_classes(cfg.loss):
+        return None
+    loss = cfg.loss._target_.rsplit(".", 1)[-1]
+    return (f"sampler {sampler} already balances the classes and loss {loss} re-weights them too: the minority "
+            "class is corrected twice. Set allow_double_correction=true if that is what you want.")

@@ -1,0 +1,35 @@
+"""IDCNet: a small CNN designed for 50x50 patches that trains fast on a CPU.
+
+Downsampling comes first (a stride-2 stem takes 50x50 to 25x25), so no convolution runs at full
+resolution; each stage is [stride-2 conv -> (depth - 1) convs], all 3x3 with batch norm and ReLU; global
+average pooling replaces the large dense layer of the seed CNN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """3x3 convolution (no bias) -> batch norm -> ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class IDCNet(nn.Module):
+    """Stages of widths `widths` (each halving the resolution), `depth` convs per stage, GAP, dropout, linear."""
+
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96), depth: int = 2, dropout: float = 0.2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for width in widths:
+            layers.append(conv_bn_relu(cin, width, stride=2))
+            layers += [conv_bn_relu(width, width) for _ in range(depth - 1)]
+            cin = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)

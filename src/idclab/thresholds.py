@@ -1,0 +1,35 @@
+"""Choosing the decision threshold on the validation split, chosen by the `threshold` config group."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+METHODS = ("fixed", "max_f1", "youden", "sensitivity")
+
+
+def tune_threshold(targets: np.ndarray, probs: np.ndarray, method: str, value: float = 0.5,
+                   target_sensitivity: float = 0.9) -> float:
+    """The operating threshold for `method`.
+
+    - fixed: `value`;
+    - max_f1: the threshold with the highest F1 of the positive class;
+    - youden: the threshold maximising Youden's J = sensitivity + specificity - 1;
+    - sensitivity: the highest threshold whose sensitivity is at least `target_sensitivity`.
+    Methods that need both classes fall back to `value` when the split has only one.
+    """
+    if method not in METHODS:
+        raise ValueError(f"threshold.method must be one of {METHODS}, got {method!r}")
+    if method == "fixed" or len(np.unique(targets)) < 2:
+        return float(value)
+    if method == "max_f1":
+        precision, recall, thresholds = precision_recall_curve(targets, probs)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        return float(thresholds[int(np.argmax(f1[:-1]))])
+    fpr, tpr, thresholds = roc_curve(targets, probs)
+    finite = np.isfinite(thresholds)
+    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
+    if method == "youden":
+        return float(thresholds[int(np.argmax(tpr - fpr))])
+    reaching = np.flatnonzero(tpr >= target_sensitivity)
+    return float(thresholds[reaching[0]])

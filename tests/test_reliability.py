@@ -1,0 +1,170 @@
+"""Runs that survive: kill and resume, Ctrl-C, parallel sweep jobs, reproducibility, flat memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT, TINY_DATA, TINY_TRAINER
+from mlflow.tracking import MlflowClient
+
+from idclab.resume import ResumeError
+from idclab.training import train
+
+SLOW_EPOCHS = [*TINY_DATA, *TINY_TRAINER, "trainer.max_epochs=6", "trainer.limit_train_batches=8"]
+
+
+def start_training(root: Path, data_dir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "IDCLAB_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    return subprocess.Popen([sys.executable, str(PROJECT / "train.py"), *args, f"paths.data_dir={data_dir}"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def only_run(root: Path):
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("idc")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return client, runs
+
+
+def wait_for_epochs(root: Path, epochs: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll the store until the run has logged `epochs` validation epochs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        if list(root.glob("outputs/**/run_state.json")):  # the run exists, so the store is initialised
+            client, runs = only_run(root)
+            if runs and len(client.get_metric_history(runs[0].info.run_id, "val_auprc")) >= epochs:
+                return
+        time.sleep(0.2)
+    raise TimeoutError("training did not reach the epoch in time")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_continues_the_same_run(tmp_path, data_dir):
+    run_dir = tmp_path / "outputs" / "fixed"
+    args = [*SLOW_EPOCHS, f"hydra.run.dir={run_dir}"]
+    process = start_training(tmp_path, data_dir, *args)
+    wait_for_epochs(tmp_path, 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    client, runs = only_run(tmp_path)
+    assert [r.info.status for r in runs] == ["RUNNING"]  # SIGKILL leaves no chance to close it
+    # the same command (same output folder) resumes by itself
+    process = start_training(tmp_path, data_dir, *args)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    assert "Resuming MLflow run" in output
+    client, runs = only_run(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = {m.step for m in client.get_metric_history(runs[0].info.run_id, "val_auprc")}
+    assert steps == set(range(6))  # the epoch count of an uninterrupted run
+    assert runs[0].data.tags["resumed"] == "true" and "test_f1" in runs[0].data.metrics
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_run_killed(tmp_path, data_dir):
+    process = start_training(tmp_path, data_dir, *SLOW_EPOCHS, "trainer.max_epochs=50")
+    wait_for_epochs(tmp_path, 1, process)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    _, runs = only_run(tmp_path)
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("trainer.max_epochs=3")
+    calls = {"n": 0}
+    original = __import__("idclab.module", fromlist=["IDCClassifier"]).IDCClassifier.on_train_epoch_end
+
+    def crash_in_second_epoch(self):
+        original(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr("idclab.module.IDCClassifier.on_train_epoch_end", crash_in_second_epoch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(cfg)
+    monkeypatch.undo()
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (failed,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert failed.info.status == "FAILED"
+    fresh = make_cfg(f"resume={failed.info.run_id}", f"paths.output_dir={tmp_path / 'elsewhere'}")
+    train(fresh)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert run.info.run_id == failed.info.run_id and run.info.status == "FINISHED"
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")} == {0, 1, 2}
+    shutil.rmtree(tmp_path / "out")  # the run's output folder is gone: nothing left to resume from
+    with pytest.raises(ResumeError, match="no run_state.json"):
+        train(make_cfg(f"resume={run.info.run_id}"))
+
+
+def test_resume_of_unknown_or_unstarted_run_is_a_clear_error(make_cfg):
+    with pytest.raises(LookupError, match="no MLflow run 'nope'"):
+        train(make_cfg("resume=nope"))
+
+
+def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path):
+    results = []
+    for name in ("first", "second"):
+        cfg = make_cfg("sampler=oversample", "augment=stain", f"paths.output_dir={tmp_path / name}",
+                       f"logger.tracking_uri=sqlite:///{tmp_path / name / 'mlflow.db'}")
+        train(cfg)
+        client = MlflowClient(cfg.logger.tracking_uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+        results.append(run.data.metrics)
+        assert run.data.tags["mlflow.source.git.commit"]
+        assert run.data.params["data.cache_key"]
+    assert results[0] == results[1]
+
+
+@pytest.mark.slow
+def test_parallel_sweep_jobs_share_one_store_and_cache(tmp_path, data_dir):
+    env = {**os.environ, "IDCLAB_ROOT": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    fresh_data = tmp_path / "data"  # no cache yet: both first jobs race to build it
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "train.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         "loss=bce,weighted,focal", "model=ann,cnn", *TINY_DATA, *TINY_TRAINER, f"paths.data_dir={fresh_data}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "database is locked" not in done.stderr
+    client, runs = only_run(tmp_path)
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
+        assert "test_auprc" in run.data.metrics
+    assert len({r.data.params["data.cache_key"] for r in runs}) == 1
+    assert len(list((fresh_data / "cache").glob("*.npy"))) == 1
+
+
+def test_memory_does_not_grow_per_epoch(make_cfg, monkeypatch):
+    import resource
+
+    import pytorch_lightning as pl
+
+    rss = []
+
+    def current_rss_mb() -> float:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+    class RecordMemory(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            rss.append(current_rss_mb())
+
+    original = pl.Trainer.__init__
+
+    def with_callback(self, *args, callbacks=(), **kwargs):
+        original(self, *args, callbacks=[*callbacks, RecordMemory()], **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "__init__", with_callback)
+    train(make_cfg("trainer.max_epochs=12", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null"))
+    growth = max(rss[3:]) - rss[2]
+    assert growth < 40, f"RSS grew {growth:.1f} MB over epochs 3-12: {[round(r) for r in rss]}"
