@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from idclab.build import load_classifier
 from idclab.data.datamodule import PatchDataModule, prepare_data
 from idclab.prediction import format_table, predict_files, write_csv
-from idclab.reporting import test_and_report
+from idclab.reporting import report_options, test_and_report
 from idclab.tracking import KIND_TAG, SOURCE_RUN_TAG, TrackedRun, checkpoint_of, connect, find_best_run
 from idclab.validation import validate_evaluate_config
 
@@ -59,6 +59,6 @@ def evaluate(cfg: DictConfig) -> dict:
         trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger(), default_root_dir=out_dir)
         run.log_params({"tta": classifier.tta, "threshold": classifier.threshold})
         results = test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
-                                  bootstrap_resamples=cfg.bootstrap_resamples)
+                                  **report_options(cfg.report))
         print(f"Evaluation run {run.run_id} logged; outputs in {out_dir}")
     return results

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
 
-from idclab.metrics import CLASS_NAMES  # noqa: E402
+from idclab.metrics import CLASS_NAMES, expected_calibration_error  # noqa: E402
 
 
 def confusion_matrix_figure(tn: int, fp: int, fn: int, tp: int, threshold: float) -> Figure:
@@ -30,11 +30,14 @@ def confusion_matrix_figure(tn: int, fp: int, fn: int, tp: int, threshold: float
     return fig
 
 
-def roc_figure(targets: np.ndarray, probs: np.ndarray) -> Figure:
-    """ROC curve with its area."""
+def roc_figure(targets: np.ndarray, probs: np.ndarray, threshold: float) -> Figure:
+    """ROC curve with its area and the operating point at `threshold`."""
     fpr, tpr, _ = roc_curve(targets, probs)
+    preds = probs >= threshold
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(fpr, tpr, label=f"AUROC = {auc(fpr, tpr):.3f}")
+    ax.plot(preds[targets == 0].mean(), preds[targets == 1].mean(), "o", color="C3",
+            label=f"operating point (t = {threshold:.2f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set(xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)",
            title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
@@ -43,14 +46,87 @@ def roc_figure(targets: np.ndarray, probs: np.ndarray) -> Figure:
     return fig
 
 
-def pr_figure(targets: np.ndarray, probs: np.ndarray) -> Figure:
-    """Precision-recall curve with average precision and the no-skill line (the positive share)."""
+def pr_figure(targets: np.ndarray, probs: np.ndarray, threshold: float) -> Figure:
+    """Precision-recall curve with average precision, the no-skill line and the operating point."""
     precision, recall, _ = precision_recall_curve(targets, probs)
+    preds = probs >= threshold
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(recall, precision, label=f"AUPRC (AP) = {average_precision_score(targets, probs):.3f}")
+    if preds.any():
+        ax.plot(preds[targets == 1].mean(), targets[preds].mean(), "o", color="C3",
+                label=f"operating point (t = {threshold:.2f})")
     ax.axhline(targets.mean(), color="k", ls="--", lw=0.8, label=f"no skill = {targets.mean():.2f}")
     ax.set(xlabel="Recall (sensitivity)", ylabel="Precision", title="Precision-recall curve",
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(targets: np.ndarray, probs: np.ndarray, bins: int = 10) -> Figure:
+    """Reliability diagram: observed IDC share against mean predicted P(IDC) per probability bin."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    filled = counts > 0
+    confidence = np.bincount(which, probs, bins)[filled] / counts[filled]
+    observed = np.bincount(which, targets, bins)[filled] / counts[filled]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    ax.plot(confidence, observed, "o-", label=f"model (ECE = {expected_calibration_error(targets, probs, bins):.3f})")
+    ax.bar(edges[:-1], counts / counts.sum(), width=1 / bins, align="edge", alpha=0.2, color="C1",
+           label="share of patches")
+    ax.set(xlabel="Mean predicted P(IDC)", ylabel="Observed IDC share", title="Reliability diagram",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gallery_figure(images: np.ndarray, probs: np.ndarray, captions: list[str], title: str, columns: int = 8
+                   ) -> Figure:
+    """A grid of patches (N x 50 x 50 x 3 uint8) captioned with P(IDC) and where they come from."""
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.75 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, prob, caption in zip(axes.flat, images, probs, captions, strict=False):
+        ax.imshow(image)
+        ax.set_title(f"P={prob:.2f}\n{caption}", fontsize=6)
+    fig.suptitle(title if len(images) else f"{title}: none", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def slide_heatmap_figure(images: np.ndarray, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray,
+                         targets: np.ndarray | None, threshold: float, title: str) -> Figure:
+    """Rebuild a slide from its patches (Kaggle x, y are 1-based pixel offsets) and show side by side the
+    tissue, the ground-truth IDC map, the predicted P(IDC) map and the thresholded errors."""
+    cols, rows = (xs - 1) // 50, (ys - 1) // 50
+    width, height = cols.max() + 1, rows.max() + 1
+    tissue = np.full((height * 50, width * 50, 3), 255, np.uint8)
+    for image, c, r in zip(images, cols, rows, strict=True):
+        tissue[r * 50:(r + 1) * 50, c * 50:(c + 1) * 50] = image
+    predicted = np.full((height, width), np.nan)
+    predicted[rows, cols] = probs
+    panels = [("tissue", tissue, {}), ("predicted P(IDC)", predicted, {"cmap": "magma", "vmin": 0, "vmax": 1})]
+    if targets is not None:
+        truth = np.full((height, width), np.nan)
+        truth[rows, cols] = targets
+        errors = np.full((height, width, 3), 1.0)
+        preds = probs >= threshold
+        colours = {(1, 1): (0.55, 0.55, 0.55), (0, 0): (0.85, 0.85, 0.85), (1, 0): (0.85, 0.1, 0.1),
+                   (0, 1): (0.1, 0.3, 0.9)}  # (pred, truth): TP grey, TN light, FP red, FN blue
+        for (p, t), colour in colours.items():
+            chosen = (preds == p) & (targets == t)
+            errors[rows[chosen], cols[chosen]] = colour
+        panels.insert(1, ("ground truth IDC", truth, {"cmap": "magma", "vmin": 0, "vmax": 1}))
+        panels.append((f"errors at t={threshold:.2f}: FP red, FN blue", errors, {}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8 * height / max(width, 1) + 0.8))
+    for ax, (name, picture, style) in zip(np.atleast_1d(axes), panels, strict=True):
+        ax.imshow(picture, interpolation="nearest", **style)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

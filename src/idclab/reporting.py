@@ -10,29 +10,85 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from matplotlib.figure import Figure
+from sklearn.metrics import f1_score
 
 from idclab.data.datamodule import PatchDataModule
-from idclab.metrics import binary_metrics, imbalance_metrics, patient_bootstrap, report
+from idclab.metrics import (
+    binary_metrics,
+    expected_calibration_error,
+    imbalance_metrics,
+    patient_bootstrap,
+    report,
+)
 from idclab.module import IDCClassifier
-from idclab.plots import confusion_matrix_figure, pr_figure, roc_figure
+from idclab.plots import (
+    calibration_figure,
+    confusion_matrix_figure,
+    gallery_figure,
+    pr_figure,
+    roc_figure,
+    slide_heatmap_figure,
+)
 from idclab.tracking import TrackedRun
+
+
+def error_galleries(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray, probs: np.ndarray,
+                    threshold: float, size: int) -> dict[str, Figure]:
+    """The most confident false positives and false negatives, with P(IDC), patient and (x, y)."""
+    index, images = datamodule.data.index, datamodule.data.cache.images
+    preds = probs >= threshold
+    galleries = {}
+    for name, wrong, order in (("false_positives", preds & (targets == 0), -1),
+                               ("false_negatives", ~preds & (targets == 1), 1)):
+        chosen = np.flatnonzero(wrong)
+        chosen = chosen[np.argsort(order * probs[chosen], kind="stable")][:size]
+        captions = [f"{index.patients[rows[i]]} ({index.xs[rows[i]]},{index.ys[rows[i]]})" for i in chosen]
+        title = f"Most confident {name.replace('_', ' ')} ({wrong.sum()} in all, threshold {threshold:.2f})"
+        galleries[f"{name}.png"] = gallery_figure(np.asarray(images[rows[chosen]]), probs[chosen], captions, title)
+    return galleries
+
+
+def heatmaps(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray, probs: np.ndarray,
+             threshold: float, patients: int | list[str]) -> dict[str, Figure]:
+    """Slide heatmaps for the given test patients, or for that many with the most patches."""
+    index, images = datamodule.data.index, datamodule.data.cache.images
+    test_patients = index.patients[rows]
+    if isinstance(patients, int):
+        names, counts = np.unique(test_patients, return_counts=True)
+        patients = names[np.argsort(-counts, kind="stable")][:patients].tolist()
+    figures = {}
+    for patient in patients:
+        mine = np.flatnonzero(test_patients == patient)
+        if mine.size == 0:
+            continue
+        f1 = f1_score(targets[mine], probs[mine] >= threshold, zero_division=0)
+        title = f"Patient {patient}: {mine.size} patches, {int(targets[mine].sum())} IDC, patch F1 {f1:.2f}"
+        figures[f"heatmaps/{patient}.png"] = slide_heatmap_figure(
+            np.asarray(images[rows[mine]]), index.xs[rows[mine]], index.ys[rows[mine]], probs[mine],
+            targets[mine], threshold, title)
+    return figures
 
 
 def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
                     out_dir: Path, run: TrackedRun | None = None, ckpt_path: str | None = None,
-                    bootstrap_resamples: int = 1000) -> dict[str, Any]:
+                    bootstrap_resamples: int = 1000, heatmap_patients: int | list[str] = 3,
+                    gallery_size: int = 16) -> dict[str, Any]:
     """Test `classifier` (or the weights at `ckpt_path`) at its operating threshold and at 0.5.
 
     Prints and writes to `out_dir` (and the run's `test/`): the per-class classification report, the
     imbalanced-learn report, patient-bootstrap 95% intervals, metrics (JSON), raw predictions, the
-    confusion matrix, ROC and PR curves. Returns every test metric.
+    confusion matrix, ROC and PR curves with the operating point, the reliability diagram (ECE),
+    galleries of the most confident errors and slide heatmaps of some test patients. Returns every
+    test metric.
     """
     results = dict(trainer.test(classifier, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
     probs = classifier.test_probs.numpy()
     targets = classifier.test_targets.numpy().astype(int)
     threshold = classifier.threshold
     # test batches come in split order; limit_test_batches may have stopped early
-    patients = datamodule.data.index.patients[datamodule.data.split.rows["test"][: len(targets)]]
+    rows = datamodule.data.split.rows["test"][: len(targets)]
+    patients = datamodule.data.index.patients[rows]
     text, as_dict = report(targets, probs, threshold)
     imbalance_text, imbalance = imbalance_metrics(targets, probs, threshold)
     intervals = patient_bootstrap(targets, probs, patients, threshold, bootstrap_resamples)
@@ -41,6 +97,7 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
         extra |= {f"test_{name}_ci_low": low, f"test_{name}_ci_high": high}
     at_half = binary_metrics(torch.from_numpy(probs), torch.from_numpy(targets), 0.5)
     extra |= {f"test_at_0.5_{name}": value for name, value in at_half.items()}
+    extra["test_ece"] = expected_calibration_error(targets, probs)
     results |= extra | {"threshold": threshold}
     ci_text = "\n".join(f"  {name:<18} {results[f'test_{name}']:.4f}  [{low:.4f}, {high:.4f}]"
                          for name, (low, high) in intervals.items())
@@ -59,14 +116,27 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     cells = [int(results[f"test_{k}"]) for k in ("tn", "fp", "fn", "tp")]
     figures = {
         "confusion_matrix.png": confusion_matrix_figure(*cells, threshold=threshold),
-        "roc_curve.png": roc_figure(targets, probs),
-        "pr_curve.png": pr_figure(targets, probs),
+        "roc_curve.png": roc_figure(targets, probs, threshold),
+        "pr_curve.png": pr_figure(targets, probs, threshold),
+        "calibration.png": calibration_figure(targets, probs),
+        **error_galleries(datamodule, rows, targets, probs, threshold, gallery_size),
+        **heatmaps(datamodule, rows, targets, probs, threshold, heatmap_patients),
     }
     for name, figure in figures.items():
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out_dir / name, dpi=110)
         plt.close(figure)
     if run is not None:
         run.log_metrics(extra)
-        for path in sorted(out_dir.iterdir()):
-            run.log_file(path, "test")
+        for path in sorted(out_dir.rglob("*")):
+            if path.is_file():
+                run.log_file(path, str(Path("test") / path.parent.relative_to(out_dir)))
     return results
+
+
+def report_options(report_cfg: Any) -> dict[str, Any]:
+    """Keyword arguments of `test_and_report` from a `report` config section."""
+    patients = report_cfg.heatmap_patients
+    return {"bootstrap_resamples": int(report_cfg.bootstrap_resamples),
+            "heatmap_patients": patients if isinstance(patients, int) else [str(p) for p in patients],
+            "gallery_size": int(report_cfg.gallery_size)}

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from idclab.build import build_classifier, store_threshold
 from idclab.data.datamodule import PatchDataModule, channel_stats, prepare_data
 from idclab.module import IDCClassifier
-from idclab.reporting import test_and_report
+from idclab.reporting import report_options, test_and_report
 from idclab.resume import OUTPUT_DIR_TAG, find_resume_point, write_state
 from idclab.thresholds import tune_threshold
 from idclab.tracking import (
@@ -139,6 +139,6 @@ def train(cfg: DictConfig) -> float:
             if cfg.logger.log_checkpoint:
                 run.log_file(best_path, "checkpoints")
         test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
-                        bootstrap_resamples=cfg.bootstrap_resamples)
+                        **report_options(cfg.report))
         print(f"MLflow run {run.run_id} ({run_name}) finished; outputs in {out_dir}")
     return best_score

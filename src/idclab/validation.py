@@ -54,11 +54,15 @@ TRAIN_RULES: list[Rule] = [
     ("augment.p_stain", lambda v: _is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
     ("trainer.max_epochs", lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1)"),
     ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
+    ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
 ]
 
 EVALUATE_RULES: list[Rule] = [
     ("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("select.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
+    ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
 ]
 
 
