@@ -1,0 +1,183 @@
+"""From a data config to train/val/test DataLoaders over the packed cache."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    get_worker_info,
+)
+
+from idclab.data.augment import Augmentation
+from idclab.data.cache import PatchCache, check_bad_patches, load_or_build
+from idclab.data.layout import DataLayoutError, PatchIndex, require_root, scan
+from idclab.data.split import EXTERNAL_PREFIX, PatientSplit, make_split
+from idclab.data.synthetic import SyntheticSpec, generate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """A scanned, decoded and split dataset: everything a DataModule serves from."""
+
+    source: str
+    index: PatchIndex
+    cache: PatchCache
+    split: PatientSplit
+
+    def summary(self) -> dict[str, Any]:
+        """Facts to print and log: counts per class and split, skipped files, patients per split."""
+        counts = {s: dict(zip(("negative", "positive"), self.index.class_counts(rows), strict=True))
+                  for s, rows in self.split.rows.items()}
+        return {
+            "source": self.source,
+            "root": str(self.index.root),
+            "cache_key": self.cache.key,
+            "patches": len(self.index),
+            "class_counts": dict(zip(("negative", "positive"), self.index.class_counts(), strict=True)),
+            "split_counts": counts,
+            "decode_status": self.cache.counts(),
+            "skipped_files": dict(self.index.skipped),
+            "patients": {s: list(p) for s, p in self.split.patients.items()},
+            "split_notes": self.split.notes,
+        }
+
+
+def resolve_root(data_cfg: Any) -> Path:
+    """The folder to scan: the user's root for real data, or the generated synthetic set."""
+    if data_cfg.source == "synthetic":
+        spec = SyntheticSpec(**data_cfg.synthetic)
+        return generate(data_cfg.generated_dir, spec)
+    return require_root(data_cfg.root)
+
+
+def prepare_data(data_cfg: Any, split_cfg: Any) -> PreparedData:
+    """Scan, decode (once, into the cache) and split the dataset a data and a split config describe."""
+    index = scan(resolve_root(data_cfg))
+    options = {k: v for k, v in split_cfg.items() if k not in ("method", "root")}
+    if split_cfg.get("root"):
+        index = index.merged_with(scan(split_cfg.root), EXTERNAL_PREFIX)
+    cache = load_or_build(index, data_cfg.cache_dir, data_cfg.get("decode_workers"))
+    check_bad_patches(index, cache, strict=data_cfg.strict)
+    usable = np.flatnonzero(cache.usable)
+    split = make_split(index.patients[usable], index.labels[usable], split_cfg.method, **options)
+    split.rows = {s: usable[rows] for s, rows in split.rows.items()}
+    for name, rows in split.rows.items():
+        if rows.size == 0:
+            raise DataLayoutError(f"the {name} split is empty: add patients or change the split settings")
+    return PreparedData(source=data_cfg.source, index=index, cache=cache, split=split)
+
+
+class PatchBatches(Dataset):
+    """Whole batches from the cache: item `[i, j, ...]` is (uint8 N x 3 x 50 x 50 tensor, float labels).
+
+    Rows are read from the memory map in sorted order (one fancy-indexing copy per batch), then
+    augmented per patch (albumentations) and/or per batch (tensor ops).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
+                 augmentation: Augmentation | None = None):
+        self.images = images
+        self.labels = labels
+        self.rows = rows
+        self.augmentation = augmentation or Augmentation()
+        self._seeded_for: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _seed_per_sample_augmentation(self) -> None:
+        """albumentations keeps its own RNG: seed it from torch's per-process seed (set by
+        `seed_everything`, distinct in each DataLoader worker) so runs are reproducible."""
+        worker = get_worker_info()
+        process = worker.id if worker else -1
+        if self._seeded_for != process:
+            self.augmentation.per_sample.set_random_seed(torch.initial_seed() % 2**32)
+            self._seeded_for = process
+
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.rows[np.asarray(positions)]
+        order = np.argsort(rows, kind="stable")
+        pixels = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
+        pixels[order] = self.images[rows[order]]
+        if self.augmentation.per_sample is not None:
+            self._seed_per_sample_augmentation()
+            for i in range(len(pixels)):
+                pixels[i] = self.augmentation.per_sample(image=pixels[i])["image"]
+        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+        if self.augmentation.per_batch is not None:
+            batch = self.augmentation.per_batch(batch)
+        return batch, torch.from_numpy(self.labels[rows].astype(np.float32))
+
+
+class EpochBatchSampler(BatchSampler):
+    """A BatchSampler that passes `set_epoch` on to its sampler (so re-samplers redraw every epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def channel_stats(images: np.ndarray, rows: np.ndarray, seed: int, max_rows: int = 20000) -> tuple[list, list]:
+    """Per-channel mean and std (in [0, 1] units) of a sample of training patches."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(rows, size=min(max_rows, len(rows)), replace=False))
+    pixels = np.asarray(images[pick], dtype=np.float64) / 255.0
+    return pixels.mean(axis=(0, 1, 2)).tolist(), (pixels.std(axis=(0, 1, 2)) + 1e-6).tolist()
+
+
+class PatchDataModule(pl.LightningDataModule):
+    """Serves train (augmented, optionally re-sampled), val and test patches from the cache."""
+
+    def __init__(self, data: PreparedData, batch_size: int, num_workers: int = 0,
+                 augmentation: Augmentation | None = None,
+                 sampler_factory: Callable[[np.ndarray, int], Sampler | None] | None = None, seed: int = 0):
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augmentation = augmentation
+        self.sampler_factory = sampler_factory
+        self.seed = seed
+
+    def train_class_counts(self) -> list[int]:
+        """Negative and positive patch counts in the training split."""
+        return self.data.index.class_counts(self.data.split.rows["train"])
+
+    def dataset(self, split: str, train: bool = False) -> PatchBatches:
+        """The batch dataset of one split; `train=True` applies the augmentation."""
+        return PatchBatches(self.data.cache.images, self.data.index.labels, self.data.split.rows[split],
+                            self.augmentation if train else None)
+
+    def _loader(self, dataset: PatchBatches, sampler: Sampler) -> DataLoader:
+        batches = EpochBatchSampler(sampler, self.batch_size, drop_last=False)
+        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train", train=True)
+        labels = self.data.index.labels[dataset.rows]
+        sampler = self.sampler_factory(labels, self.seed) if self.sampler_factory else None
+        return self._loader(dataset, sampler if sampler is not None else RandomSampler(dataset))
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = self.dataset("val")
+        return self._loader(dataset, SequentialSampler(dataset))
+
+    def test_dataloader(self) -> DataLoader:
+        dataset = self.dataset("test")
+        return self._loader(dataset, SequentialSampler(dataset))

@@ -1,0 +1,71 @@
+"""Samplers that re-balance the classes seen in training, chosen by the `sampler` config group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from imblearn.under_sampling import RandomUnderSampler
+from imblearn.over_sampling import RandomOverSampler
+from torch.utils.data import Sampler, WeightedRandomSampler
+
+
+def no_sampler(labels: np.ndarray, seed: int) -> None:
+    """Plain shuffling: the DataLoader's own random order, class balance as in the data."""
+    return None
+
+
+def weighted(labels: np.ndarray, seed: int, replacement: bool = True) -> WeightedRandomSampler:
+    """Draw patches with probability inversely proportional to their class frequency."""
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    weights = 1.0 / counts[labels]
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(labels),
+                                 replacement=replacement, generator=generator)
+
+
+class ImbalancedLearnSampler(Sampler[int]):
+    """Indices re-drawn every epoch by an imbalanced-learn random over- or under-sampler.
+
+    The resampler runs on the row indices (not the images), seeded with `seed + epoch`, so each
+    epoch sees a different draw and a resumed run sees the same draws.
+    """
+
+    def __init__(self, labels: np.ndarray, seed: int, method: str, sampling_strategy: str | float = "auto"):
+        if method not in ("over", "under"):
+            raise ValueError(f"method must be 'over' or 'under', got {method!r}")
+        self.labels = np.asarray(labels)
+        self.seed = seed
+        self.method = method
+        self.sampling_strategy = sampling_strategy
+        self.epoch = 0
+        self._length = len(self._draw(0))
+
+    def _draw(self, epoch: int) -> np.ndarray:
+        cls = RandomOverSampler if self.method == "over" else RandomUnderSampler
+        resampler = cls(sampling_strategy=self.sampling_strategy, random_state=self.seed + epoch)
+        rows, _ = resampler.fit_resample(np.arange(len(self.labels)).reshape(-1, 1), self.labels)
+        rows = rows.ravel()
+        np.random.default_rng(self.seed + epoch).shuffle(rows)
+        return rows
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._draw(self.epoch).tolist())
+
+    def __len__(self) -> int:
+        return self._length
+
+
+def oversample(labels: np.ndarray, seed: int, sampling_strategy: str | float = "auto") -> ImbalancedLearnSampler:
+    """Random over-sampling of the minority class (imbalanced-learn), redrawn every epoch."""
+    return ImbalancedLearnSampler(labels, seed, "over", sampling_strategy)
+
+
+def undersample(labels: np.ndarray, seed: int, sampling_strategy: str | float = "auto") -> ImbalancedLearnSampler:
+    """Random under-sampling of the majority class (imbalanced-learn), redrawn every epoch."""
+    return ImbalancedLearnSampler(labels, seed, "under", sampling_strategy)

@@ -1,0 +1,137 @@
+"""Patient-level splits: no patient ever contributes patches to two splits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from idclab.data import janowczyk
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+EXTERNAL_PREFIX = "external:"
+
+
+@dataclass
+class PatientSplit:
+    """Which patients, and so which index rows, belong to each split (plus notes worth logging)."""
+
+    patients: dict[str, list[str]]
+    rows: dict[str, np.ndarray]
+    notes: dict[str, object] = field(default_factory=dict)
+
+    def check_disjoint(self) -> None:
+        """Raise if any patient is in two splits."""
+        seen: dict[str, str] = {}
+        for split, names in self.patients.items():
+            for name in names:
+                if name in seen:
+                    raise AssertionError(f"patient {name} is in both {seen[name]} and {split}")
+                seen[name] = split
+
+
+def _allocate(n: int, fractions: list[float]) -> list[int]:
+    """Split n items by fractions (largest remainder); every split with a positive fraction gets one."""
+    raw = np.array(fractions) * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts))[: n - counts.sum()]:
+        counts[i] += 1
+    for i, fraction in enumerate(fractions):
+        if fraction > 0 and counts[i] == 0:
+            donor = int(np.argmax(counts))
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts.tolist()
+
+
+def _from_assignment(patients: np.ndarray, assigned: dict[str, list[str]], notes: dict | None = None
+                     ) -> PatientSplit:
+    rows = {s: np.flatnonzero(np.isin(patients, assigned[s])) for s in SPLITS}
+    split = PatientSplit({s: sorted(assigned[s]) for s in SPLITS}, rows, notes or {})
+    split.check_disjoint()
+    return split
+
+
+def stratified(patients: np.ndarray, labels: np.ndarray, train: float = 0.7, val: float = 0.15,
+               test: float = 0.15, seed: int = 0) -> PatientSplit:
+    """Seeded patient-level split by fractions, stratified by each patient's positive share."""
+    return stratified_patient_split(patients, labels, {"train": train, "val": val, "test": test}, seed)
+
+
+def published(patients: np.ndarray, labels: np.ndarray, unlisted: str = "train") -> PatientSplit:
+    """The published Janowczyk & Madabhushi patient lists; unlisted patients go to `unlisted`
+    (train, val, test, or drop), listed patients missing from the data are reported."""
+    if unlisted not in (*SPLITS, "drop"):
+        raise ValueError(f"split.unlisted must be one of train, val, test, drop; got {unlisted!r}")
+    present = set(np.unique(patients).tolist())
+    assigned = {s: [p for p in janowczyk.PATIENTS[s] if p in present] for s in SPLITS}
+    listed = {p for names in janowczyk.PATIENTS.values() for p in names}
+    extra = sorted(present - listed)
+    if unlisted != "drop":
+        assigned[unlisted] += extra
+    missing = {s: [p for p in janowczyk.PATIENTS[s] if p not in present] for s in SPLITS}
+    if any(missing.values()):
+        log.warning("janowczyk split: listed patients absent from the data: %s",
+                    {s: len(m) for s, m in missing.items()})
+    return _from_assignment(patients, assigned, {"absent_listed_patients": missing,
+                                                 "unlisted_patients": extra, "unlisted_to": unlisted})
+
+
+def external(patients: np.ndarray, labels: np.ndarray, val: float = 0.15, seed: int = 0) -> PatientSplit:
+    """External validation: the second root's patients (prefixed `external:`) are the test split;
+    the main root's patients are split into train and val, stratified and seeded."""
+    is_external = np.char.startswith(patients.astype(str), EXTERNAL_PREFIX)
+    if not is_external.any():
+        raise ValueError("split=external needs split.root: the second data root to test on")
+    inner = stratified_patient_split(patients[~is_external], labels[~is_external],
+                                     {"train": 1 - val, "val": val, "test": 0.0}, seed)
+    assigned = {"train": inner.patients["train"], "val": inner.patients["val"],
+                "test": sorted(np.unique(patients[is_external]).tolist())}
+    return _from_assignment(patients, assigned)
+
+
+def stratified_patient_split(patients: np.ndarray, labels: np.ndarray, fractions: dict[str, float],
+                             seed: int) -> PatientSplit:
+    """Assign whole patients to splits, stratified by each patient's share of positive patches.
+
+    Patients are ordered by positive ratio and dealt, strata of a few at a time, to the splits in
+    proportion to `fractions` (seeded shuffle within each stratum), so every split spans the range
+    from tumour-free to tumour-rich patients.
+    """
+    names = [s for s in SPLITS if s in fractions]
+    weights = [float(fractions[s]) for s in names]
+    if any(w < 0 for w in weights) or not np.isclose(sum(weights), 1.0):
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
+    unique = np.unique(patients)
+    needed = sum(w > 0 for w in weights)
+    if len(unique) < needed:
+        raise ValueError(f"need at least {needed} patients for splits {fractions}, found {len(unique)}")
+    ratio = np.array([labels[patients == p].mean() for p in unique])
+    rng = np.random.default_rng(seed)
+    order = unique[np.lexsort((rng.random(len(unique)), ratio))]
+    stratum = max(2, int(round(1 / min(w for w in weights if w > 0))))
+    assigned: dict[str, list[str]] = {s: [] for s in names}
+    totals = np.array(_allocate(len(unique), weights))
+    dealt = 0
+    # deal strata in turn; the split furthest behind its pro-rata share takes the next patient
+    for start in range(0, len(order), stratum):
+        block = list(order[start:start + stratum])
+        rng.shuffle(block)
+        for patient in block:
+            dealt += 1
+            behind = totals * dealt / len(unique) - [len(assigned[s]) for s in names]
+            assigned[names[int(np.argmax(behind + 1e-6 * rng.random(len(names))))]].append(str(patient))
+    return _from_assignment(patients, {s: assigned.get(s, []) for s in SPLITS})
+
+
+SPLIT_METHODS = {"stratified": stratified, "janowczyk": published, "external": external}
+
+
+def make_split(patients: np.ndarray, labels: np.ndarray, method: str, **options: object) -> PatientSplit:
+    """Split by the method a `split` config names (stratified, janowczyk, external)."""
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method {method!r}; choose one of {sorted(SPLIT_METHODS)}")
+    return SPLIT_METHODS[method](patients, labels, **options)
