@@ -1,0 +1,1 @@
+"""The data layer: Kaggle layout scan, synthetic generator, decoding, packed cache, splits, loading."""
