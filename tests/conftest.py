@@ -44,7 +44,7 @@ def make_cfg(tmp_path: Path, data_dir: Path):
         paths = [f"paths.root={tmp_path}", f"paths.output_dir={tmp_path / 'out'}",
                  f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
         if config_name == "train":
-            paths.append(f"paths.data_dir={data_dir}")
+            paths += [f"paths.data_dir={data_dir}", "logger.log_model=false"]  # model logging: own tests
             extra = [*TINY_DATA, *TINY_TRAINER] if tiny else []
         else:
             extra = []

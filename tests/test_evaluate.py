@@ -89,3 +89,61 @@ def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_p
     good = by_name[patches[0].name]
     assert 0 <= float(good["probability"]) <= 1 and good["label"] in {"0", "1"}
     assert good["patient"] and int(good["x"]) >= 1
+    heatmaps = list((tmp_path / "out" / "heatmaps").glob("*.png"))
+    assert {h.stem for h in heatmaps} == {r["patient"] for r in rows if r["probability"]}
+
+
+def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_path):
+    import numpy as np
+
+    from idclab.tracking import load_registered_classifier
+
+    cfg = make_cfg("logger.log_model=true")
+    train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    model_uri = run.data.tags["model_uri"]
+    evaluate(eval_cfg(make_cfg, "register.name=idc-classifier", "register.alias=champion",
+                      f"paths.output_dir={tmp_path / 'register'}"))
+    version = client.get_model_version_by_alias("idc-classifier", "champion")
+    assert version.run_id == run.info.run_id and version.source == model_uri
+    classifier, source = load_registered_classifier(client, "models:/idc-classifier@champion")
+    assert source.info.run_id == run.info.run_id
+    assert classifier.threshold == pytest.approx(run.data.metrics["threshold"])  # the tuned threshold travels
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/idc-classifier@champion")
+    assert model.metadata.signature is not None
+    patches = np.random.default_rng(0).integers(0, 255, (3, 50, 50, 3), dtype=np.uint8)
+    output = model.predict(patches)
+    assert list(output.columns) == ["probability", "label"] and len(output) == 3
+    results = evaluate(eval_cfg(make_cfg, "model_uri=models:/idc-classifier@champion",
+                                f"paths.output_dir={tmp_path / 'from_registry'}"))
+    assert results["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)
+
+
+def test_register_needs_a_selected_run(make_cfg, trained):
+    client = MlflowClient(trained.logger.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name("idc").experiment_id])[0]
+    with pytest.raises(LookupError, match="no logged model"):
+        evaluate(eval_cfg(make_cfg, "register.name=x"))
+    with pytest.raises(LookupError, match="needs a training run"):
+        evaluate(eval_cfg(make_cfg, "register.name=x", f"ckpt_path={run.data.tags['best_checkpoint']}"))
+
+
+def test_report_pictures_are_valid_images(make_cfg, trained, tmp_path):
+    evaluate(eval_cfg(make_cfg, f"paths.output_dir={tmp_path / 'pictures'}"))
+    folder = tmp_path / "pictures" / "test"
+    for name in ("confusion_matrix.png", "roc_curve.png", "pr_curve.png", "calibration.png"):
+        with Image.open(folder / name) as image:
+            image.verify()
+            assert image.size[0] >= 400 and image.size[1] >= 400, name
+    for name in ("false_positives.png", "false_negatives.png"):  # a row of up to 8 patches per 16
+        with Image.open(folder / name) as image:
+            image.verify()
+            assert image.size[0] >= 1000 and image.size[1] >= 150, name
+    heatmaps = sorted((folder / "heatmaps").glob("*.png"))
+    assert 1 <= len(heatmaps) <= 3
+    with Image.open(heatmaps[0]) as image:
+        assert image.size[0] > 2 * image.size[1] // 2 and image.size[0] >= 800  # four panels side by side

@@ -124,9 +124,11 @@ def slide_heatmap_figure(images: np.ndarray, xs: np.ndarray, ys: np.ndarray, pro
         panels.append((f"errors at t={threshold:.2f}: FP red, FN blue", errors, {}))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8 * height / max(width, 1) + 0.8))
     for ax, (name, picture, style) in zip(np.atleast_1d(axes), panels, strict=True):
-        ax.imshow(picture, interpolation="nearest", **style)
+        shown = ax.imshow(picture, interpolation="nearest", **style)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
+        if name.startswith("predicted"):
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -93,3 +93,28 @@ def format_table(predictions: list[Prediction]) -> str:
         else:
             lines.append(f"{p.probability:8.4f}  {'IDC' if p.label else 'non-IDC':<8} {p.file}")
     return "\n".join(lines)
+
+
+def write_heatmaps(predictions: list[Prediction], folder: Path, threshold: float) -> list[Path]:
+    """One P(IDC) slide heatmap per patient whose predicted files carry Kaggle coordinates."""
+    import matplotlib.pyplot as plt
+
+    from idclab.plots import slide_heatmap_figure
+
+    by_patient: dict[str, list[tuple[int, int, float, np.ndarray]]] = {}
+    for p in predictions:
+        parsed = parse_patch_name(Path(p.file).name)
+        if parsed is None or p.probability is None:
+            continue
+        array, _ = decode_patch(p.file)
+        by_patient.setdefault(parsed.patient, []).append((parsed.x, parsed.y, p.probability, array))
+    written = []
+    for patient, items in sorted(by_patient.items()):
+        xs, ys, probs, images = (np.array(v) for v in zip(*items, strict=True))
+        figure = slide_heatmap_figure(images, xs, ys, probs, None, threshold,
+                                      f"Patient {patient}: P(IDC) of {len(items)} patches")
+        folder.mkdir(parents=True, exist_ok=True)
+        figure.savefig(folder / f"{patient}.png", dpi=110)
+        plt.close(figure)
+        written.append(folder / f"{patient}.png")
+    return written

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.figure
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
 from mlflow.entities import Metric, Param, Run
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 from pytorch_lightning.loggers import Logger
@@ -31,6 +37,7 @@ BATCH = 100
 KIND_TAG = "idclab.kind"
 SOURCE_RUN_TAG = "idclab.source_run_id"
 CHECKPOINT_TAG = "best_checkpoint"
+MODEL_URI_TAG = "model_uri"
 
 
 def is_local_database(tracking_uri: str) -> bool:
@@ -221,6 +228,70 @@ def finished_training_runs(client: MlflowClient, experiment_id: str, sweep: str 
         token = page.token
         if not token:
             return runs
+
+
+class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
+    """The trained classifier as an MLflow pyfunc model.
+
+    Input: uint8 RGB patches, an array N x 50 x 50 x 3. Output: a DataFrame with `probability` (P(IDC))
+    and `label` (1 = IDC at the tuned threshold). The checkpoint (weights, threshold, normalisation and
+    model config) travels as an artifact and loads with `weights_only=True`.
+    """
+
+    def load_context(self, context: Any) -> None:
+        from idclab.build import load_classifier
+
+        self.classifier = load_classifier(context.artifacts["checkpoint"])
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
+        images = torch.from_numpy(np.ascontiguousarray(np.asarray(model_input, dtype=np.uint8)))
+        with torch.no_grad():
+            probs = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy()
+        return pd.DataFrame({"probability": probs.astype(np.float64),
+                             "label": (probs >= self.classifier.threshold).astype(np.int64)})
+
+
+def log_model(run: TrackedRun, checkpoint: str | Path, example: np.ndarray) -> str:
+    """Log `checkpoint` as the run's MLflow pyfunc model (with signature and input example); return its URI."""
+    import idclab
+
+    model = IDCPyfuncModel()
+    model.load_context(type("Context", (), {"artifacts": {"checkpoint": str(checkpoint)}})())
+    signature = infer_signature(example, model.predict(None, example))
+    requirements = [f"{name}=={v}" for name, v in environment().items()
+                    if name not in ("python", "platform", "idclab") and v != "not installed"]
+    mlflow.set_tracking_uri(run.client.tracking_uri)
+    with mlflow.start_run(run_id=run.run_id):
+        info = mlflow.pyfunc.log_model(name="model", python_model=model, artifacts={"checkpoint": str(checkpoint)},
+                                       code_paths=[str(Path(idclab.__file__).parent)], signature=signature,
+                                       input_example=example, pip_requirements=requirements)
+    run.client.update_run(run.run_id, status="RUNNING")  # the fluent run context closed it; we are not done
+    run.set_tags({MODEL_URI_TAG: info.model_uri})
+    return info.model_uri
+
+
+def register_model(client: MlflowClient, run: Run, name: str, alias: str) -> int:
+    """Register a training run's logged model under `name` and point `alias` at the new version."""
+    model_uri = run.data.tags.get(MODEL_URI_TAG)
+    if not model_uri:
+        raise LookupError(f"run {run.info.run_id} has no logged model (train with logger.log_model=true)")
+    mlflow.set_tracking_uri(client.tracking_uri)
+    version = mlflow.register_model(model_uri, name)
+    client.set_registered_model_alias(name, alias, version.version)
+    return int(version.version)
+
+
+def load_registered_classifier(client: MlflowClient, model_uri: str) -> tuple[Any, Run | None]:
+    """The classifier inside an MLflow model (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...`),
+    and the training run it came from when the registry knows it."""
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pyfunc.load_model(model_uri)
+    classifier = model.unwrap_python_model().classifier
+    run = None
+    if model_uri.startswith("models:/") and "@" in model_uri:
+        name, alias = model_uri.removeprefix("models:/").split("@", 1)
+        run = client.get_run(client.get_model_version_by_alias(name, alias).run_id)
+    return classifier, run
 
 
 def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -29,6 +30,7 @@ from idclab.tracking import (
     environment,
     flatten,
     git_state,
+    log_model,
     run_status,
 )
 from idclab.validation import double_correction, validate_train_config
@@ -140,5 +142,8 @@ def train(cfg: DictConfig) -> float:
                 run.log_file(best_path, "checkpoints")
         test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
                         **report_options(cfg.report))
+        if best_path and cfg.logger.log_model:
+            example = np.asarray(data.cache.images[data.split.rows["val"][:2]])
+            print(f"Logged MLflow model {log_model(run, best_path, example)}")
         print(f"MLflow run {run.run_id} ({run_name}) finished; outputs in {out_dir}")
     return best_score

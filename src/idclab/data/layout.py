@@ -21,7 +21,8 @@ Expected the Kaggle "Breast Histopathology Images" layout:
   <root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png
 e.g. <root>/10253/1/10253_idx5_x1001_y1001_class1.png
 Download it with:
-  kaggle datasets download -d paultimothymooney/breast-histopathology-images && unzip breast-histopathology-images.zip -d PATH
+  kaggle datasets download -d paultimothymooney/breast-histopathology-images
+  unzip breast-histopathology-images.zip -d PATH
 then run: python train.py data=idc data.root=PATH"""
 
 
