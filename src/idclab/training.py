@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 
 from idclab.build import build_classifier, store_threshold
 from idclab.data.datamodule import PatchDataModule, channel_stats, prepare_data
@@ -109,24 +110,21 @@ def train(cfg: DictConfig) -> float:
     classifier = build_classifier(config, datamodule.train_class_counts(), mean, std)
 
     out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
+    ckpt_path = resume.checkpoint if resume else None
+    if rank_zero_only.rank != 0:  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
+        trainer, _ = make_trainer(cfg, out_dir, logger=False)
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
+        return float("nan")
     context = hydra_context()
     run_name = ",".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
     with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None) as run:
         write_state(out_dir, run.run_id, config)
         if resume is None:
-            run.log_params(flatten(config))
-            run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
-                            for cls, n in counts.items()} | {"data.cache_key": summary["cache_key"]})
-            run.log_json(summary, "data/summary.json")
-            run.log_json(environment(), "environment.json")
-            run.log_text(OmegaConf.to_yaml(config), "config/config.yaml")
-        monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
-        checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                                     save_last=True)
-        trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger(), callbacks=[checkpoint],
-                             default_root_dir=out_dir)
-        trainer.fit(classifier, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None)
+            log_inputs(run, config, summary)
+        trainer, checkpoint = make_trainer(cfg, out_dir, logger=run.lightning_logger())
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer = single_process(trainer, cfg, run, out_dir)
         best_path = checkpoint.best_model_path or None
         score = checkpoint.best_model_score
         best_score = float(score) if score is not None else float("nan")
@@ -137,7 +135,7 @@ def train(cfg: DictConfig) -> float:
         if best_path:
             store_threshold(best_path, threshold, cfg.threshold.method)
             run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
-            run.log_metrics({f"best_{monitor}": best_score})
+            run.log_metrics({f"best_{cfg.checkpoint.monitor}": best_score})
             if cfg.logger.log_checkpoint:
                 run.log_file(best_path, "checkpoints")
         test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
@@ -147,3 +145,33 @@ def train(cfg: DictConfig) -> float:
             print(f"Logged MLflow model {log_model(run, best_path, example)}")
         print(f"MLflow run {run.run_id} ({run_name}) finished; outputs in {out_dir}")
     return best_score
+
+
+def log_inputs(run: TrackedRun, config: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Parameters (the flattened config and data counts), the data summary, versions and the config YAML."""
+    run.log_params(flatten(config))
+    run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
+                    for cls, n in counts.items()} | {"data.cache_key": summary["cache_key"]})
+    run.log_json(summary, "data/summary.json")
+    run.log_json(environment(), "environment.json")
+    run.log_text(OmegaConf.to_yaml(config), "config/config.yaml")
+
+
+def make_trainer(cfg: DictConfig, out_dir: Path, logger: Any) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """The Lightning Trainer of `cfg.trainer`, keeping the best (by `checkpoint.monitor`) and last checkpoints."""
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
+                                 mode=cfg.checkpoint.mode, save_last=True)
+    trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=[checkpoint], default_root_dir=out_dir)
+    return trainer, checkpoint
+
+
+def single_process(trainer: pl.Trainer, cfg: DictConfig, run: TrackedRun, out_dir: Path) -> pl.Trainer:
+    """The fitted trainer, or after multi-process (DDP) training a one-device trainer for rank 0's
+    threshold choice and test, so the test set is seen whole and in order."""
+    if trainer.world_size == 1:
+        return trainer
+    if torch.distributed.is_initialized():  # the workers are done: metrics must not wait for them
+        torch.distributed.destroy_process_group()
+    return pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
+                      logger=run.lightning_logger(), enable_progress_bar=cfg.trainer.enable_progress_bar,
+                      default_root_dir=out_dir)
