@@ -37,3 +37,46 @@ def test_ddp_two_processes_log_one_run_that_agrees_with_one_process(tmp_path, da
         results[name] = runs[0].data.metrics
     for metric in ("test_auroc", "val_auroc", "train_loss"):
         assert abs(results["ddp"][metric] - results["single"][metric]) < TOLERANCE, metric
+
+
+@pytest.mark.slow
+def test_optuna_search_maximises_the_returned_validation_score(tmp_path, data_dir):
+    import yaml
+
+    process = start_training(tmp_path, data_dir, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                             *TINY_DATA, "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                             "logger.log_model=false")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("hparams_search").experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    (results,) = tmp_path.glob("multirun/*/*/optimization_results.yaml")
+    best = yaml.safe_load(results.read_text())
+    assert best["best_value"] == pytest.approx(max(r.data.metrics["best_val_auprc"] for r in runs))
+
+
+def test_cluster_and_gpu_configs_compose(make_cfg):
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "paths.root=/tmp", "paths.output_dir=/tmp/o"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
+    gpu = make_cfg("trainer=gpu")
+    assert (gpu.trainer.accelerator, gpu.trainer.devices, gpu.trainer.precision) == ("gpu", 1, "bf16-mixed")
+    ddp = make_cfg("trainer=ddp")
+    assert ddp.trainer.strategy == "ddp" and ddp.trainer.num_nodes == 1
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_training_with_mixed_precision(make_cfg):
+    from idclab.training import train
+
+    cfg = make_cfg("trainer=gpu")
+    train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert run.info.status == "FINISHED"

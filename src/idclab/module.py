@@ -42,9 +42,15 @@ class IDCClassifier(pl.LightningModule):
         self.test_targets = torch.empty(0, dtype=torch.long)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of uint8 N x 3 x H x W images."""
+        """Logits for a batch of uint8 N x 3 x H x W images (channels_last on CUDA, where it is faster)."""
         x = images.float().div_(255.0).sub_(self.mean).div_(self.std)
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """P(IDC) per image; with `tta`, averaged over the 8 flips/rotations of each patch."""
