@@ -105,13 +105,18 @@ def patient_bootstrap(targets: np.ndarray, probs: np.ndarray, patients: np.ndarr
             for name, v in samples.items()}
 
 
+def calibration_bins(targets: np.ndarray, probs: np.ndarray, bins: int = 10
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width probability bin: patch count, summed P(IDC) and summed IDC labels."""
+    which = np.clip(np.digitize(probs, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+    return (np.bincount(which, minlength=bins), np.bincount(which, probs, bins),
+            np.bincount(which, targets, bins))
+
+
 def expected_calibration_error(targets: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
     """ECE: the patch-weighted mean gap between predicted P(IDC) and the observed IDC share, per bin."""
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, probs, bins) - np.bincount(which, targets, bins))
-    return float(gap.sum() / max(counts.sum(), 1))
+    counts, predicted, observed = calibration_bins(targets, probs, bins)
+    return float(np.abs(predicted - observed).sum() / max(counts.sum(), 1))
 
 
 def _ratio(num: float, den: float) -> float:

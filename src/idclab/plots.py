@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
 
-from idclab.metrics import CLASS_NAMES, expected_calibration_error  # noqa: E402
+from idclab.metrics import CLASS_NAMES, calibration_bins, expected_calibration_error  # noqa: E402
 
 
 def confusion_matrix_figure(tn: int, fp: int, fn: int, tp: int, threshold: float) -> Figure:
@@ -30,6 +30,13 @@ def confusion_matrix_figure(tn: int, fp: int, fn: int, tp: int, threshold: float
     return fig
 
 
+def _finish_curve(fig: Figure, ax: plt.Axes, xlabel: str, ylabel: str, title: str, legend: str) -> Figure:
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc=legend, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def roc_figure(targets: np.ndarray, probs: np.ndarray, threshold: float) -> Figure:
     """ROC curve with its area and the operating point at `threshold`."""
     fpr, tpr, _ = roc_curve(targets, probs)
@@ -39,11 +46,8 @@ def roc_figure(targets: np.ndarray, probs: np.ndarray, threshold: float) -> Figu
     ax.plot(preds[targets == 0].mean(), preds[targets == 1].mean(), "o", color="C3",
             label=f"operating point (t = {threshold:.2f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
-    ax.set(xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)",
-           title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    return fig
+    return _finish_curve(fig, ax, "False positive rate (1 - specificity)", "True positive rate (sensitivity)",
+                         "ROC curve", "lower right")
 
 
 def pr_figure(targets: np.ndarray, probs: np.ndarray, threshold: float) -> Figure:
@@ -56,21 +60,15 @@ def pr_figure(targets: np.ndarray, probs: np.ndarray, threshold: float) -> Figur
         ax.plot(preds[targets == 1].mean(), targets[preds].mean(), "o", color="C3",
                 label=f"operating point (t = {threshold:.2f})")
     ax.axhline(targets.mean(), color="k", ls="--", lw=0.8, label=f"no skill = {targets.mean():.2f}")
-    ax.set(xlabel="Recall (sensitivity)", ylabel="Precision", title="Precision-recall curve",
-           xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    return fig
+    return _finish_curve(fig, ax, "Recall (sensitivity)", "Precision", "Precision-recall curve", "lower left")
 
 
 def calibration_figure(targets: np.ndarray, probs: np.ndarray, bins: int = 10) -> Figure:
     """Reliability diagram: observed IDC share against mean predicted P(IDC) per probability bin."""
     edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
+    counts, predicted, positives = calibration_bins(targets, probs, bins)
     filled = counts > 0
-    confidence = np.bincount(which, probs, bins)[filled] / counts[filled]
-    observed = np.bincount(which, targets, bins)[filled] / counts[filled]
+    confidence, observed = predicted[filled] / counts[filled], positives[filled] / counts[filled]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
     ax.plot(confidence, observed, "o-", label=f"model (ECE = {expected_calibration_error(targets, probs, bins):.3f})")
