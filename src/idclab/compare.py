@@ -78,7 +78,8 @@ def plot(rows: list[dict], title: str):
                 xerr=[r[f"{metric}_std"] for r in rows], label=metric.removeprefix("test_"), capsize=2)
     ax.set_yticks(y + height, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
+    low = min(r[f"{m}_mean"] - r[f"{m}_std"] for r in rows for m in shown)
+    ax.set_xlim(max(0.0, low - 0.05), 1.0)  # the differences between strategies are what matters
     ax.set_xlabel("test score (mean ± std over seeds)")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)

@@ -243,7 +243,7 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
 
         self.classifier = load_classifier(context.artifacts["checkpoint"])
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:  # noqa: ANN001 (MLflow reads hints)
         images = torch.from_numpy(np.ascontiguousarray(np.asarray(model_input, dtype=np.uint8)))
         with torch.no_grad():
             probs = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy()
