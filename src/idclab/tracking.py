@@ -238,12 +238,14 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
     model config) travels as an artifact and loads with `weights_only=True`.
     """
 
+    _skip_type_hint_validation = True  # the logged signature describes the input; MLflow need not wrap predict
+
     def load_context(self, context: Any) -> None:
         from idclab.build import load_classifier
 
         self.classifier = load_classifier(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:  # noqa: ANN001 (MLflow reads hints)
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
         images = torch.from_numpy(np.ascontiguousarray(np.asarray(model_input, dtype=np.uint8)))
         with torch.no_grad():
             probs = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy()
