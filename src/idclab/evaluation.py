@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,9 +28,6 @@ from idclab.validation import validate_evaluate_config
 if TYPE_CHECKING:  # only tracking.py talks to MLflow; these are type names
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
-
-log = logging.getLogger(__name__)
-
 
 def select_model(cfg: DictConfig, client: MlflowClient, out_dir: Path) -> tuple[IDCClassifier, Run | None, str]:
     """The classifier to use, the training run it came from (if known) and where it was loaded from:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ from idclab.data.cache import PatchCache, check_bad_patches, load_or_build
 from idclab.data.layout import DataLayoutError, PatchIndex, require_root, scan
 from idclab.data.split import EXTERNAL_PREFIX, PatientSplit, make_split
 from idclab.data.synthetic import SyntheticSpec, generate
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
