@@ -98,7 +98,6 @@ def test_ctrl_c_marks_the_run_killed(make_cfg, monkeypatch):
     def interrupt(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("idclab.reporting.test_and_report", interrupt)
     monkeypatch.setattr("idclab.training.test_and_report", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)

@@ -96,21 +96,24 @@ def format_table(predictions: list[Prediction]) -> str:
 
 
 def write_heatmaps(predictions: list[Prediction], folder: Path, threshold: float) -> list[Path]:
-    """One P(IDC) slide heatmap per patient whose predicted files carry Kaggle coordinates."""
+    """One P(IDC) slide heatmap per patient whose predicted files carry Kaggle coordinates.
+
+    The patches are decoded again here, one patient at a time, rather than kept from prediction, so a
+    folder of many whole slides never has to fit in memory.
+    """
     import matplotlib.pyplot as plt
 
     from idclab.plots import slide_heatmap_figure
 
-    by_patient: dict[str, list[tuple[int, int, float, np.ndarray]]] = {}
+    by_patient: dict[str, list[tuple[int, int, float, str]]] = {}
     for p in predictions:
         parsed = parse_patch_name(Path(p.file).name)
-        if parsed is None or p.probability is None:
-            continue
-        array, _ = decode_patch(p.file)
-        by_patient.setdefault(parsed.patient, []).append((parsed.x, parsed.y, p.probability, array))
+        if parsed is not None and p.probability is not None:
+            by_patient.setdefault(parsed.patient, []).append((parsed.x, parsed.y, p.probability, p.file))
     written = []
     for patient, items in sorted(by_patient.items()):
-        xs, ys, probs, images = (np.array(v) for v in zip(*items, strict=True))
+        xs, ys, probs = (np.array(v) for v in list(zip(*items, strict=True))[:3])
+        images = np.stack([decode_patch(file)[0] for *_, file in items])
         figure = slide_heatmap_figure(images, xs, ys, probs, None, threshold,
                                       f"Patient {patient}: P(IDC) of {len(items)} patches")
         folder.mkdir(parents=True, exist_ok=True)
