@@ -50,7 +50,7 @@ def test_thresholds_meet_their_definitions():
     assert (PROBS[TARGETS == 1] >= sens).mean() >= 0.9
     assert (PROBS[TARGETS == 1] >= sens + 1e-3).mean() < 0.9  # the highest such threshold
     assert tune_threshold(np.zeros(5, int), np.random.rand(5), "max_f1", value=0.5) == 0.5
-    with pytest.raises(ValueError, match="threshold.method"):
+    with pytest.raises(ValueError, match="threshold.name"):
         tune_threshold(TARGETS, PROBS, "magic")
 
 
@@ -112,6 +112,6 @@ def test_tta_averages_the_eight_symmetries(make_cfg):
 def test_experiments_compose(make_cfg):
     study = make_cfg("experiment=imbalance_study")
     assert study.logger.experiment_name == "imbalance_study" and study.allow_double_correction is True
-    assert study.model._target_.endswith("IDCNet")
+    assert study.model.name == "idcnet"
     replication = make_cfg("experiment=seed_replication")
-    assert replication.threshold.method == "fixed" and replication.loss._target_.endswith(".bce")
+    assert replication.threshold.name == "fixed" and replication.loss.name == "bce"

@@ -42,8 +42,8 @@ def test_every_option_trains_and_logs_a_finished_run(make_cfg, option):
             assert f"{stage}_{name}" in metrics, f"{stage}_{name}"
     assert "best_val_auprc" in metrics
     params = run.data.params
-    assert params["model._target_"] == cfg.model._target_
-    assert params["loss._target_"] == cfg.loss._target_
+    assert params["model"] == cfg.model.name
+    assert params["loss"] == cfg.loss.name
     assert int(params["data.count.train.positive"]) > 0
 
 
@@ -73,7 +73,7 @@ def test_run_logs_config_data_facts_checkpoint_and_reports(make_cfg):
     checkpoint = Path(run.data.tags["best_checkpoint"])
     assert checkpoint.is_file()
     classifier = load_classifier(checkpoint)
-    assert classifier.hparams["config"]["loss"]["_target_"] == "idclab.losses.weighted_bce"
+    assert classifier.hparams["config"]["loss"]["name"] == "weighted"
     assert run.data.tags["idclab.kind"] == "train"
     assert run.data.tags["data_source"] == "synthetic"
 

@@ -9,11 +9,12 @@ from typing import TypeVar
 from idclab.build import CheckpointError
 from idclab.data.cache import BadPatchError
 from idclab.data.layout import DataLayoutError
+from idclab.registry import OptionError
 from idclab.resume import ResumeError
 from idclab.validation import ConfigError
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DataLayoutError, BadPatchError, CheckpointError, ResumeError, LookupError,
+USER_ERRORS = (ConfigError, OptionError, DataLayoutError, BadPatchError, CheckpointError, ResumeError, LookupError,
                FileNotFoundError)
 
 

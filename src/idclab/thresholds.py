@@ -19,7 +19,7 @@ def tune_threshold(targets: np.ndarray, probs: np.ndarray, method: str, value: f
     Methods that need both classes fall back to `value` when the split has only one.
     """
     if method not in METHODS:
-        raise ValueError(f"threshold.method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"threshold.name must be one of {METHODS}, got {method!r}")
     if method == "fixed" or len(np.unique(targets)) < 2:
         return float(value)
     if method == "max_f1":

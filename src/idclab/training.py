@@ -12,11 +12,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
+from idclab import registry
 from idclab.build import build_classifier, store_threshold
 from idclab.data.datamodule import PatchDataModule, channel_stats, prepare_data
 from idclab.module import IDCClassifier
@@ -51,11 +51,7 @@ def hydra_context() -> dict[str, Any]:
 def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
     """Tags that let the MLflow UI filter and group runs: kind, overrides, sweep, git state."""
     tags = {KIND_TAG: "train", "overrides": " ".join(context["overrides"]) or "(defaults)",
-            "model": config["model"]["_target_"].rsplit(".", 1)[-1],
-            "loss": config["loss"]["_target_"].rsplit(".", 1)[-1],
-            "sampler": config["sampler"]["_target_"].rsplit(".", 1)[-1],
-            "data_source": config["data"]["source"], "split": config["split"]["method"],
-            "threshold": config["threshold"]["method"]}
+            "data_source": config["data"]["source"], **registry.option_names(config)}
     for override in context["overrides"]:
         key, _, value = override.partition("=")
         tags[f"override.{key.lstrip('+~')}"] = value
@@ -71,10 +67,10 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
     batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path)
     probs = torch.cat(batches).numpy()
     targets = datamodule.data.index.labels[datamodule.data.split.rows["val"]]
-    options = {k: v for k, v in threshold_cfg.items() if k != "method"}
-    threshold = tune_threshold(targets, probs, threshold_cfg.method, **options)
+    options = {k: v for k, v in threshold_cfg.items() if k != "name"}
+    threshold = tune_threshold(targets, probs, threshold_cfg.name, **options)
     classifier.set_threshold(threshold)
-    print(f"Operating threshold ({threshold_cfg.method} on validation): {threshold:.4f}")
+    print(f"Operating threshold ({threshold_cfg.name} on validation): {threshold:.4f}")
     return threshold
 
 
@@ -91,15 +87,20 @@ def train(cfg: DictConfig) -> float:
                                lambda run_id: run_status(client, run_id))
     if resume is not None:
         print(f"Resuming MLflow run {resume.run_id} from {resume.checkpoint}")
+        ignored = ignored_overrides(OmegaConf.to_container(cfg, resolve=True), resume.config)
+        if ignored:
+            warnings.warn(f"resuming with the config the run started with; ignored: {', '.join(ignored)}",
+                          stacklevel=1)
         cfg = OmegaConf.create(resume.config)
+        validate_train_config(cfg)  # a run state is data: its options go through the same checks
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     print(OmegaConf.to_yaml(config))
     warning = double_correction(cfg)
     if warning:
         warnings.warn(warning, stacklevel=1)
     pl.seed_everything(cfg.seed, workers=True)
-    augmentation = instantiate(cfg.augment)
-    sampler_factory = instantiate(cfg.sampler)
+    augmentation = registry.build("augment", config["augment"])
+    sampler_factory = registry.factory("sampler", config["sampler"])
     data = prepare_data(cfg.data, cfg.split)
     summary = data.summary()
     print(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
@@ -133,7 +134,7 @@ def train(cfg: DictConfig) -> float:
         threshold = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
         run.log_metrics({"threshold": threshold})
         if best_path:
-            store_threshold(best_path, threshold, cfg.threshold.method)
+            store_threshold(best_path, threshold, cfg.threshold.name)
             run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
             run.log_metrics({f"best_{cfg.checkpoint.monitor}": best_score})
             if cfg.logger.log_checkpoint:
@@ -149,12 +150,28 @@ def train(cfg: DictConfig) -> float:
 
 def log_inputs(run: TrackedRun, config: dict[str, Any], summary: dict[str, Any]) -> None:
     """Parameters (the flattened config and data counts), the data summary, versions and the config YAML."""
-    run.log_params(flatten(config))
+    run.log_params(option_params(config))
     run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
                     for cls, n in counts.items()} | {"data.cache_key": summary["cache_key"]})
     run.log_json(summary, "data/summary.json")
     run.log_json(environment(), "environment.json")
     run.log_text(OmegaConf.to_yaml(config), "config/config.yaml")
+
+
+def option_params(config: dict[str, Any]) -> dict[str, str]:
+    """The flattened config as params, each option group under its own name (`loss` = "focal")."""
+    params = flatten(config)
+    for group in registry.NAMED_GROUPS:
+        if f"{group}.name" in params:
+            params[group] = params.pop(f"{group}.name")
+    return params
+
+
+def ignored_overrides(requested: dict[str, Any], resumed: dict[str, Any]) -> list[str]:
+    """`key=value` of the requested config that differ from the resumed run's (output paths aside)."""
+    new, old = flatten(requested), flatten(resumed)
+    return [f"{key}={value}" for key, value in sorted(new.items())
+            if old.get(key) != value and not key.startswith("paths.") and key != "resume"]
 
 
 def make_trainer(cfg: DictConfig, out_dir: Path, logger: Any) -> tuple[pl.Trainer, ModelCheckpoint]:

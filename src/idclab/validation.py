@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from idclab import registry
 from idclab.data.layout import require_root
 
 
@@ -76,16 +77,17 @@ def _check(cfg: DictConfig, rules: list[Rule]) -> None:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value that cannot work (before any data is read)."""
+    """Raise ConfigError (or OptionError) for the first value that cannot work (before any data is read)."""
     _check(cfg, TRAIN_RULES)
+    registry.check({group: OmegaConf.to_container(cfg[group], resolve=True) for group in registry.GROUPS})
     synthetic = cfg.data.get("synthetic")
     if synthetic is not None and synthetic.min_grid > synthetic.max_grid:
         raise ConfigError(f"data.synthetic.min_grid ({synthetic.min_grid}) must be <= max_grid ({synthetic.max_grid})")
-    if cfg.split.method == "stratified":
+    if cfg.split.name == "stratified":
         total = cfg.split.train + cfg.split.val + cfg.split.test
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ConfigError(f"split.train + split.val + split.test must sum to 1, got {total:g}")
-    if cfg.split.method == "external" and not cfg.split.root:
+    if cfg.split.name == "external" and not cfg.split.root:
         raise ConfigError("split.root must name the second site's data root for split=external")
     if cfg.data.source != "synthetic":
         require_root(cfg.data.root)
@@ -103,17 +105,16 @@ BALANCING_SAMPLERS = {"weighted", "oversample", "undersample"}
 
 def reweights_classes(loss_cfg: DictConfig) -> bool:
     """True for a loss that weights the classes differently (weighted, class_balanced, focal with alpha)."""
-    name = loss_cfg._target_.rsplit(".", 1)[-1]
-    if name == "focal":
+    if loss_cfg.name == "focal":
         return 0 <= loss_cfg.alpha != 0.5
-    return name in ("weighted_bce", "class_balanced")
+    return loss_cfg.name in ("weighted", "class_balanced")
 
 
 def double_correction(cfg: DictConfig) -> str | None:
     """A warning when a class-balancing sampler meets a class re-weighting loss (unless allowed)."""
-    sampler = cfg.sampler._target_.rsplit(".", 1)[-1]
+    sampler = cfg.sampler.name
     if cfg.get("allow_double_correction") or sampler not in BALANCING_SAMPLERS or not reweights_classes(cfg.loss):
         return None
-    loss = cfg.loss._target_.rsplit(".", 1)[-1]
+    loss = cfg.loss.name
     return (f"sampler {sampler} already balances the classes and loss {loss} re-weights them too: the minority "
             "class is corrected twice. Set allow_double_correction=true if that is what you want.")

@@ -65,13 +65,13 @@ def resolve_root(data_cfg: Any) -> Path:
 def prepare_data(data_cfg: Any, split_cfg: Any) -> PreparedData:
     """Scan, decode (once, into the cache) and split the dataset a data and a split config describe."""
     index = scan(resolve_root(data_cfg))
-    options = {k: v for k, v in split_cfg.items() if k not in ("method", "root")}
+    options = {k: v for k, v in split_cfg.items() if k not in ("name", "root")}
     if split_cfg.get("root"):
         index = index.merged_with(scan(split_cfg.root), EXTERNAL_PREFIX)
     cache = load_or_build(index, data_cfg.cache_dir, data_cfg.get("decode_workers"))
     check_bad_patches(index, cache, strict=data_cfg.strict)
     usable = np.flatnonzero(cache.usable)
-    split = make_split(index.patients[usable], index.labels[usable], split_cfg.method, **options)
+    split = make_split(index.patients[usable], index.labels[usable], split_cfg.name, **options)
     split.rows = {s: usable[rows] for s, rows in split.rows.items()}
     for name, rows in split.rows.items():
         if rows.size == 0:

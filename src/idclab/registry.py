@@ -1,0 +1,123 @@
+"""The closed registry of options: every model, loss, sampler and augmentation a config may name.
+
+A config group holds `name: <option>` plus keyword arguments. Building looks the name up here (never
+an import path read from a config, a checkpoint or a run's state) and checks every keyword against
+the factory's signature and type hints, so a file can only choose among the project's own classes
+with plain values. The same option names are the params and tags a run is logged with.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from idclab import losses
+from idclab.data import augment, sampling
+from idclab.models.ann import ANN
+from idclab.models.cnn import CNN
+from idclab.models.idcnet import IDCNet
+
+
+class OptionError(ValueError):
+    """A config (or a file's saved config) names an option or a keyword the registry does not have."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A factory and the keyword arguments the code (not the config) supplies to it."""
+
+    factory: Callable[..., Any]
+    runtime: tuple[str, ...] = ()
+
+
+REGISTRY: dict[str, dict[str, Option]] = {
+    "model": {"idcnet": Option(IDCNet), "cnn": Option(CNN), "ann": Option(ANN)},
+    "loss": {
+        "bce": Option(losses.bce, ("class_counts",)),
+        "weighted": Option(losses.weighted_bce, ("class_counts",)),
+        "focal": Option(losses.focal, ("class_counts",)),
+        "class_balanced": Option(losses.class_balanced, ("class_counts",)),
+    },
+    "sampler": {
+        "none": Option(sampling.no_sampler, ("labels", "seed")),
+        "weighted": Option(sampling.weighted, ("labels", "seed")),
+        "oversample": Option(sampling.oversample, ("labels", "seed")),
+        "undersample": Option(sampling.undersample, ("labels", "seed")),
+    },
+    "augment": {"none": Option(augment.no_augmentation), "basic": Option(augment.basic),
+                "stain": Option(augment.stain)},
+}
+GROUPS = tuple(REGISTRY)
+NAMED_GROUPS = (*GROUPS, "threshold", "split")  # every group whose `name` is a run's param and tag
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """True if a plain config value fits a (simple) type hint: numbers, str, bool, None, lists, unions."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return isinstance(value, (str, int, float, bool, type(None)))
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin in (list, tuple):
+        items = args[:1] if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args
+        return isinstance(value, (list, tuple)) and all(_matches(v, items[0]) for v in value) if items else False
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None) or hint is None:
+        return value is None
+    return type(value) is hint
+
+
+def resolve(group: str, config: Mapping[str, Any]) -> tuple[Option, dict[str, Any]]:
+    """The registered option a group config names and its checked keyword arguments."""
+    if group not in REGISTRY:
+        raise OptionError(f"unknown option group {group!r}; choose one of {', '.join(GROUPS)}")
+    if not isinstance(config, Mapping) or "name" not in config:
+        raise OptionError(f"{group} must be a mapping with a `name` key, got {config!r}")
+    name = config["name"]
+    options = REGISTRY[group]
+    if name not in options:
+        raise OptionError(f"{group}.name={name!r} is not an option; choose one of {', '.join(options)}")
+    option = options[name]
+    signature = inspect.signature(option.factory)
+    hints = typing.get_type_hints(option.factory.__init__ if inspect.isclass(option.factory) else option.factory)
+    accepted = [p for p in signature.parameters if p not in option.runtime]
+    kwargs = {key: value for key, value in config.items() if key != "name"}
+    for key, value in kwargs.items():
+        if key not in accepted:
+            raise OptionError(f"{group}.{key} is not a setting of {group}={name} "
+                              f"(settings: {', '.join(accepted) or 'none'})")
+        if not _matches(value, hints.get(key, Any)):
+            raise OptionError(f"{group}.{key}={value!r} has the wrong type for {group}={name} "
+                              f"(expected {hints.get(key, 'a plain value')})")
+    return option, kwargs
+
+
+def build(group: str, config: Mapping[str, Any], **runtime: Any) -> Any:
+    """Build the option a group config names, with the code's runtime arguments (e.g. class counts)."""
+    option, kwargs = resolve(group, config)
+    return option.factory(**kwargs, **runtime)
+
+
+def factory(group: str, config: Mapping[str, Any]) -> Callable[..., Any]:
+    """The option's factory with its config arguments bound; the caller supplies the runtime ones."""
+    option, kwargs = resolve(group, config)
+    return functools.partial(option.factory, **kwargs)
+
+
+def check(config: Mapping[str, Any]) -> None:
+    """Resolve every registered group of a whole run config, so a bad option fails before any work."""
+    for group in GROUPS:
+        resolve(group, config[group])
+
+
+def option_names(config: Mapping[str, Any]) -> dict[str, str]:
+    """The option chosen in each named group: {"model": "idcnet", "loss": "focal", ...}."""
+    return {group: str(config[group]["name"]) for group in NAMED_GROUPS if group in config}

@@ -1,0 +1,84 @@
+"""A file is data: models and losses are rebuilt only from the closed option registry."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from idclab import registry
+from idclab.build import CheckpointError, build_classifier, load_classifier
+from idclab.models.idcnet import IDCNet
+
+CONFIG = {
+    "model": {"name": "idcnet", "widths": [8, 16], "depth": 1, "dropout": 0.0},
+    "loss": {"name": "focal", "alpha": 0.75, "gamma": 2.0},
+    "sampler": {"name": "none"},
+    "augment": {"name": "basic", "p_flip": 0.5, "batched": True},
+    "optim": {"lr": 1e-3, "weight_decay": 0.0},
+}
+
+
+def write_checkpoint(path: Path, config: dict, **hparams: object) -> Path:
+    """A checkpoint as training writes it, with `config` saved inside (built from the honest CONFIG)."""
+    classifier = build_classifier(CONFIG, [30, 10], [0.5] * 3, [0.2] * 3)
+    saved = {"config": config, "class_counts": [30, 10], "mean": [0.5] * 3, "std": [0.2] * 3, "threshold": 0.4}
+    torch.save({"state_dict": classifier.state_dict(), "hyper_parameters": saved | hparams}, path)
+    return path
+
+
+def test_build_uses_the_option_name_and_keywords():
+    model = registry.build("model", CONFIG["model"])
+    assert isinstance(model, IDCNet)
+    assert registry.build("loss", CONFIG["loss"], class_counts=[3, 1]).alpha == 0.75
+
+
+@pytest.mark.parametrize(("group", "config", "message"), [
+    ("model", {"name": "resnet9000"}, "model.name='resnet9000' is not an option"),
+    ("model", {"name": "idcnet", "_target_": "os.system"}, "model._target_ is not a setting of model=idcnet"),
+    ("loss", {"name": "focal", "alpha": {"_target_": "os.system"}}, "loss.alpha="),
+    ("loss", {"name": "focal", "alpha": "0.5"}, "wrong type"),
+    ("model", {"_target_": "pathlib.Path.touch", "_args_": ["/tmp/x"]}, "`name` key"),
+    ("sampler", {"name": "weighted", "labels": [1, 0]}, "sampler.labels is not a setting"),
+])
+def test_anything_outside_the_registry_is_refused_naming_the_key(group, config, message):
+    with pytest.raises(registry.OptionError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        registry.build(group, config)
+
+
+def test_option_names_are_the_conf_file_names():
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for group, options in registry.REGISTRY.items():
+        files = {p.stem for p in (conf / group).glob("*.yaml")}
+        assert files == set(options), group
+        for name in files:
+            assert OmegaConf.load(conf / group / f"{name}.yaml").name == name
+
+
+def test_a_checkpoint_naming_a_callable_runs_nothing(tmp_path: Path):
+    victim = tmp_path / "pwned"
+    attacks = [
+        {"_target_": "pathlib.Path.touch", "_args_": [str(victim)]},
+        {"name": "idcnet", "widths": {"_target_": "pathlib.Path.touch", "self": str(victim)}},
+        {"_target_": "torch.hub.load", "repo_or_dir": "evil/repo", "model": "x"},
+    ]
+    for number, attack in enumerate(attacks):
+        config = copy.deepcopy(CONFIG) | {"model": attack}
+        path = write_checkpoint(tmp_path / f"evil{number}.ckpt", config)
+        with pytest.raises(CheckpointError, match="cannot rebuild"):
+            load_classifier(path)
+    assert not victim.exists()
+
+
+def test_a_checkpoint_with_odd_hyperparameters_is_refused(tmp_path: Path):
+    path = write_checkpoint(tmp_path / "odd.ckpt", CONFIG, mean="os.system")
+    with pytest.raises(CheckpointError, match="mean must be 3 numbers"):
+        load_classifier(path)
+
+
+def test_an_honest_checkpoint_loads_with_its_threshold(tmp_path: Path):
+    classifier = load_classifier(write_checkpoint(tmp_path / "ok.ckpt", CONFIG))
+    assert classifier.threshold == pytest.approx(0.4)
