@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_p
 def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_path):
     import numpy as np
 
-    from idclab.tracking import load_registered_classifier
+    from idclab.build import load_classifier
+    from idclab.tracking import download_model_checkpoint, model_source_run, synthetic_example
 
     cfg = make_cfg("logger.log_model=true")
     train(cfg)
@@ -107,8 +109,13 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
                       f"paths.output_dir={tmp_path / 'register'}"))
     version = client.get_model_version_by_alias("idc-classifier", "champion")
     assert version.run_id == run.info.run_id and version.source == model_uri
-    classifier, source = load_registered_classifier(client, "models:/idc-classifier@champion")
-    assert source.info.run_id == run.info.run_id
+    checkpoint = download_model_checkpoint(client, "models:/idc-classifier@champion", tmp_path / "dl")
+    classifier = load_classifier(checkpoint)
+    assert model_source_run(client, "models:/idc-classifier@champion").info.run_id == run.info.run_id
+    model_files = {p.name for p in checkpoint.parents[1].rglob("*")}
+    assert "python_model.pkl" not in model_files and "pyfunc_model.py" in model_files  # logged from code
+    example = json.loads(next(checkpoint.parents[1].rglob("input_example.json")).read_text())
+    assert np.array_equal(np.asarray(example), synthetic_example())  # no patient pixels
     assert classifier.threshold == pytest.approx(run.data.metrics["threshold"])  # the tuned threshold travels
     import mlflow.pyfunc
 

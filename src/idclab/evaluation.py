@@ -20,7 +20,8 @@ from idclab.tracking import (
     checkpoint_of,
     connect,
     find_best_run,
-    load_registered_classifier,
+    download_model_checkpoint,
+    model_source_run,
     register_model,
 )
 from idclab.validation import validate_evaluate_config
@@ -33,8 +34,8 @@ def select_model(cfg: DictConfig, client: MlflowClient, out_dir: Path) -> tuple[
     """The classifier to use, the training run it came from (if known) and where it was loaded from:
     `model_uri`, else `ckpt_path`, else the best finished run of the experiment by `select.metric`."""
     if cfg.model_uri:
-        classifier, source_run = load_registered_classifier(client, cfg.model_uri)
-        return classifier, source_run, cfg.model_uri
+        checkpoint = download_model_checkpoint(client, cfg.model_uri, out_dir / "downloaded")
+        return load_classifier(checkpoint), model_source_run(client, cfg.model_uri), cfg.model_uri
     source_run = None
     if cfg.ckpt_path:
         ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()

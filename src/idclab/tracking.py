@@ -18,12 +18,15 @@ from typing import Any
 
 import matplotlib.figure
 import mlflow
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import torch
-from mlflow.entities import Metric, Param, Run
+import yaml
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run
 from mlflow.models import infer_signature
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 from pytorch_lightning.loggers import Logger
@@ -38,6 +41,11 @@ KIND_TAG = "idclab.kind"
 SOURCE_RUN_TAG = "idclab.source_run_id"
 CHECKPOINT_TAG = "best_checkpoint"
 MODEL_URI_TAG = "model_uri"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class ModelFormatError(ValueError):
+    """An MLflow model that is not an idclab model, or whose files are not where its MLmodel says."""
 
 
 def is_local_database(tracking_uri: str) -> bool:
@@ -116,12 +124,14 @@ class TrackedRun:
     """One MLflow run, open for the duration of a `with` block."""
 
     def __init__(self, client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str],
-                 resume_run_id: str | None = None):
+                 resume_run_id: str | None = None, parent_run_id: str | None = None, system_metrics: bool = True):
         self.client = client
         self.experiment_id = experiment_id
         self.run_name = run_name
-        self.tags = dict(tags)
+        self.tags = dict(tags) | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
         self.run_id = resume_run_id or ""
+        self.system_metrics = system_metrics
+        self._monitor: SystemMetricsMonitor | None = None
 
     def __enter__(self) -> TrackedRun:
         if self.run_id:  # continue an interrupted run: same run, metrics carry on
@@ -131,6 +141,10 @@ class TrackedRun:
             self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name,
                                                  tags=self.tags).info.run_id
         log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id, self.experiment_id)
+        if self.system_metrics:  # CPU, memory, disk, network and (with pynvml) GPU, every 10 s
+            self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=bool(self.tags.get("resumed")),
+                                                 tracking_uri=self.client.tracking_uri)
+            self._monitor.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
@@ -141,6 +155,8 @@ class TrackedRun:
         else:
             status = "FAILED"
             self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
+        if self._monitor is not None:
+            self._monitor.finish()
         self.client.set_terminated(self.run_id, status)
         return False
 
@@ -170,6 +186,15 @@ class TrackedRun:
 
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def log_datasets(self, splits: Mapping[str, pd.DataFrame], source: str) -> None:
+        """Each split's patch table as an MLflow dataset input (name, digest of the table, source, context)."""
+        inputs = []
+        for split, frame in splits.items():
+            digest = pd.util.hash_pandas_object(frame, index=False).sum().item() % 16**12
+            dataset = from_pandas(frame, source=source, targets="label", name=f"{split}", digest=f"{digest:012x}")
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", split)]))
+        self.client.log_inputs(self.run_id, datasets=inputs)
 
     def lightning_logger(self) -> MLflowEpochLogger:
         """A Lightning logger writing each epoch's metrics into this run, with the epoch as step."""
@@ -230,42 +255,29 @@ def finished_training_runs(client: MlflowClient, experiment_id: str, sweep: str 
             return runs
 
 
-class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
-    """The trained classifier as an MLflow pyfunc model.
-
-    Input: uint8 RGB patches, an array N x 50 x 50 x 3. Output: a DataFrame with `probability` (P(IDC))
-    and `label` (1 = IDC at the tuned threshold). The checkpoint (weights, threshold, normalisation and
-    model config) travels as an artifact and loads with `weights_only=True`.
-    """
-
-    _skip_type_hint_validation = True  # the logged signature describes the input; MLflow need not wrap predict
-
-    def load_context(self, context: Any) -> None:
-        from idclab.build import load_classifier
-
-        self.classifier = load_classifier(context.artifacts["checkpoint"])
-
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
-        images = torch.from_numpy(np.ascontiguousarray(np.asarray(model_input, dtype=np.uint8)))
-        with torch.no_grad():
-            probs = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy()
-        return pd.DataFrame({"probability": probs.astype(np.float64),
-                             "label": (probs >= self.classifier.threshold).astype(np.int64)})
+def synthetic_example(count: int = 2, seed: int = 0) -> np.ndarray:
+    """A model input example that holds no patient's pixels: random pink-purple noise, N x 50 x 50 x 3 uint8."""
+    rng = np.random.default_rng(seed)
+    base = np.array([200, 120, 180], dtype=np.int16)
+    return np.clip(base + rng.integers(-60, 60, (count, 50, 50, 3)), 0, 255).astype(np.uint8)
 
 
-def log_model(run: TrackedRun, checkpoint: str | Path, example: np.ndarray) -> str:
-    """Log `checkpoint` as the run's MLflow pyfunc model (with signature and input example); return its URI."""
-    import idclab
+def log_model(run: TrackedRun, checkpoint: str | Path) -> str:
+    """Log `checkpoint` as the run's MLflow pyfunc model, from code (`idclab/pyfunc_model.py`, nothing
+    pickled), with signature and a synthetic input example; return its URI."""
+    from idclab import pyfunc_model
+    from idclab.build import load_classifier
 
-    model = IDCPyfuncModel()
-    model.load_context(type("Context", (), {"artifacts": {"checkpoint": str(checkpoint)}})())
+    example = synthetic_example()
+    model = pyfunc_model.IDCPyfuncModel()
+    model.classifier = load_classifier(checkpoint)
     signature = infer_signature(example, model.predict(None, example))
     requirements = [f"{name}=={v}" for name, v in environment().items()
                     if name not in ("python", "platform", "idclab") and v != "not installed"]
     mlflow.set_tracking_uri(run.client.tracking_uri)
     with mlflow.start_run(run_id=run.run_id):
-        info = mlflow.pyfunc.log_model(name="model", python_model=model, artifacts={"checkpoint": str(checkpoint)},
-                                       code_paths=[str(Path(idclab.__file__).parent)], signature=signature,
+        info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model.__file__,
+                                       artifacts={"checkpoint": str(checkpoint)}, signature=signature,
                                        input_example=example, pip_requirements=requirements)
     run.client.update_run(run.run_id, status="RUNNING")  # the fluent run context closed it; we are not done
     run.set_tags({MODEL_URI_TAG: info.model_uri})
@@ -283,17 +295,33 @@ def register_model(client: MlflowClient, run: Run, name: str, alias: str) -> int
     return int(version.version)
 
 
-def load_registered_classifier(client: MlflowClient, model_uri: str) -> tuple[Any, Run | None]:
-    """The classifier inside an MLflow model (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...`),
-    and the training run it came from when the registry knows it."""
+def download_model_checkpoint(client: MlflowClient, model_uri: str, download_dir: str | Path) -> Path:
+    """The checkpoint file inside an MLflow model (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...`),
+    downloaded as plain files: the model's code is never run and nothing in it is unpickled."""
     mlflow.set_tracking_uri(client.tracking_uri)
-    model = mlflow.pyfunc.load_model(model_uri)
-    classifier = model.unwrap_python_model().classifier
-    run = None
-    if model_uri.startswith("models:/") and "@" in model_uri:
-        name, alias = model_uri.removeprefix("models:/").split("@", 1)
-        run = client.get_run(client.get_model_version_by_alias(name, alias).run_id)
-    return classifier, run
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(download_dir)))
+    meta = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else None
+    try:
+        relative = meta["flavors"]["python_function"]["artifacts"]["checkpoint"]["path"]
+    except (TypeError, KeyError) as error:
+        raise ModelFormatError(f"{model_uri} is not an idclab model (no checkpoint artifact in MLmodel)") from error
+    path = (local / relative).resolve()
+    if not path.is_file() or local.resolve() not in path.parents:
+        raise ModelFormatError(f"{model_uri}: checkpoint artifact {relative!r} is missing or outside the model")
+    return path
+
+
+def model_source_run(client: MlflowClient, model_uri: str) -> Run | None:
+    """The training run a registered model version came from (for `models:/NAME@ALIAS` or `models:/NAME/N`)."""
+    if not model_uri.startswith("models:/"):
+        return None
+    name, _, ref = model_uri.removeprefix("models:/").partition("@")
+    if ref:
+        version = client.get_model_version_by_alias(name, ref)
+    else:
+        name, _, number = name.partition("/")
+        version = client.get_model_version(name, number)
+    return client.get_run(version.run_id) if version.run_id else None
 
 
 def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from idclab import registry
 from idclab.build import build_classifier, store_threshold
-from idclab.data.datamodule import PatchDataModule, channel_stats, prepare_data
+from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats, prepare_data
 from idclab.module import IDCClassifier
 from idclab.reporting import report_options, test_and_report
 from idclab.resume import OUTPUT_DIR_TAG, find_resume_point, write_state
@@ -99,58 +100,89 @@ def train(cfg: DictConfig) -> float:
     if warning:
         warnings.warn(warning, stacklevel=1)
     pl.seed_everything(cfg.seed, workers=True)
-    augmentation = registry.build("augment", config["augment"])
-    sampler_factory = registry.factory("sampler", config["sampler"])
-    data = prepare_data(cfg.data, cfg.split)
+    data = prepare_data(cfg.data, cfg.split, allow_empty_test=bool(cfg.cv.folds))
     summary = data.summary()
     print(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
           f"decode {summary['decode_status']}, skipped files {summary['skipped_files'] or 'none'}")
-    datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation,
-                                 sampler_factory, cfg.seed)
-    mean, std = channel_stats(data.cache.images, data.split.rows["train"], cfg.seed)
-    classifier = build_classifier(config, datamodule.train_class_counts(), mean, std)
+    context = hydra_context()
+    if cfg.cv.folds:
+        from idclab.crossval import cross_validate
 
+        return cross_validate(cfg, config, data, client, experiment_id, context)
     out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
     ckpt_path = resume.checkpoint if resume else None
     if rank_zero_only.rank != 0:  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
+        datamodule, classifier = make_model_and_data(cfg, config, data)
         trainer, _ = make_trainer(cfg, out_dir, logger=False)
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
         return float("nan")
-    context = hydra_context()
     run_name = ",".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
     with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None) as run:
         write_state(out_dir, run.run_id, config)
         if resume is None:
-            log_inputs(run, config, summary)
-        trainer, checkpoint = make_trainer(cfg, out_dir, logger=run.lightning_logger())
-        trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
-        trainer = single_process(trainer, cfg, run, out_dir)
-        best_path = checkpoint.best_model_path or None
-        score = checkpoint.best_model_score
-        best_score = float(score) if score is not None else float("nan")
-        if not best_path:
-            log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
-        threshold = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
-        run.log_metrics({"threshold": threshold})
-        if best_path:
-            store_threshold(best_path, threshold, cfg.threshold.name)
-            run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
-            run.log_metrics({f"best_{cfg.checkpoint.monitor}": best_score})
-            if cfg.logger.log_checkpoint:
-                run.log_file(best_path, "checkpoints")
-        test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
-                        **report_options(cfg.report))
-        if best_path and cfg.logger.log_model:
-            example = np.asarray(data.cache.images[data.split.rows["val"][:2]])
-            print(f"Logged MLflow model {log_model(run, best_path, example)}")
+            log_inputs(run, config, data)
+        result = fit_and_test(cfg, config, data, run, out_dir, ckpt_path)
         print(f"MLflow run {run.run_id} ({run_name}) finished; outputs in {out_dir}")
-    return best_score
+    return result.best_score
 
 
-def log_inputs(run: TrackedRun, config: dict[str, Any], summary: dict[str, Any]) -> None:
-    """Parameters (the flattened config and data counts), the data summary, versions and the config YAML."""
+@dataclass
+class FitResult:
+    """What one fit-and-test gives: the selection score, best checkpoint, threshold and test predictions."""
+
+    best_score: float
+    best_path: str | None
+    threshold: float
+    test_rows: np.ndarray
+    test_probs: np.ndarray
+    metrics: dict[str, Any]
+
+
+def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedData
+                        ) -> tuple[PatchDataModule, IDCClassifier]:
+    """The DataModule (augmentation and sampler from the registry) and a fresh classifier for `data`."""
+    augmentation = registry.build("augment", config["augment"])
+    sampler_factory = registry.factory("sampler", config["sampler"])
+    datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation,
+                                 sampler_factory, cfg.seed)
+    mean, std = channel_stats(data.cache.images, data.split.rows["train"], cfg.seed)
+    return datamodule, build_classifier(config, datamodule.train_class_counts(), mean, std)
+
+
+def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
+                 ckpt_path: Path | None = None) -> FitResult:
+    """Fit on train (selecting the epoch on val), tune the threshold on val, test, report and log to `run`."""
+    datamodule, classifier = make_model_and_data(cfg, config, data)
+    trainer, checkpoint = make_trainer(cfg, out_dir, logger=run.lightning_logger())
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer = single_process(trainer, cfg, run, out_dir)
+    best_path = checkpoint.best_model_path or None
+    score = checkpoint.best_model_score
+    best_score = float(score) if score is not None else float("nan")
+    if not best_path:
+        log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
+    threshold = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
+    run.log_metrics({"threshold": threshold})
+    if best_path:
+        store_threshold(best_path, threshold, cfg.threshold.name)
+        run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
+        run.log_metrics({f"best_{cfg.checkpoint.monitor}": best_score})
+        if cfg.logger.log_checkpoint:
+            run.log_file(best_path, "checkpoints")
+    metrics = test_and_report(trainer, classifier, datamodule, out_dir / "test", run, **report_options(cfg.report))
+    if best_path and cfg.logger.log_model:
+        print(f"Logged MLflow model {log_model(run, best_path)}")
+    probs = classifier.test_probs.numpy()
+    return FitResult(best_score, best_path, threshold, data.split.rows["test"][: len(probs)], probs, metrics)
+
+
+def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> None:
+    """Parameters (the flattened config and data counts), the datasets, the data summary, versions and config."""
+    summary = data.summary()
     run.log_params(option_params(config))
+    run.log_datasets({split: data.index.frame(rows) for split, rows in data.split.rows.items()},
+                     source=summary["root"])
     run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
                     for cls, n in counts.items()} | {"data.cache_key": summary["cache_key"]})
     run.log_json(summary, "data/summary.json")

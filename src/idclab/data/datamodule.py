@@ -62,8 +62,11 @@ def resolve_root(data_cfg: Any) -> Path:
     return require_root(data_cfg.root)
 
 
-def prepare_data(data_cfg: Any, split_cfg: Any) -> PreparedData:
-    """Scan, decode (once, into the cache) and split the dataset a data and a split config describe."""
+def prepare_data(data_cfg: Any, split_cfg: Any, allow_empty_test: bool = False) -> PreparedData:
+    """Scan, decode (once, into the cache) and split the dataset a data and a split config describe.
+
+    `allow_empty_test` lets cross-validation run without a held-out test split (folds give the estimate).
+    """
     index = scan(resolve_root(data_cfg))
     options = {k: v for k, v in split_cfg.items() if k not in ("name", "root")}
     if split_cfg.get("root"):
@@ -74,7 +77,7 @@ def prepare_data(data_cfg: Any, split_cfg: Any) -> PreparedData:
     split = make_split(index.patients[usable], index.labels[usable], split_cfg.name, **options)
     split.rows = {s: usable[rows] for s, rows in split.rows.items()}
     for name, rows in split.rows.items():
-        if rows.size == 0:
+        if rows.size == 0 and not (name == "test" and allow_empty_test):
             raise DataLayoutError(f"the {name} split is empty: add patients or change the split settings")
     return PreparedData(source=data_cfg.source, index=index, cache=cache, split=split)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 PATCH_NAME = re.compile(r"^(?P<patient>[^_/]+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png$")
 
@@ -77,6 +78,11 @@ class PatchIndex:
             patients=np.concatenate([self.patients, np.char.add(patient_prefix, other.patients.astype(str))]),
             xs=np.concatenate([self.xs, other.xs]), ys=np.concatenate([self.ys, other.ys]),
             labels=np.concatenate([self.labels, other.labels]), skipped=self.skipped + other.skipped)
+
+    def frame(self, rows: np.ndarray) -> pd.DataFrame:
+        """The patches of `rows` as a table: file, patient, x, y, label."""
+        return pd.DataFrame({"file": [self.paths[i] for i in rows], "patient": self.patients[rows].astype(str),
+                             "x": self.xs[rows], "y": self.ys[rows], "label": self.labels[rows]})
 
     def class_counts(self, rows: np.ndarray | None = None) -> list[int]:
         """Number of negative and positive patches (over `rows`, or all)."""
