@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from idclab import registry
+from idclab.ensemble import ENSEMBLE_KEY, EnsembleClassifier
 from idclab.module import IDCClassifier
 
 
@@ -40,7 +41,22 @@ def load_classifier(path: str | Path) -> IDCClassifier:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(f"{path} is not a loadable checkpoint (weights-only load): {error}") from error
-    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} was not written by idclab (not a checkpoint mapping)")
+    if ENSEMBLE_KEY in checkpoint:
+        members = checkpoint[ENSEMBLE_KEY]
+        if not isinstance(members, list) or not members:
+            raise CheckpointError(f"{path}: the ensemble holds no member checkpoint")
+        threshold = checkpoint.get("threshold", 0.5)
+        if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise CheckpointError(f"{path}: ensemble threshold must be a number in [0, 1], got {threshold!r}")
+        return EnsembleClassifier([classifier_from(member, path) for member in members], threshold).eval()
+    return classifier_from(checkpoint, path)
+
+
+def classifier_from(checkpoint: dict[str, Any], path: Path) -> IDCClassifier:
+    """One classifier from a loaded checkpoint mapping (`path` names it in errors)."""
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "config" not in hparams:
         raise CheckpointError(f"{path} was not written by idclab (no saved run config)")
     try:

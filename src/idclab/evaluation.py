@@ -19,8 +19,8 @@ from idclab.tracking import (
     TrackedRun,
     checkpoint_of,
     connect,
-    find_best_run,
     download_model_checkpoint,
+    find_best_run,
     model_source_run,
     register_model,
 )

@@ -155,10 +155,15 @@ class TrackedRun:
         else:
             status = "FAILED"
             self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
+        self.close(status)
+        return False
+
+    def close(self, status: str) -> None:
+        """Stop the system-metrics monitor and end the run with `status` (FINISHED, FAILED or KILLED)."""
         if self._monitor is not None:
             self._monitor.finish()
+            self._monitor = None
         self.client.set_terminated(self.run_id, status)
-        return False
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
@@ -238,6 +243,13 @@ def run_status(client: MlflowClient, run_id: str) -> tuple[str, dict[str, str]]:
     except Exception as error:
         raise LookupError(f"no MLflow run {run_id!r} at {client.tracking_uri}") from error
     return run.info.status, dict(run.data.tags)
+
+
+def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
+    """The child runs of a sweep's parent run, one row each (MLflow's DataFrame: run_id, status, params.*, ...)."""
+    mlflow.set_tracking_uri(client.tracking_uri)
+    return mlflow.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              output_format="pandas")
 
 
 def finished_training_runs(client: MlflowClient, experiment_id: str, sweep: str | None = None) -> list[Run]:

@@ -23,6 +23,7 @@ from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats,
 from idclab.module import IDCClassifier
 from idclab.reporting import report_options, test_and_report
 from idclab.resume import OUTPUT_DIR_TAG, find_resume_point, write_state
+from idclab.sweep import read_parent
 from idclab.thresholds import tune_threshold
 from idclab.tracking import (
     CHECKPOINT_TAG,
@@ -60,6 +61,11 @@ def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
         tags["sweep"] = context["sweep"]
     tags.update(git_state(Path(__file__).parent))  # the commit of the code that ran
     return tags
+
+
+def sweep_parent(context: dict[str, Any]) -> str | None:
+    """The MLflow parent run of the multirun this job belongs to (None outside a sweep)."""
+    return read_parent(context["sweep"])
 
 
 def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
@@ -118,7 +124,8 @@ def train(cfg: DictConfig) -> float:
         return float("nan")
     run_name = ",".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
-    with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None) as run:
+    with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None,
+                    parent_run_id=sweep_parent(context)) as run:
         write_state(out_dir, run.run_id, config)
         if resume is None:
             log_inputs(run, config, data)
@@ -151,7 +158,7 @@ def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedD
 
 
 def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
-                 ckpt_path: Path | None = None) -> FitResult:
+                 ckpt_path: Path | None = None, log_fold_model: bool = True) -> FitResult:
     """Fit on train (selecting the epoch on val), tune the threshold on val, test, report and log to `run`."""
     datamodule, classifier = make_model_and_data(cfg, config, data)
     trainer, checkpoint = make_trainer(cfg, out_dir, logger=run.lightning_logger())
@@ -171,7 +178,7 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
         if cfg.logger.log_checkpoint:
             run.log_file(best_path, "checkpoints")
     metrics = test_and_report(trainer, classifier, datamodule, out_dir / "test", run, **report_options(cfg.report))
-    if best_path and cfg.logger.log_model:
+    if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
     probs = classifier.test_probs.numpy()
     return FitResult(best_score, best_path, threshold, data.split.rows["test"][: len(probs)], probs, metrics)

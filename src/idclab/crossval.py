@@ -1,0 +1,180 @@
+"""Patient-grouped k-fold cross-validation: one parent MLflow run, a child run per fold, pooled out-of-fold report.
+
+The patients of the training and validation splits form the cross-validation pool; the split's test
+patients (if any) stay held out. Folds are drawn with scikit-learn's `StratifiedGroupKFold` (grouped by
+patient, stratified by class); in each fold a share `cv.val` of the remaining patients (stratified by
+their IDC share) picks the epoch and the threshold, and the fold's own patients are predicted once, out
+of fold. The fold models together form an ensemble (mean P(IDC), threshold = mean of the fold
+thresholds), saved as one weights-only checkpoint, tested on the held-out test patients when there are
+any, and logged as the parent's MLflow model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+from idclab.data.datamodule import PatchDataModule, PreparedData
+from idclab.data.split import PatientSplit, stratified_patient_split
+from idclab.ensemble import load_ensemble, save_ensemble
+from idclab.metrics import binary_metrics, imbalance_metrics, patient_bootstrap, report
+from idclab.plots import pr_figure, roc_figure
+from idclab.reporting import report_options, test_and_report
+from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
+from idclab.training import FitResult, fit_and_test, log_inputs, run_tags, sweep_parent
+from idclab.validation import ConfigError
+
+if TYPE_CHECKING:  # only tracking.py talks to MLflow; this is a type name
+    from mlflow.tracking import MlflowClient
+
+FOLD_TAG = "idclab.fold"
+
+
+def patient_folds(patients: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> list[list[str]]:
+    """The patients of each fold: grouped by patient, stratified by class, seeded."""
+    unique = np.unique(patients)
+    if len(unique) < folds:
+        raise ConfigError(f"cv.folds={folds} needs at least {folds} patients in train+val, found {len(unique)}")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [sorted(np.unique(patients[test]).tolist()) for _, test in splitter.split(patients, labels, patients)]
+
+
+def fold_split(data: PreparedData, pool: np.ndarray, fold_patients: list[str], val: float, seed: int
+               ) -> PatientSplit:
+    """Fold split over the pool rows: test = the fold's patients, val = a stratified share of the rest."""
+    patients, labels = data.index.patients, data.index.labels
+    out_of_fold = pool[np.isin(patients[pool], fold_patients)]
+    inner = pool[~np.isin(patients[pool], fold_patients)]
+    nested = stratified_patient_split(patients[inner], labels[inner], {"train": 1 - val, "val": val}, seed)
+    rows = {"train": inner[nested.rows["train"]], "val": inner[nested.rows["val"]], "test": out_of_fold}
+    names = {"train": nested.patients["train"], "val": nested.patients["val"], "test": list(fold_patients)}
+    split = PatientSplit(names, rows, {"fold_of": "cv"})
+    split.check_disjoint()
+    return split
+
+
+def pooled_metrics(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> dict[str, float]:
+    """Metrics of pooled out-of-fold predictions, each patch labelled at its own fold's threshold."""
+    shifted = np.clip(0.5 + (probs - thresholds) / 2, 0, 1)  # >= 0.5 exactly where probs >= threshold
+    values = binary_metrics(torch.from_numpy(shifted), torch.from_numpy(targets), 0.5)
+    values["auroc"] = float(roc_auc_score(targets, probs))
+    values["auprc"] = float(average_precision_score(targets, probs))
+    return values
+
+
+def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, out_dir: Path, resamples: int
+               ) -> tuple[dict[str, float], str]:
+    """The pooled out-of-fold report (text, metrics with 95% patient-bootstrap intervals) and fold mean ± std."""
+    targets = predictions["target"].to_numpy().astype(int)
+    probs = predictions["probability"].to_numpy()
+    thresholds = predictions["threshold"].to_numpy()
+    patients = predictions["patient"].to_numpy()
+    metrics = {f"oof_{k}": v for k, v in pooled_metrics(targets, probs, thresholds).items()}
+    labels = (probs >= thresholds).astype(float)  # each patch at its fold's threshold
+    class_text, _ = report(targets, labels, 0.5)
+    imbalance_text, imbalance = imbalance_metrics(targets, labels, 0.5)
+    metrics |= {f"oof_{k}": v for k, v in imbalance.items()}
+    intervals = patient_bootstrap(targets, probs, patients, thresholds, resamples)
+    for name, (low, high) in intervals.items():
+        metrics |= {f"oof_{name}_ci_low": low, f"oof_{name}_ci_high": high}
+    numeric = folds.drop(columns=["fold", "patients"])
+    for column in numeric:
+        metrics[f"cv_{column}_mean"] = float(numeric[column].mean())
+        metrics[f"cv_{column}_std"] = float(numeric[column].std(ddof=1)) if len(numeric) > 1 else float("nan")
+    ci_text = "\n".join(f"  {name:<18} {metrics[f'oof_{name}']:.4f}  [{low:.4f}, {high:.4f}]"
+                        for name, (low, high) in intervals.items())
+    text = (f"Out-of-fold: {len(targets)} patches from {len(np.unique(patients))} patients in {len(folds)} folds "
+            f"(each patch labelled at its fold's validation threshold)\n\n{class_text}\n{imbalance_text}\n"
+            f"MCC {metrics['oof_mcc']:.4f}  AUROC {metrics['oof_auroc']:.4f}  AUPRC {metrics['oof_auprc']:.4f}\n\n"
+            f"Patient-bootstrap 95% intervals ({resamples} resamples of patients):\n{ci_text}\n\n"
+            f"Per fold (mean ± std):\n{folds.to_string(index=False, float_format='%.4f')}\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "oof_report.txt").write_text(text)
+    (out_dir / "oof_metrics.json").write_text(json.dumps(metrics, indent=2))
+    folds.to_csv(out_dir / "folds.csv", index=False)
+    predictions.to_csv(out_dir / "oof_predictions.csv", index=False)
+    for name, figure in (("oof_roc_curve.png", roc_figure(targets, probs, float(np.mean(thresholds)))),
+                         ("oof_pr_curve.png", pr_figure(targets, probs, float(np.mean(thresholds))))):
+        figure.savefig(out_dir / name, dpi=110)
+        plt.close(figure)
+    return metrics, text
+
+
+def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any]:
+    """One fold's line of the per-fold table."""
+    keys = ("f1", "balanced_accuracy", "auroc", "auprc")
+    return {"fold": fold, "patients": len(split.patients["test"]), "best_val_score": result.best_score,
+            "threshold": result.threshold, **{f"test_{k}": float(result.metrics[f"test_{k}"]) for k in keys}}
+
+
+def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, client: MlflowClient,
+                   experiment_id: str, context: dict[str, Any]) -> float:
+    """Run `cfg.cv.folds` folds as child runs of one parent run; return the mean best validation score."""
+    if cfg.trainer.get("devices", 1) not in (1, "1", "auto") or cfg.trainer.get("num_nodes", 1) != 1:
+        raise ConfigError("cross-validation runs its folds one after another on one device: set trainer.devices=1")
+    out_dir = Path(cfg.paths.output_dir)
+    pool = np.sort(np.concatenate([data.split.rows["train"], data.split.rows["val"]]))
+    folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cfg.cv.folds, cfg.cv.seed)
+    name = " ".join(context["overrides"]) or "defaults"
+    tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent"}
+    rows, predictions, members = [], [], []
+    with TrackedRun(client, experiment_id, f"cv{cfg.cv.folds} {name}", tags,
+                    parent_run_id=sweep_parent(context)) as parent:
+        log_inputs(parent, config, data)
+        for fold, fold_patients in enumerate(folds):
+            split = fold_split(data, pool, fold_patients, cfg.cv.val, cfg.cv.seed + fold)
+            fold_data = replace(data, split=split)
+            print(f"Fold {fold + 1}/{len(folds)}: {len(split.patients['train'])} train, "
+                  f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients")
+            fold_tags = tags | {KIND_TAG: "cv_fold", "cv": "fold", FOLD_TAG: str(fold)}
+            with TrackedRun(client, experiment_id, f"fold {fold} {name}", fold_tags,
+                            parent_run_id=parent.run_id) as child:
+                log_inputs(child, config, fold_data)
+                result = fit_and_test(cfg, config, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
+            rows.append(fold_row(fold, split, result))
+            members.append(result.best_path)
+            predictions.append(pd.DataFrame({
+                "fold": fold, "patient": data.index.patients[result.test_rows].astype(str),
+                "file": [data.index.paths[i] for i in result.test_rows],
+                "target": data.index.labels[result.test_rows], "probability": result.test_probs,
+                "threshold": result.threshold}))
+        table = pd.DataFrame(rows)
+        metrics, text = oof_report(table, pd.concat(predictions), out_dir / "cv", int(cfg.report.bootstrap_resamples))
+        print("\n" + text)
+        mean_score = float(table["best_val_score"].mean())
+        parent.log_metrics(metrics | {f"best_{cfg.checkpoint.monitor}": mean_score,
+                                      "threshold": float(table["threshold"].mean())})
+        for path in sorted((out_dir / "cv").iterdir()):
+            parent.log_file(path, "cv")
+        finish_ensemble(cfg, data, parent, members, float(table["threshold"].mean()), out_dir)
+    return mean_score
+
+
+def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, members: list[str | None],
+                    threshold: float, out_dir: Path) -> None:
+    """Save the fold models as one ensemble checkpoint, test it on the held-out patients, log it as a model."""
+    if not all(members):
+        return
+    path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / "ensemble.ckpt")
+    parent.set_tags({CHECKPOINT_TAG: str(path.resolve())})
+    if cfg.logger.log_checkpoint:
+        parent.log_file(path, "checkpoints")
+    if len(data.split.rows["test"]):
+        ensemble = load_ensemble(path)
+        datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers)
+        trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=parent.lightning_logger(),
+                             enable_progress_bar=cfg.trainer.enable_progress_bar, default_root_dir=out_dir)
+        test_and_report(trainer, ensemble, datamodule, out_dir / "test", parent, **report_options(cfg.report))
+    if cfg.logger.log_model:
+        print(f"Logged MLflow ensemble model {log_model(parent, path)}")

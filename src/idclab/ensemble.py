@@ -1,0 +1,55 @@
+"""An ensemble of trained classifiers (e.g. the fold models of a cross-validation) used as one model.
+
+P(IDC) is the mean of the members' probabilities; each member keeps its own normalisation. The ensemble
+is saved as one weights-only checkpoint holding the members' checkpoints, so `evaluate.py`, prediction,
+the registry and the served MLflow model load it exactly like a single model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from idclab.module import IDCClassifier
+
+ENSEMBLE_KEY = "ensemble"
+
+
+class EnsembleClassifier(IDCClassifier):
+    """Averages the members' P(IDC); `forward` returns the logit of that mean, so testing, thresholds,
+    test-time augmentation and prediction work unchanged."""
+
+    def __init__(self, members: list[IDCClassifier], threshold: float):
+        first = members[0].hparams
+        super().__init__(nn.ModuleList(members), nn.BCEWithLogitsLoss(), config=first["config"],
+                         mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], class_counts=first["class_counts"],
+                         threshold=threshold)
+        self.hparams["members"] = len(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.sigmoid(member(images).float()) for member in self.model]).mean(0)
+        return torch.logit(probs, eps=1e-6)
+
+
+def save_ensemble(members: list[Path], threshold: float, path: Path) -> Path:
+    """Write the member checkpoints (read weights-only) and the ensemble threshold into one file."""
+    checkpoints = [torch.load(member, map_location="cpu", weights_only=True) for member in members]
+    payload = {ENSEMBLE_KEY: [{"state_dict": c["state_dict"], "hyper_parameters": c["hyper_parameters"]}
+                              for c in checkpoints], "threshold": float(threshold)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".ckpt.partial")
+    torch.save(payload, partial)
+    partial.replace(path)
+    return path
+
+
+def load_ensemble(path: str | Path) -> EnsembleClassifier:
+    """Rebuild an ensemble checkpoint (see `idclab.build.load_classifier`, which accepts these too)."""
+    from idclab.build import load_classifier
+
+    classifier = load_classifier(path)
+    if not isinstance(classifier, EnsembleClassifier):
+        raise ValueError(f"{path} is a single model, not an ensemble")
+    return classifier

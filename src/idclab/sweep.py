@@ -1,0 +1,104 @@
+"""A multirun is one thing in MLflow: a parent run named after the sweep, every job its child.
+
+`SweepParentRun` is a Hydra callback (registered in conf/train.yaml). At the start of a multirun it opens
+the parent run and writes its id to `<sweep dir>/sweep_parent.json`; every job (in this process, in
+joblib workers or on SLURM nodes sharing the sweep folder) reads that file and becomes a child. At the
+end (or at exit, if the sweep stopped early) the parent gets the comparison of its children, the best
+child chosen on validation, the counts of finished and failed children, and its final status.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from idclab.tracking import KIND_TAG, TrackedRun, connect, sweep_children
+
+log = logging.getLogger(__name__)
+PARENT_FILE = "sweep_parent.json"
+
+
+def read_parent(sweep_dir: str | Path | None) -> str | None:
+    """The parent run id recorded in a sweep folder, if any."""
+    path = Path(sweep_dir) / PARENT_FILE if sweep_dir else None
+    if path is None or not path.is_file():
+        return None
+    return str(json.loads(path.read_text())["run_id"])
+
+
+def sweep_name(config: DictConfig) -> str:
+    """`sweep loss=focal,weighted` from the command line's overrides (and the sweeper's own params)."""
+    overrides = list(config.hydra.overrides.task)
+    params = config.hydra.sweeper.get("params") or {}
+    swept = [f"{key}={value}" for key, value in params.items() if not any(o.startswith(f"{key}=") for o in overrides)]
+    return "sweep " + (" ".join(overrides + swept) or "(defaults)")
+
+
+class SweepParentRun(Callback):
+    """Opens the sweep's parent MLflow run and closes it with the sweep's summary."""
+
+    def __init__(self, monitor: str = "best_val_auprc", mode: str = "max") -> None:
+        self.monitor = monitor
+        self.mode = mode
+        self.run: TrackedRun | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        client, experiment_id = connect(config.logger.tracking_uri, config.logger.experiment_name,
+                                        config.logger.artifact_location)
+        name = sweep_name(config)
+        tags = {KIND_TAG: "sweep", "sweep": str(sweep_dir.resolve()), "overrides": name.removeprefix("sweep ")}
+        self.run = TrackedRun(client, experiment_id, name, tags, system_metrics=False).__enter__()
+        self.run.log_params({"sweep.overrides": " ".join(config.hydra.overrides.task),
+                             "sweep.launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
+                             "sweep.sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1]})
+        params = config.hydra.sweeper.get("params")
+        if params:
+            self.run.log_json(OmegaConf.to_container(params), "sweep/params.json")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        partial = sweep_dir / f"{PARENT_FILE}.partial"
+        partial.write_text(json.dumps({"run_id": self.run.run_id}))
+        partial.replace(sweep_dir / PARENT_FILE)
+        atexit.register(self.finish, ended=False)
+        print(f"Sweep parent MLflow run {self.run.run_id} ({name})")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.finish(ended=True)
+
+    def finish(self, ended: bool) -> None:
+        """Log the summary and close the parent: FINISHED if every child finished, FAILED if one failed,
+        KILLED if the sweep stopped before its end without a failed child."""
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        children = sweep_children(run.client, run.experiment_id, run.run_id)
+        counts = children["status"].value_counts().to_dict() if len(children) else {}
+        run.log_metrics({f"children_{status.lower()}": float(n) for status, n in counts.items()}
+                        | {"children": float(len(children))})
+        try:
+            self._log_comparison(run)
+        except Exception as error:  # the summary must never leave the parent RUNNING
+            log.warning("could not summarise the sweep: %s", error)
+        status = "FAILED" if counts.get("FAILED") else "FINISHED" if ended else "KILLED"
+        run.close(status)
+        print(f"Sweep {run.run_name}: {counts.get('FINISHED', 0)} finished, {counts.get('FAILED', 0)} failed "
+              f"of {len(children)}; parent run {run.run_id} {status}")
+
+    def _log_comparison(self, run: TrackedRun) -> None:
+        from idclab.compare import summarise_sweep
+
+        table, figure, best = summarise_sweep(run.client, run.experiment_id, run.run_id, self.monitor, self.mode)
+        if table is None:
+            return
+        run.log_text(table.to_markdown(index=False), "comparison/comparison.md")
+        run.log_text(table.to_csv(index=False), "comparison/comparison.csv")
+        run.log_figure(figure, "comparison/comparison.png")
+        if best is not None:
+            run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name})
+            run.log_metrics({self.monitor: best.score})

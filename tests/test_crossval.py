@@ -1,0 +1,63 @@
+"""Patient-grouped k-fold cross-validation: folds, pooled out-of-fold metrics, runs, the ensemble model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from idclab.build import load_classifier
+from idclab.crossval import patient_folds, pooled_metrics
+from idclab.ensemble import EnsembleClassifier
+from idclab.training import train
+
+PATIENTS = np.repeat([f"p{i}" for i in range(10)], 6)
+LABELS = np.tile([0, 0, 0, 0, 1, 1], 10)
+
+
+def test_folds_group_patients_and_cover_each_once():
+    folds = patient_folds(PATIENTS, LABELS, folds=5, seed=0)
+    flat = [p for fold in folds for p in fold]
+    assert sorted(flat) == sorted(set(PATIENTS)) and len(flat) == 10
+    assert all(len(fold) == 2 for fold in folds)
+    assert patient_folds(PATIENTS, LABELS, 5, seed=0) == folds
+    assert patient_folds(PATIENTS, LABELS, 5, seed=1) != folds
+
+
+def test_pooled_metrics_label_each_patch_at_its_own_fold_threshold():
+    targets = np.array([1, 1, 0, 0])
+    probs = np.array([0.6, 0.3, 0.5, 0.1])
+    # fold A (threshold 0.7): 0.6 -> 0 (FN), 0.5 -> 0 (TN); fold B (threshold 0.2): 0.3 -> 1 (TP), 0.1 -> 0 (TN)
+    thresholds = np.array([0.7, 0.2, 0.7, 0.2])
+    metrics = pooled_metrics(targets, probs, thresholds)
+    assert (metrics["tp"], metrics["fn"], metrics["tn"], metrics["fp"]) == (1, 1, 2, 0)
+    assert metrics["recall"] == pytest.approx(0.5) and metrics["precision"] == pytest.approx(1.0)
+    assert metrics["auroc"] == pytest.approx(0.75)  # from the probabilities, not the labels
+
+
+@pytest.mark.slow
+def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg, tmp_path):
+    cfg = make_cfg("cv.folds=3", "split.train=0.8", "split.val=0.2", "split.test=0", "logger.log_model=true",
+                   "report.bootstrap_resamples=20")
+    score = train(cfg)
+    assert 0 <= score <= 1
+    client = MlflowClient(cfg.logger.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("cv") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    assert parent.info.status == "FINISHED" and parent.data.tags["idclab.kind"] == "train"
+    oof_patients = sum(int(c.data.metrics["test_tp"] + c.data.metrics["test_fn"] + c.data.metrics["test_tn"]
+                           + c.data.metrics["test_fp"]) for c in children)
+    metrics = parent.data.metrics
+    assert oof_patients == metrics["oof_tp"] + metrics["oof_fn"] + metrics["oof_tn"] + metrics["oof_fp"]
+    for name in ("oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "oof_f1_ci_low",
+                 "cv_test_f1_mean", "cv_test_f1_std", "best_val_auprc"):
+        assert name in metrics, name
+    ensemble = load_classifier(parent.data.tags["best_checkpoint"])
+    assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.model) == 3
+    images = torch.randint(0, 255, (4, 3, 50, 50), dtype=torch.uint8)
+    members = torch.stack([torch.sigmoid(m(images)) for m in ensemble.model]).mean(0)
+    assert torch.allclose(ensemble.probabilities(images), members, atol=1e-5)
+    assert parent.data.tags["model_uri"]
