@@ -5,7 +5,6 @@ from conftest import SHARED_SAMPLE
 from omegaconf import OmegaConf
 
 from idclab import registry
-
 from idclab.data.augment import basic
 from idclab.data.datamodule import PatchDataModule, prepare_data
 from idclab.data.layout import DataLayoutError
@@ -50,7 +49,8 @@ def test_every_sampler_option_builds(make_cfg):
     for option in ("none", "weighted", "oversample", "undersample"):
         cfg = make_cfg(f"sampler={option}")
         data = prepare_data(cfg.data, cfg.split)
-        module = PatchDataModule(data, batch_size=16, sampler_factory=registry.factory("sampler", OmegaConf.to_container(cfg.sampler)))
+        sampler = registry.factory("sampler", OmegaConf.to_container(cfg.sampler))
+        module = PatchDataModule(data, batch_size=16, sampler_factory=sampler)
         assert sum(len(y) for _, y in module.train_dataloader()) > 0
 
 

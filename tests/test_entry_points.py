@@ -20,13 +20,22 @@ def run(script: str, *args: str, root: Path, data_dir: Path) -> subprocess.Compl
 
 
 @pytest.mark.slow
-def test_multirun_gives_one_run_per_job_grouped_by_sweep(tmp_path, data_dir):
+def test_multirun_is_one_parent_run_with_a_child_per_job(tmp_path, data_dir):
     done = run("train.py", "-m", "loss=focal,weighted", *TINY_DATA, *TINY_TRAINER, root=tmp_path,
                data_dir=data_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    everything = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    (parent,) = [r for r in everything if r.data.tags["idclab.kind"] == "sweep"]
+    runs = [r for r in everything if r.data.tags["idclab.kind"] == "train"]
+    assert parent.info.run_name == "sweep loss=focal,weighted" and parent.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert parent.data.metrics["children_finished"] == 2
+    assert parent.data.tags["best_child_run_id"] in {r.info.run_id for r in runs}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert {"comparison/comparison.md", "comparison/comparison.csv", "comparison/comparison.png"} <= artifacts
     assert sorted(r.info.run_name.split(",")[0] for r in runs) == ["loss=focal", "loss=weighted"]
+    assert {r.data.params["loss"] for r in runs} == {"focal", "weighted"}
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.tags["sweep"] for r in runs}) == 1
     assert {r.data.tags["override.loss"] for r in runs} == {"focal", "weighted"}

@@ -99,3 +99,16 @@ def test_unknown_split_method_is_named():
     patients, labels = make_patients(n=5)
     with pytest.raises(ValueError, match="unknown split method 'random'"):
         make_split(patients, labels, "random")
+
+
+def test_the_leaky_patch_split_shares_patients_between_train_and_test():
+    from idclab.data.split import make_split, patches
+
+    patients = np.repeat(np.array([f"p{i}" for i in range(10)]), 20)
+    labels = np.tile([0, 1], 100)
+    split = patches(patients, labels, 0.7, 0.15, 0.15, seed=0)
+    assert sorted(np.concatenate(list(split.rows.values())).tolist()) == list(range(200))
+    assert [len(r) for r in split.rows.values()] == [140, 30, 30]
+    assert split.notes["leaky"] and split.notes["patients_in_train_and_test"] > 0
+    honest = make_split(patients, labels, "stratified", train=0.7, val=0.15, test=0.15, seed=0)
+    assert not set(honest.patients["train"]) & set(honest.patients["test"])

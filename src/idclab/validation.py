@@ -83,7 +83,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     synthetic = cfg.data.get("synthetic")
     if synthetic is not None and synthetic.min_grid > synthetic.max_grid:
         raise ConfigError(f"data.synthetic.min_grid ({synthetic.min_grid}) must be <= max_grid ({synthetic.max_grid})")
-    if cfg.split.name == "stratified":
+    if cfg.split.name in ("stratified", "patches"):
         total = cfg.split.train + cfg.split.val + cfg.split.test
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ConfigError(f"split.train + split.val + split.test must sum to 1, got {total:g}")

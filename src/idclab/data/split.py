@@ -127,7 +127,21 @@ def stratified_patient_split(patients: np.ndarray, labels: np.ndarray, fractions
     return _from_assignment(patients, {s: assigned.get(s, []) for s in SPLITS})
 
 
-SPLIT_METHODS = {"stratified": stratified, "janowczyk": published, "external": external}
+def patches(patients: np.ndarray, labels: np.ndarray, train: float = 0.7, val: float = 0.15, test: float = 0.15,
+            seed: int = 0) -> PatientSplit:
+    """LEAKY on purpose: patches dealt to splits at random, ignoring patients, so one patient's neighbouring
+    patches land in train and test. Only for measuring how much such a split inflates the metrics."""
+    counts = _allocate(len(patients), [train, val, test])
+    order = np.random.default_rng(seed).permutation(len(patients))
+    bounds = np.cumsum([0, *counts])
+    rows = {s: np.sort(order[bounds[i]:bounds[i + 1]]) for i, s in enumerate(SPLITS)}
+    names = {s: sorted(np.unique(patients[r]).tolist()) for s, r in rows.items()}
+    shared = len(set(names["train"]) & set(names["test"]))
+    log.warning("split=patches is a leaky patch-level split: %d patients have patches in both train and test", shared)
+    return PatientSplit(names, rows, {"leaky": True, "patients_in_train_and_test": shared})
+
+
+SPLIT_METHODS = {"stratified": stratified, "janowczyk": published, "external": external, "patches": patches}
 
 
 def make_split(patients: np.ndarray, labels: np.ndarray, method: str, **options: object) -> PatientSplit:
