@@ -76,6 +76,11 @@ def test_run_logs_config_data_facts_checkpoint_and_reports(make_cfg):
     assert classifier.hparams["config"]["loss"]["name"] == "weighted"
     assert run.data.tags["idclab.kind"] == "train"
     assert run.data.tags["data_source"] == "synthetic"
+    inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "val", "test"}
+    assert json.loads(inputs["test"].profile)["num_rows"] == sum(summary["split_counts"]["test"].values())
+    assert len({d.digest for d in inputs.values()}) == 3 and inputs["train"].source
+    assert any(name.startswith("system/cpu_utilization") for name in run.data.metrics)
 
 
 def test_a_crash_marks_the_run_failed(make_cfg, monkeypatch):
