@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock
+
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on `path` (created if needed) for the `with` block.
 
-    Used so that two jobs of a parallel sweep never build the same dataset or cache at once.
+    Used so that two jobs of a parallel sweep never build the same dataset or cache at once. `filelock`
+    picks the mechanism that works on the platform and file system (Windows, network file systems).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 def stable_hash(obj: object, length: int = 12) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +27,13 @@ class Prediction:
     error: str | None = None
 
 
-def collect_files(inputs: list[str | Path]) -> list[Path]:
-    """The files named, plus every image file found (recursively, sorted) in the folders named."""
+def collect_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The files named, plus every image file found (recursively, sorted) in the folders named.
+
+    A single path (e.g. `predict=/path/file.png` without brackets) is one input, not a sequence of characters.
+    """
     files: list[Path] = []
-    for item in map(Path, inputs):
+    for item in map(Path, [inputs] if isinstance(inputs, (str, Path)) else inputs):
         if item.is_dir():
             files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
         else:
@@ -38,8 +42,10 @@ def collect_files(inputs: list[str | Path]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict_files(classifier: IDCClassifier, inputs: list[str | Path], batch_size: int = 256) -> list[Prediction]:
-    """Predict every file; a file that is missing, unreadable or not a 50x50-or-smaller patch gets an error."""
+def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str | Path],
+                  batch_size: int = 256) -> list[Prediction]:
+    """Predict every file of `collect_files(inputs)`; one that is missing, unreadable or larger than 50x50 gets
+    an error row (oversized files are rejected from their header, never decoded)."""
     classifier.eval()
     results: list[Prediction] = []
     pending: list[tuple[Prediction, np.ndarray]] = []

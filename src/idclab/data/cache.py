@@ -3,34 +3,47 @@
 `<cache_dir>/<key>.npy` holds N x 50 x 50 x 3 pixels in the index's order and `<key>.json` the decode
 status of each row. The key hashes the file list with sizes and modification times and the fill rule,
 so a changed dataset gets a new cache and an unchanged one is never rebuilt. A build writes temporary
-files renamed at the end, under a lock, so a killed build leaves no corrupt cache and parallel sweep
-jobs build it once.
+files renamed at the end (and removed on failure), under a lock, so a killed build leaves no corrupt
+cache and parallel sweep jobs build it once. Its disk space is reserved first, so a full disk fails at
+once; a cache found broken later (e.g. truncated) is rebuilt.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from idclab.data.decode import PAD_VALUE, PATCH_SIZE, PatchStatus, decode_patch
-from idclab.data.layout import PatchIndex
+from idclab.data.layout import DataLayoutError, PatchIndex
 from idclab.fileutil import file_lock, stable_hash
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CACHE_FORMAT = 1
 CHUNK = 1024
+NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+CANNOT_PREALLOCATE = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS, errno.ENODEV}
 
 
 class BadPatchError(RuntimeError):
     """Raised in strict mode when some patch files cannot be used."""
+
+
+class CacheError(DataLayoutError):
+    """The patch cache cannot be built or read back (e.g. a full disk); entry points print it in one line."""
 
 
 @dataclass
@@ -74,15 +87,41 @@ def _decode_chunk(job: tuple[Path, int, list[str]]) -> list[str]:
     return status
 
 
-def build(index: PatchIndex, npy: Path, meta: Path, key: str, workers: int) -> None:
-    """Decode every patch of `index` into `npy` (+ statuses in `meta`) with `workers` processes.
+def reserve_space(path: Path) -> None:
+    """Allocate the blocks of the (sparse) file `path` now, so a full disk fails here, not as a bus error
+    (SIGBUS) in the memory map half-way through decoding; skipped where the OS or file system cannot."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            if error.errno not in CANNOT_PREALLOCATE:
+                raise
+            log.debug("Cannot preallocate %s (%s); it is written sparse", path, error)
 
-    Writes `*.partial` files and renames them at the end; callers hold the cache lock.
-    """
-    n = len(index)
-    tmp_npy, tmp_meta = npy.with_suffix(".npy.partial"), meta.with_suffix(".json.partial")
-    np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(n, PATCH_SIZE, PATCH_SIZE, 3)).flush()
-    jobs = [(tmp_npy, i, [str(index.root / p) for p in index.paths[i:i + CHUNK]]) for i in range(0, n, CHUNK)]
+
+def create_partial(path: Path, n: int) -> None:
+    """Create the N x 50 x 50 x 3 uint8 file `path` with its space reserved; CacheError on a full disk."""
+    try:
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, PATCH_SIZE, PATCH_SIZE, 3)).flush()
+        reserve_space(path)
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
+        raise CacheError(no_space_message(path.parent, n * PATCH_SIZE * PATCH_SIZE * 3)) from error
+
+
+def no_space_message(folder: Path, needed: int) -> str:
+    """What to tell the user when the cache of `needed` bytes does not fit in `folder`."""
+    free = shutil.disk_usage(folder).free
+    return (f"Not enough disk space for the patch cache in {folder}: it needs {needed} bytes "
+            f"({needed / 2**30:.2f} GiB), {free} bytes are free. "
+            "Free some space or set data.cache_dir to another disk.")
+
+
+def decode_all(jobs: list[tuple[Path, int, list[str]]], n: int, workers: int) -> list[str]:
+    """Run the decoding jobs (in `workers` processes when worth it) with a progress bar; the row statuses."""
     status: list[str] = []
     with tqdm(total=n, desc=f"Decoding {n} patches into the cache", unit="img") as bar:
         if workers > 1 and len(jobs) > 1:
@@ -94,26 +133,76 @@ def build(index: PatchIndex, npy: Path, meta: Path, key: str, workers: int) -> N
             for job in jobs:
                 status.extend(_decode_chunk(job))
                 bar.update(len(job[2]))
-    tmp_meta.write_text(json.dumps({"key": key, "paths": index.paths, "status": status}))
-    os.replace(tmp_npy, npy)
-    os.replace(tmp_meta, meta)  # the metadata file marks the cache complete
+    return status
+
+
+def build(index: PatchIndex, npy: Path, meta: Path, key: str, workers: int) -> None:
+    """Decode every patch of `index` into `npy` (+ statuses in `meta`) with `workers` processes.
+
+    Writes `*.partial` files, renamed at the end and removed on any failure; callers hold the cache lock.
+    """
+    n = len(index)
+    tmp_npy, tmp_meta = npy.with_suffix(".npy.partial"), meta.with_suffix(".json.partial")
+    try:
+        create_partial(tmp_npy, n)
+        jobs = [(tmp_npy, i, [str(index.root / p) for p in index.paths[i:i + CHUNK]]) for i in range(0, n, CHUNK)]
+        status = decode_all(jobs, n, workers)
+        tmp_meta.write_text(json.dumps({"key": key, "paths": index.paths, "status": status}))
+        os.replace(tmp_npy, npy)
+        os.replace(tmp_meta, meta)  # the metadata file marks the cache complete
+    finally:
+        tmp_npy.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+
+
+def read_part(path: Path, read: Callable[[Path], T]) -> T:
+    """`read(path)`; CacheError naming `path` when it is missing, truncated or unreadable."""
+    try:
+        return read(path)
+    except (OSError, ValueError, EOFError) as error:
+        raise CacheError(f"Patch cache file {path} is truncated or unreadable ({error}).") from error
+
+
+def read_cache(index: PatchIndex, key: str, npy: Path, meta: Path) -> PatchCache:
+    """Open a built cache; CacheError naming the file when it is unreadable, truncated or not `index`'s."""
+    info = read_part(meta, lambda path: json.loads(path.read_text()))
+    images = read_part(npy, lambda path: np.load(path, mmap_mode="r"))
+    if images.shape != (len(index), PATCH_SIZE, PATCH_SIZE, 3) or info.get("paths") != index.paths \
+            or len(info.get("status", ())) != len(index):
+        raise CacheError(f"Patch cache {npy} does not match the data index.")
+    return PatchCache(key=key, images=images, status=np.array(info["status"]))
+
+
+def find_cache(index: PatchIndex, key: str, npy: Path, meta: Path) -> PatchCache | None:
+    """The valid cache of `index`, or None when it must be built (with a warning if a broken one is there)."""
+    if not meta.exists():
+        return None
+    try:
+        return read_cache(index, key, npy, meta)
+    except CacheError as error:
+        log.warning("%s Rebuilding it.", error)
+        return None
 
 
 def load_or_build(index: PatchIndex, cache_dir: str | Path, workers: int | None = None) -> PatchCache:
-    """Return the cache for `index`, building it first if no valid one exists."""
+    """Return the cache for `index`, building it first if no valid one exists.
+
+    A broken cache (e.g. an .npy cut short by a crash or a copy) is rebuilt automatically under the lock,
+    with a warning naming it; a CacheError naming the file is raised only if the rebuilt one is broken too.
+    """
     cache_dir = Path(cache_dir).expanduser().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(index)
     npy, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    if not meta.exists():
-        with file_lock(cache_dir / f"{key}.lock"):
-            if not meta.exists():
-                build(index, npy, meta, key, workers or os.cpu_count() or 1)
-    info = json.loads(meta.read_text())
-    images = np.load(npy, mmap_mode="r")
-    if images.shape[0] != len(index) or info["paths"] != index.paths:
-        raise RuntimeError(f"Patch cache {npy} does not match the data index; delete it to rebuild.")
-    return PatchCache(key=key, images=images, status=np.array(info["status"]))
+    if meta.exists():
+        with suppress(CacheError):  # checked again, and reported, under the lock
+            return read_cache(index, key, npy, meta)
+    with file_lock(cache_dir / f"{key}.lock"):
+        cache = find_cache(index, key, npy, meta)  # another job may have built it while we waited
+        if cache is None:
+            build(index, npy, meta, key, workers or os.cpu_count() or 1)
+            cache = read_cache(index, key, npy, meta)
+    return cache
 
 
 def check_bad_patches(index: PatchIndex, cache: PatchCache, strict: bool) -> None:

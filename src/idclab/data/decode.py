@@ -7,6 +7,7 @@ patches of this dataset and are rejected, as are unreadable files.
 
 from __future__ import annotations
 
+import warnings
 from enum import Enum
 from pathlib import Path
 
@@ -50,18 +51,38 @@ def pad_to_patch(array: np.ndarray) -> np.ndarray:
     return out
 
 
+def open_patch(path: str | Path) -> Image.Image | None:
+    """Open `path` lazily (header only); None, without decoding it, when its declared size exceeds 50x50.
+
+    Pillow's decompression-bomb error and warning are subsumed: such images are far larger than a patch.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError:
+            return None
+    if max(image.size) > PATCH_SIZE:
+        image.close()
+        return None
+    return image
+
+
 def decode_patch(path: str | Path) -> tuple[np.ndarray | None, PatchStatus]:
-    """Read a patch file; returns (50x50x3 uint8 array or None, status)."""
+    """Read a patch file; returns (50x50x3 uint8 array or None, status). Oversized files are rejected unread."""
     try:
-        with Image.open(path) as image:
+        image = open_patch(path)
+        if image is None:
+            return None, PatchStatus.OVERSIZED
+        with image:
             image.load()
             rgb = to_rgb(image)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return None, PatchStatus.CORRUPT
-    w, h = rgb.size
-    if w > PATCH_SIZE or h > PATCH_SIZE:
-        return None, PatchStatus.OVERSIZED
     array = np.asarray(rgb, dtype=np.uint8)
+    h, w = array.shape[:2]
+    if max(h, w) > PATCH_SIZE:  # a format whose size can change on load
+        return None, PatchStatus.OVERSIZED
     if (h, w) == (PATCH_SIZE, PATCH_SIZE):
         return array, PatchStatus.OK
     return pad_to_patch(array), PatchStatus.PADDED

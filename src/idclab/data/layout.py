@@ -6,6 +6,7 @@ skipped, so that nothing is dropped silently.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger(__name__)
 PATCH_NAME = re.compile(r"^(?P<patient>[^_/]+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png$")
 
 EXPECTED_LAYOUT = """\
@@ -100,17 +102,28 @@ def require_root(root: str | Path | None) -> Path:
     return path
 
 
-def scan(root: str | Path) -> PatchIndex:
+def report_unreadable(root: Path, folders: list[str], strict: bool) -> None:
+    """Warn about (or, in strict mode, fail on) folders under `root` that could not be listed."""
+    listing = ", ".join(folders[:20]) + (f" and {len(folders) - 20} more" if len(folders) > 20 else "")
+    message = f"{len(folders)} folder(s) under {root} could not be read: {listing}"
+    if strict:
+        raise DataLayoutError(f"{message} (data.strict=true; fix their permissions or set data.strict=false)")
+    log.warning("%s. Their patches are skipped (data.strict=false).", message)
+
+
+def scan(root: str | Path, strict: bool = False) -> PatchIndex:
     """Index every patch under `root` (recursively).
 
     A file whose name does not parse, or whose class folder disagrees with its name, is skipped and
     counted (never relabelled). The same patch seen twice (the Kaggle archive nests a full copy of
-    every patient folder) is kept once.
+    every patient folder) is kept once. A folder that cannot be read is counted and named in a warning,
+    or is an error with `strict`.
     """
     root = require_root(root)
     skipped: Counter = Counter()
+    unreadable: list[str] = []
     found: dict[tuple[str, int, int, int], str] = {}
-    for folder, _dirs, files in os.walk(root):
+    for folder, _dirs, files in os.walk(root, onerror=lambda error: unreadable.append(str(error.filename or error))):
         folder_path = Path(folder)
         for name in files:
             if not name.lower().endswith(".png"):
@@ -131,6 +144,9 @@ def scan(root: str | Path) -> PatchIndex:
                     found[key] = rel
                 continue
             found[key] = rel
+    if unreadable:
+        skipped["unreadable_folder"] += len(unreadable)
+        report_unreadable(root, sorted(unreadable), strict)
     if not found:
         raise DataLayoutError(f"No patch files found under {root}.\n{EXPECTED_LAYOUT}")
     keys = sorted(found)
