@@ -7,21 +7,28 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from idclab.build import CheckpointError
+from idclab.console import quiet_third_party
 from idclab.data.cache import BadPatchError
 from idclab.data.layout import DataLayoutError
 from idclab.registry import OptionError
 from idclab.resume import ResumeError
+from idclab.termination import sigterm_exits_143
+from idclab.tracking import ModelFormatError, RunNotFoundError
 from idclab.validation import ConfigError
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, OptionError, DataLayoutError, BadPatchError, CheckpointError, ResumeError, LookupError,
-               FileNotFoundError)
+# only the project's own error classes: a KeyError or IndexError is a bug and keeps its traceback
+USER_ERRORS = (ConfigError, OptionError, DataLayoutError, BadPatchError, CheckpointError, ResumeError, RunNotFoundError,
+               ModelFormatError)
 
 
 def run_or_explain(task: Callable[..., T], *args: object) -> T:
-    """Run `task`; on an error the user can fix, print it (no traceback) and exit with status 2."""
-    try:
-        return task(*args)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from error
+    """Run `task` without known third-party noise; on an error the user can fix, print it (no traceback) and
+    exit with status 2. SIGTERM stops it like Ctrl-C (its MLflow run ends KILLED) and exits with status 143."""
+    quiet_third_party()
+    with sigterm_exits_143():
+        try:
+            return task(*args)
+        except USER_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error

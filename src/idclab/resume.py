@@ -1,7 +1,7 @@
 """Where an interrupted training run can continue from.
 
 Every run writes `run_state.json` (its MLflow run id and resolved config) into its output folder, and
-Lightning keeps `checkpoints/last.ckpt` up to date at the end of every epoch. A run killed mid-epoch
+`LastCheckpoint` keeps `checkpoints/last.ckpt` up to date at the end of every epoch. A run killed mid-epoch
 resumes from the last completed epoch, in the same MLflow run, with the config it started with.
 """
 
@@ -12,6 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint
+
+from idclab.tracking import MLflowEpochLogger
 
 STATE_FILE = "run_state.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -35,7 +40,9 @@ class ResumePoint:
 def write_state(output_dir: Path, run_id: str, config: dict[str, Any]) -> None:
     """Record which MLflow run an output folder belongs to, and its config."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / STATE_FILE).write_text(json.dumps({"run_id": run_id, "config": config}, indent=2))
+    partial = output_dir / f"{STATE_FILE}.partial"  # written whole, then renamed: a kill leaves no half file
+    partial.write_text(json.dumps({"run_id": run_id, "config": config}, indent=2))
+    partial.replace(output_dir / STATE_FILE)
 
 
 def read_state(output_dir: Path) -> tuple[str, dict[str, Any]] | None:
@@ -70,3 +77,48 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
     elif state is None or not checkpoint.is_file() or lookup(state[0])[0] == "FINISHED":
         return None
     return ResumePoint(run_id=state[0], output_dir=folder, checkpoint=checkpoint, config=state[1])
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes `last.ckpt` at the end of every training epoch, then commits the epoch's metrics to MLflow.
+
+    (Lightning 2.6's `ModelCheckpoint(save_last=True)` rewrites it only when the best checkpoint improves.)
+    As a `Checkpoint` it runs after the module's epoch-end hook and after the best-checkpoint callback. The
+    MLflow logger holds an epoch's metrics; they are saved inside the checkpoint and written once it is on
+    disk. A run killed before the save repeats the epoch and logs it then; one killed after writes the
+    saved metrics MLflow lacks on resume: each epoch lands in MLflow exactly once.
+    """
+
+    def __init__(self, checkpoint_dir: Path):
+        self.path = checkpoint_dir / LAST_CHECKPOINT.name
+        self.logger: MLflowEpochLogger | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        loggers = trainer.loggers if stage == "fit" else []  # predicting from a checkpoint restores nothing
+        self.logger = next((lg for lg in loggers if isinstance(lg, MLflowEpochLogger)), None)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.logger:
+            self.logger.holding = True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if self.logger:  # Lightning logs the train metrics after this hook: too late for the checkpoint
+            train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
+            self.logger.log_metrics({**train_metrics, "epoch": epoch})
+        if not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full training state, to resume
+        if self.logger:
+            self.logger.commit(epoch)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.logger:
+            self.logger.commit(trainer.current_epoch)
+            self.logger.holding = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"held": dict(self.logger.held)} if self.logger else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.logger and state_dict.get("held"):
+            self.logger.recover(max(state_dict["held"]), state_dict["held"])

@@ -1,0 +1,53 @@
+"""SIGTERM (a SLURM time limit, `timeout`, `kill`) stops a task like Ctrl-C, then the process exits with 143.
+
+Outside Lightning the handler raises `Terminated` at once; the `TrackedRun` being unwound ends its MLflow
+run KILLED. While a Lightning trainer runs, its own SIGTERM handler calls ours too: Lightning then stops at
+its next safe point (end of a batch or epoch, never inside a checkpoint write) with `SIGTERMException`.
+Either way the process leaves with status 143 (128 + SIGTERM), as a process killed by the signal does.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+EXIT_STATUS = 128 + signal.SIGTERM
+
+
+class Terminated(SystemExit):
+    """The process received SIGTERM."""
+
+    def __init__(self) -> None:
+        super().__init__(EXIT_STATUS)
+
+
+class SigtermHandler:
+    """Records SIGTERM; raises `Terminated` on the first one unless a Lightning trainer handles it."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.received
+        self.received = True
+        if first and signal.getsignal(signal.SIGTERM) is self:  # else Lightning's handler called us
+            raise Terminated
+
+
+@contextmanager
+def sigterm_exits_143() -> Iterator[None]:
+    """Within the block SIGTERM stops the work; on leaving it after one, raise `Terminated` (exit 143)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    handler = SigtermHandler()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if handler.received:
+            raise Terminated  # whatever the block raised on the way out, the exit status is 143

@@ -1,0 +1,140 @@
+"""Interruptions and refusals: SIGTERM, kills around a checkpoint, user errors versus bugs, single-class data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import PROJECT, TINY_TRAINER
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from test_reliability import SLOW_EPOCHS, only_run, start_training, wait_for_epochs
+
+from idclab.cli import USER_ERRORS
+from idclab.data.layout import DataLayoutError
+from idclab.module import IDCClassifier
+from idclab.training import train
+from idclab.validation import require_both_classes
+
+EPOCH_METRICS = ("val_auprc", "val_loss", "train_loss", "train_auprc")
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_killed_with_exit_143_then_resumes(tmp_path, data_dir):
+    run_dir = tmp_path / "outputs" / "fixed"
+    args = [*SLOW_EPOCHS, f"hydra.run.dir={run_dir}"]
+    process = start_training(tmp_path, data_dir, *args)
+    wait_for_epochs(tmp_path, 2, process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, output[-3000:]
+    _, runs = only_run(tmp_path)
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert json.loads((run_dir / "run_state.json").read_text())["run_id"] == runs[0].info.run_id
+    torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # whole, not half-written
+    # the same command resumes; an override it cannot apply is named in a warning
+    process = start_training(tmp_path, data_dir, *args, "optim.lr=0.5")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    assert "ignored: optim.lr=0.5" in output
+    client, runs = only_run(tmp_path)
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    for key in EPOCH_METRICS:
+        assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, key)) == list(range(6)), key
+
+
+def cut_after_validation(monkeypatch) -> None:
+    """Raise in epoch 1 once its validation metrics went to the logger, before its checkpoint."""
+
+    def power_cut(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(IDCClassifier, "on_validation_end", power_cut, raising=False)
+
+
+def cut_after_last_checkpoint(monkeypatch) -> None:
+    """Raise in epoch 1 just after its last.ckpt is written."""
+    save = pl.Trainer.save_checkpoint
+
+    def power_cut(self, filepath, *args, **kwargs):
+        save(self, filepath, *args, **kwargs)
+        if Path(filepath).name == "last.ckpt" and self.current_epoch == 1:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", power_cut)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cut", [cut_after_validation, cut_after_last_checkpoint])
+def test_each_epoch_lands_in_mlflow_once_across_a_kill_and_resume(make_cfg, monkeypatch, cut):
+    cfg = make_cfg("trainer.max_epochs=3")
+    cut(monkeypatch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(cfg)
+    monkeypatch.undo()
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    train(make_cfg(f"resume={run.info.run_id}", "trainer.max_epochs=3"))
+    for key in EPOCH_METRICS:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [0, 1, 2], key
+
+
+def run_train_raising(tmp_path: Path, error: str) -> subprocess.CompletedProcess:
+    """`python train.py` whose training raises `error` (Python source) at once."""
+    code = ("import runpy, sys, idclab.training, idclab.tracking\n"
+            f"def fail(cfg):\n    raise {error}\n"
+            "idclab.training.train = fail\n"
+            "sys.argv = ['train.py']\n"
+            f"runpy.run_path({str(PROJECT / 'train.py')!r}, run_name='__main__')\n")
+    env = {**os.environ, "IDCLAB_ROOT": str(tmp_path)}
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_user_errors_exit_2_in_one_line_and_bugs_exit_1_with_a_traceback(tmp_path):
+    done = run_train_raising(tmp_path, "idclab.tracking.RunNotFoundError('no MLflow run abc')")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "error: no MLflow run abc"
+    assert "Traceback" not in done.stderr
+    done = run_train_raising(tmp_path, "KeyError('missing')")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" in done.stderr and "KeyError: 'missing'" in done.stderr
+    assert not issubclass(KeyError, USER_ERRORS) and not issubclass(IndexError, USER_ERRORS)
+
+
+def write_negative_only_dataset(root: Path, patients: int = 6, patches: int = 6) -> None:
+    """A folder in the Kaggle layout whose patches are all class 0."""
+    rng = np.random.default_rng(0)
+    for patient in range(10, 10 + patients):
+        folder = root / str(patient) / "0"
+        folder.mkdir(parents=True)
+        for i in range(patches):
+            pixels = rng.integers(0, 255, (50, 50, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{patient}_idx5_x{50 * i}_y0_class0.png")
+
+
+def test_single_class_training_data_is_refused_before_training(make_cfg, tmp_path):
+    write_negative_only_dataset(tmp_path / "idc")
+    one_line = r"^the train split holds no positive patches \(0 positive, \d+ negative\)[^\n]*$"
+    with pytest.raises(DataLayoutError, match=one_line) as err:
+        train(make_cfg("data=idc", f"data.root={tmp_path / 'idc'}", "data.decode_workers=1", "data.batch_size=8",
+                       *TINY_TRAINER, tiny=False))
+    assert isinstance(err.value, USER_ERRORS)
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_single_class_validation_split_is_refused():
+    counts = {"train": {"negative": 30, "positive": 12}, "val": {"negative": 9, "positive": 0},
+              "test": {"negative": 5, "positive": 0}}
+    with pytest.raises(DataLayoutError, match=r"the val split holds no positive patches \(0 positive, 9 negative\)"):
+        require_both_classes(counts)
+    require_both_classes(counts | {"val": {"negative": 9, "positive": 1}})  # a one-class test split is allowed
