@@ -18,4 +18,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    from idclab.console import run_hydra
+
+    run_hydra(main)

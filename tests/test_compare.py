@@ -1,60 +1,155 @@
-"""idclab-compare: mean +- std over seeds per strategy, written and logged."""
+"""idclab-compare: groups of runs that differ only in their seeds, ranked on validation, never creating a store."""
 
 from __future__ import annotations
 
-import csv
+import math
+import re
 
+import pandas as pd
 import pytest
+from conftest import PROJECT
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from idclab.compare import METRICS, compare, main
-from idclab.tracking import KIND_TAG, connect
+from idclab.compare import axis_limits, main, markdown, project_tracking_uri, summarise_sweep
+from idclab.tracking import KIND_TAG, PARENT_TAG
+
+# (loss, seed): (best_val_auprc, test_f1). Validation ranks focal > bce > weighted; test F1 alone would not.
+RESULTS = {("focal", 1): (0.90, 0.70), ("focal", 2): (0.92, 0.72), ("bce", 1): (0.85, 0.95),
+           ("bce", 2): (0.87, 0.93), ("weighted", 1): (0.80, 0.80)}
 
 
-def make_store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'store.db'}"
-    client, experiment_id = connect(uri, "study", str(tmp_path / "artifacts"))
-    values = {("bce", "none"): [0.60, 0.70], ("weighted", "none"): [0.80, 0.84], ("focal", "oversample"): [0.75]}
-    for (loss, sampler), f1s in values.items():
-        for seed, f1 in enumerate(f1s, 1):
-            run = client.create_run(experiment_id, tags={KIND_TAG: "train", "model": "IDCNet", "loss": loss,
-                                                         "sampler": sampler, "threshold": "max_f1", "sweep": "s1"})
-            client.log_param(run.info.run_id, "seed", str(seed))
-            for metric in METRICS:
-                client.log_metric(run.info.run_id, metric, f1 if metric == "test_f1" else 0.5)
-            client.set_terminated(run.info.run_id, "FINISHED")
-    failed = client.create_run(experiment_id, tags={KIND_TAG: "train", "loss": "bce"})
-    client.log_metric(failed.info.run_id, "test_f1", 0.0)
-    client.set_terminated(failed.info.run_id, "FAILED")  # not compared
-    return uri
+def squeeze(text: str) -> str:
+    """Markdown with the column padding collapsed."""
+    return re.sub(r" +", " ", text)
 
 
-def test_compare_groups_seeds_and_ranks_by_f1(tmp_path):
-    uri = make_store(tmp_path)
-    rows = compare(uri, "study", tmp_path / "out")
-    assert [(r["loss"], r["runs"]) for r in rows] == [("weighted", 2), ("focal", 1), ("bce", 2)]
-    assert rows[0]["test_f1_mean"] == pytest.approx(0.82)
-    assert rows[0]["test_f1_std"] == pytest.approx(0.028284, abs=1e-5)
-    assert rows[2]["seeds"] == "1 2"
-    markdown = (tmp_path / "out" / "comparison.md").read_text()
-    assert "| weighted | none | max_f1 | 2 | 0.820 ± 0.028 |" in markdown.replace("IDCNet | ", "")
-    with open(tmp_path / "out" / "comparison.csv") as handle:
-        table = list(csv.DictReader(handle))
-    assert float(table[0]["test_f1_mean"]) == pytest.approx(0.82)
-    with Image.open(tmp_path / "out" / "comparison.png") as image:
-        assert image.size[0] > 500
+def child(client: MlflowClient, experiment_id: str, parent: str, folder: str, loss: str, seed: int,
+          status: str = "FINISHED") -> str:
+    """A finished training run of a sweep, with params as train.py logs them."""
+    run = client.create_run(experiment_id, run_name=f"loss={loss},seed={seed}",
+                            tags={KIND_TAG: "train", PARENT_TAG: parent, "sweep": folder})
+    params = {"model": "idcnet", "loss": loss, "sampler": "none", "seed": str(seed), "split.seed": "0",
+              "trainer.max_epochs": "2", "paths.output_dir": f"{folder}/{loss}-{seed}"}
+    if loss == "focal":
+        params |= {"loss.alpha": "0.75", "loss.gamma": "2.0"}
+    val, f1 = RESULTS.get((loss, seed), (0.5, 0.5))
+    metrics = {"best_val_auprc": val, "test_f1": f1, "test_auprc": val - 0.05}
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+                     params=[Param(k, v) for k, v in params.items()])
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def sweep(client: MlflowClient, experiment_id: str, folder: str) -> str:
+    """A sweep's parent run."""
+    run = client.create_run(experiment_id, run_name="sweep", tags={KIND_TAG: "sweep", "sweep": folder})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A project folder whose mlflow.db holds an old sweep and a newer one (with a failed child)."""
+    tmp_path = tmp_path_factory.mktemp("project")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("study")
-    (logged,) = client.search_runs([experiment.experiment_id], f"tags.`{KIND_TAG}` = 'compare'")
-    assert {a.path for a in client.list_artifacts(logged.info.run_id, "comparison")} == {
-        "comparison/comparison.md", "comparison/comparison.csv", "comparison/comparison.png"}
+    experiment_id = client.create_experiment("idc")
+    old_folder = str(tmp_path / "multirun" / "old")
+    old = sweep(client, experiment_id, old_folder)
+    child(client, experiment_id, old, old_folder, "bce", 7)
+    folder = str(tmp_path / "multirun" / "new")
+    parent = sweep(client, experiment_id, folder)
+    for loss, seed in RESULTS:
+        child(client, experiment_id, parent, folder, loss, seed)
+    child(client, experiment_id, parent, folder, "bce", 3, status="FAILED")
+    return {"uri": uri, "client": client, "experiment_id": experiment_id, "parent": parent, "old": old,
+            "root": tmp_path}
 
 
-def test_command_line_and_errors(tmp_path, capsys):
-    uri = make_store(tmp_path)
-    main(["--experiment", "study", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--sweep", "s1",
-          "--no-log"])
-    assert "weighted" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no finished training runs"):
-        main(["--experiment", "study", "--tracking-uri", uri, "--sweep", "other", "--out", str(tmp_path / "x")])
+def test_a_sweep_is_grouped_by_the_params_that_differ_and_ranked_on_validation(store):
+    table, figure, best = summarise_sweep(store["client"], store["experiment_id"], store["parent"])
+    assert list(table["loss"]) == ["focal", "bce", "weighted"]  # by best_val_auprc, not by test_f1
+    assert [c for c in table.columns if not c.endswith(("_mean", "_std"))] == ["loss", "runs", "seeds"]
+    assert list(table["runs"]) == [2, 2, 1] and table["seeds"].iloc[1] == "1 2"  # the failed run is left out
+    assert table["best_val_auprc_mean"].iloc[0] == pytest.approx(0.91)
+    assert table["best_val_auprc_std"].iloc[0] == pytest.approx(0.0141421, abs=1e-6)
+    assert math.isnan(table["best_val_auprc_std"].iloc[2])
+    assert best.run_name == "loss=focal,seed=2" and best.score == pytest.approx(0.92)
+    assert isinstance(figure, Figure)
+
+
+def test_markdown_shows_n_a_for_a_group_of_one(store):
+    table, _, _ = summarise_sweep(store["client"], store["experiment_id"], store["parent"])
+    text = squeeze(markdown(table))
+    assert "| weighted | 1 | 1 | 0.800 ± n/a |" in text
+    assert "| focal | 2 | 1 2 | 0.910 ± 0.014 |" in text
+    assert "± 0.000" not in text and "ranked by best_val_auprc" in text
+
+
+def test_axis_never_magnifies_differences_below_the_seed_spread():
+    low, high = axis_limits(pd.Series([0.900, 0.902]), pd.Series([0.01, 0.01]))
+    assert high - low >= 0.1 and low <= 0.89 and high >= 0.912
+    low, high = axis_limits(pd.Series([0.5, 0.6]), pd.Series([0.2, 0.1]))
+    assert 0.0 <= low <= 0.3 and 0.8 <= high <= 1.0 and high - low > 0.9
+
+
+def test_tracking_uri_is_the_projects_store_whatever_the_cwd(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("IDCLAB_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert project_tracking_uri() == f"sqlite:///{PROJECT / 'mlflow.db'}"
+    monkeypatch.setenv("IDCLAB_ROOT", str(tmp_path))
+    assert project_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://host:5000")
+    assert project_tracking_uri() == "http://host:5000"
+
+
+def test_command_line_defaults_to_the_latest_sweep_and_writes_three_files(store, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    out = store["root"] / "cmp"
+    main(["--out", str(out)])
+    printed = squeeze(capsys.readouterr().out)
+    assert "| focal |" in printed and "weighted" in printed and "best run" in printed
+    frame = pd.read_csv(out / "comparison.csv")
+    assert list(frame["loss"]) == ["focal", "bce", "weighted"] and math.isnan(frame["best_val_auprc_std"].iloc[2])
+    assert "± n/a" in (out / "comparison.md").read_text()
+    with Image.open(out / "comparison.png") as image:
+        assert image.size[0] > 500
+
+
+def test_sweep_by_relative_folder_or_parent_run_id(store, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    monkeypatch.chdir(store["root"])
+    main(["--sweep", "multirun/old", "--out", "a"])
+    assert "| all runs | 1 | 7 | 0.500 ± n/a |" in squeeze(capsys.readouterr().out)  # one run: nothing differs
+    main(["--sweep", store["old"], "--out", "b"])
+    assert pd.read_csv(store["root"] / "b" / "comparison.csv")["seeds"].tolist() == [7]
+
+
+def test_pooling_refuses_runs_that_differ_in_more_than_the_seed(store, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    with pytest.raises(SystemExit) as stop:
+        main(["--pool", "--out", str(store["root"] / "x")])
+    assert stop.value.code == 2
+    assert "differ in more than the seed: loss" in capsys.readouterr().err
+    main(["--pool", "--sweep", store["old"], "--out", str(store["root"] / "y")])
+    assert "| all runs | 1 | 7 |" in squeeze(capsys.readouterr().out)
+
+
+def test_a_missing_store_or_experiment_is_one_line_and_creates_nothing(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    missing_store = f"error: no MLflow store at sqlite:///{tmp_path / 'mlflow.db'}; train first (python train.py)"
+    for root, args, message in [(tmp_path, [], missing_store),
+                                (store["root"], ["--experiment", "nope"], "error: no MLflow experiment named 'nope'")]:
+        monkeypatch.setenv("IDCLAB_ROOT", str(root))
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(message)
+    assert "(experiments: Default, idc)" in line and store["client"].get_experiment_by_name("nope") is None
+    assert list(tmp_path.iterdir()) == []

@@ -1,131 +1,285 @@
-"""`idclab-compare`: a comparison table (mean +- std over seeds per strategy) and plot of an experiment's runs.
+"""`idclab-compare`: mean ± std over seeds of a sweep's runs, grouped by what differs, ranked on validation.
 
-Reads the finished training runs of an MLflow experiment (optionally one sweep), groups them by
-strategy (model, loss, sampler, threshold), writes `comparison.md`, `comparison.csv` and
-`comparison.png`, and logs them as a `compare` run in the same experiment.
+Reads the finished training runs of a sweep (default: the latest of the experiment), groups them by every
+parameter that differs between them (seeds and run-specific keys such as output folders aside), ranks the
+groups by a validation metric (test metrics are reported, never used to rank) and writes `comparison.md`,
+`comparison.csv` and `comparison.png`. Nothing is written to MLflow; a missing store or experiment is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections import defaultdict
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from idclab.tracking import KIND_TAG, open_experiment, run_status, sweep_runs, training_runs
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+if TYPE_CHECKING:
+    from idclab.tracking import MlflowClient
 
-from idclab.tracking import KIND_TAG, TrackedRun, connect, finished_training_runs  # noqa: E402
-
-STRATEGY_TAGS = ("model", "loss", "sampler", "threshold")
-METRICS = ("test_f1", "test_balanced_accuracy", "test_auroc", "test_auprc", "test_mcc", "test_sensitivity",
-           "test_specificity", "test_gmean", "test_iba", "test_at_0.5_f1", "test_at_0.5_balanced_accuracy")
-DEFAULT_URI = "sqlite:///mlflow.db"
-
-
-def summarise(runs: list) -> list[dict]:
-    """One row per strategy: the strategy tags, the seeds, and mean/std of every metric over them."""
-    groups: dict[tuple, list] = defaultdict(list)
-    for run in runs:
-        groups[tuple(run.data.tags.get(tag, "?") for tag in STRATEGY_TAGS)].append(run)
-    rows = []
-    for strategy, members in sorted(groups.items()):
-        row: dict = dict(zip(STRATEGY_TAGS, strategy, strict=True))
-        row["runs"] = len(members)
-        row["seeds"] = " ".join(sorted(r.data.params.get("seed", "?") for r in members))
-        for metric in METRICS:
-            values = np.array([r.data.metrics[metric] for r in members if metric in r.data.metrics])
-            row[f"{metric}_mean"] = float(values.mean()) if values.size else float("nan")
-            row[f"{metric}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
-        rows.append(row)
-    return sorted(rows, key=lambda r: -r["test_f1_mean"])
+DEFAULT_METRIC = "best_val_auprc"
+TEST_METRICS = ("test_f1", "test_balanced_accuracy", "test_auroc", "test_auprc", "test_mcc", "test_sensitivity",
+                "test_specificity")
+PLOTTED_TEST_METRICS = ("test_auprc", "test_f1", "test_balanced_accuracy")
+RUN_SPECIFIC = ("paths.", "logger.", "data.count.", "data.cache_key", "data.cache_dir", "data.generated_dir",
+                "data.num_workers", "data.decode_workers", "trainer.enable_progress_bar", "resume")
+MIN_SPAN = 0.1  # the comparison figure's axes span at least this much of a [0, 1] score...
+STDS_PER_SPAN = 6  # ...and at least this many typical seed standard deviations
 
 
-def to_markdown(rows: list[dict]) -> str:
-    """A markdown table of mean +- std per strategy, best test F1 first."""
-    short = [m.removeprefix("test_") for m in METRICS]
-    header = "| " + " | ".join([*STRATEGY_TAGS, "runs", *short]) + " |"
-    lines = [header, "|" + "---|" * (len(STRATEGY_TAGS) + 1 + len(METRICS))]
-    for row in rows:
-        cells = [str(row[t]) for t in STRATEGY_TAGS] + [str(row["runs"])]
-        cells += [f"{row[f'{m}_mean']:.3f} ± {row[f'{m}_std']:.3f}" for m in METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+class CompareError(ValueError):
+    """A comparison that would mislead: pooling runs that differ in more than the seed, ranking on test."""
 
 
-def to_csv(rows: list[dict]) -> str:
-    """The same table as CSV, one column per mean and per std."""
-    columns = [*STRATEGY_TAGS, "runs", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-    lines = [",".join(columns)]
-    for row in rows:
-        lines.append(",".join(str(row[c]) if not isinstance(row[c], float) else f"{row[c]:.6f}" for c in columns))
-    return "\n".join(lines) + "\n"
+class BestRun(NamedTuple):
+    """The single run with the best validation metric."""
+
+    run_id: str
+    run_name: str
+    score: float
 
 
-def plot(rows: list[dict], title: str):
-    """Horizontal bars of test F1, balanced accuracy and AUPRC per strategy, with std error bars."""
-    labels = [" / ".join(str(row[t]) for t in STRATEGY_TAGS) for row in rows]
-    shown = ("test_f1", "test_balanced_accuracy", "test_auprc")
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) * len(shown) / 2 + 1.8))
-    y = np.arange(len(rows))
-    height = 0.8 / len(shown)
-    for i, metric in enumerate(shown):
-        ax.barh(y + i * height, [r[f"{metric}_mean"] for r in rows], height,
-                xerr=[r[f"{metric}_std"] for r in rows], label=metric.removeprefix("test_"), capsize=2)
-    ax.set_yticks(y + height, labels, fontsize=8)
-    ax.invert_yaxis()
-    low = min(r[f"{m}_mean"] - r[f"{m}_std"] for r in rows for m in shown)
-    ax.set_xlim(max(0.0, low - 0.05), 1.0)  # the differences between strategies are what matters
-    ax.set_xlabel("test score (mean ± std over seeds)")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+def project_tracking_uri() -> str:
+    """The store train.py uses: $MLFLOW_TRACKING_URI, else `sqlite:///<project>/mlflow.db`, the project being
+    $IDCLAB_ROOT or the folder holding train.py (whatever the working directory)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = Path(os.environ.get("IDCLAB_ROOT") or Path(__file__).resolve().parents[2])
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def is_seed(param: str) -> bool:
+    """Seeds (`seed`, `split.seed`, ...) are what runs of one group may differ in."""
+    return param == "seed" or param.endswith(".seed")
+
+
+def params_of(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs' params, named without MLflow's `params.` prefix."""
+    params = runs.filter(regex=r"^params\.")
+    return params.rename(columns=lambda name: name.removeprefix("params."))
+
+
+def implied_by_option(params: pd.DataFrame, key: str, differing: list[str]) -> bool:
+    """True for an option's own key (`loss.alpha`) whose value the differing option name (`loss`) already fixes."""
+    group = key.split(".")[0]
+    if group == key or group not in differing:
+        return False
+    return bool(params.groupby(group, dropna=False)[key].nunique(dropna=False).le(1).all())
+
+
+def varying_params(runs: pd.DataFrame) -> list[str]:
+    """The params that tell the runs apart: those that differ, seeds, run-specific and implied keys aside."""
+    params = params_of(runs)
+    differing = [key for key in params.columns
+                 if params[key].nunique(dropna=False) > 1 and not is_seed(key) and not key.startswith(RUN_SPECIFIC)]
+    return [key for key in differing if not implied_by_option(params, key, differing)]
+
+
+def metric_names(runs: pd.DataFrame) -> list[str]:
+    """The metrics logged by the runs (system metrics aside)."""
+    return sorted(c.removeprefix("metrics.") for c in runs.columns
+                  if c.startswith("metrics.") and not c.startswith("metrics.system/"))
+
+
+def check_metric(runs: pd.DataFrame, metric: str) -> None:
+    """Refuse to rank on a test metric or on a metric the runs do not have."""
+    if metric.startswith("test_"):
+        raise CompareError(f"{metric} is a test metric: rank on a validation metric (e.g. {DEFAULT_METRIC})")
+    if f"metrics.{metric}" not in runs.columns:
+        raise LookupError(f"no run has metric {metric!r}; metrics: {', '.join(metric_names(runs))}")
+
+
+def seed_list(seeds: pd.Series) -> str:
+    """The seeds of a group, in numeric order."""
+    return " ".join(seeds.astype(str).sort_values(key=lambda s: pd.to_numeric(s, errors="coerce")))
+
+
+def summarise(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max", pool: bool = False
+              ) -> pd.DataFrame:
+    """One row per group of runs that differ only in their seeds: the params telling the groups apart, the number
+    of runs, their seeds, and mean and std (NaN for one run) of `metric` and the test metrics; best first."""
+    check_metric(runs, metric)
+    keys = varying_params(runs)
+    if pool and keys:
+        raise CompareError(f"cannot pool: the runs differ in more than the seed: {', '.join(keys)}")
+    if not keys:
+        keys, frame = ["group"], pd.DataFrame({"group": "all runs"}, index=runs.index)
+    else:
+        frame = params_of(runs)[keys].fillna("-")
+    frame["seed"] = runs.get("params.seed", pd.Series("?", index=runs.index))
+    metrics = [metric, *(m for m in TEST_METRICS if f"metrics.{m}" in runs.columns)]
+    for name in metrics:
+        frame[name] = runs[f"metrics.{name}"]
+    statistics = {f"{m}_{stat}": (m, stat) for m in metrics for stat in ("mean", "std")}
+    table = frame.groupby(keys).agg(
+        runs=("seed", "size"), seeds=("seed", seed_list), **statistics)
+    return table.reset_index().sort_values(f"{metric}_mean", ascending=mode == "min", kind="stable",
+                                           ignore_index=True)
+
+
+def best_run(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max") -> BestRun:
+    """The run with the best `metric` (the one `python evaluate.py` would pick among these)."""
+    scores = runs[f"metrics.{metric}"]
+    row = runs.loc[scores.idxmax() if mode == "max" else scores.idxmin()]
+    return BestRun(str(row["run_id"]), str(row.get("tags.mlflow.runName", "")), float(row[f"metrics.{metric}"]))
+
+
+def mean_std(mean: float, std: float) -> str:
+    """`0.812 ± 0.014`; `± n/a` when one run gives no spread."""
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.3f} ± {'n/a' if pd.isna(std) else f'{std:.3f}'}"
+
+
+def statistic_columns(table: pd.DataFrame) -> list[str]:
+    """The metrics summarised in a comparison table, the ranking metric first."""
+    return [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The comparison as a markdown table of `mean ± std` cells, with a caption saying how it is ranked."""
+    metrics = statistic_columns(table)
+    shown = table[[c for c in table.columns if not c.endswith(("_mean", "_std"))]].copy()
+    for name in metrics:
+        shown[name] = [mean_std(m, s) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"], strict=True)]
+    caption = (f"Mean ± std over seeds (n/a: a single run), ranked by {metrics[0]} (validation); "
+               "test metrics are reported, never used to rank.")
+    return f"{caption}\n\n{shown.to_markdown(index=False)}\n"
+
+
+def axis_limits(means: pd.Series, stds: pd.Series) -> tuple[float, float]:
+    """An axis range holding every mean ± std, spanning at least MIN_SPAN and STDS_PER_SPAN typical seed stds
+    (kept within [0, 1] for scores), so that differences below the seed spread never fill the axis."""
+    spread = stds.fillna(0.0)
+    low, high = float((means - spread).min()), float((means + spread).max())
+    typical = float(np.nan_to_num(np.sqrt(stds.pow(2).mean())))
+    half = max(1.2 * (high - low), MIN_SPAN, STDS_PER_SPAN * typical) / 2  # 1.2: a margin around the bars
+    low, high = (low + high) / 2 - half, (low + high) / 2 + half
+    if not means.between(0, 1).all():
+        return low, high
+    if low < 0:
+        low, high = 0.0, min(high - low, 1.0)
+    if high > 1:
+        low, high = max(low - (high - 1), 0.0), 1.0
+    return low, high
+
+
+def group_labels(table: pd.DataFrame) -> list[str]:
+    """`loss=focal sampler=none` per group (from the columns before `runs`)."""
+    keys = list(table.columns[:table.columns.get_loc("runs")])
+    if keys == ["group"]:
+        return list(table["group"])
+    return [" ".join(f"{key}={row[key]}" for key in keys) for _, row in table.iterrows()]
+
+
+def comparison_figure(table: pd.DataFrame, title: str) -> Figure:
+    """Mean ± std per group (best at the top), one panel for the ranking metric and one per main test metric."""
+    metrics = statistic_columns(table)
+    shown = [metrics[0], *(m for m in PLOTTED_TEST_METRICS if m in metrics)]
+    fig = Figure(figsize=(3.2 * len(shown) + 2.5, 0.35 * len(table) + 1.6), layout="constrained")
+    axes = fig.subplots(1, len(shown), sharey=True, squeeze=False)[0]
+    y = np.arange(len(table))
+    for ax, name in zip(axes, shown, strict=True):
+        means, stds = table[f"{name}_mean"], table[f"{name}_std"]
+        ax.errorbar(means, y, xerr=stds.fillna(0.0), fmt="o", color="C0" if ax is axes[0] else "C7", capsize=3)
+        ax.set_xlim(*axis_limits(means, stds))
+        ax.set_title(f"{name}\n({'ranks the groups' if ax is axes[0] else 'test: not used to rank'})", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, group_labels(table), fontsize=8)
+    axes[0].set_ylim(len(table) - 0.5, -0.5)  # best group at the top
+    fig.supxlabel("mean ± std over seeds (no bar: a single run)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
-def compare(tracking_uri: str, experiment: str, out_dir: Path, sweep: str | None = None,
-            log_to_mlflow: bool = True) -> list[dict]:
-    """Build, write and (optionally) log the comparison of an experiment's finished training runs."""
-    client, experiment_id = connect(tracking_uri, experiment)
-    runs = finished_training_runs(client, experiment_id, sweep)
-    if not runs:
-        raise LookupError(f"no finished training runs in experiment {experiment!r} at {tracking_uri}"
-                          + (f" with sweep {sweep!r}" if sweep else ""))
-    rows = summarise(runs)
+def summarise_runs(runs: pd.DataFrame, title: str, metric: str = DEFAULT_METRIC, mode: str = "max",
+                   pool: bool = False) -> tuple[pd.DataFrame, Figure, BestRun]:
+    """The comparison table, its figure and the best run of `runs` (MLflow's DataFrame of finished runs)."""
+    if runs.empty:
+        raise LookupError(f"no finished training runs in {title}")
+    table = summarise(runs, metric, mode, pool)
+    figure = comparison_figure(table, f"{title}: {len(runs)} runs, {len(table)} groups")
+    return table, figure, best_run(runs, metric, mode)
+
+
+def summarise_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str = DEFAULT_METRIC,
+                    mode: str = "max") -> tuple[pd.DataFrame, Figure, BestRun]:
+    """Compare the finished children of a sweep's parent run: (table, figure, best child) to log into the parent."""
+    runs = training_runs(client, experiment_id, parent_run_id)
+    return summarise_runs(runs, f"sweep {parent_run_id}", metric, mode)
+
+
+def find_sweep(client: MlflowClient, experiment_id: str, sweep: str | None) -> str:
+    """The parent run id of `sweep` (a sweep's output folder, or its parent run id), or of the latest sweep."""
+    parents = sweep_runs(client, experiment_id, str(Path(sweep).resolve()) if sweep else None)
+    if not parents.empty:
+        return str(parents["run_id"].iloc[0])
+    if sweep is None:
+        raise LookupError("no sweep in this experiment (python train.py -m ...); --all compares every run")
+    try:
+        _, tags = run_status(client, sweep)
+    except LookupError:
+        tags = {}
+    if tags.get(KIND_TAG) != "sweep":
+        raise LookupError(f"no sweep {sweep!r}: neither a sweep's output folder nor its parent run id")
+    return sweep
+
+
+def compare(tracking_uri: str, experiment: str, sweep: str | None = None, every_run: bool = False,
+            metric: str = DEFAULT_METRIC, mode: str = "max", pool: bool = False
+            ) -> tuple[pd.DataFrame, Figure, BestRun]:
+    """Compare a sweep's finished training runs (default: the latest sweep), or with `every_run` all of them."""
+    client, experiment_id = open_experiment(tracking_uri, experiment)
+    if every_run:
+        return summarise_runs(training_runs(client, experiment_id), experiment, metric, mode, pool)
+    parent = find_sweep(client, experiment_id, sweep)
+    runs = training_runs(client, experiment_id, parent)
+    return summarise_runs(runs, f"{experiment}, sweep {parent}", metric, mode, pool)
+
+
+def write(table: pd.DataFrame, figure: Figure, out_dir: Path) -> None:
+    """comparison.md, comparison.csv (means and stds as numbers) and comparison.png in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "comparison.md").write_text(to_markdown(rows))
-    (out_dir / "comparison.csv").write_text(to_csv(rows))
-    figure = plot(rows, f"{experiment}: {len(runs)} runs, {len(rows)} strategies")
+    (out_dir / "comparison.md").write_text(markdown(table))
+    table.to_csv(out_dir / "comparison.csv", index=False)
     figure.savefig(out_dir / "comparison.png", dpi=110)
-    plt.close(figure)
-    if log_to_mlflow:
-        tags = {KIND_TAG: "compare", "runs_compared": str(len(runs))} | ({"sweep": sweep} if sweep else {})
-        with TrackedRun(client, experiment_id, "compare", tags) as run:
-            for name in ("comparison.md", "comparison.csv", "comparison.png"):
-                run.log_file(out_dir / name, "comparison")
-    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="idc", help="MLflow experiment name (default: idc)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="default: $MLFLOW_TRACKING_URI, else the project's sqlite:///<project>/mlflow.db")
+    parser.add_argument("--sweep", default=None, help="a sweep's output folder or parent run id (default: the latest)")
+    parser.add_argument("--all", action="store_true", help="every finished training run of the experiment")
+    parser.add_argument("--metric", default=DEFAULT_METRIC,
+                        help=f"the validation metric ranking the groups (default: {DEFAULT_METRIC})")
+    parser.add_argument("--mode", choices=("max", "min"), default="max", help="max (default) or min is best")
+    parser.add_argument("--pool", action="store_true",
+                        help="one group of all runs; refused if they differ in more than the seed")
+    parser.add_argument("--out", type=Path, default=Path("comparison"), help="output folder (default: comparison)")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: idclab-compare --experiment NAME [--tracking-uri URI] [--sweep DIR] [--out DIR]."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="idc", help="MLflow experiment name (default: idc)")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
-                        help="default: $MLFLOW_TRACKING_URI, else the project's sqlite:///mlflow.db (run from "
-                             "the project folder)")
-    parser.add_argument("--sweep", default=None, help="only runs whose `sweep` tag is this multirun folder")
-    parser.add_argument("--out", type=Path, default=Path("comparison"), help="output folder (default: comparison)")
-    parser.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
-    args = parser.parse_args(argv)
+    """Command line: idclab-compare [--experiment NAME] [--sweep DIR|RUN_ID | --all] [--metric M] [--pool]."""
+    args = parse_args(argv)
     try:
-        rows = compare(args.tracking_uri, args.experiment, args.out, args.sweep, not args.no_log)
-    except LookupError as error:
-        raise SystemExit(f"error: {error}") from error
-    print(to_markdown(rows))
+        table, figure, best = compare(args.tracking_uri or project_tracking_uri(), args.experiment, args.sweep,
+                                      args.all, args.metric, args.mode, args.pool)
+    except (LookupError, CompareError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    write(table, figure, args.out)
+    print(markdown(table))
+    print(f"best run: {best.run_name} ({best.run_id}), {args.metric} {best.score:.4f}")
     print(f"Wrote {args.out / 'comparison.md'}, comparison.csv and comparison.png")
 
 

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
 
 from idclab.metrics import CLASS_NAMES, calibration_bins, expected_calibration_error  # noqa: E402
@@ -18,15 +19,15 @@ def confusion_matrix_figure(tn: int, fp: int, fn: int, tp: int, threshold: float
     """Counts and row-normalised shares of the 2x2 confusion matrix."""
     counts = np.array([[tn, fp], [fn, tp]])
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(4.6, 4))
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), layout="constrained")
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), n in np.ndenumerate(counts):
         ax.text(j, i, f"{n}\n({shares[i, j]:.1%})", ha="center", va="center",
                 color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_xticks([0, 1], [f"pred {c}" for c in CLASS_NAMES])
-    ax.set_yticks([0, 1], [f"true {c}" for c in CLASS_NAMES])
+    ax.set_xticks([0, 1], CLASS_NAMES)
+    ax.set_yticks([0, 1], CLASS_NAMES, rotation=90, va="center")
+    ax.set(xlabel="predicted", ylabel="true")
     ax.set_title(f"Confusion matrix (threshold {threshold:.2f})")
-    fig.tight_layout()
     return fig
 
 
@@ -96,10 +97,23 @@ def gallery_figure(images: np.ndarray, probs: np.ndarray, captions: list[str], t
     return fig
 
 
+HEAT = {"cmap": "magma", "vmin": 0, "vmax": 1}
+OVERLAY = "P(IDC) over tissue"
+
+
+def overlay_probabilities(ax: plt.Axes, tissue: np.ndarray, predicted: np.ndarray) -> AxesImage:
+    """The tissue with P(IDC) per patch on top (turbo: it stands out from H&E pinks), more opaque where higher,
+    so the tissue stays visible where IDC is unlikely."""
+    ax.imshow(tissue)
+    alpha = 0.15 + 0.55 * np.nan_to_num(predicted)
+    return ax.imshow(predicted, alpha=alpha, extent=(0, tissue.shape[1], tissue.shape[0], 0), interpolation="nearest",
+                     cmap="turbo", vmin=0, vmax=1)
+
+
 def slide_heatmap_figure(images: np.ndarray, xs: np.ndarray, ys: np.ndarray, probs: np.ndarray,
                          targets: np.ndarray | None, threshold: float, title: str) -> Figure:
     """Rebuild a slide from its patches (Kaggle x, y are 1-based pixel offsets) and show side by side the
-    tissue, the ground-truth IDC map, the predicted P(IDC) map and the thresholded errors."""
+    tissue, the ground-truth IDC map, the predicted P(IDC) map, P(IDC) over the tissue and the thresholded errors."""
     cols, rows = (xs - 1) // 50, (ys - 1) // 50
     width, height = cols.max() + 1, rows.max() + 1
     tissue = np.full((height * 50, width * 50, 3), 255, np.uint8)
@@ -107,7 +121,7 @@ def slide_heatmap_figure(images: np.ndarray, xs: np.ndarray, ys: np.ndarray, pro
         tissue[r * 50:(r + 1) * 50, c * 50:(c + 1) * 50] = image
     predicted = np.full((height, width), np.nan)
     predicted[rows, cols] = probs
-    panels = [("tissue", tissue, {}), ("predicted P(IDC)", predicted, {"cmap": "magma", "vmin": 0, "vmax": 1})]
+    panels = [("tissue", tissue, {}), ("predicted P(IDC)", predicted, HEAT), (OVERLAY, predicted, {})]
     if targets is not None:
         truth = np.full((height, width), np.nan)
         truth[rows, cols] = targets
@@ -118,14 +132,17 @@ def slide_heatmap_figure(images: np.ndarray, xs: np.ndarray, ys: np.ndarray, pro
         for (p, t), colour in colours.items():
             chosen = (preds == p) & (targets == t)
             errors[rows[chosen], cols[chosen]] = colour
-        panels.insert(1, ("ground truth IDC", truth, {"cmap": "magma", "vmin": 0, "vmax": 1}))
+        panels.insert(1, ("ground truth IDC", truth, HEAT))
         panels.append((f"errors at t={threshold:.2f}: FP red, FN blue", errors, {}))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8 * height / max(width, 1) + 0.8))
     for ax, (name, picture, style) in zip(np.atleast_1d(axes), panels, strict=True):
-        shown = ax.imshow(picture, interpolation="nearest", **style)
+        if name == OVERLAY:
+            shown = overlay_probabilities(ax, tissue, picture)
+        else:
+            shown = ax.imshow(picture, interpolation="nearest", **style)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-        if name.startswith("predicted"):
+        if name.startswith("predicted") or name == OVERLAY:
             fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

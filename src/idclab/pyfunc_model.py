@@ -27,7 +27,8 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
 
         self.classifier = load_classifier(context.artifacts["checkpoint"])
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
+    # model_input: np.ndarray, a hint MLflow infers no signature from (it comes from the input example)
+    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
         images = torch.from_numpy(np.ascontiguousarray(np.asarray(model_input, dtype=np.uint8)))
         with torch.no_grad():
             probs = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy()

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,11 +34,13 @@ def read_parent(sweep_dir: str | Path | None) -> str | None:
 
 
 def sweep_name(config: DictConfig) -> str:
-    """`sweep loss=focal,weighted` from the command line's overrides (and the sweeper's own params)."""
+    """`sweep loss=focal,weighted`: the swept overrides of the command line and the sweeper's own params (the
+    fixed overrides are in the parent's params)."""
     overrides = list(config.hydra.overrides.task)
+    swept = [o for o in overrides if any(mark in o.partition("=")[2] for mark in (",", "range(", "choice(", "glob("))]
     params = config.hydra.sweeper.get("params") or {}
-    swept = [f"{key}={value}" for key, value in params.items() if not any(o.startswith(f"{key}=") for o in overrides)]
-    return "sweep " + (" ".join(overrides + swept) or "(defaults)")
+    swept += [f"{key}={value}" for key, value in params.items() if not any(o.startswith(f"{key}=") for o in overrides)]
+    return "sweep " + (" ".join(swept) or "(defaults)")
 
 
 class SweepParentRun(Callback):
@@ -49,6 +52,7 @@ class SweepParentRun(Callback):
         self.run: TrackedRun | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)  # Hydra sets it per job only; `${hydra:...}` resolves through it
         sweep_dir = Path(config.hydra.sweep.dir)
         client, experiment_id = connect(config.logger.tracking_uri, config.logger.experiment_name,
                                         config.logger.artifact_location)
@@ -91,14 +95,11 @@ class SweepParentRun(Callback):
               f"of {len(children)}; parent run {run.run_id} {status}")
 
     def _log_comparison(self, run: TrackedRun) -> None:
-        from idclab.compare import summarise_sweep
+        from idclab.compare import markdown, summarise_sweep
 
         table, figure, best = summarise_sweep(run.client, run.experiment_id, run.run_id, self.monitor, self.mode)
-        if table is None:
-            return
-        run.log_text(table.to_markdown(index=False), "comparison/comparison.md")
+        run.log_text(markdown(table), "comparison/comparison.md")
         run.log_text(table.to_csv(index=False), "comparison/comparison.csv")
         run.log_figure(figure, "comparison/comparison.png")
-        if best is not None:
-            run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name})
-            run.log_metrics({self.monitor: best.score})
+        run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name})
+        run.log_metrics({self.monitor: best.score})

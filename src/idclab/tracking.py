@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import matplotlib.figure
 import mlflow
@@ -46,6 +47,10 @@ PARENT_TAG = "mlflow.parentRunId"
 
 class ModelFormatError(ValueError):
     """An MLflow model that is not an idclab model, or whose files are not where its MLmodel says."""
+
+
+class RunNotFoundError(LookupError):
+    """No MLflow store, experiment, run, metric or run file matches what the user asked for."""
 
 
 def is_local_database(tracking_uri: str) -> bool:
@@ -180,6 +185,12 @@ class TrackedRun:
         for start in range(0, len(items), BATCH):
             self.client.log_batch(self.run_id, metrics=items[start:start + BATCH])
 
+    def log_missing_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log those of `metrics` with no value at `step` yet (to finish a write that was cut short)."""
+        missing = {key: value for key, value in metrics.items()
+                   if all(m.step != step for m in self.client.get_metric_history(self.run_id, key))}
+        self.log_metrics(missing, step)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
@@ -210,12 +221,17 @@ class MLflowEpochLogger(Logger):
     """Lightning logger that forwards metrics to a `TrackedRun` (rank zero only).
 
     Parameters are logged by the training code from the resolved config, not from Lightning's
-    hyperparameters, so `log_hyperparams` records nothing.
+    hyperparameters, so `log_hyperparams` records nothing. While `holding` (training, see
+    `resume.LastCheckpoint`), metrics wait in `held` until `commit` once their epoch's checkpoint is
+    saved, and metrics of an epoch already committed are dropped: each epoch lands in MLflow once.
     """
 
     def __init__(self, run: TrackedRun):
         super().__init__()
         self.run = run
+        self.holding = False
+        self.held: dict[int, dict[str, float]] = {}
+        self.committed = -1  # the last epoch whose metrics are in MLflow
 
     @property
     def name(self) -> str:
@@ -233,38 +249,88 @@ class MLflowEpochLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         values = dict(metrics)
         epoch = values.pop("epoch", None)
-        self.run.log_metrics(values, step=int(epoch) if epoch is not None else int(step or 0))
+        step = int(epoch) if epoch is not None else int(step or 0)
+        if not self.holding:
+            self.run.log_metrics(values, step=step)
+        elif step > self.committed:
+            self.held.setdefault(step, {}).update(values)
+
+    @rank_zero_only
+    def commit(self, epoch: int) -> None:
+        """Write the metrics held for epochs up to `epoch`, whose checkpoint is saved."""
+        for step in sorted(s for s in self.held if s <= epoch):
+            self.run.log_metrics(self.held.pop(step), step=step)
+        self.committed = max(self.committed, epoch)
+
+    @rank_zero_only
+    def recover(self, epoch: int, held: Mapping[int, Mapping[str, float]]) -> None:
+        """On resuming from the checkpoint of `epoch`, write those of its `held` metrics MLflow lacks."""
+        for step, metrics in sorted(held.items()):
+            self.run.log_missing_metrics(metrics, step)
+        self.committed = epoch
 
 
 def run_status(client: MlflowClient, run_id: str) -> tuple[str, dict[str, str]]:
-    """An MLflow run's status and tags; LookupError if there is no such run."""
+    """An MLflow run's status and tags; RunNotFoundError if there is no such run."""
     try:
         run = client.get_run(run_id)
     except Exception as error:
-        raise LookupError(f"no MLflow run {run_id!r} at {client.tracking_uri}") from error
+        raise RunNotFoundError(f"no MLflow run {run_id!r} at {client.tracking_uri}") from error
     return run.info.status, dict(run.data.tags)
 
 
 def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
     """The child runs of a sweep's parent run, one row each (MLflow's DataFrame: run_id, status, params.*, ...)."""
+    return search_runs(client, experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+
+
+def local_store(tracking_uri: str) -> Path | None:
+    """The database file or folder of a local store (SQLite, file store); None for a server."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///"))
+    parsed = urlparse(tracking_uri)
+    return Path(parsed.path) if parsed.scheme in ("", "file") else None
+
+
+def open_experiment(tracking_uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
+    """A client and the id of an existing experiment; RunNotFoundError if the store or the experiment is missing.
+
+    Unlike `connect`, nothing is ever created: not a database file, a store folder or an experiment.
+    """
+    local = local_store(tracking_uri)
+    if local is not None and not local.exists():
+        raise RunNotFoundError(f"no MLflow store at {tracking_uri}; train first (python train.py)")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise RunNotFoundError(f"no MLflow experiment named {experiment_name!r} at {tracking_uri} "
+                               f"(experiments: {names})")
+    return client, experiment.experiment_id
+
+
+def search_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> pd.DataFrame:
+    """Every run of an experiment matching `filter_string`, newest first, as MLflow's DataFrame
+    (run_id, status, start_time, params.*, metrics.*, tags.*)."""
     mlflow.set_tracking_uri(client.tracking_uri)
-    return mlflow.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+    return mlflow.search_runs([experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"],
                               output_format="pandas")
 
 
-def finished_training_runs(client: MlflowClient, experiment_id: str, sweep: str | None = None) -> list[Run]:
-    """Every finished training run of an experiment (of one sweep, if given)."""
+def training_runs(client: MlflowClient, experiment_id: str, parent_run_id: str | None = None) -> pd.DataFrame:
+    """The finished training runs of an experiment (the children of one sweep's parent run, if given)."""
     query = f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'"
-    if sweep:
-        query += f" and tags.sweep = '{sweep}'"
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    if parent_run_id:
+        query += f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    return search_runs(client, experiment_id, query)
+
+
+def sweep_runs(client: MlflowClient, experiment_id: str, folder: str | None = None) -> pd.DataFrame:
+    """The sweeps' parent runs of an experiment (of the sweep writing into `folder`, if given), newest first."""
+    query = f"tags.`{KIND_TAG}` = 'sweep'"
+    if folder:
+        query += f" and tags.sweep = '{folder}'"
+    return search_runs(client, experiment_id, query)
 
 
 def synthetic_example(count: int = 2, seed: int = 0) -> np.ndarray:
@@ -300,7 +366,7 @@ def register_model(client: MlflowClient, run: Run, name: str, alias: str) -> int
     """Register a training run's logged model under `name` and point `alias` at the new version."""
     model_uri = run.data.tags.get(MODEL_URI_TAG)
     if not model_uri:
-        raise LookupError(f"run {run.info.run_id} has no logged model (train with logger.log_model=true)")
+        raise RunNotFoundError(f"run {run.info.run_id} has no logged model (train with logger.log_model=true)")
     mlflow.set_tracking_uri(client.tracking_uri)
     version = mlflow.register_model(model_uri, name)
     client.set_registered_model_alias(name, alias, version.version)
@@ -340,17 +406,21 @@ def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode:
     """The finished training run of an experiment with the best value of `metric`."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        raise LookupError(f"no MLflow experiment named {experiment_name!r} at {client.tracking_uri}; "
+        raise RunNotFoundError(f"no MLflow experiment named {experiment_name!r} at {client.tracking_uri}; "
                           "train first (python train.py)")
     order = "DESC" if mode == "max" else "ASC"
     runs = client.search_runs([experiment.experiment_id],
                               filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
                               order_by=[f"metrics.`{metric}` {order}"], max_results=50)
-    runs = [r for r in runs if metric in r.data.metrics]
+    ranked = [r for r in runs if metric in r.data.metrics]
+    if ranked:
+        return ranked[0]
     if not runs:
-        raise LookupError(f"no finished training run with metric {metric!r} in experiment {experiment_name!r} "
-                          f"at {client.tracking_uri}; train first (python train.py)")
-    return runs[0]
+        raise RunNotFoundError(f"no finished training run in experiment {experiment_name!r} at {client.tracking_uri}; "
+                               "train first (python train.py)")
+    known = sorted({m for r in runs for m in r.data.metrics if not m.startswith("system/")})
+    raise RunNotFoundError(f"no finished training run of experiment {experiment_name!r} has metric {metric!r}; "
+                           f"its runs have: {', '.join(known)}")
 
 
 def checkpoint_of(client: MlflowClient, run: Run, download_dir: str | Path) -> Path:
@@ -360,6 +430,6 @@ def checkpoint_of(client: MlflowClient, run: Run, download_dir: str | Path) -> P
         return Path(recorded)
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     if not artifacts:
-        raise FileNotFoundError(f"run {run.info.run_id} has no checkpoint file or artifact")
+        raise RunNotFoundError(f"run {run.info.run_id} has no checkpoint file or artifact")
     os.makedirs(download_dir, exist_ok=True)
     return Path(client.download_artifacts(run.info.run_id, artifacts[0], str(download_dir)))
