@@ -31,16 +31,16 @@ EXPERIMENT = "recipe_study"
 COMMON = ["data=idc", f"data.root={POOL}", "cv.folds=5", "cv.seed=0", "split.train=0.85", "split.val=0.15",
           "split.test=0", "trainer.max_epochs=6", "trainer.enable_progress_bar=false", "logger.log_model=false",
           f"logger.experiment_name={EXPERIMENT}", "report.heatmap_patients=0", "report.gallery_size=0"]
-STRATEGIES: dict[str, list[str]] = {
+STRATEGIES: dict[str, list[str]] = {  # in the order they run
     "baseline (bce)": [],
     "logit_adjusted": ["loss=logit_adjusted"],
+    "cosine+ema": ["optim.schedule=cosine", "optim.warmup_epochs=1", "averaging=ema"],
+    "reinhard": ["stain=reinhard"],
+    "stain augment": ["augment=stain"],
+    "residual wide": ["model.residual=true", "model.widths=[32,64,128]"],
     "weighted": ["loss=weighted"],
     "focal": ["loss=focal"],
     "oversample": ["sampler=oversample"],
-    "stain augment": ["augment=stain"],
-    "reinhard": ["stain=reinhard"],
-    "cosine+ema": ["optim.schedule=cosine", "optim.warmup_epochs=1", "averaging=ema"],
-    "residual wide": ["model.residual=true", "model.widths=[32,64,128]"],
 }
 SEEDS = (1, 2)
 COLUMNS = ["oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "best_val_auprc", "cv_test_f1_mean",
@@ -97,8 +97,8 @@ def main() -> None:
         return
     if not POOL.is_dir():
         raise SystemExit(f"{POOL} is not present")
-    for seed in SEEDS:
-        for strategy in args.only or STRATEGIES:
+    for strategy in args.only or STRATEGIES:  # both seeds of a strategy before the next: pairs complete early
+        for seed in SEEDS:
             previous = done()
             if ((previous["strategy"] == strategy) & (previous["seed"] == seed)).any():
                 continue

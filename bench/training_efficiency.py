@@ -65,7 +65,7 @@ def model_only_speed(model: str, datamodule: PatchDataModule) -> float:
     optimizer = classifier.configure_optimizers()
     classifier.train()
     seen, start = 0, 0.0
-    for step, (images, targets) in enumerate(itertools.islice(itertools.cycle(batches), WARMUP + STEPS)):
+    for step, (images, targets, _) in enumerate(itertools.islice(itertools.cycle(batches), WARMUP + STEPS)):
         if step == WARMUP:
             start = time.perf_counter()
         optimizer.zero_grad()

@@ -69,6 +69,7 @@ def store(tmp_path_factory):
             "root": tmp_path}
 
 
+@pytest.mark.slow
 def test_a_sweep_is_grouped_by_the_params_that_differ_and_ranked_on_validation(store):
     table, figure, best = summarise_sweep(store["client"], store["experiment_id"], store["parent"])
     assert list(table["loss"]) == ["focal", "bce", "weighted"]  # by best_val_auprc, not by test_f1

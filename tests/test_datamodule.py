@@ -16,12 +16,12 @@ def test_batches_match_the_cache_and_cover_each_split_once(make_cfg):
     data = prepare_data(cfg.data, cfg.split)
     module = PatchDataModule(data, batch_size=7)
     for split, loader in (("val", module.val_dataloader()), ("test", module.test_dataloader())):
-        images, labels = zip(*loader, strict=True)
-        images, labels = torch.cat(images), torch.cat(labels)
+        images, labels, indices = (torch.cat(parts) for parts in zip(*loader, strict=True))
         rows = data.split.rows[split]
         assert images.dtype == torch.uint8 and images.shape == (len(rows), 3, 50, 50)
         assert torch.equal(images.permute(0, 2, 3, 1), torch.from_numpy(np.asarray(data.cache.images[rows])))
         assert labels.tolist() == data.index.labels[rows].astype(float).tolist()
+        assert indices.dtype == torch.long and indices.tolist() == rows.tolist()  # each patch's row travels with it
 
 
 def test_train_loader_shuffles_augments_and_works_with_workers(make_cfg):
@@ -30,7 +30,7 @@ def test_train_loader_shuffles_augments_and_works_with_workers(make_cfg):
     rows = data.split.rows["train"]
     for workers in (0, 2):
         module = PatchDataModule(data, batch_size=16, num_workers=workers, augmentation=basic())
-        labels = torch.cat([y for _, y in module.train_dataloader()])
+        labels = torch.cat([y for _, y, _ in module.train_dataloader()])
         assert sorted(labels.tolist()) == sorted(data.index.labels[rows].astype(float).tolist())
 
 
@@ -41,7 +41,7 @@ def test_resampler_is_told_the_epoch_through_the_batch_sampler(make_cfg):
     loader = module.train_dataloader()
     loader.sampler.set_epoch(3)
     assert loader.sampler.sampler.epoch == 3
-    labels = torch.cat([y for _, y in loader])
+    labels = torch.cat([y for _, y, _ in loader])
     assert labels.mean().item() == 0.5  # oversampled to balance
 
 
@@ -51,7 +51,7 @@ def test_every_sampler_option_builds(make_cfg):
         data = prepare_data(cfg.data, cfg.split)
         sampler = registry.factory("sampler", OmegaConf.to_container(cfg.sampler))
         module = PatchDataModule(data, batch_size=16, sampler_factory=sampler)
-        assert sum(len(y) for _, y in module.train_dataloader()) > 0
+        assert sum(len(y) for _, y, _ in module.train_dataloader()) > 0
 
 
 def test_external_split_reads_a_second_root(make_cfg, data_dir):
@@ -66,6 +66,7 @@ def test_external_split_reads_a_second_root(make_cfg, data_dir):
     assert all((data.index.root / p).is_file() for p in test_paths)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_SAMPLE.is_dir(), reason="real IDC sample (../shared/data/idc-sample) not present")
 def test_janowczyk_split_on_the_real_sample_reports_the_missing_test_patients(make_cfg):
     cfg = make_cfg("data=idc", f"data.root={SHARED_SAMPLE}", "split=janowczyk", tiny=False)

@@ -40,6 +40,32 @@ def test_ddp_two_processes_log_one_run_that_agrees_with_one_process(tmp_path, da
 
 
 @pytest.mark.slow
+def test_ddp_validation_counts_every_patch_once_like_one_process(tmp_path, data_dir):
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    from conftest import PROJECT
+
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / str(devices)
+        out.mkdir()
+        done = subprocess.run([sys.executable, str(PROJECT / "tests" / "ddp_probe.py"), str(out), str(devices),
+                               str(data_dir)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[devices] = (dict(np.load(out / "gathered.npz")), json.loads((out / "metrics.json").read_text()))
+    (one, one_metrics), (two, two_metrics) = results[1], results[2]
+    assert two["seen"] > len(two["rows"]) == one["seen"]  # the distributed sampler repeated patches; counted once
+    assert np.array_equal(two["rows"], one["rows"]) and np.array_equal(two["targets"], one["targets"])
+    assert np.allclose(two["probs"], one["probs"], atol=1e-6)
+    assert set(two_metrics) == set(one_metrics) and "val_loss" in one_metrics
+    for name, value in one_metrics.items():
+        assert two_metrics[name] == pytest.approx(value, abs=1e-6), name
+
+
+@pytest.mark.slow
 def test_optuna_search_maximises_the_returned_validation_score(tmp_path, data_dir):
     import yaml
 
@@ -65,6 +91,7 @@ def test_cluster_and_gpu_configs_compose(make_cfg):
                       return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
+    assert make_cfg().trainer.devices == 1  # a plain run never becomes DDP on a multi-GPU machine
     gpu = make_cfg("trainer=gpu")
     assert (gpu.trainer.accelerator, gpu.trainer.devices, gpu.trainer.precision) == ("gpu", 1, "bf16-mixed")
     ddp = make_cfg("trainer=ddp")

@@ -44,6 +44,7 @@ def test_multirun_is_one_parent_run_with_a_child_per_job(tmp_path, data_dir):
     assert (tmp_path / "multirun").is_dir()
 
 
+@pytest.mark.slow
 def test_real_data_without_root_fails_with_the_layout(tmp_path, data_dir):
     done = run("train.py", "data=idc", root=tmp_path, data_dir=data_dir)
     assert done.returncode != 0
@@ -64,6 +65,7 @@ def test_real_idc_sample_trains_and_evaluates(tmp_path, data_dir):
     assert "IDC (1)" in done.stdout
 
 
+@pytest.mark.slow
 def test_bad_value_is_one_clear_line_and_exit_code_2(tmp_path, data_dir):
     done = run("train.py", "optim.lr=-1", root=tmp_path, data_dir=data_dir)
     assert done.returncode == 2

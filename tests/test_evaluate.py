@@ -7,10 +7,15 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from conftest import TINY_TRAINER
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from idclab.data.datamodule import resolve_root
+from idclab.data.layout import DataLayoutError
 from idclab.evaluation import evaluate
 from idclab.training import train
 
@@ -28,6 +33,19 @@ def eval_cfg(make_cfg, *overrides: str):
     return make_cfg(*overrides, config_name="evaluate")
 
 
+def evaluation_runs(client: MlflowClient, experiment: str = "idc") -> list:
+    """The evaluation runs, which go to their own experiment `<experiment>-eval`."""
+    return client.search_runs([client.get_experiment_by_name(f"{experiment}-eval").experiment_id],
+                              "tags.`idclab.kind` = 'evaluate'")
+
+
+def steps_of_test_metrics(client: MlflowClient, run_id: str) -> set[int]:
+    """The steps the test metrics of a run were logged at (from Lightning's test loop and from the report)."""
+    return {m.step for key in ("test_f1", "test_loss", "test_mcc", "test_ece", "test_f1_ci_low")
+            for m in client.get_metric_history(run_id, key)}
+
+
+@pytest.mark.slow
 def test_evaluate_picks_the_best_run_and_logs_a_linked_evaluation_run(make_cfg, trained):
     client = MlflowClient(trained.logger.tracking_uri)
     experiment = client.get_experiment_by_name(trained.logger.experiment_name)
@@ -35,9 +53,13 @@ def test_evaluate_picks_the_best_run_and_logs_a_linked_evaluation_run(make_cfg, 
     best = max(training_runs, key=lambda r: r.data.metrics["best_val_auprc"])
     results = evaluate(eval_cfg(make_cfg))
     assert 0 <= results["test_f1"] <= 1
-    (evaluation,) = client.search_runs([experiment.experiment_id], "tags.`idclab.kind` = 'evaluate'")
+    assert not client.search_runs([experiment.experiment_id], "tags.`idclab.kind` = 'evaluate'")
+    (evaluation,) = evaluation_runs(client)
     assert evaluation.info.status == "FINISHED"
+    assert evaluation.info.run_name == f"eval {best.info.run_name}"
     assert evaluation.data.tags["idclab.source_run_id"] == best.info.run_id
+    for run_id in (evaluation.info.run_id, best.info.run_id):  # every test metric at one step
+        assert len(steps_of_test_metrics(client, run_id)) == 1, run_id
     assert evaluation.data.metrics["test_f1"] == pytest.approx(results["test_f1"])
     # the same weights on the same test split give the training run's test metrics
     assert evaluation.data.metrics["test_auroc"] == pytest.approx(best.data.metrics["test_auroc"], abs=1e-6)
@@ -45,6 +67,7 @@ def test_evaluate_picks_the_best_run_and_logs_a_linked_evaluation_run(make_cfg, 
     assert "test/classification_report.json" in listed and "test/pr_curve.png" in listed
 
 
+@pytest.mark.slow
 def test_evaluate_selects_by_another_metric_and_downloads_a_missing_checkpoint(make_cfg, trained):
     client = MlflowClient(trained.logger.tracking_uri)
     experiment = client.get_experiment_by_name(trained.logger.experiment_name)
@@ -52,23 +75,28 @@ def test_evaluate_selects_by_another_metric_and_downloads_a_missing_checkpoint(m
     worst = min(runs, key=lambda r: r.data.metrics["val_loss"])
     Path(worst.data.tags["best_checkpoint"]).unlink()  # only the MLflow artifact is left
     evaluate(eval_cfg(make_cfg, "select.metric=val_loss", "select.mode=min"))
-    (evaluation,) = client.search_runs([experiment.experiment_id], "tags.`idclab.kind` = 'evaluate'")
+    (evaluation,) = evaluation_runs(client)
     assert evaluation.data.tags["idclab.source_run_id"] == worst.info.run_id
     assert "downloaded" in evaluation.data.tags["checkpoint"]
 
 
+@pytest.mark.slow
 def test_evaluate_a_given_checkpoint(make_cfg, trained):
     client = MlflowClient(trained.logger.tracking_uri)
     run = client.search_runs([client.get_experiment_by_name("idc").experiment_id])[0]
     results = evaluate(eval_cfg(make_cfg, f"ckpt_path={run.data.tags['best_checkpoint']}"))
     assert "test_balanced_accuracy" in results
+    (evaluation,) = evaluation_runs(client)
+    assert evaluation.info.run_name == f"eval {run.data.tags['best_checkpoint']}"
 
 
+@pytest.mark.slow
 def test_evaluate_without_runs_says_to_train_first(make_cfg):
     with pytest.raises(LookupError, match="train first"):
         evaluate(eval_cfg(make_cfg))
 
 
+@pytest.mark.slow
 def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_path, data_dir):
     folder = tmp_path / "to_predict"
     folder.mkdir()
@@ -94,6 +122,7 @@ def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_p
     assert {h.stem for h in heatmaps} == {r["patient"] for r in rows if r["probability"]}
 
 
+@pytest.mark.slow
 def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_path):
     import numpy as np
 
@@ -109,6 +138,8 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
                       f"paths.output_dir={tmp_path / 'register'}"))
     version = client.get_model_version_by_alias("idc-classifier", "champion")
     assert version.run_id == run.info.run_id and version.source == model_uri
+    (registered,) = evaluation_runs(client)
+    assert registered.info.run_name == f"register idc-classifier v{version.version}"
     checkpoint = download_model_checkpoint(client, "models:/idc-classifier@champion", tmp_path / "dl")
     classifier = load_classifier(checkpoint)
     assert model_source_run(client, "models:/idc-classifier@champion").info.run_id == run.info.run_id
@@ -128,8 +159,12 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     results = evaluate(eval_cfg(make_cfg, "model_uri=models:/idc-classifier@champion",
                                 f"paths.output_dir={tmp_path / 'from_registry'}"))
     assert results["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)
+    names = {r.info.run_name for r in evaluation_runs(client)}
+    assert names == {f"register idc-classifier v{version.version}", "eval models:/idc-classifier@champion"}
+    assert {r.data.tags["idclab.source_run_id"] for r in evaluation_runs(client)} == {run.info.run_id}
 
 
+@pytest.mark.slow
 def test_register_needs_a_selected_run(make_cfg, trained):
     client = MlflowClient(trained.logger.tracking_uri)
     run = client.search_runs([client.get_experiment_by_name("idc").experiment_id])[0]
@@ -139,6 +174,7 @@ def test_register_needs_a_selected_run(make_cfg, trained):
         evaluate(eval_cfg(make_cfg, "register.name=x", f"ckpt_path={run.data.tags['best_checkpoint']}"))
 
 
+@pytest.mark.slow
 def test_report_pictures_are_valid_images(make_cfg, trained, tmp_path):
     evaluate(eval_cfg(make_cfg, f"paths.output_dir={tmp_path / 'pictures'}"))
     folder = tmp_path / "pictures" / "test"
@@ -154,3 +190,97 @@ def test_report_pictures_are_valid_images(make_cfg, trained, tmp_path):
     assert 1 <= len(heatmaps) <= 3
     with Image.open(heatmaps[0]) as image:
         assert image.size[0] > 2 * image.size[1] // 2 and image.size[0] >= 800  # four panels side by side
+
+
+def copy_patches(make_cfg, folder: Path) -> Path:
+    """A private copy of the tiny synthetic data set, in the Kaggle layout, to change after training."""
+    shutil.copytree(resolve_root(make_cfg().data), folder)
+    return folder
+
+
+def add_patient(root: Path, like: str, name: str) -> None:
+    """A new patient: a copy of patient `like`'s patches under the id `name`."""
+    for path in (root / like).rglob("*.png"):
+        target = root / name / path.parent.name / path.name.replace(f"{like}_", f"{name}_", 1)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+
+
+def logged_json(client: MlflowClient, run_id: str, path: str) -> dict:
+    return json.loads(Path(client.download_artifacts(run_id, path)).read_text())
+
+
+@pytest.mark.slow
+def test_evaluate_tests_the_recorded_patients_after_the_data_changed(make_cfg, tmp_path):
+    root = copy_patches(make_cfg, tmp_path / "patches")
+    cfg = make_cfg("data=idc", f"data.root={root}", "data.batch_size=16", "data.decode_workers=1", *TINY_TRAINER,
+                   tiny=False)
+    train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    trained = logged_json(client, run.info.run_id, "data/summary.json")
+    saved = torch.load(run.data.tags["best_checkpoint"], weights_only=True)["hyper_parameters"]
+    assert saved["split_patients"] == trained["patients"]  # the exact lists travel with the weights
+    assert saved["data_fingerprint"]["cache_key"] == trained["cache_key"]
+    counts = {split: sum(c.values()) for split, c in trained["split_counts"].items()}
+    assert saved["data_fingerprint"]["patches"] == counts
+    # after training, a new patient arrives and a file of a training patient is corrupted
+    add_patient(root, trained["patients"]["train"][0], "99999")
+    next((root / trained["patients"]["train"][1]).rglob("*.png")).write_bytes(b"no longer a PNG")
+    evaluate(eval_cfg(make_cfg, f"paths.output_dir={tmp_path / 'changed'}"))
+    (evaluation,) = evaluation_runs(client)
+    tested = logged_json(client, evaluation.info.run_id, "data/summary.json")
+    assert tested["cache_key"] != trained["cache_key"]  # the data did change...
+    assert tested["patients"]["test"] == trained["patients"]["test"]  # ...but the same patients are tested
+    assert tested["split_counts"]["test"] == trained["split_counts"]["test"]
+    assert tested["split_notes"]["new_patients"] == ["99999"]
+    assert len(np.load(tmp_path / "changed" / "test" / "predictions.npz")["probs"]) == counts["test"]
+    assert (tmp_path / "data" / "cache").is_dir()  # the cache of the evaluating project, not the training one's
+    # a test patient removed: one line naming it (and the new patient); a fresh split must be asked for
+    missing = trained["patients"]["test"][0]
+    shutil.rmtree(root / missing)
+    with pytest.raises(DataLayoutError, match=rf"recorded test patients {missing}\b.*new patients: 99999") as error:
+        evaluate(eval_cfg(make_cfg, f"paths.output_dir={tmp_path / 'missing'}"))
+    assert "split_from=fresh" in str(error.value) and "\n" not in str(error.value)
+    results = evaluate(eval_cfg(make_cfg, "split_from=fresh", f"paths.output_dir={tmp_path / 'fresh'}"))
+    assert "test_f1" in results
+
+
+@pytest.mark.slow
+def test_evaluate_reads_moved_data_from_data_root(make_cfg, tmp_path):
+    root = copy_patches(make_cfg, tmp_path / "patches")
+    cfg = make_cfg("data=idc", f"data.root={root}", "data.batch_size=16", "data.decode_workers=1", *TINY_TRAINER,
+                   tiny=False)
+    train(cfg)
+    moved = root.rename(tmp_path / "moved")
+    with pytest.raises(DataLayoutError):
+        evaluate(eval_cfg(make_cfg, f"paths.output_dir={tmp_path / 'gone'}"))
+    evaluate(eval_cfg(make_cfg, f"data.root={moved}", f"paths.output_dir={tmp_path / 'moved_eval'}"))
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (evaluation,) = evaluation_runs(client)  # the failed attempt stopped before opening a run
+    assert Path(logged_json(client, evaluation.info.run_id, "data/summary.json")["root"]) == moved.resolve()
+
+
+@pytest.mark.slow
+def test_tta_retunes_the_threshold_on_the_recorded_validation_patients(make_cfg, trained, tmp_path):
+    from idclab.build import load_classifier
+    from idclab.data.datamodule import prepare_data
+    from idclab.thresholds import tune_threshold
+
+    client = MlflowClient(trained.logger.tracking_uri)
+    experiment = client.get_experiment_by_name("idc")
+    best = max(client.search_runs([experiment.experiment_id]), key=lambda r: r.data.metrics["best_val_auprc"])
+    results = evaluate(eval_cfg(make_cfg, "tta=true", f"paths.output_dir={tmp_path / 'tta'}"))
+    (evaluation,) = evaluation_runs(client)
+    assert evaluation.info.run_name == f"eval {best.info.run_name} tta"
+    metrics = evaluation.data.metrics
+    assert metrics["threshold_without_tta"] == pytest.approx(best.data.metrics["threshold"])
+    # expected: the same rule (max_f1) on the validation patients' TTA probabilities
+    classifier = load_classifier(best.data.tags["best_checkpoint"])
+    classifier.tta = True
+    data = prepare_data(trained.data, trained.split)
+    rows = data.split.rows["val"]
+    with torch.no_grad():
+        probs = classifier.probabilities(torch.from_numpy(np.asarray(data.cache.images[rows])).permute(0, 3, 1, 2))
+    expected = tune_threshold(data.index.labels[rows], probs.numpy(), "max_f1")
+    assert metrics["threshold"] == pytest.approx(expected, abs=1e-6) == results["threshold"]

@@ -54,6 +54,19 @@ def test_thresholds_meet_their_definitions():
         tune_threshold(TARGETS, PROBS, "magic")
 
 
+def test_sensitivity_threshold_is_the_highest_reaching_the_target():
+    # positives at 0.9, 0.8, 0.7, 0.5 and negatives at 0.6, 0.2: sensitivity 1/4 needs P >= 0.9, 2/4 needs
+    # P >= 0.8, 3/4 needs 0.7, 4/4 needs 0.5 (roc_curve's dropped intermediate points gave 0.7 for 1/4 and 2/4)
+    targets = np.array([1, 1, 1, 0, 1, 0])
+    probs = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.2])
+    expected = {0.25: 0.9, 0.5: 0.8, 0.6: 0.7, 0.75: 0.7, 1.0: 0.5}
+    for target, threshold in expected.items():
+        assert tune_threshold(targets, probs, "sensitivity", target_sensitivity=target) == threshold, target
+    for target in (1.5, 0.0):
+        with pytest.raises(ValueError, match="target_sensitivity"):
+            tune_threshold(targets, probs, "sensitivity", target_sensitivity=target)
+
+
 def test_imbalance_metrics_and_mcc():
     text, values = imbalance_metrics(TARGETS, PROBS, 0.5)
     preds = (PROBS >= 0.5).astype(int)
@@ -66,6 +79,7 @@ def test_imbalance_metrics_and_mcc():
     assert "iba" in text and "geo" in text
 
 
+@pytest.mark.slow
 def test_patient_bootstrap_resamples_patients_not_patches():
     rng = np.random.default_rng(1)
     patients = np.repeat(np.arange(20), 100)  # patients differ in IDC share and stain, as slides do

@@ -100,6 +100,7 @@ def run_train_raising(tmp_path: Path, error: str) -> subprocess.CompletedProcess
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_user_errors_exit_2_in_one_line_and_bugs_exit_1_with_a_traceback(tmp_path):
     done = run_train_raising(tmp_path, "idclab.tracking.RunNotFoundError('no MLflow run abc')")
     assert done.returncode == 2, done.stderr[-3000:]
@@ -122,6 +123,7 @@ def write_negative_only_dataset(root: Path, patients: int = 6, patches: int = 6)
             Image.fromarray(pixels).save(folder / f"{patient}_idx5_x{50 * i}_y0_class0.png")
 
 
+@pytest.mark.slow
 def test_single_class_training_data_is_refused_before_training(make_cfg, tmp_path):
     write_negative_only_dataset(tmp_path / "idc")
     one_line = r"^the train split holds no positive patches \(0 positive, \d+ negative\)[^\n]*$"

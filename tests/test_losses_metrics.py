@@ -40,7 +40,8 @@ def test_metrics_agree_with_sklearn():
     probs = np.clip(targets * 0.3 + rng.random(500) * 0.7, 0, 1)
     metrics = BinaryMetrics()
     for chunk in np.array_split(np.arange(500), 4):
-        metrics.update(torch.tensor(probs[chunk], dtype=torch.float32), torch.tensor(targets[chunk]))
+        metrics.update(torch.tensor(probs[chunk], dtype=torch.float32), torch.tensor(targets[chunk]),
+                       torch.from_numpy(chunk))
     values = metrics.compute()
     preds = (probs >= 0.5).astype(int)
     assert values["f1"] == pytest.approx(f1_score(targets, preds), abs=1e-5)
@@ -50,8 +51,27 @@ def test_metrics_agree_with_sklearn():
     assert values["auprc"] == pytest.approx(average_precision_score(targets, probs), abs=1e-4)
     assert values["tp"] + values["fn"] == targets.sum()
     metrics.reset()
-    metrics.update(torch.tensor([0.9]), torch.tensor([1]))
+    metrics.update(torch.tensor([0.9]), torch.tensor([1]), torch.tensor([0]))
     assert metrics.compute()["tp"] == 1
+
+
+def test_evaluation_metrics_count_each_patch_once_in_row_order():
+    probs = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.6])
+    targets = torch.tensor([1, 0, 1, 0, 0])
+    rows = torch.tensor([10, 11, 12, 13, 14])
+    metrics = BinaryMetrics(unique_rows=True)
+    # two processes' shares of 5 patches, interleaved, padded by repeating the first (as DistributedSampler does)
+    for share in ([0, 2, 4], [1, 3, 0]):
+        metrics.update(probs[share], targets[share], rows[share], logits=torch.logit(probs[share]))
+    epoch = metrics.gathered()
+    assert epoch.rows.tolist() == rows.tolist() and epoch.targets.tolist() == targets.tolist()
+    assert torch.equal(epoch.probs, probs) and torch.allclose(epoch.logits, torch.logit(probs))
+    once = BinaryMetrics()
+    once.update(probs, targets, rows)
+    assert metrics.compute() == once.compute()
+    training = BinaryMetrics()  # training keeps every draw: a re-sampler repeats patches on purpose
+    training.update(probs[[0, 0]], targets[[0, 0]], rows[[0, 0]])
+    assert training.gathered().rows.tolist() == [10, 10] and training.gathered().logits is None
 
 
 def test_report_has_precision_recall_f1_support_per_class():

@@ -78,6 +78,7 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, data_dir):
     assert [r.info.status for r in runs] == ["KILLED"]
 
 
+@pytest.mark.slow
 def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("trainer.max_epochs=3")
     calls = {"n": 0}
@@ -106,11 +107,13 @@ def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
         train(make_cfg(f"resume={run.info.run_id}"))
 
 
+@pytest.mark.slow
 def test_resume_of_unknown_or_unstarted_run_is_a_clear_error(make_cfg):
     with pytest.raises(LookupError, match="no MLflow run 'nope'"):
         train(make_cfg("resume=nope"))
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path):
     results = []
     for name in ("first", "second"):
@@ -144,6 +147,7 @@ def test_parallel_sweep_jobs_share_one_store_and_cache(tmp_path, data_dir):
     assert len(list((fresh_data / "cache").glob("*.npy"))) == 1
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_per_epoch(make_cfg, monkeypatch):
     import resource
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from idclab.data.split import stratified_patient_split
+from idclab.data.layout import DataLayoutError
+from idclab.data.split import recorded, stratified_patient_split
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
@@ -112,3 +113,17 @@ def test_the_leaky_patch_split_shares_patients_between_train_and_test():
     assert split.notes["leaky"] and split.notes["patients_in_train_and_test"] > 0
     honest = make_split(patients, labels, "stratified", train=0.7, val=0.15, test=0.15, seed=0)
     assert not set(honest.patients["train"]) & set(honest.patients["test"])
+
+
+def test_recorded_split_keeps_the_lists_and_names_missing_patients():
+    patients = np.array(["a", "a", "b", "c", "d", "d", "e"])
+    labels = np.array([0, 1, 0, 1, 0, 1, 0])
+    split = recorded(patients, labels, train=["a", "b"], val=["c"], test=["d"])
+    assert split.patients == {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    assert split.rows["test"].tolist() == [4, 5] and split.notes["new_patients"] == ["e"]  # e is left out
+    with pytest.raises(DataLayoutError, match=r"recorded test patients x, y \(and there are new patients: e\)"):
+        recorded(patients, labels, train=["a", "b"], val=["c"], test=["d", "x", "y"])
+    # a training patient gone does not stop an evaluation; a validation one only when it is required
+    assert recorded(patients, labels, ["a", "z"], ["c"], ["d"]).patients["train"] == ["a"]
+    with pytest.raises(DataLayoutError, match="recorded val patients q"):
+        recorded(patients, labels, ["a", "b"], ["q"], ["d"], required=["val", "test"])

@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from idclab.data.layout import scan
@@ -16,6 +17,7 @@ def digest(folder) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow
 def test_layout_determinism_and_reuse(tmp_path):
     first = generate(tmp_path / "a", SMALL, workers=2)
     second = generate(tmp_path / "b", SMALL, workers=1)
@@ -29,6 +31,7 @@ def test_layout_determinism_and_reuse(tmp_path):
     assert len(np.unique(index.patients)) == SMALL.n_patients
 
 
+@pytest.mark.slow
 def test_looks_like_the_real_data(tmp_path):
     spec = SyntheticSpec(n_patients=12, seed=1)
     index = scan(generate(tmp_path, spec))

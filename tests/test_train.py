@@ -28,6 +28,7 @@ def runs_of(cfg) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_option_trains_and_logs_a_finished_run(make_cfg, option):
     cfg = make_cfg(*option.split())
@@ -47,8 +48,9 @@ def test_every_option_trains_and_logs_a_finished_run(make_cfg, option):
     assert int(params["data.count.train.positive"]) > 0
 
 
+@pytest.mark.slow
 def test_run_logs_config_data_facts_checkpoint_and_reports(make_cfg):
-    cfg = make_cfg("loss=weighted", "trainer.max_epochs=3")
+    cfg = make_cfg("loss=weighted", "trainer.max_epochs=3", "logger.system_metrics_interval=0.2")
     train(cfg)
     (run,) = runs_of(cfg)
     client = MlflowClient(cfg.logger.tracking_uri)
@@ -83,6 +85,7 @@ def test_run_logs_config_data_facts_checkpoint_and_reports(make_cfg):
     assert any(name.startswith("system/cpu_utilization") for name in run.data.metrics)
 
 
+@pytest.mark.slow
 def test_a_crash_marks_the_run_failed(make_cfg, monkeypatch):
     cfg = make_cfg()
 
@@ -97,6 +100,7 @@ def test_a_crash_marks_the_run_failed(make_cfg, monkeypatch):
     assert "boom" in run.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_marks_the_run_killed(make_cfg, monkeypatch):
     cfg = make_cfg()
 
@@ -110,6 +114,7 @@ def test_ctrl_c_marks_the_run_killed(make_cfg, monkeypatch):
     assert run.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_error(make_cfg):
     cfg = make_cfg("optim.lr=1e30", "model=ann")
     with pytest.raises(FloatingPointError, match="training loss is (nan|inf)"):
@@ -118,6 +123,7 @@ def test_non_finite_loss_stops_with_a_clear_error(make_cfg):
     assert run.info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_model_config_is_refused(make_cfg, tmp_path):
     import torch
 
@@ -143,6 +149,7 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
         load_classifier(tmp_path / "pickle.ckpt")
 
 
+@pytest.mark.slow
 def test_resampler_redraws_every_epoch_during_fit(make_cfg, monkeypatch):
     from idclab.data.sampling import ImbalancedLearnSampler
 
@@ -158,12 +165,27 @@ def test_resampler_redraws_every_epoch_during_fit(make_cfg, monkeypatch):
     assert epochs == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_external_split_trains_and_tests_on_the_second_site(make_cfg, data_dir):
     from idclab.data.synthetic import SyntheticSpec, generate
 
     other = generate(data_dir / "site2", SyntheticSpec(n_patients=3, min_grid=4, max_grid=4, seed=9))
-    cfg = make_cfg("split=external", f"split.root={other}")
+    cfg = make_cfg("split=external", f"split.root={other}", "split.val=0.3")  # val needs both classes
     train(cfg)
     (run,) = runs_of(cfg)
     assert run.info.status == "FINISHED" and run.data.tags["split"] == "external"
     assert run.data.params["split.root"] == str(other)
+
+
+@pytest.mark.slow
+def test_the_recipe_composes_with_an_external_split_into_one_run_with_test_metrics(make_cfg, data_dir):
+    from idclab.data.synthetic import SyntheticSpec, generate
+
+    other = generate(data_dir / "site2", SyntheticSpec(n_patients=3, min_grid=4, max_grid=4, seed=9))
+    cfg = make_cfg("experiment=recipe", "split=external", f"split.root={other}", "split.val=0.3")
+    assert cfg.logger.experiment_name == "recipe" and cfg.loss.name == "bce"
+    train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("recipe").experiment_id])
+    assert run.info.status == "FINISHED" and "mlflow.parentRunId" not in run.data.tags
+    assert run.data.params["split"] == "external" and "test_balanced_accuracy" in run.data.metrics

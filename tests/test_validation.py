@@ -23,6 +23,11 @@ BAD = [
     ("checkpoint.mode=best", "checkpoint.mode must be min or max"),
     ("split=external", "split.root must name the second site's data root"),
     ("data.strict=maybe", "data.strict must be true or false"),
+    ("threshold=sensitivity threshold.target_sensitivity=1.5", "threshold.target_sensitivity must be a number in"),
+    ("threshold=sensitivity threshold.target_sensitivity=0", "threshold.target_sensitivity must be a number in"),
+    ("threshold.name=magic", "threshold.name must be one of fixed, max_f1, youden, sensitivity"),
+    ("threshold=fixed threshold.value=1.5", "threshold.value must be a number in [0, 1]"),
+    ("logger.system_metrics_interval=0", "logger.system_metrics_interval must be null or a number of seconds > 0"),
 ]
 
 

@@ -8,8 +8,10 @@ from typing import Any
 import torch
 
 from idclab import registry
+from idclab.data.split import SPLITS
 from idclab.ensemble import ENSEMBLE_KEY, EnsembleClassifier
 from idclab.module import IDCClassifier
+from idclab.thresholds import METHODS as THRESHOLD_METHODS
 
 
 class CheckpointError(RuntimeError):
@@ -17,13 +19,17 @@ class CheckpointError(RuntimeError):
 
 
 def build_classifier(config: dict[str, Any], class_counts: list[int], mean: list[float], std: list[float],
-                     threshold: float = 0.5) -> IDCClassifier:
-    """The LightningModule for a resolved run config (a plain dict); model and loss come from the registry."""
+                     threshold: float = 0.5, split_patients: dict[str, list[str]] | None = None,
+                     data_fingerprint: dict[str, Any] | None = None) -> IDCClassifier:
+    """The LightningModule for a resolved run config (a plain dict); model and loss come from the registry.
+    `split_patients` and `data_fingerprint` (see `PreparedData.record`) are saved with it."""
     model = registry.build("model", config["model"])
     criterion = registry.build("loss", config["loss"], class_counts=class_counts)
+    stain = registry.build("stain", registry.group_config(config, "stain"))  # its fitted target: in the state dict
     optim = config["optim"]
     return IDCClassifier(model, criterion, config=config, mean=mean, std=std, class_counts=class_counts,
-                         threshold=threshold, lr=optim["lr"], weight_decay=optim["weight_decay"])
+                         threshold=threshold, lr=optim["lr"], weight_decay=optim["weight_decay"], stain=stain,
+                         split_patients=split_patients, data_fingerprint=data_fingerprint)
 
 
 def load_classifier(path: str | Path) -> IDCClassifier:
@@ -36,7 +42,7 @@ def load_classifier(path: str | Path) -> IDCClassifier:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -50,7 +56,12 @@ def load_classifier(path: str | Path) -> IDCClassifier:
         threshold = checkpoint.get("threshold", 0.5)
         if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
             raise CheckpointError(f"{path}: ensemble threshold must be a number in [0, 1], got {threshold!r}")
-        return EnsembleClassifier([classifier_from(member, path) for member in members], threshold).eval()
+        record = {key: checkpoint.get(key) for key in ("split_patients", "data_fingerprint")}
+        try:
+            check_record(record)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from error
+        return EnsembleClassifier([classifier_from(member, path) for member in members], threshold, **record).eval()
     return classifier_from(checkpoint, path)
 
 
@@ -62,13 +73,16 @@ def classifier_from(checkpoint: dict[str, Any], path: Path) -> IDCClassifier:
     try:
         check_hparams(hparams)
         classifier = build_classifier(hparams["config"], hparams["class_counts"], hparams["mean"], hparams["std"],
-                                      hparams.get("threshold", 0.5))
+                                      hparams.get("threshold", 0.5), hparams.get("split_patients"),
+                                      hparams.get("data_fingerprint"))
     except (registry.OptionError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} holds a config idclab cannot rebuild: {error}") from error
     try:
         classifier.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not match the model config saved in it: {error}") from error
+    if "threshold_method" in hparams:  # the rule the threshold was tuned with (re-tuned for TTA by evaluate.py)
+        classifier.hparams["threshold_method"] = hparams["threshold_method"]
     return classifier.eval()
 
 
@@ -87,7 +101,20 @@ def check_hparams(hparams: dict[str, Any]) -> None:
     threshold = hparams.get("threshold", 0.5)
     if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if hparams.get("threshold_method", "fixed") not in THRESHOLD_METHODS:
+        raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {hparams['threshold_method']!r}")
+    check_record(hparams)
     registry.check(hparams["config"])
+
+
+def check_record(hparams: dict[str, Any]) -> None:
+    """Refuse recorded split patients or data fingerprints that are not plain lists and mappings."""
+    patients = hparams.get("split_patients")
+    if patients is not None and not (isinstance(patients, dict) and set(patients) <= set(SPLITS) and all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names) for names in patients.values())):
+        raise ValueError(f"split_patients must map {', '.join(SPLITS)} to lists of patient ids")
+    if not isinstance(hparams.get("data_fingerprint", {}), (dict, type(None))):
+        raise ValueError("data_fingerprint is not a mapping")
 
 
 def store_threshold(path: str | Path, threshold: float, method: str) -> None:

@@ -129,8 +129,8 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
     name = " ".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent"}
     rows, predictions, members = [], [], []
-    with TrackedRun(client, experiment_id, f"cv{cfg.cv.folds} {name}", tags,
-                    parent_run_id=sweep_parent(context)) as parent:
+    with TrackedRun(client, experiment_id, f"cv{cfg.cv.folds} {name}", tags, parent_run_id=sweep_parent(context),
+                    system_metrics=cfg.logger.system_metrics_interval) as parent:
         log_inputs(parent, config, data)
         for fold, fold_patients in enumerate(folds):
             split = fold_split(data, pool, fold_patients, cfg.cv.val, cfg.cv.seed + fold)
@@ -138,8 +138,8 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
             print(f"Fold {fold + 1}/{len(folds)}: {len(split.patients['train'])} train, "
                   f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients")
             fold_tags = tags | {KIND_TAG: "cv_fold", "cv": "fold", FOLD_TAG: str(fold)}
-            with TrackedRun(client, experiment_id, f"fold {fold} {name}", fold_tags,
-                            parent_run_id=parent.run_id) as child:
+            with TrackedRun(client, experiment_id, f"fold {fold} {name}", fold_tags, parent_run_id=parent.run_id,
+                            system_metrics=cfg.logger.system_metrics_interval) as child:
                 log_inputs(child, config, fold_data)
                 result = fit_and_test(cfg, config, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
             rows.append(fold_row(fold, split, result))
@@ -166,7 +166,10 @@ def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, mem
     """Save the fold models as one ensemble checkpoint, test it on the held-out patients, log it as a model."""
     if not all(members):
         return
-    path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / "ensemble.ckpt")
+    record = data.record()  # every pool patient trained some member: none is left for an honest validation
+    names = record["split_patients"]
+    names["train"], names["val"] = sorted(names["train"] + names["val"]), []
+    path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / "ensemble.ckpt", record)
     parent.set_tags({CHECKPOINT_TAG: str(path.resolve())})
     if cfg.logger.log_checkpoint:
         parent.log_file(path, "checkpoints")

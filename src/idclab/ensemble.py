@@ -8,6 +8,7 @@ the registry and the served MLflow model load it exactly like a single model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,11 +22,12 @@ class EnsembleClassifier(IDCClassifier):
     """Averages the members' P(IDC); `forward` returns the logit of that mean, so testing, thresholds,
     test-time augmentation and prediction work unchanged."""
 
-    def __init__(self, members: list[IDCClassifier], threshold: float):
+    def __init__(self, members: list[IDCClassifier], threshold: float,
+                 split_patients: dict[str, list[str]] | None = None, data_fingerprint: dict[str, Any] | None = None):
         first = members[0].hparams
         super().__init__(nn.ModuleList(members), nn.BCEWithLogitsLoss(), config=first["config"],
                          mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], class_counts=first["class_counts"],
-                         threshold=threshold)
+                         threshold=threshold, split_patients=split_patients, data_fingerprint=data_fingerprint)
         self.hparams["members"] = len(members)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -33,11 +35,12 @@ class EnsembleClassifier(IDCClassifier):
         return torch.logit(probs, eps=1e-6)
 
 
-def save_ensemble(members: list[Path], threshold: float, path: Path) -> Path:
-    """Write the member checkpoints (read weights-only) and the ensemble threshold into one file."""
+def save_ensemble(members: list[Path], threshold: float, path: Path, record: dict[str, Any]) -> Path:
+    """Write the member checkpoints (read weights-only), the ensemble threshold and `record` (the patients
+    of the ensemble's own split: train = every fold's patients, test = the held-out ones) into one file."""
     checkpoints = [torch.load(member, map_location="cpu", weights_only=True) for member in members]
     payload = {ENSEMBLE_KEY: [{"state_dict": c["state_dict"], "hyper_parameters": c["hyper_parameters"]}
-                              for c in checkpoints], "threshold": float(threshold)}
+                              for c in checkpoints], "threshold": float(threshold), **record}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".ckpt.partial")
     torch.save(payload, partial)

@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from idclab.build import load_classifier
-from idclab.data.datamodule import PatchDataModule, prepare_data
+from idclab.build import CheckpointError, load_classifier
+from idclab.data.datamodule import PatchDataModule, PreparedData, prepare_data
+from idclab.data.layout import require_root
 from idclab.module import IDCClassifier
 from idclab.prediction import format_table, predict_files, write_csv, write_heatmaps
 from idclab.reporting import report_options, test_and_report
 from idclab.tracking import (
     KIND_TAG,
     SOURCE_RUN_TAG,
+    RunNotFoundError,
     TrackedRun,
     checkpoint_of,
     connect,
@@ -24,11 +26,15 @@ from idclab.tracking import (
     model_source_run,
     register_model,
 )
-from idclab.validation import validate_evaluate_config
+from idclab.training import choose_threshold
+from idclab.validation import ConfigError, validate_evaluate_config
 
 if TYPE_CHECKING:  # only tracking.py talks to MLflow; these are type names
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
+
+EVAL_SUFFIX = "-eval"  # evaluation runs go to the experiment `<experiment>-eval`
+
 
 def select_model(cfg: DictConfig, client: MlflowClient, out_dir: Path) -> tuple[IDCClassifier, Run | None, str]:
     """The classifier to use, the training run it came from (if known) and where it was loaded from:
@@ -52,20 +58,21 @@ def evaluate(cfg: DictConfig) -> dict:
     test split of the data it was trained on."""
     validate_evaluate_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
+    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name + EVAL_SUFFIX,
                                     cfg.logger.artifact_location)
     classifier, source_run, source = select_model(cfg, client, out_dir)
     print(f"Model: {source} (threshold {classifier.threshold:.4f})")
     classifier.tta = bool(cfg.tta)
+    version = None
     if cfg.register.name:
         if source_run is None:
-            raise LookupError("register.name needs a training run: let evaluate.py select the best run")
+            raise RunNotFoundError("register.name needs a training run: let evaluate.py select the best run")
         version = register_model(client, source_run, cfg.register.name, cfg.register.alias)
         print(f"Registered models:/{cfg.register.name}@{cfg.register.alias} (version {version}) "
               f"from run {source_run.info.run_id}")
 
     if cfg.predict:
-        predictions = predict_files(classifier, list(cfg.predict), cfg.batch_size)
+        predictions = predict_files(classifier, cfg.predict, cfg.batch_size)
         print(format_table(predictions))
         write_csv(predictions, out_dir / "predictions.csv")
         for name in write_heatmaps(predictions, out_dir / "heatmaps", classifier.threshold):
@@ -74,20 +81,87 @@ def evaluate(cfg: DictConfig) -> dict:
         print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
         return {"predicted": len(predictions) - failed, "failed": failed}
 
-    train_config = classifier.hparams["config"]
-    data_cfg = OmegaConf.create(train_config["data"])
-    data = prepare_data(data_cfg, OmegaConf.create(train_config["split"]))
-    datamodule = PatchDataModule(data, cfg.batch_size, data_cfg.num_workers)
-    source_name = source_run.info.run_name if source_run else Path(source).name
+    data = evaluation_data(cfg, classifier)
+    datamodule = PatchDataModule(data, cfg.batch_size, classifier.hparams["config"]["data"]["num_workers"])
     tags = {KIND_TAG: "evaluate", "checkpoint": source}
     if source_run:
         tags[SOURCE_RUN_TAG] = source_run.info.run_id
-    with TrackedRun(client, experiment_id, f"eval:{source_name}", tags) as run:
-        run.log_params({"model": source, "select.metric": cfg.select.metric, "data.cache_key": data.cache.key,
-                        "tta": classifier.tta, "threshold": classifier.threshold})
-        run.log_json(data.summary(), "data/summary.json")
+    with TrackedRun(client, experiment_id, run_name(cfg, source_run, version), tags,
+                    system_metrics=cfg.logger.system_metrics_interval) as run:
         trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger(), default_root_dir=out_dir)
+        thresholds = {"threshold": classifier.threshold}
+        if classifier.tta:
+            thresholds = {"threshold_without_tta": classifier.threshold,
+                          "threshold": retune_with_tta(trainer, classifier, datamodule)}
+        run.log_params({"model": source, "select.metric": cfg.select.metric, "tta": classifier.tta,
+                        "split_from": cfg.split_from, **data_changes(classifier, data), **thresholds})
+        run.log_metrics(thresholds, step=trainer.current_epoch)
+        run.log_json(data.summary(), "data/summary.json")
         results = test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
                                   **report_options(cfg.report))
         print(f"Evaluation run {run.run_id} logged; outputs in {out_dir}")
     return results
+
+
+def run_name(cfg: DictConfig, source_run: Run | None, version: int | None) -> str:
+    """What the evaluation run did: `register NAME vN`, `eval MODEL_URI`, `eval RUN_NAME` or `eval CHECKPOINT`,
+    with ` tta` under test-time augmentation."""
+    if version is not None:
+        name = f"register {cfg.register.name} v{version}"
+    elif cfg.model_uri:
+        name = f"eval {cfg.model_uri}"
+    elif source_run is not None:
+        name = f"eval {source_run.info.run_name}"
+    else:
+        name = f"eval {cfg.ckpt_path}"
+    return f"{name} tta" if cfg.tta else name
+
+
+def evaluation_data(cfg: DictConfig, classifier: IDCClassifier) -> PreparedData:
+    """The training run's data (or `data.root`), decoded into this project's cache and split as the checkpoint
+    recorded (`split_from=recorded`) or afresh with the training run's split settings (`split_from=fresh`)."""
+    config = classifier.hparams["config"]
+    data_cfg = OmegaConf.create(config["data"])
+    data_cfg.cache_dir = cfg.data.cache_dir
+    split_cfg = OmegaConf.create(config["split"])
+    if cfg.split_from == "recorded":
+        split_cfg = recorded_split(classifier, split_cfg, needs_val=bool(cfg.tta))
+    root = require_root(cfg.data.root) if cfg.data.root else None
+    return prepare_data(data_cfg, split_cfg, root=root)
+
+
+def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: bool) -> DictConfig:
+    """The split config that rebuilds the patient lists saved in the checkpoint (the test patients, and the
+    validation ones when TTA re-tunes the threshold, must all be in the data)."""
+    patients = classifier.hparams.get("split_patients")
+    if patients is None:
+        raise CheckpointError("the checkpoint records no patient lists (saved before idclab recorded them, or "
+                              "an ensemble): test a fresh split of the data with split_from=fresh")
+    if split_cfg.name == "patches":
+        raise ConfigError("split=patches assigns patches, not patients: patient lists cannot rebuild it; "
+                          "use split_from=fresh")
+    required = ["val", "test"] if needs_val else ["test"]
+    return OmegaConf.create({"name": "recorded", "root": split_cfg.get("root"), **patients, "required": required})
+
+
+def data_changes(classifier: IDCClassifier, data: PreparedData) -> dict[str, object]:
+    """Print how the data differ from the checkpoint's record; the facts as run parameters."""
+    recorded = classifier.hparams.get("data_fingerprint") or {}
+    now = data.record()["data_fingerprint"]
+    new = data.split.notes.get("new_patients", [])
+    if recorded and recorded["cache_key"] != now["cache_key"]:
+        print(f"The data changed since training (cache {recorded['cache_key']} -> {now['cache_key']})"
+              + (f"; {len(new)} new patients left out: {', '.join(new)}" if new else ""))
+    test_then, test_now = recorded.get("patches", {}).get("test"), now["patches"]["test"]
+    if test_then is not None and test_then != test_now:
+        print(f"Warning: the test patients now have {test_now} patches, {test_then} when trained "
+              "(files added, removed or unreadable)")
+    return {"data.cache_key": now["cache_key"], "data.recorded_cache_key": recorded.get("cache_key"),
+            "data.count.test": test_now, "data.recorded_count.test": test_then, "data.new_patients": len(new)}
+
+
+def retune_with_tta(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule) -> float:
+    """Tune the threshold again on the validation patients with TTA on, by the rule the checkpoint's was tuned."""
+    threshold_cfg = OmegaConf.create(classifier.hparams["config"]["threshold"])
+    threshold_cfg.name = classifier.hparams.get("threshold_method", threshold_cfg.name)
+    return choose_threshold(trainer, classifier, datamodule, None, threshold_cfg)

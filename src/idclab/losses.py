@@ -1,10 +1,13 @@
 """Loss functions on logits, chosen by the `loss` config group.
 
 Every factory takes the training split's class counts `[negatives, positives]`, so that losses
-that re-weight classes derive their weights from the data actually trained on.
+that re-weight classes derive their weights from the data actually trained on. Losses that weight the
+classes (`ClassWeightedLoss`) can switch the weighting off, for deferred re-weighting (DRW).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -29,10 +32,34 @@ def weighted_bce(class_counts: list[int], pos_weight: float | None = None) -> nn
         pos_weight = negatives / positives
     if pos_weight <= 0:
         raise ValueError(f"loss.pos_weight must be > 0, got {pos_weight}")
-    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float(pos_weight)))
+    return WeightedBCE(float(pos_weight))
 
 
-class FocalLoss(nn.Module):
+class ClassWeightedLoss(nn.Module):
+    """A loss that weights the classes; `set_class_weighting(False)` makes the weights uniform (1 per class)."""
+
+    def __init__(self):
+        super().__init__()
+        self.class_weighting = True
+
+    def set_class_weighting(self, enabled: bool) -> None:
+        """Turn the class weights on (as configured) or off (uniform), e.g. per epoch for DRW."""
+        self.class_weighting = enabled
+
+
+class WeightedBCE(ClassWeightedLoss):
+    """Binary cross-entropy with the positive class weighted by `pos_weight`."""
+
+    def __init__(self, pos_weight: float):
+        super().__init__()
+        self.register_buffer("pos_weight", torch.tensor(pos_weight))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        pos_weight = self.pos_weight if self.class_weighting else None
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
+
+
+class FocalLoss(ClassWeightedLoss):
     """Sigmoid focal loss (Lin et al. 2017): down-weights easy patches by (1 - p_t) ** gamma.
 
     `alpha` weights the positive class and 1 - alpha the negative one; alpha < 0 disables it.
@@ -48,7 +75,8 @@ class FocalLoss(nn.Module):
         self.gamma = gamma
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return sigmoid_focal_loss(logits, targets, alpha=self.alpha, gamma=self.gamma, reduction="mean")
+        alpha = self.alpha if self.class_weighting else -1.0
+        return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=self.gamma, reduction="mean")
 
 
 def focal(class_counts: list[int], alpha: float = 0.25, gamma: float = 2.0) -> nn.Module:
@@ -56,7 +84,7 @@ def focal(class_counts: list[int], alpha: float = 0.25, gamma: float = 2.0) -> n
     return FocalLoss(alpha, gamma)
 
 
-class ClassBalancedLoss(nn.Module):
+class ClassBalancedLoss(ClassWeightedLoss):
     """Class-balanced loss (Cui et al. 2019): each class weighted by the inverse of its effective number
     of samples, (1 - beta) / (1 - beta ** n_c), normalised so the two weights sum to 2.
 
@@ -82,6 +110,8 @@ class ClassBalancedLoss(nn.Module):
         if self.base == "focal":
             p_t = torch.exp(-per_patch)
             per_patch = per_patch * (1 - p_t) ** self.gamma
+        if not self.class_weighting:
+            return per_patch.mean()
         weight = self.weights[1] * targets + self.weights[0] * (1 - targets)
         return (weight * per_patch).mean()
 
@@ -89,3 +119,28 @@ class ClassBalancedLoss(nn.Module):
 def class_balanced(class_counts: list[int], beta: float = 0.999, base: str = "bce", gamma: float = 2.0) -> nn.Module:
     """Class-balanced loss over BCE or focal loss (Cui et al. 2019)."""
     return ClassBalancedLoss(class_counts, beta, base, gamma)
+
+
+class LogitAdjustedLoss(nn.Module):
+    """Logit-adjusted BCE (Menon et al. 2021): BCE on logit + tau * log(prior_pos / prior_neg).
+
+    The binary form of adding tau * log(prior) to each class logit; it enlarges the margin of the rare
+    class during training only: predictions use the raw logits.
+    """
+
+    def __init__(self, class_counts: list[int], tau: float = 1.0):
+        super().__init__()
+        if tau < 0:
+            raise ValueError(f"loss.tau must be >= 0, got {tau}")
+        negatives, positives = class_counts
+        if min(negatives, positives) == 0:
+            raise ValueError(f"logit_adjusted loss: a class has no training patch (counts {class_counts})")
+        self.register_buffer("shift", torch.tensor(tau * math.log(positives / negatives)), persistent=False)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(logits + self.shift, targets)
+
+
+def logit_adjusted(class_counts: list[int], tau: float = 1.0) -> nn.Module:
+    """Logit-adjusted loss with the training split's class prior and temperature `tau`."""
+    return LogitAdjustedLoss(class_counts, tau)

@@ -3,48 +3,95 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from imblearn.metrics import classification_report_imbalanced
 from sklearn.metrics import classification_report, matthews_corrcoef, roc_auc_score
 from torch import nn
-from torchmetrics import CatMetric
+from torchmetrics import Metric
 from torchmetrics.functional import classification as F
+from torchmetrics.utilities import dim_zero_cat
 
 CLASS_NAMES = ("non-IDC (0)", "IDC (1)")
 
 
+class Concatenated(Metric):
+    """Tensors concatenated over an epoch, kept in their dtype (and gathered across processes under DDP)."""
+
+    full_state_update = False
+
+    def __init__(self, kind: torch.dtype):
+        super().__init__()
+        self.kind = kind
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+
+    def update(self, values: torch.Tensor) -> None:
+        self.values.append(values.detach().flatten().to(self.kind))
+
+    def compute(self) -> torch.Tensor:
+        if isinstance(self.values, list) and not self.values:
+            return torch.empty(0, dtype=self.kind, device=self.device)
+        return dim_zero_cat(self.values).to(self.kind)
+
+
+class Epoch(NamedTuple):
+    """What a stage saw in one epoch: P(IDC), integer targets, each patch's index row, and logits (if kept)."""
+
+    probs: torch.Tensor
+    targets: torch.Tensor
+    rows: torch.Tensor
+    logits: torch.Tensor | None
+
+
 class BinaryMetrics(nn.Module):
-    """Accumulates probabilities and targets over an epoch; `compute` gives every reported metric.
+    """Accumulates probabilities, targets and row indices over an epoch; `compute` gives every reported metric.
 
     Updates only gather the batch (cheap on the training hot path; gathered across processes under
     DDP); the metrics are computed once per epoch with torchmetrics' functional API. Threshold-based
     metrics use `threshold`; AUROC and AUPRC (average precision) use the probabilities. Balanced accuracy
-    and macro-F1 are derived from the confusion matrix.
+    and macro-F1 are derived from the confusion matrix. With `unique_rows` (validation, test) every patch
+    counts once, in row order, whatever a distributed sampler repeated to even out the processes.
     """
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, unique_rows: bool = False):
         super().__init__()
         self.threshold = threshold
-        self.probs = CatMetric()
-        self.targets = CatMetric()
+        self.unique_rows = unique_rows
+        self.probs = Concatenated(torch.float32)
+        self.targets = Concatenated(torch.long)
+        self.rows = Concatenated(torch.long)
+        self.logits = Concatenated(torch.float32)
 
-    def update(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
+    def update(self, probs: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
+               logits: torch.Tensor | None = None) -> None:
         self.probs.update(probs.float())
-        self.targets.update(targets.float())
+        self.targets.update(targets)
+        self.rows.update(rows)
+        if logits is not None:
+            self.logits.update(logits.float())
 
-    def gathered(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All probabilities and (integer) targets seen since the last reset."""
-        return self.probs.compute().flatten(), self.targets.compute().flatten().long()
+    def gathered(self) -> Epoch:
+        """Everything seen since the last reset (once per row with `unique_rows`)."""
+        # flatten: torchmetrics squeezes a one-element result to a scalar
+        logits = self.logits.compute().flatten() if self.logits.update_count else None
+        epoch = Epoch(self.probs.compute().flatten(), self.targets.compute().flatten(), self.rows.compute().flatten(),
+                      logits)
+        if not self.unique_rows:
+            return epoch
+        rows, inverse = torch.unique(epoch.rows, return_inverse=True)
+        positions = torch.arange(len(inverse), device=inverse.device)
+        first = torch.full_like(rows, len(inverse)).scatter_reduce(0, inverse, positions, "amin")
+        return Epoch(epoch.probs[first], epoch.targets[first], rows, None if logits is None else logits[first])
 
     def compute(self) -> dict[str, float]:
-        return binary_metrics(*self.gathered(), self.threshold)
+        epoch = self.gathered()
+        return binary_metrics(epoch.probs, epoch.targets, self.threshold)
 
     def reset(self) -> None:
-        self.probs.reset()
-        self.targets.reset()
+        for values in (self.probs, self.targets, self.rows, self.logits):
+            values.reset()
 
 
 def binary_metrics(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:

@@ -8,10 +8,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from idclab.metrics import BinaryMetrics
+from idclab.metrics import BinaryMetrics, binary_metrics
+from idclab.schedules import make_scheduler, scheduled
+from idclab.stain import NoStain, StainNormaliser
 
 STAGES = ("train", "val", "test")
-PROGRESS_BAR_METRICS = ("val_auprc", "val_f1", "val_balanced_accuracy")
+PROGRESS_BAR_METRICS = ("val_loss", "val_auprc", "val_f1", "val_balanced_accuracy")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -22,28 +24,36 @@ class IDCClassifier(pl.LightningModule):
     """Binary IDC classifier on uint8 patches; normalisation happens here, on the model's device.
 
     `config` (the resolved run config as a plain dict), `mean`, `std`, `threshold` and
-    `class_counts` are saved in every checkpoint so the model can be rebuilt and used alone. After
-    `trainer.test`, `test_probs` and `test_targets` hold the test predictions.
+    `class_counts` are saved in every checkpoint so the model can be rebuilt and used alone, with
+    `split_patients` (the patient ids of each split) and `data_fingerprint` (cache key, patches per split)
+    recording the data it was fitted on. Batches are (images, targets, index rows); validation and test
+    count each patch once (by row) even when a distributed sampler repeats some. After `trainer.test`,
+    `test_probs`, `test_targets` and `test_rows` hold the test predictions in row order.
     """
 
     def __init__(self, model: nn.Module, criterion: nn.Module, config: dict[str, Any],
                  mean: list[float], std: list[float], class_counts: list[int], threshold: float = 0.5,
-                 lr: float = 1e-3, weight_decay: float = 0.0):
+                 lr: float = 1e-3, weight_decay: float = 0.0, stain: StainNormaliser | None = None,
+                 split_patients: dict[str, list[str]] | None = None, data_fingerprint: dict[str, Any] | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "criterion"])
+        self.save_hyperparameters(ignore=["model", "criterion", "stain"])
         self.model = model
         self.criterion = criterion
+        self.stain = stain if stain is not None else NoStain()  # fitted target: in the state dict
         self.threshold = threshold
         self.tta = False
+        self.example_input_array = torch.zeros(1, 3, 50, 50, dtype=torch.uint8)  # model summary: FLOPs per patch
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.metrics = nn.ModuleDict({f"{stage}_metrics": BinaryMetrics(threshold) for stage in STAGES})
+        self.metrics = nn.ModuleDict({f"{stage}_metrics": BinaryMetrics(threshold, unique_rows=stage != "train")
+                                      for stage in STAGES})
         self.test_probs = torch.empty(0)
         self.test_targets = torch.empty(0, dtype=torch.long)
+        self.test_rows = torch.empty(0, dtype=torch.long)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of uint8 N x 3 x H x W images (channels_last on CUDA, where it is faster)."""
-        x = images.float().div_(255.0).sub_(self.mean).div_(self.std)
+        x = self.stain(images.float().div_(255.0)).sub_(self.mean).div_(self.std)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
@@ -66,38 +76,47 @@ class IDCClassifier(pl.LightningModule):
         for metrics in self.metrics.values():
             metrics.threshold = float(threshold)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, targets = batch
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor | None:
+        images, targets, rows = batch
         logits = self(images)
+        probs = self.probabilities(images) if stage == "test" and self.tta else torch.sigmoid(logits.detach().float())
+        if stage != "train":  # the loss, like the metrics, is computed once per patch at the epoch's end
+            self.metrics[f"{stage}_metrics"].update(probs, targets, rows, logits.detach())
+            return None
         loss = self.criterion(logits.float(), targets.float())
-        if stage == "train" and not torch.isfinite(loss):
+        if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
                 "lower optim.lr, check the data, or use trainer.precision=32-true")
-        probs = self.probabilities(images) if stage == "test" and self.tta else torch.sigmoid(logits.detach().float())
-        self.metrics[f"{stage}_metrics"].update(probs, targets)
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(targets), sync_dist=True)
+        self.metrics["train_metrics"].update(probs, targets, rows)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets),
+                 sync_dist=True)
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.probabilities(images)
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """P(IDC) of a batch with its index rows (to match predictions to patches by row)."""
+        images, _, rows = batch
+        return self.probabilities(images), rows
 
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.metrics[f"{stage}_metrics"]
-        values = {f"{stage}_{name}": value for name, value in metrics.compute().items()}
+        epoch = metrics.gathered()
+        values = {f"{stage}_{name}": value
+                  for name, value in binary_metrics(epoch.probs, epoch.targets, metrics.threshold).items()}
+        if epoch.logits is not None:
+            values[f"{stage}_loss"] = float(self.criterion(epoch.logits, epoch.targets.float()))
         if stage == "test":  # kept for the report and figures
-            self.test_probs, self.test_targets = (t.cpu() for t in metrics.gathered())
+            self.test_probs, self.test_targets, self.test_rows = (t.cpu() for t in epoch[:3])
         shown = {key: values.pop(key) for key in PROGRESS_BAR_METRICS if key in values}
         self.log_dict(values, sync_dist=True)
         self.log_dict(shown, prog_bar=True, sync_dist=True)
@@ -112,5 +131,11 @@ class IDCClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optim = self.hparams.config.get("optim", {})
+        if not scheduled(optim):
+            return optimizer
+        steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = make_scheduler(optimizer, optim, self.trainer.max_epochs, steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_only
 
 SHOWN = (("train_loss", "train_loss"), ("val_auprc", "val_auprc"), ("val_f1", "val_f1"),
          ("val_balanced_accuracy", "val_bac"))  # (logged metric, label)
@@ -34,9 +33,10 @@ class EpochLine(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = time.perf_counter()
 
-    @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if sys.stdout.isatty() and trainer.progress_bar_callback is not None:
             return
-        print(epoch_line(trainer.current_epoch, trainer.max_epochs, trainer.callback_metrics,
-                         time.perf_counter() - self.started), flush=True)
+        metrics = trainer.callback_metrics  # every rank: under DDP reading them synchronises the processes
+        if trainer.is_global_zero:
+            print(epoch_line(trainer.current_epoch, trainer.max_epochs, metrics, time.perf_counter() - self.started),
+                  flush=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from idclab import losses
+from idclab import averaging, losses, stain
 from idclab.data import augment, sampling
 from idclab.models.ann import ANN
 from idclab.models.cnn import CNN
@@ -42,6 +42,7 @@ REGISTRY: dict[str, dict[str, Option]] = {
         "weighted": Option(losses.weighted_bce, ("class_counts",)),
         "focal": Option(losses.focal, ("class_counts",)),
         "class_balanced": Option(losses.class_balanced, ("class_counts",)),
+        "logit_adjusted": Option(losses.logit_adjusted, ("class_counts",)),
     },
     "sampler": {
         "none": Option(sampling.no_sampler, ("labels", "seed")),
@@ -51,8 +52,12 @@ REGISTRY: dict[str, dict[str, Option]] = {
     },
     "augment": {"none": Option(augment.no_augmentation), "basic": Option(augment.basic),
                 "stain": Option(augment.stain)},
+    "stain": {"none": Option(stain.none), "reinhard": Option(stain.reinhard), "macenko": Option(stain.macenko)},
+    "averaging": {"none": Option(averaging.none, ("lr",)), "ema": Option(averaging.ema, ("lr",)),
+                  "swa": Option(averaging.swa, ("lr",))},
 }
 GROUPS = tuple(REGISTRY)
+LATER_GROUPS = {"stain": {"name": "none"}, "averaging": {"name": "none"}}  # absent from older saved configs
 NAMED_GROUPS = (*GROUPS, "threshold", "split")  # every group whose `name` is a run's param and tag
 
 
@@ -115,7 +120,12 @@ def factory(group: str, config: Mapping[str, Any]) -> Callable[..., Any]:
 def check(config: Mapping[str, Any]) -> None:
     """Resolve every registered group of a whole run config, so a bad option fails before any work."""
     for group in GROUPS:
-        resolve(group, config[group])
+        resolve(group, group_config(config, group))
+
+
+def group_config(config: Mapping[str, Any], group: str) -> Mapping[str, Any]:
+    """A run config's group, or for a group added later and absent from an older config its `none` option."""
+    return config[group] if group in config or group not in LATER_GROUPS else LATER_GROUPS[group]
 
 
 def option_names(config: Mapping[str, Any]) -> dict[str, str]:

@@ -86,8 +86,7 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     probs = classifier.test_probs.numpy()
     targets = classifier.test_targets.numpy().astype(int)
     threshold = classifier.threshold
-    # test batches come in split order; limit_test_batches may have stopped early
-    rows = datamodule.data.split.rows["test"][: len(targets)]
+    rows = classifier.test_rows.numpy()  # each prediction's index row (limit_test_batches may have stopped early)
     patients = datamodule.data.index.patients[rows]
     text, as_dict = report(targets, probs, threshold)
     imbalance_text, imbalance = imbalance_metrics(targets, probs, threshold)
@@ -126,8 +125,8 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out_dir / name, dpi=110)
         plt.close(figure)
-    if run is not None:
-        run.log_metrics(extra)
+    if run is not None:  # at the step Lightning logged the other test metrics with
+        run.log_metrics(extra, step=trainer.current_epoch)
         for path in sorted(out_dir.rglob("*")):
             if path.is_file():
                 run.log_file(path, str(Path("test") / path.parent.relative_to(out_dir)))

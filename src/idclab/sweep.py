@@ -58,7 +58,7 @@ class SweepParentRun(Callback):
                                         config.logger.artifact_location)
         name = sweep_name(config)
         tags = {KIND_TAG: "sweep", "sweep": str(sweep_dir.resolve()), "overrides": name.removeprefix("sweep ")}
-        self.run = TrackedRun(client, experiment_id, name, tags, system_metrics=False).__enter__()
+        self.run = TrackedRun(client, experiment_id, name, tags, system_metrics=None).__enter__()
         self.run.log_params({"sweep.overrides": " ".join(config.hydra.overrides.task),
                              "sweep.launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
                              "sweep.sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1]})

@@ -20,16 +20,24 @@ def tune_threshold(targets: np.ndarray, probs: np.ndarray, method: str, value: f
     """
     if method not in METHODS:
         raise ValueError(f"threshold.name must be one of {METHODS}, got {method!r}")
+    if method == "sensitivity" and not 0 < target_sensitivity <= 1:
+        raise ValueError(f"threshold.target_sensitivity must be in (0, 1], got {target_sensitivity!r}")
     if method == "fixed" or len(np.unique(targets)) < 2:
         return float(value)
     if method == "max_f1":
         precision, recall, thresholds = precision_recall_curve(targets, probs)
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
         return float(thresholds[int(np.argmax(f1[:-1]))])
+    if method == "sensitivity":
+        return highest_threshold_reaching(targets, probs, target_sensitivity)
     fpr, tpr, thresholds = roc_curve(targets, probs)
     finite = np.isfinite(thresholds)
-    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
-    if method == "youden":
-        return float(thresholds[int(np.argmax(tpr - fpr))])
-    reaching = np.flatnonzero(tpr >= target_sensitivity)
-    return float(thresholds[reaching[0]])
+    return float(thresholds[finite][int(np.argmax((tpr - fpr)[finite]))])
+
+
+def highest_threshold_reaching(targets: np.ndarray, probs: np.ndarray, target: float) -> float:
+    """The highest threshold t with sensitivity (share of positives with P >= t) at least `target`:
+    the k-th highest positive probability, k the fewest positives reaching the target."""
+    positives = np.sort(np.asarray(probs)[np.asarray(targets) == 1])[::-1]
+    reached = np.arange(1, len(positives) + 1) / len(positives) >= target
+    return float(positives[int(np.argmax(reached))])

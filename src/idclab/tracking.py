@@ -129,7 +129,8 @@ class TrackedRun:
     """One MLflow run, open for the duration of a `with` block."""
 
     def __init__(self, client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str],
-                 resume_run_id: str | None = None, parent_run_id: str | None = None, system_metrics: bool = True):
+                 resume_run_id: str | None = None, parent_run_id: str | None = None,
+                 system_metrics: float | None = 10.0):
         self.client = client
         self.experiment_id = experiment_id
         self.run_name = run_name
@@ -146,8 +147,9 @@ class TrackedRun:
             self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name,
                                                  tags=self.tags).info.run_id
         log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id, self.experiment_id)
-        if self.system_metrics:  # CPU, memory, disk, network and (with pynvml) GPU, every 10 s
-            self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=bool(self.tags.get("resumed")),
+        if self.system_metrics:  # CPU, memory, disk, network and (with pynvml) GPU, every `system_metrics` s
+            self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics,
+                                                 resume_logging=bool(self.tags.get("resumed")),
                                                  tracking_uri=self.client.tracking_uri)
             self._monitor.start()
         return self

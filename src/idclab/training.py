@@ -19,10 +19,14 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from idclab import registry
 from idclab.build import build_classifier, store_threshold
+from idclab.callbacks import training_callbacks
 from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats, prepare_data
+from idclab.data.sampling import deferred
 from idclab.module import IDCClassifier
+from idclab.progress import EpochLine
 from idclab.reporting import report_options, test_and_report
-from idclab.resume import OUTPUT_DIR_TAG, find_resume_point, write_state
+from idclab.resume import OUTPUT_DIR_TAG, LastCheckpoint, find_resume_point, write_state
+from idclab.stain import fit_stain
 from idclab.sweep import read_parent
 from idclab.thresholds import tune_threshold
 from idclab.tracking import (
@@ -36,7 +40,7 @@ from idclab.tracking import (
     log_model,
     run_status,
 )
-from idclab.validation import double_correction, validate_train_config
+from idclab.validation import double_correction, require_both_classes, validate_train_config
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +76,8 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
                      best_path: str | None, threshold_cfg: DictConfig) -> float:
     """Load the best weights, predict the validation split and set the operating threshold it gives."""
     batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path)
-    probs = torch.cat(batches).numpy()
-    targets = datamodule.data.index.labels[datamodule.data.split.rows["val"]]
+    probs, rows = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
+    targets = datamodule.data.index.labels[rows]  # matched to each prediction by its row, not its position
     options = {k: v for k, v in threshold_cfg.items() if k != "name"}
     threshold = tune_threshold(targets, probs, threshold_cfg.name, **options)
     classifier.set_threshold(threshold)
@@ -110,6 +114,7 @@ def train(cfg: DictConfig) -> float:
     summary = data.summary()
     print(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
           f"decode {summary['decode_status']}, skipped files {summary['skipped_files'] or 'none'}")
+    require_both_classes(summary["split_counts"])
     context = hydra_context()
     if cfg.cv.folds:
         from idclab.crossval import cross_validate
@@ -125,7 +130,7 @@ def train(cfg: DictConfig) -> float:
     run_name = ",".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
     with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None,
-                    parent_run_id=sweep_parent(context)) as run:
+                    parent_run_id=sweep_parent(context), system_metrics=cfg.logger.system_metrics_interval) as run:
         write_state(out_dir, run.run_id, config)
         if resume is None:
             log_inputs(run, config, data)
@@ -150,11 +155,13 @@ def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedD
                         ) -> tuple[PatchDataModule, IDCClassifier]:
     """The DataModule (augmentation and sampler from the registry) and a fresh classifier for `data`."""
     augmentation = registry.build("augment", config["augment"])
-    sampler_factory = registry.factory("sampler", config["sampler"])
+    sampler_factory = deferred(registry.factory("sampler", config["sampler"]), OmegaConf.select(cfg, "drw.start_epoch"))
     datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation,
                                  sampler_factory, cfg.seed)
     mean, std = channel_stats(data.cache.images, data.split.rows["train"], cfg.seed)
-    return datamodule, build_classifier(config, datamodule.train_class_counts(), mean, std)
+    classifier = build_classifier(config, datamodule.train_class_counts(), mean, std, **data.record())
+    fit_stain(classifier.stain, data.cache.images, data.split.rows["train"], cfg.seed)
+    return datamodule, classifier
 
 
 def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
@@ -180,8 +187,8 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     metrics = test_and_report(trainer, classifier, datamodule, out_dir / "test", run, **report_options(cfg.report))
     if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
-    probs = classifier.test_probs.numpy()
-    return FitResult(best_score, best_path, threshold, data.split.rows["test"][: len(probs)], probs, metrics)
+    return FitResult(best_score, best_path, threshold, classifier.test_rows.numpy(), classifier.test_probs.numpy(),
+                     metrics)
 
 
 def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> None:
@@ -216,8 +223,9 @@ def ignored_overrides(requested: dict[str, Any], resumed: dict[str, Any]) -> lis
 def make_trainer(cfg: DictConfig, out_dir: Path, logger: Any) -> tuple[pl.Trainer, ModelCheckpoint]:
     """The Lightning Trainer of `cfg.trainer`, keeping the best (by `checkpoint.monitor`) and last checkpoints."""
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
-                                 mode=cfg.checkpoint.mode, save_last=True)
-    trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=[checkpoint], default_root_dir=out_dir)
+                                 mode=cfg.checkpoint.mode)
+    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), *training_callbacks(cfg), EpochLine()]
+    trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from idclab import registry
-from idclab.data.layout import require_root
+from idclab.data.layout import DataLayoutError, require_root
+from idclab.thresholds import METHODS as THRESHOLD_METHODS
 
 
 class ConfigError(ValueError):
@@ -19,6 +20,7 @@ class ConfigError(ValueError):
 Rule = tuple[str, Callable[[Any], bool], str]
 
 NUMBER = (int, float)
+SCHEDULES = ("none", "cosine", "onecycle")
 
 
 def _is_int(value: Any) -> bool:
@@ -29,6 +31,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
+SYSTEM_METRICS_RULE: Rule = ("logger.system_metrics_interval", lambda v: v is None or (_is_number(v) and v > 0),
+                             "null or a number of seconds > 0")
 TRAIN_RULES: list[Rule] = [
     ("seed", _is_int, "an integer"),
     ("optim.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
@@ -55,15 +59,37 @@ TRAIN_RULES: list[Rule] = [
     ("augment.p_stain", lambda v: _is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
     ("trainer.max_epochs", lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1 (or -1)"),
     ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("optim.schedule", lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    ("optim.warmup_epochs", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("drw.start_epoch", lambda v: v is None or (_is_int(v) and v >= 0), "null or an integer >= 0"),
+    ("early_stopping.patience", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    ("loss.tau", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("model.depth", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("model.widths", lambda v: OmegaConf.is_list(v) and len(v) >= 1 and all(_is_int(w) and w >= 1 for w in v),
+     "a non-empty list of integers >= 1"),
+    ("stain.sample", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("stain.alpha", lambda v: _is_number(v) and 0 <= v < 50, "a percentile in [0, 50)"),
+    ("stain.beta", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("averaging.decay", lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("averaging.swa_lr", lambda v: v is None or (_is_number(v) and v > 0), "null or a number > 0"),
+    ("averaging.epoch_start", lambda v: _is_number(v) and (0 < v <= 1 or (_is_int(v) and v >= 1)),
+     "a fraction in (0, 1] of max_epochs or an epoch >= 1"),
+    ("averaging.annealing_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("threshold.name", lambda v: v in THRESHOLD_METHODS, f"one of {', '.join(THRESHOLD_METHODS)}"),
+    ("threshold.value", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    ("threshold.target_sensitivity", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    SYSTEM_METRICS_RULE,
 ]
 
 EVALUATE_RULES: list[Rule] = [
     ("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("select.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("split_from", lambda v: v in ("recorded", "fresh"), "recorded or fresh"),
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    SYSTEM_METRICS_RULE,
 ]
 
 
@@ -79,7 +105,9 @@ def _check(cfg: DictConfig, rules: list[Rule]) -> None:
 def validate_train_config(cfg: DictConfig) -> None:
     """Raise ConfigError (or OptionError) for the first value that cannot work (before any data is read)."""
     _check(cfg, TRAIN_RULES)
-    registry.check({group: OmegaConf.to_container(cfg[group], resolve=True) for group in registry.GROUPS})
+    registry.check({group: OmegaConf.to_container(cfg[group], resolve=True) for group in registry.GROUPS
+                    if group in cfg})
+    check_recipe(cfg)
     synthetic = cfg.data.get("synthetic")
     if synthetic is not None and synthetic.min_grid > synthetic.max_grid:
         raise ConfigError(f"data.synthetic.min_grid ({synthetic.min_grid}) must be <= max_grid ({synthetic.max_grid})")
@@ -95,9 +123,36 @@ def validate_train_config(cfg: DictConfig) -> None:
         require_root(cfg.split.root)
 
 
+def check_recipe(cfg: DictConfig) -> None:
+    """Training-recipe settings that cannot work together."""
+    schedule = OmegaConf.select(cfg, "optim.schedule", default="none")
+    if schedule != "none" and cfg.trainer.max_epochs == -1:
+        raise ConfigError(f"optim.schedule={schedule} needs trainer.max_epochs >= 1 (it spans the whole run)")
+    warmup = OmegaConf.select(cfg, "optim.warmup_epochs", default=0)
+    if schedule != "none" and warmup >= cfg.trainer.max_epochs > 0:
+        raise ConfigError(f"optim.warmup_epochs ({warmup}) must be < trainer.max_epochs ({cfg.trainer.max_epochs})")
+    averaging = OmegaConf.select(cfg, "averaging.name", default="none")
+    if averaging == "swa" and OmegaConf.select(cfg, "early_stopping.patience") is not None:
+        raise ConfigError("averaging=swa averages the last epochs: set early_stopping.patience=null")
+
+
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first evaluate.py value that cannot work."""
     _check(cfg, EVALUATE_RULES)
+    if cfg.data.root:
+        require_root(cfg.data.root)
+
+
+def require_both_classes(split_counts: dict[str, dict[str, int]], splits: tuple[str, ...] = ("train", "val")) -> None:
+    """DataLayoutError (one line: the split, the missing class, the counts) if a split lacks a class:
+    a model cannot learn, be selected or get a threshold without both."""
+    for split in splits:
+        counts = split_counts[split]
+        for name, count in counts.items():
+            if count == 0:
+                found = ", ".join(f"{n} {c}" for c, n in sorted(counts.items(), key=lambda item: item[0] != name))
+                raise DataLayoutError(f"the {split} split holds no {name} patches ({found}): training needs both "
+                                      "classes in train and val; check data.root and the split settings")
 
 
 BALANCING_SAMPLERS = {"weighted", "oversample", "undersample"}

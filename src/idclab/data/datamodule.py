@@ -53,6 +53,13 @@ class PreparedData:
             "split_notes": self.split.notes,
         }
 
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint records of its data (plain values): the patient ids of each split, and a
+        fingerprint (cache key, patches per split) to tell whether the data changed since."""
+        return {"split_patients": {s: [str(p) for p in names] for s, names in self.split.patients.items()},
+                "data_fingerprint": {"cache_key": self.cache.key,
+                                     "patches": {s: int(len(rows)) for s, rows in self.split.rows.items()}}}
+
 
 def resolve_root(data_cfg: Any) -> Path:
     """The folder to scan: the user's root for real data, or the generated synthetic set."""
@@ -62,15 +69,17 @@ def resolve_root(data_cfg: Any) -> Path:
     return require_root(data_cfg.root)
 
 
-def prepare_data(data_cfg: Any, split_cfg: Any, allow_empty_test: bool = False) -> PreparedData:
+def prepare_data(data_cfg: Any, split_cfg: Any, allow_empty_test: bool = False, root: Path | None = None
+                 ) -> PreparedData:
     """Scan, decode (once, into the cache) and split the dataset a data and a split config describe.
 
-    `allow_empty_test` lets cross-validation run without a held-out test split (folds give the estimate).
+    `allow_empty_test` lets cross-validation run without a held-out test split (folds give the estimate);
+    `root` scans that folder instead of the config's (evaluation on data moved since training).
     """
-    index = scan(resolve_root(data_cfg))
+    index = scan(root or resolve_root(data_cfg), strict=data_cfg.strict)
     options = {k: v for k, v in split_cfg.items() if k not in ("name", "root")}
     if split_cfg.get("root"):
-        index = index.merged_with(scan(split_cfg.root), EXTERNAL_PREFIX)
+        index = index.merged_with(scan(split_cfg.root, strict=data_cfg.strict), EXTERNAL_PREFIX)
     cache = load_or_build(index, data_cfg.cache_dir, data_cfg.get("decode_workers"))
     check_bad_patches(index, cache, strict=data_cfg.strict)
     usable = np.flatnonzero(cache.usable)
@@ -83,7 +92,8 @@ def prepare_data(data_cfg: Any, split_cfg: Any, allow_empty_test: bool = False) 
 
 
 class PatchBatches(Dataset):
-    """Whole batches from the cache: item `[i, j, ...]` is (uint8 N x 3 x 50 x 50 tensor, float labels).
+    """Whole batches from the cache: item `[i, j, ...]` is (uint8 N x 3 x 50 x 50 tensor, float labels,
+    int64 index rows), the rows naming each patch so predictions are matched to patches by row, not position.
 
     Rows are read from the memory map in sorted order (one fancy-indexing copy per batch), then
     augmented per patch (albumentations) and/or per batch (tensor ops).
@@ -109,7 +119,7 @@ class PatchBatches(Dataset):
             self.augmentation.per_sample.set_random_seed(torch.initial_seed() % 2**32)
             self._seeded_for = process
 
-    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = self.rows[np.asarray(positions)]
         order = np.argsort(rows, kind="stable")
         pixels = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
@@ -121,7 +131,7 @@ class PatchBatches(Dataset):
         batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
         if self.augmentation.per_batch is not None:
             batch = self.augmentation.per_batch(batch)
-        return batch, torch.from_numpy(self.labels[rows].astype(np.float32))
+        return batch, torch.from_numpy(self.labels[rows].astype(np.float32)), torch.from_numpy(rows.astype(np.int64))
 
 
 class EpochBatchSampler(BatchSampler):

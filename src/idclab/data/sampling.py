@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -69,3 +69,56 @@ def oversample(labels: np.ndarray, seed: int, sampling_strategy: str | float = "
 def undersample(labels: np.ndarray, seed: int, sampling_strategy: str | float = "auto") -> ImbalancedLearnSampler:
     """Random under-sampling of the majority class (imbalanced-learn), redrawn every epoch."""
     return ImbalancedLearnSampler(labels, seed, "under", sampling_strategy)
+
+
+SamplerFactory = Callable[[np.ndarray, int], Sampler | None]
+
+
+class DeferredSampler(Sampler[int]):
+    """Deferred re-sampling (DRW, Cao et al. 2019): plain uniform shuffling before `start_epoch`, the
+    balancing `sampler` from it on.
+
+    Every epoch has the balancing sampler's length (Lightning counts an epoch's batches once, and step
+    schedules need a fixed number of steps), so before the switch an epoch is a uniform draw of that many
+    patches: a seeded permutation, repeated or cut to length.
+    """
+
+    def __init__(self, sampler: Sampler[int], size: int, start_epoch: int, seed: int):
+        self.sampler = sampler
+        self.size = size
+        self.start_epoch = start_epoch
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning (through `EpochBatchSampler`) before each epoch."""
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def balancing(self) -> bool:
+        """True from the start epoch on."""
+        return self.epoch >= self.start_epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if self.balancing():
+            return iter(self.sampler)
+        rng = np.random.default_rng(self.seed + self.epoch)
+        repeats = -(-len(self) // self.size)
+        rows = np.concatenate([rng.permutation(self.size) for _ in range(repeats)])[: len(self)]
+        return iter(rows.tolist())
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def deferred(factory: SamplerFactory, start_epoch: int | None) -> SamplerFactory:
+    """`factory`, with its balancing sampler deferred to `start_epoch` (None: not deferred)."""
+    if start_epoch is None:
+        return factory
+
+    def build(labels: np.ndarray, seed: int) -> Sampler | None:
+        sampler = factory(labels, seed)
+        return None if sampler is None else DeferredSampler(sampler, len(labels), start_epoch, seed)
+
+    return build

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from idclab.data import janowczyk
+from idclab.data.layout import DataLayoutError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -141,11 +143,29 @@ def patches(patients: np.ndarray, labels: np.ndarray, train: float = 0.7, val: f
     return PatientSplit(names, rows, {"leaky": True, "patients_in_train_and_test": shared})
 
 
-SPLIT_METHODS = {"stratified": stratified, "janowczyk": published, "external": external, "patches": patches}
+def recorded(patients: np.ndarray, labels: np.ndarray, train: list[str], val: list[str], test: list[str],
+             required: Sequence[str] = ("test",)) -> PatientSplit:
+    """The patient lists a training run recorded, exactly: a patient of a `required` split that the data no
+    longer hold is an error naming it; patients the lists do not name (new since) are left out and noted."""
+    present = set(np.unique(patients).tolist())
+    assigned = {"train": list(train), "val": list(val), "test": list(test)}
+    missing = {s: sorted(set(assigned[s]) - present) for s in SPLITS}
+    new = sorted(present - {p for names in assigned.values() for p in names})
+    absent = [f"{s} patients {', '.join(missing[s])}" for s in SPLITS if missing[s] and s in required]
+    if absent:
+        extra = f" (and there are new patients: {', '.join(new)})" if new else ""
+        raise DataLayoutError(f"the data no longer hold the recorded {'; '.join(absent)}{extra}: restore them, "
+                              "or test a fresh split of the data as it is with split_from=fresh")
+    return _from_assignment(patients, {s: [p for p in assigned[s] if p in present] for s in SPLITS},
+                            {"missing_recorded_patients": missing, "new_patients": new})
+
+
+SPLIT_METHODS = {"stratified": stratified, "janowczyk": published, "external": external, "patches": patches,
+                 "recorded": recorded}
 
 
 def make_split(patients: np.ndarray, labels: np.ndarray, method: str, **options: object) -> PatientSplit:
-    """Split by the method a `split` config names (stratified, janowczyk, external)."""
+    """Split by the method a `split` config names (stratified, janowczyk, external, patches, recorded)."""
     if method not in SPLIT_METHODS:
         raise ValueError(f"unknown split method {method!r}; choose one of {sorted(SPLIT_METHODS)}")
     return SPLIT_METHODS[method](patients, labels, **options)
