@@ -31,13 +31,13 @@ EXPERIMENT = "recipe_study"
 COMMON = ["data=idc", f"data.root={POOL}", "cv.folds=5", "cv.seed=0", "split.train=0.85", "split.val=0.15",
           "split.test=0", "trainer.max_epochs=6", "trainer.enable_progress_bar=false", "logger.log_model=false",
           f"logger.experiment_name={EXPERIMENT}", "report.heatmap_patients=0", "report.gallery_size=0"]
-STRATEGIES: dict[str, list[str]] = {  # in the order they run
+STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to help first
     "baseline (bce)": [],
-    "logit_adjusted": ["loss=logit_adjusted"],
     "cosine+ema": ["optim.schedule=cosine", "optim.warmup_epochs=1", "averaging=ema"],
-    "reinhard": ["stain=reinhard"],
     "stain augment": ["augment=stain"],
     "residual wide": ["model.residual=true", "model.widths=[32,64,128]"],
+    "logit_adjusted": ["loss=logit_adjusted"],
+    "reinhard": ["stain=reinhard"],
     "weighted": ["loss=weighted"],
     "focal": ["loss=focal"],
     "oversample": ["sampler=oversample"],
