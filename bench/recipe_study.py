@@ -5,7 +5,7 @@ time (the machine has 2 cores), and appends each finished run's pooled out-of-fo
 wall time to `bench/results/recipe_study.csv`, so a killed study continues where it stopped:
 
     nohup python bench/recipe_study.py > bench/results/recipe_study.log 2>&1 &
-    python bench/recipe_study.py --table     # the table so far, by strategy (mean ± std over seeds)
+    python bench/recipe_study.py --table     # the table so far (also docs/recipe_study.md), by strategy
 
 All strategies share the folds (`cv.seed=0`): differences between them are paired by fold. The seed changes
 initialisation, data order and augmentation. Choose by the validation columns only; OOF columns are the
@@ -76,15 +76,53 @@ def run_one(strategy: str, seed: int) -> None:
           f"AUROC {row['oof_auroc']:.4f} in {minutes:.1f} min", flush=True)
 
 
-def summary() -> pd.DataFrame:
-    """Mean ± std over seeds per strategy, ranked by the validation metric."""
-    table = done()
-    grouped = table.groupby("strategy")
-    out = grouped[["best_val_auprc", "oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc"]].agg(["mean", "std"])
-    out.columns = [f"{a} {b}" for a, b in out.columns]
-    out["seeds"] = grouped.size()
-    out["minutes"] = grouped["minutes"].mean()
-    return out.sort_values("best_val_auprc mean", ascending=False)
+METRICS = ["best_val_auprc", "oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc"]
+BASELINE = "baseline (bce)"
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: mean ± std over seeds, the mean patient-bootstrap 95% interval of the OOF metrics, minutes
+    per cross-validation, and the seed-paired difference from the baseline in the validation metric; ranked by
+    the validation metric (best_val_auprc: the mean over folds of each fold's best validation AUPRC)."""
+    rows = []
+    base = table[table["strategy"] == BASELINE].set_index("seed")["best_val_auprc"]
+    for strategy, group in table.groupby("strategy", sort=False):
+        row = {"strategy": strategy, "seeds": len(group), "minutes": f"{group['minutes'].mean():.0f}"}
+        for name in METRICS:
+            values = group[name]
+            row[name] = f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1 else f"{values.mean():.4f}"
+        for name in ("oof_f1", "oof_balanced_accuracy", "oof_auroc"):
+            row[f"{name} CI"] = f"[{group[f'{name}_ci_low'].mean():.3f}, {group[f'{name}_ci_high'].mean():.3f}]"
+        paired = group.set_index("seed")["best_val_auprc"] - base
+        paired = paired.dropna()
+        row["Δ val vs baseline (per seed)"] = ", ".join(f"{d:+.4f}" for d in paired) if strategy != BASELINE else ""
+        row["separated"] = separated(paired, base) if strategy != BASELINE else ""
+        row["_rank"] = group["best_val_auprc"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("_rank", ascending=False).drop(columns="_rank")
+
+
+def separated(paired: pd.Series, base: pd.Series) -> str:
+    """`better`/`worse` only when every seed's paired difference has the same sign and exceeds the baseline's
+    own seed-to-seed range; otherwise `no` (within the noise) or `too few seeds`."""
+    if len(paired) < 2 or len(base) < 2:
+        return "too few seeds"
+    noise = base.max() - base.min()
+    if (paired > noise).all():
+        return "better"
+    if (paired < -noise).all():
+        return "worse"
+    return "no"
+
+
+def write_markdown(table: pd.DataFrame, path: Path) -> str:
+    """The summary and every run, as markdown (also written to `path`)."""
+    runs = table[["strategy", "seed", "minutes", *METRICS, "oof_balanced_accuracy_ci_low",
+                  "oof_balanced_accuracy_ci_high", "run_id"]]
+    text = (f"{summary(table).to_markdown(index=False)}\n\nEvery run:\n\n"
+            f"{runs.to_markdown(index=False, floatfmt='.4f')}\n")
+    path.write_text(text)
+    return text
 
 
 def main() -> None:
@@ -93,7 +131,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only these strategies")
     args = parser.parse_args()
     if args.table:
-        print(summary().to_markdown(floatfmt=".4f"))
+        print(write_markdown(done(), PROJECT / "docs" / "recipe_study.md"))
         return
     if not POOL.is_dir():
         raise SystemExit(f"{POOL} is not present")
