@@ -28,7 +28,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from idclab.data.datamodule import PatchDataModule, PreparedData
 from idclab.data.split import PatientSplit, stratified_patient_split
 from idclab.ensemble import load_ensemble, save_ensemble
-from idclab.metrics import binary_metrics, imbalance_metrics, patient_bootstrap, report
+from idclab.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
 from idclab.plots import pr_figure, roc_figure
 from idclab.reporting import report_options, test_and_report
 from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
@@ -92,8 +92,7 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, out_dir: Path, re
     for column in numeric:
         metrics[f"cv_{column}_mean"] = float(numeric[column].mean())
         metrics[f"cv_{column}_std"] = float(numeric[column].std(ddof=1)) if len(numeric) > 1 else float("nan")
-    ci_text = "\n".join(f"  {name:<18} {metrics[f'oof_{name}']:.4f}  [{low:.4f}, {high:.4f}]"
-                        for name, (low, high) in intervals.items())
+    ci_text = interval_lines(metrics, intervals, "oof_")
     text = (f"Out-of-fold: {len(targets)} patches from {len(np.unique(patients))} patients in {len(folds)} folds "
             f"(each patch labelled at its fold's validation threshold)\n\n{class_text}\n{imbalance_text}\n"
             f"MCC {metrics['oof_mcc']:.4f}  AUROC {metrics['oof_auroc']:.4f}  AUPRC {metrics['oof_auprc']:.4f}\n\n"

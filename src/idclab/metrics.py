@@ -152,6 +152,12 @@ def patient_bootstrap(targets: np.ndarray, probs: np.ndarray, patients: np.ndarr
             for name, v in samples.items()}
 
 
+def interval_lines(values: dict[str, float], intervals: dict[str, tuple[float, float]], prefix: str) -> str:
+    """One line per metric: `name  value  [low, high]`, the value read from `values[prefix + name]`."""
+    return "\n".join(f"  {name:<18} {values[f'{prefix}{name}']:.4f}  [{low:.4f}, {high:.4f}]"
+                     for name, (low, high) in intervals.items())
+
+
 def calibration_bins(targets: np.ndarray, probs: np.ndarray, bins: int = 10
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width probability bin: patch count, summed P(IDC) and summed IDC labels."""

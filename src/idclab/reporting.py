@@ -18,6 +18,7 @@ from idclab.metrics import (
     binary_metrics,
     expected_calibration_error,
     imbalance_metrics,
+    interval_lines,
     patient_bootstrap,
     report,
 )
@@ -98,8 +99,7 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     extra |= {f"test_at_0.5_{name}": value for name, value in at_half.items()}
     extra["test_ece"] = expected_calibration_error(targets, probs)
     results |= extra | {"threshold": threshold}
-    ci_text = "\n".join(f"  {name:<18} {results[f'test_{name}']:.4f}  [{low:.4f}, {high:.4f}]"
-                         for name, (low, high) in intervals.items())
+    ci_text = interval_lines(results, intervals, "test_")
     summary = (f"Test: {len(targets)} patches from {len(np.unique(patients))} patients, "
                f"threshold {threshold:.4f}{' (test-time augmentation)' if classifier.tta else ''}\n\n"
                f"{text}\n{imbalance_text}\nMCC {imbalance['mcc']:.4f}\n\n"
