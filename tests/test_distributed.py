@@ -75,8 +75,10 @@ def test_optuna_search_maximises_the_returned_validation_score(tmp_path, data_di
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("hparams_search").experiment_id])
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    everything = client.search_runs([client.get_experiment_by_name("hparams_search").experiment_id])
+    (parent,) = [r for r in everything if r.data.tags.get("idclab.kind") == "sweep"]  # the trials are its children
+    runs = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(everything) == 3 and len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     (results,) = tmp_path.glob("multirun/*/*/optimization_results.yaml")
     best = yaml.safe_load(results.read_text())
     assert best["best_value"] == pytest.approx(max(r.data.metrics["best_val_auprc"] for r in runs))

@@ -122,7 +122,7 @@ def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path):
         train(cfg)
         client = MlflowClient(cfg.logger.tracking_uri)
         (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
-        results.append(run.data.metrics)
+        results.append({k: v for k, v in run.data.metrics.items() if not k.startswith("system/")})  # machine load
         assert run.data.tags["mlflow.source.git.commit"]
         assert run.data.params["data.cache_key"]
     assert results[0] == results[1]
@@ -138,8 +138,11 @@ def test_parallel_sweep_jobs_share_one_store_and_cache(tmp_path, data_dir):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "database is locked" not in done.stderr
-    client, runs = only_run(tmp_path)
-    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    client, everything = only_run(tmp_path)
+    (parent,) = [r for r in everything if r.data.tags.get("idclab.kind") == "sweep"]  # one parent, 6 children
+    runs = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(everything) == 7 and len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_child_run_id"] in {r.info.run_id for r in runs}
     for run in runs:
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
         assert "test_auprc" in run.data.metrics

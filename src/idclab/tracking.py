@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,6 +27,7 @@ import pandas as pd
 import yaml
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
@@ -212,7 +214,14 @@ class TrackedRun:
             digest = pd.util.hash_pandas_object(frame, index=False).sum().item() % 16**12
             dataset = from_pandas(frame, source=source, targets="label", name=f"{split}", digest=f"{digest:012x}")
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", split)]))
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        for attempt in range(3):  # parallel jobs of a sweep may insert the same dataset at once (SQLite store)
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as error:
+                if "UNIQUE constraint failed" not in str(error) or attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))  # the other job's row now exists: the retry links to it
 
     def lightning_logger(self) -> MLflowEpochLogger:
         """A Lightning logger writing each epoch's metrics into this run, with the epoch as step."""
