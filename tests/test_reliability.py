@@ -73,9 +73,9 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, data_dir):
     process = start_training(tmp_path, data_dir, *SLOW_EPOCHS, "trainer.max_epochs=50")
     wait_for_epochs(tmp_path, 1, process)
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=120)
     _, runs = only_run(tmp_path)
-    assert [r.info.status for r in runs] == ["KILLED"]
+    assert [r.info.status for r in runs] == ["KILLED"], output[-3000:]
 
 
 @pytest.mark.slow

@@ -1,11 +1,16 @@
-"""Tracking details that need no training: dataset inputs under concurrent sweep jobs."""
+"""Tracking details that need no training: dataset inputs under concurrent sweep jobs, a lost Ctrl-C."""
 
 from __future__ import annotations
+
+import contextlib
+import signal
 
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from idclab.callbacks import CtrlCGuard
+from idclab.termination import CtrlC
 from idclab.tracking import TrackedRun
 
 SPLITS = {"train": pd.DataFrame({"patient": ["8863"], "label": [1]})}
@@ -36,3 +41,46 @@ def test_other_tracking_errors_are_not_retried():
     with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
         TrackedRun(client, "1", "job", {}, resume_run_id="r1").log_datasets(SPLITS, source="/data")
     assert client.logged == []
+
+
+@pytest.fixture
+def ctrl_c(monkeypatch):
+    """A Ctrl-C received (the state is per process: undone after the test)."""
+    monkeypatch.setattr(CtrlC, "received", False)
+    return CtrlC
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_is_raised_at_the_next_batch_end(ctrl_c):
+    guard = CtrlCGuard()
+    guard.on_train_batch_end()  # nothing received: training goes on
+    with contextlib.suppress(KeyboardInterrupt):  # what Python does to an exception raised inside __del__
+        ctrl_c.handler(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        guard.on_train_batch_end()
+    with pytest.raises(KeyboardInterrupt):
+        guard.on_validation_batch_end()
+
+
+class ClosingClient:
+    """Stands in for MlflowClient: records how runs end."""
+
+    def __init__(self):
+        self.ended = []
+
+    def update_run(self, run_id: str, status: str) -> None: ...
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None: ...
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        self.ended.append(status)
+
+
+def test_a_run_that_lost_a_ctrl_c_ends_killed_not_finished(ctrl_c):
+    client = ClosingClient()
+    with TrackedRun(client, "1", "job", {}, resume_run_id="r1", system_metrics=None):
+        pass
+    assert client.ended == ["FINISHED"]
+    ctrl_c.received = True
+    with pytest.raises(KeyboardInterrupt), TrackedRun(client, "1", "job", {}, resume_run_id="r1", system_metrics=None):
+        pass
+    assert client.ended == ["FINISHED", "KILLED"]

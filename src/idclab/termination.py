@@ -1,4 +1,5 @@
-"""SIGTERM (a SLURM time limit, `timeout`, `kill`) stops a task like Ctrl-C, then the process exits with 143.
+"""SIGTERM (a SLURM time limit, `timeout`, `kill`) stops a task like Ctrl-C, then the process exits with 143;
+Ctrl-C is never lost.
 
 Outside Lightning the handler raises `Terminated` at once; the `TrackedRun` being unwound ends its MLflow
 run KILLED. While a Lightning trainer runs, its own SIGTERM handler calls ours too: Lightning then stops at
@@ -24,6 +25,24 @@ class Terminated(SystemExit):
         super().__init__(EXIT_STATUS)
 
 
+class CtrlC:
+    """Ctrl-C raises KeyboardInterrupt and is remembered. Python drops an exception raised inside a finalizer
+    (`__del__`, a weakref callback), so a Ctrl-C that lands there would be lost and training would go on:
+    `raise_if_lost` raises it again (called at every batch end and when a tracked run closes)."""
+
+    received = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: FrameType | None) -> None:
+        cls.received = True
+        raise KeyboardInterrupt
+
+    @classmethod
+    def raise_if_lost(cls) -> None:
+        if cls.received:
+            raise KeyboardInterrupt
+
+
 class SigtermHandler:
     """Records SIGTERM; raises `Terminated` on the first one unless a Lightning trainer handles it."""
 
@@ -39,15 +58,18 @@ class SigtermHandler:
 
 @contextmanager
 def sigterm_exits_143() -> Iterator[None]:
-    """Within the block SIGTERM stops the work; on leaving it after one, raise `Terminated` (exit 143)."""
+    """Within the block SIGTERM stops the work and Ctrl-C is remembered (`CtrlC`); on leaving the block after a
+    SIGTERM, raise `Terminated` (exit 143)."""
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
     handler = SigtermHandler()
     previous = signal.signal(signal.SIGTERM, handler)
+    previous_sigint = signal.signal(signal.SIGINT, CtrlC.handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_sigint)
         if handler.received:
             raise Terminated  # whatever the block raised on the way out, the exit status is 143

@@ -36,6 +36,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from idclab.fileutil import file_lock
+from idclab.termination import CtrlC
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
@@ -157,6 +158,9 @@ class TrackedRun:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc_type is None and CtrlC.received:  # a Ctrl-C Python lost on the way: the run did not finish
+            self.close("KILLED")
+            raise KeyboardInterrupt
         if exc_type is None:
             status = "FINISHED"
         elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into exit(1)

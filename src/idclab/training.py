@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from idclab import registry
 from idclab.build import build_classifier, store_threshold
-from idclab.callbacks import training_callbacks
+from idclab.callbacks import CtrlCGuard, training_callbacks
 from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats, prepare_data
 from idclab.data.sampling import deferred
 from idclab.module import IDCClassifier
@@ -224,7 +224,8 @@ def make_trainer(cfg: DictConfig, out_dir: Path, logger: Any) -> tuple[pl.Traine
     """The Lightning Trainer of `cfg.trainer`, keeping the best (by `checkpoint.monitor`) and last checkpoints."""
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
                                  mode=cfg.checkpoint.mode)
-    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), *training_callbacks(cfg), EpochLine()]
+    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), CtrlCGuard(), *training_callbacks(cfg),
+                 EpochLine()]
     trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
 
