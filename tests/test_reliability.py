@@ -70,7 +70,7 @@ def test_sigkill_mid_training_then_resume_continues_the_same_run(tmp_path, data_
 
 @pytest.mark.slow
 def test_ctrl_c_ends_the_run_killed(tmp_path, data_dir):
-    process = start_training(tmp_path, data_dir, *SLOW_EPOCHS, "trainer.max_epochs=50")
+    process = start_training(tmp_path, data_dir, *SLOW_EPOCHS, "trainer.max_epochs=1000")  # training at the signal
     wait_for_epochs(tmp_path, 1, process)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
