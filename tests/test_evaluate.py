@@ -206,16 +206,22 @@ def add_patient(root: Path, like: str, name: str) -> None:
         shutil.copy(path, target)
 
 
+def train_on_copied_patches(make_cfg, tmp_path: Path):
+    """Train on a real-layout copy of the synthetic patches; the copy's root and the run config."""
+    root = copy_patches(make_cfg, tmp_path / "patches")
+    cfg = make_cfg("data=idc", f"data.root={root}", "data.batch_size=16", "data.decode_workers=1", *TINY_TRAINER,
+                   tiny=False)
+    train(cfg)
+    return root, cfg
+
+
 def logged_json(client: MlflowClient, run_id: str, path: str) -> dict:
     return json.loads(Path(client.download_artifacts(run_id, path)).read_text())
 
 
 @pytest.mark.slow
 def test_evaluate_tests_the_recorded_patients_after_the_data_changed(make_cfg, tmp_path):
-    root = copy_patches(make_cfg, tmp_path / "patches")
-    cfg = make_cfg("data=idc", f"data.root={root}", "data.batch_size=16", "data.decode_workers=1", *TINY_TRAINER,
-                   tiny=False)
-    train(cfg)
+    root, cfg = train_on_copied_patches(make_cfg, tmp_path)
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
     trained = logged_json(client, run.info.run_id, "data/summary.json")
@@ -248,10 +254,7 @@ def test_evaluate_tests_the_recorded_patients_after_the_data_changed(make_cfg, t
 
 @pytest.mark.slow
 def test_evaluate_reads_moved_data_from_data_root(make_cfg, tmp_path):
-    root = copy_patches(make_cfg, tmp_path / "patches")
-    cfg = make_cfg("data=idc", f"data.root={root}", "data.batch_size=16", "data.decode_workers=1", *TINY_TRAINER,
-                   tiny=False)
-    train(cfg)
+    root, cfg = train_on_copied_patches(make_cfg, tmp_path)
     moved = root.rename(tmp_path / "moved")
     with pytest.raises(DataLayoutError):
         evaluate(eval_cfg(make_cfg, f"paths.output_dir={tmp_path / 'gone'}"))
