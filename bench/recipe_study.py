@@ -35,6 +35,8 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "baseline (bce)": [],
     "cosine+ema": ["optim.schedule=cosine", "optim.warmup_epochs=1", "averaging=ema"],
     "stain augment": ["augment=stain"],
+    "12 epochs cosine+ema": ["trainer.max_epochs=12", "optim.schedule=cosine", "optim.warmup_epochs=1",
+                             "averaging=ema"],
     "residual wide": ["model.residual=true", "model.widths=[32,64,128]"],
     "logit_adjusted": ["loss=logit_adjusted"],
     "reinhard": ["stain=reinhard"],
@@ -45,7 +47,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
 SEEDS = (1, 2)
 COLUMNS = ["oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "best_val_auprc", "cv_test_f1_mean",
            "cv_test_f1_std", "oof_f1_ci_low", "oof_f1_ci_high", "oof_balanced_accuracy_ci_low",
-           "oof_balanced_accuracy_ci_high", "oof_auroc_ci_low", "oof_auroc_ci_high"]
+           "oof_balanced_accuracy_ci_high", "oof_auroc_ci_low", "oof_auroc_ci_high",
+           *(f"oof_rule_{rule}_{name}" for rule in ("max_f1", "youden")
+             for name in ("f1", "balanced_accuracy", "sensitivity", "specificity"))]
 
 
 def done() -> pd.DataFrame:

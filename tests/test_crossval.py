@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from idclab.build import load_classifier
-from idclab.crossval import patient_folds, pooled_metrics
+from idclab.crossval import patient_folds, pooled_metrics, threshold_rules
 from idclab.ensemble import EnsembleClassifier
 from idclab.training import train
 
@@ -36,6 +37,20 @@ def test_pooled_metrics_label_each_patch_at_its_own_fold_threshold():
     assert metrics["auroc"] == pytest.approx(0.75)  # from the probabilities, not the labels
 
 
+def test_threshold_rules_tune_on_each_folds_validation_and_label_its_out_of_fold_patches():
+    val = pd.DataFrame({"fold": [0] * 5 + [1] * 2, "target": [1, 1, 0, 0, 0, 1, 0],
+                        "probability": [0.9, 0.6, 0.7, 0.2, 0.1, 0.3, 0.1]})
+    oof = pd.DataFrame({"fold": [0, 0, 1, 1], "target": [1, 0, 1, 0], "probability": [0.55, 0.65, 0.4, 0.35]})
+    table = threshold_rules(val, oof).set_index("rule")
+    # max_f1: fold 0 -> 0.6 (F1 0.8 on validation), fold 1 -> 0.3: FN, FP | TP, FP
+    assert table.loc["max_f1", "threshold_mean"] == pytest.approx(0.45)
+    assert table.loc["max_f1", "f1"] == pytest.approx(0.4) and table.loc["max_f1", "balanced_accuracy"] == 0.25
+    # fixed 0.5: TP, FP | FN, TN
+    assert table.loc["fixed", "f1"] == pytest.approx(0.5) and table.loc["fixed", "balanced_accuracy"] == 0.5
+    assert table.loc["youden", "threshold_mean"] == pytest.approx(0.45)  # J: 0.667 at 0.6; 1 at 0.3
+    assert table.loc["sensitivity", "sensitivity"] == 0.5  # 0.9 on each validation: 0.6 and 0.3 again
+
+
 @pytest.mark.slow
 def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg, tmp_path):
     cfg = make_cfg("cv.folds=3", "split.train=0.8", "split.val=0.2", "split.test=0", "logger.log_model=true",
@@ -53,8 +68,11 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     metrics = parent.data.metrics
     assert oof_patients == metrics["oof_tp"] + metrics["oof_fn"] + metrics["oof_tn"] + metrics["oof_fp"]
     for name in ("oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "oof_f1_ci_low",
-                 "cv_test_f1_mean", "cv_test_f1_std", "best_val_auprc"):
+                 "cv_test_f1_mean", "cv_test_f1_std", "best_val_auprc", "oof_rule_youden_balanced_accuracy"):
         assert name in metrics, name
+    # the configured rule (max_f1), re-tuned on the saved validation predictions, labels exactly as training did
+    assert metrics["oof_rule_max_f1_f1"] == pytest.approx(metrics["oof_f1"])
+    assert metrics["oof_rule_max_f1_threshold_mean"] == pytest.approx(metrics["threshold"])
     ensemble = load_classifier(parent.data.tags["best_checkpoint"])
     assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.model) == 3
     images = torch.randint(0, 255, (4, 3, 50, 50), dtype=torch.uint8)

@@ -31,6 +31,7 @@ from idclab.ensemble import load_ensemble, save_ensemble
 from idclab.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
 from idclab.plots import pr_figure, roc_figure
 from idclab.reporting import report_options, test_and_report
+from idclab.thresholds import tune_threshold
 from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
 from idclab.training import FitResult, fit_and_test, log_inputs, run_tags, sweep_parent
 from idclab.validation import ConfigError
@@ -73,9 +74,32 @@ def pooled_metrics(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarra
     return values
 
 
-def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, out_dir: Path, resamples: int
+RULES: dict[str, dict[str, float]] = {"fixed": {"value": 0.5}, "max_f1": {}, "youden": {},
+                                     "sensitivity": {"target_sensitivity": 0.9}}
+
+
+def threshold_rules(val: pd.DataFrame, oof: pd.DataFrame, rules: dict[str, dict[str, float]] = RULES
+                    ) -> pd.DataFrame:
+    """Each threshold rule tuned on every fold's validation predictions and applied to that fold's
+    out-of-fold patches: pooled F1, balanced accuracy, sensitivity and specificity per rule, on the same models.
+
+    `val` and `oof` have columns fold, target, probability.
+    """
+    rows = []
+    for rule, options in rules.items():
+        thresholds = {fold: tune_threshold(group["target"].to_numpy(), group["probability"].to_numpy(), rule,
+                                           **options) for fold, group in val.groupby("fold")}
+        at = oof["fold"].map(thresholds).to_numpy()
+        values = pooled_metrics(oof["target"].to_numpy().astype(int), oof["probability"].to_numpy(), at)
+        rows.append({"rule": rule, "threshold_mean": float(np.mean(list(thresholds.values()))),
+                     **{k: values[k] for k in ("f1", "balanced_accuracy", "recall", "specificity")}})
+    return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
+
+
+def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame, out_dir: Path, resamples: int
                ) -> tuple[dict[str, float], str]:
-    """The pooled out-of-fold report (text, metrics with 95% patient-bootstrap intervals) and fold mean ± std."""
+    """The pooled out-of-fold report (text, metrics with 95% patient-bootstrap intervals), fold mean ± std and
+    the threshold rules compared on the same fold models (`val`: each fold's validation predictions)."""
     targets = predictions["target"].to_numpy().astype(int)
     probs = predictions["probability"].to_numpy()
     thresholds = predictions["threshold"].to_numpy()
@@ -93,16 +117,23 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, out_dir: Path, re
         metrics[f"cv_{column}_mean"] = float(numeric[column].mean())
         metrics[f"cv_{column}_std"] = float(numeric[column].std(ddof=1)) if len(numeric) > 1 else float("nan")
     ci_text = interval_lines(metrics, intervals, "oof_")
+    rules = threshold_rules(val, predictions)
+    for rule in rules.itertuples(index=False):
+        metrics |= {f"oof_rule_{rule.rule}_{k}": float(getattr(rule, k)) for k in rules.columns if k != "rule"}
     text = (f"Out-of-fold: {len(targets)} patches from {len(np.unique(patients))} patients in {len(folds)} folds "
             f"(each patch labelled at its fold's validation threshold)\n\n{class_text}\n{imbalance_text}\n"
             f"MCC {metrics['oof_mcc']:.4f}  AUROC {metrics['oof_auroc']:.4f}  AUPRC {metrics['oof_auprc']:.4f}\n\n"
             f"Patient-bootstrap 95% intervals ({resamples} resamples of patients):\n{ci_text}\n\n"
-            f"Per fold (mean ± std):\n{folds.to_string(index=False, float_format='%.4f')}\n")
+            f"Per fold (mean ± std):\n{folds.to_string(index=False, float_format='%.4f')}\n\n"
+            f"Threshold rules, each tuned on every fold's validation patients (same models):\n"
+            f"{rules.to_string(index=False, float_format='%.4f')}\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "oof_report.txt").write_text(text)
     (out_dir / "oof_metrics.json").write_text(json.dumps(metrics, indent=2))
     folds.to_csv(out_dir / "folds.csv", index=False)
     predictions.to_csv(out_dir / "oof_predictions.csv", index=False)
+    val.to_csv(out_dir / "val_predictions.csv", index=False)
+    rules.to_csv(out_dir / "threshold_rules.csv", index=False)
     for name, figure in (("oof_roc_curve.png", roc_figure(targets, probs, float(np.mean(thresholds)))),
                          ("oof_pr_curve.png", pr_figure(targets, probs, float(np.mean(thresholds))))):
         figure.savefig(out_dir / name, dpi=110)
@@ -127,7 +158,7 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
     folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cfg.cv.folds, cfg.cv.seed)
     name = " ".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent"}
-    rows, predictions, members = [], [], []
+    rows, predictions, validations, members = [], [], [], []
     with TrackedRun(client, experiment_id, f"cv{cfg.cv.folds} {name}", tags, parent_run_id=sweep_parent(context),
                     system_metrics=cfg.logger.system_metrics_interval) as parent:
         log_inputs(parent, config, data)
@@ -148,8 +179,11 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                 "file": [data.index.paths[i] for i in result.test_rows],
                 "target": data.index.labels[result.test_rows], "probability": result.test_probs,
                 "threshold": result.threshold}))
+            validations.append(pd.DataFrame({"fold": fold, "target": result.val_targets,
+                                             "probability": result.val_probs}))
         table = pd.DataFrame(rows)
-        metrics, text = oof_report(table, pd.concat(predictions), out_dir / "cv", int(cfg.report.bootstrap_resamples))
+        metrics, text = oof_report(table, pd.concat(predictions), pd.concat(validations), out_dir / "cv",
+                                   int(cfg.report.bootstrap_resamples))
         print("\n" + text)
         mean_score = float(table["best_val_score"].mean())
         parent.log_metrics(metrics | {f"best_{cfg.checkpoint.monitor}": mean_score,

@@ -164,4 +164,5 @@ def retune_with_tta(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     """Tune the threshold again on the validation patients with TTA on, by the rule the checkpoint's was tuned."""
     threshold_cfg = OmegaConf.create(classifier.hparams["config"]["threshold"])
     threshold_cfg.name = classifier.hparams.get("threshold_method", threshold_cfg.name)
-    return choose_threshold(trainer, classifier, datamodule, None, threshold_cfg)
+    threshold, _, _ = choose_threshold(trainer, classifier, datamodule, None, threshold_cfg)
+    return threshold

@@ -73,8 +73,9 @@ def sweep_parent(context: dict[str, Any]) -> str | None:
 
 
 def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
-                     best_path: str | None, threshold_cfg: DictConfig) -> float:
-    """Load the best weights, predict the validation split and set the operating threshold it gives."""
+                     best_path: str | None, threshold_cfg: DictConfig) -> tuple[float, np.ndarray, np.ndarray]:
+    """Load the best weights, predict the validation split and set the operating threshold it gives;
+    returns the threshold with the validation targets and probabilities it was tuned on."""
     batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path)
     probs, rows = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
     targets = datamodule.data.index.labels[rows]  # matched to each prediction by its row, not its position
@@ -82,7 +83,7 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
     threshold = tune_threshold(targets, probs, threshold_cfg.name, **options)
     classifier.set_threshold(threshold)
     print(f"Operating threshold ({threshold_cfg.name} on validation): {threshold:.4f}")
-    return threshold
+    return threshold, targets, probs
 
 
 def train(cfg: DictConfig) -> float:
@@ -141,11 +142,14 @@ def train(cfg: DictConfig) -> float:
 
 @dataclass
 class FitResult:
-    """What one fit-and-test gives: the selection score, best checkpoint, threshold and test predictions."""
+    """What one fit-and-test gives: the selection score, best checkpoint, threshold, the validation predictions
+    it was tuned on and the test predictions."""
 
     best_score: float
     best_path: str | None
     threshold: float
+    val_targets: np.ndarray
+    val_probs: np.ndarray
     test_rows: np.ndarray
     test_probs: np.ndarray
     metrics: dict[str, Any]
@@ -176,7 +180,7 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     best_score = float(score) if score is not None else float("nan")
     if not best_path:
         log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
-    threshold = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
+    threshold, val_targets, val_probs = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
     run.log_metrics({"threshold": threshold})
     if best_path:
         store_threshold(best_path, threshold, cfg.threshold.name)
@@ -187,8 +191,8 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     metrics = test_and_report(trainer, classifier, datamodule, out_dir / "test", run, **report_options(cfg.report))
     if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
-    return FitResult(best_score, best_path, threshold, classifier.test_rows.numpy(), classifier.test_probs.numpy(),
-                     metrics)
+    return FitResult(best_score, best_path, threshold, val_targets, val_probs, classifier.test_rows.numpy(),
+                     classifier.test_probs.numpy(), metrics)
 
 
 def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> None:
