@@ -73,11 +73,36 @@ def run_one(strategy: str, seed: int) -> None:
     row = {"strategy": strategy, "seed": seed, "run_id": parent.info.run_id, "minutes": round(minutes, 1),
            "overrides": " ".join(STRATEGIES[strategy])}
     row |= {name: parent.data.metrics.get(name) for name in COLUMNS}
-    table = pd.concat([done(), pd.DataFrame([row])], ignore_index=True)
+    row |= last_epochs_val_auprc(client, experiment.experiment_id, parent.info.run_id)
+    previous = done()
+    previous = previous[~((previous["strategy"] == strategy) & (previous["seed"] == seed))]  # a re-run replaces
+    table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS, index=False)
     print(f"{strategy} seed {seed}: OOF F1 {row['oof_f1']:.4f} BAC {row['oof_balanced_accuracy']:.4f} "
           f"AUROC {row['oof_auroc']:.4f} in {minutes:.1f} min", flush=True)
+
+
+def last_epochs_val_auprc(client: MlflowClient, experiment_id: str, parent_id: str) -> dict[str, float]:
+    """Mean over folds of the validation AUPRC at the last epoch and over the last 3 epochs: unlike the best
+    epoch's, these are not a maximum over epochs, which favours noisy or longer training curves."""
+    folds = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    curves = [[m.value for m in sorted(client.get_metric_history(f.info.run_id, "val_auprc"), key=lambda m: m.step)]
+              for f in folds]
+    return {"last_val_auprc": sum(c[-1] for c in curves) / len(curves),
+            "last3_val_auprc": sum(sum(c[-3:]) / len(c[-3:]) for c in curves) / len(curves)}
+
+
+def backfill() -> None:
+    """Fill `last_val_auprc`/`last3_val_auprc` of rows written before they existed, from the local store."""
+    table, client = done(), MlflowClient(f"sqlite:///{PROJECT / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    known = {r.info.run_id for r in client.search_runs([experiment.experiment_id], "tags.cv = 'parent'")}
+    for i, run_id in table["run_id"].items():
+        if run_id in known and pd.isna(table.get("last_val_auprc", pd.Series(dtype=float)).get(i)):
+            for name, value in last_epochs_val_auprc(client, experiment.experiment_id, run_id).items():
+                table.loc[i, name] = value
+    table.to_csv(RESULTS, index=False)
 
 
 METRICS = ["best_val_auprc", "oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc"]
@@ -133,7 +158,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", action="store_true", help="print the results so far and exit")
     parser.add_argument("--only", nargs="*", help="run only these strategies")
+    parser.add_argument("--backfill", action="store_true",
+                        help="add the last-epoch validation columns to finished rows whose runs are in the store")
+    parser.add_argument("--rerun", action="store_true", help="run them again even if done (replaces their rows)")
     args = parser.parse_args()
+    if args.backfill:
+        backfill()
+        return
     if args.table:
         print(write_markdown(done(), PROJECT / "docs" / "recipe_study.md"))
         return
@@ -142,7 +173,7 @@ def main() -> None:
     for strategy in args.only or STRATEGIES:  # both seeds of a strategy before the next: pairs complete early
         for seed in SEEDS:
             previous = done()
-            if ((previous["strategy"] == strategy) & (previous["seed"] == seed)).any():
+            if ((previous["strategy"] == strategy) & (previous["seed"] == seed)).any() and not args.rerun:
                 continue
             run_one(strategy, seed)
 
