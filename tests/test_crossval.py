@@ -54,7 +54,7 @@ def test_threshold_rules_tune_on_each_folds_validation_and_label_its_out_of_fold
 @pytest.mark.slow
 def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg, tmp_path):
     cfg = make_cfg("cv.folds=3", "split.train=0.8", "split.val=0.2", "split.test=0", "logger.log_model=true",
-                   "report.bootstrap_resamples=20")
+                   "report.bootstrap_resamples=20", "threshold=sensitivity", "threshold.target_sensitivity=0.8")
     score = train(cfg)
     assert 0 <= score <= 1
     client = MlflowClient(cfg.logger.tracking_uri)
@@ -70,9 +70,9 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     for name in ("oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "oof_f1_ci_low",
                  "cv_test_f1_mean", "cv_test_f1_std", "best_val_auprc", "oof_rule_youden_balanced_accuracy"):
         assert name in metrics, name
-    # the configured rule (max_f1), re-tuned on the saved validation predictions, labels exactly as training did
-    assert metrics["oof_rule_max_f1_f1"] == pytest.approx(metrics["oof_f1"])
-    assert metrics["oof_rule_max_f1_threshold_mean"] == pytest.approx(metrics["threshold"])
+    # the configured rule with its own target, re-tuned on the saved validation predictions, labels as training did
+    assert metrics["oof_rule_sensitivity_f1"] == pytest.approx(metrics["oof_f1"])
+    assert metrics["oof_rule_sensitivity_threshold_mean"] == pytest.approx(metrics["threshold"])
     ensemble = load_classifier(parent.data.tags["best_checkpoint"])
     assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.model) == 3
     images = torch.randint(0, 255, (4, 3, 50, 50), dtype=torch.uint8)

@@ -96,10 +96,10 @@ def threshold_rules(val: pd.DataFrame, oof: pd.DataFrame, rules: dict[str, dict[
     return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
 
 
-def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame, out_dir: Path, resamples: int
-               ) -> tuple[dict[str, float], str]:
+def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame, out_dir: Path, resamples: int,
+               rules: dict[str, dict[str, float]] = RULES) -> tuple[dict[str, float], str]:
     """The pooled out-of-fold report (text, metrics with 95% patient-bootstrap intervals), fold mean ± std and
-    the threshold rules compared on the same fold models (`val`: each fold's validation predictions)."""
+    the threshold `rules` compared on the same fold models (`val`: each fold's validation predictions)."""
     targets = predictions["target"].to_numpy().astype(int)
     probs = predictions["probability"].to_numpy()
     thresholds = predictions["threshold"].to_numpy()
@@ -117,23 +117,23 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
         metrics[f"cv_{column}_mean"] = float(numeric[column].mean())
         metrics[f"cv_{column}_std"] = float(numeric[column].std(ddof=1)) if len(numeric) > 1 else float("nan")
     ci_text = interval_lines(metrics, intervals, "oof_")
-    rules = threshold_rules(val, predictions)
-    for rule in rules.itertuples(index=False):
-        metrics |= {f"oof_rule_{rule.rule}_{k}": float(getattr(rule, k)) for k in rules.columns if k != "rule"}
+    compared = threshold_rules(val, predictions, rules)
+    for rule in compared.itertuples(index=False):
+        metrics |= {f"oof_rule_{rule.rule}_{k}": float(getattr(rule, k)) for k in compared.columns if k != "rule"}
     text = (f"Out-of-fold: {len(targets)} patches from {len(np.unique(patients))} patients in {len(folds)} folds "
             f"(each patch labelled at its fold's validation threshold)\n\n{class_text}\n{imbalance_text}\n"
             f"MCC {metrics['oof_mcc']:.4f}  AUROC {metrics['oof_auroc']:.4f}  AUPRC {metrics['oof_auprc']:.4f}\n\n"
             f"Patient-bootstrap 95% intervals ({resamples} resamples of patients):\n{ci_text}\n\n"
             f"Per fold (mean ± std):\n{folds.to_string(index=False, float_format='%.4f')}\n\n"
             f"Threshold rules, each tuned on every fold's validation patients (same models):\n"
-            f"{rules.to_string(index=False, float_format='%.4f')}\n")
+            f"{compared.to_string(index=False, float_format='%.4f')}\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "oof_report.txt").write_text(text)
     (out_dir / "oof_metrics.json").write_text(json.dumps(metrics, indent=2))
     folds.to_csv(out_dir / "folds.csv", index=False)
     predictions.to_csv(out_dir / "oof_predictions.csv", index=False)
     val.to_csv(out_dir / "val_predictions.csv", index=False)
-    rules.to_csv(out_dir / "threshold_rules.csv", index=False)
+    compared.to_csv(out_dir / "threshold_rules.csv", index=False)
     for name, figure in (("oof_roc_curve.png", roc_figure(targets, probs, float(np.mean(thresholds)))),
                          ("oof_pr_curve.png", pr_figure(targets, probs, float(np.mean(thresholds))))):
         figure.savefig(out_dir / name, dpi=110)
@@ -182,8 +182,9 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
             validations.append(pd.DataFrame({"fold": fold, "target": result.val_targets,
                                              "probability": result.val_probs}))
         table = pd.DataFrame(rows)
+        configured = {cfg.threshold.name: {k: v for k, v in cfg.threshold.items() if k != "name"}}
         metrics, text = oof_report(table, pd.concat(predictions), pd.concat(validations), out_dir / "cv",
-                                   int(cfg.report.bootstrap_resamples))
+                                   int(cfg.report.bootstrap_resamples), RULES | configured)
         print("\n" + text)
         mean_score = float(table["best_val_score"].mean())
         parent.log_metrics(metrics | {f"best_{cfg.checkpoint.monitor}": mean_score,
