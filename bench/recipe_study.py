@@ -73,7 +73,10 @@ def run_one(strategy: str, seed: int) -> None:
     row = {"strategy": strategy, "seed": seed, "run_id": parent.info.run_id, "minutes": round(minutes, 1),
            "overrides": " ".join(STRATEGIES[strategy])}
     row |= {name: parent.data.metrics.get(name) for name in COLUMNS}
-    row |= last_epochs_val_auprc(client, experiment.experiment_id, parent.info.run_id)
+    try:  # bookkeeping must not lose a finished run: --backfill can add these later
+        row |= last_epochs_val_auprc(client, experiment.experiment_id, parent.info.run_id)
+    except (ValueError, ZeroDivisionError) as error:
+        print(f"last-epoch validation AUPRC not read ({error}); run --backfill later", flush=True)
     previous = done()
     previous = previous[~((previous["strategy"] == strategy) & (previous["seed"] == seed))]  # a re-run replaces
     table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True)
@@ -89,6 +92,7 @@ def last_epochs_val_auprc(client: MlflowClient, experiment_id: str, parent_id: s
     folds = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     curves = [[m.value for m in sorted(client.get_metric_history(f.info.run_id, "val_auprc"), key=lambda m: m.step)]
               for f in folds]
+    curves = [c for c in curves if c]
     return {"last_val_auprc": sum(c[-1] for c in curves) / len(curves),
             "last3_val_auprc": sum(sum(c[-3:]) / len(c[-3:]) for c in curves) / len(curves)}
 
@@ -97,15 +101,19 @@ def backfill() -> None:
     """Fill `last_val_auprc`/`last3_val_auprc` of rows written before they existed, from the local store."""
     table, client = done(), MlflowClient(f"sqlite:///{PROJECT / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None or table.empty:
+        return
     known = {r.info.run_id for r in client.search_runs([experiment.experiment_id], "tags.cv = 'parent'")}
-    for i, run_id in table["run_id"].items():
-        if run_id in known and pd.isna(table.get("last_val_auprc", pd.Series(dtype=float)).get(i)):
-            for name, value in last_epochs_val_auprc(client, experiment.experiment_id, run_id).items():
-                table.loc[i, name] = value
+    for name in ("last_val_auprc", "last3_val_auprc"):
+        table[name] = table[name] if name in table else float("nan")
+    for i in table.index[table["last_val_auprc"].isna() & table["run_id"].isin(known)]:
+        for name, value in last_epochs_val_auprc(client, experiment.experiment_id, table.loc[i, "run_id"]).items():
+            table.loc[i, name] = value
     table.to_csv(RESULTS, index=False)
 
 
 METRICS = ["best_val_auprc", "oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc"]
+EXTRA = ["last3_val_auprc", "oof_rule_youden_f1", "oof_rule_youden_balanced_accuracy"]  # runs from 2026-12-01 on
 BASELINE = "baseline (bce)"
 
 
@@ -117,9 +125,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     base = table[table["strategy"] == BASELINE].set_index("seed")["best_val_auprc"]
     for strategy, group in table.groupby("strategy", sort=False):
         row = {"strategy": strategy, "seeds": len(group), "minutes": f"{group['minutes'].mean():.0f}"}
-        for name in METRICS:
-            values = group[name]
-            row[name] = f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1 else f"{values.mean():.4f}"
+        for name in METRICS + [c for c in EXTRA if c in group]:
+            row[name] = mean_std(group[name].dropna())
         for name in ("oof_f1", "oof_balanced_accuracy", "oof_auroc"):
             row[f"{name} CI"] = f"[{group[f'{name}_ci_low'].mean():.3f}, {group[f'{name}_ci_high'].mean():.3f}]"
         paired = group.set_index("seed")["best_val_auprc"] - base
@@ -129,6 +136,13 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         row["_rank"] = group["best_val_auprc"].mean()
         rows.append(row)
     return pd.DataFrame(rows).sort_values("_rank", ascending=False).drop(columns="_rank")
+
+
+def mean_std(values: pd.Series) -> str:
+    """`mean ± std` over seeds (the mean alone for one seed, blank for none)."""
+    if values.empty:
+        return ""
+    return f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1 else f"{values.mean():.4f}"
 
 
 def separated(paired: pd.Series, base: pd.Series) -> str:
@@ -162,6 +176,8 @@ def main() -> None:
                         help="add the last-epoch validation columns to finished rows whose runs are in the store")
     parser.add_argument("--rerun", action="store_true", help="run them again even if done (replaces their rows)")
     args = parser.parse_args()
+    if args.rerun and not args.only:
+        parser.error("--rerun needs --only STRATEGY ...: it replaces those strategies' rows")
     if args.backfill:
         backfill()
         return

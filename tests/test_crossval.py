@@ -37,11 +37,13 @@ def test_pooled_metrics_label_each_patch_at_its_own_fold_threshold():
     assert metrics["auroc"] == pytest.approx(0.75)  # from the probabilities, not the labels
 
 
+VAL = pd.DataFrame({"fold": [0] * 5 + [1] * 2, "target": [1, 1, 0, 0, 0, 1, 0],
+                    "probability": [0.9, 0.6, 0.7, 0.2, 0.1, 0.3, 0.1]})
+OOF = pd.DataFrame({"fold": [0, 0, 1, 1], "target": [1, 0, 1, 0], "probability": [0.55, 0.65, 0.4, 0.35]})
+
+
 def test_threshold_rules_tune_on_each_folds_validation_and_label_its_out_of_fold_patches():
-    val = pd.DataFrame({"fold": [0] * 5 + [1] * 2, "target": [1, 1, 0, 0, 0, 1, 0],
-                        "probability": [0.9, 0.6, 0.7, 0.2, 0.1, 0.3, 0.1]})
-    oof = pd.DataFrame({"fold": [0, 0, 1, 1], "target": [1, 0, 1, 0], "probability": [0.55, 0.65, 0.4, 0.35]})
-    table = threshold_rules(val, oof).set_index("rule")
+    table = threshold_rules(VAL, OOF).set_index("rule")
     # max_f1: fold 0 -> 0.6 (F1 0.8 on validation), fold 1 -> 0.3: FN, FP | TP, FP
     assert table.loc["max_f1", "threshold_mean"] == pytest.approx(0.45)
     assert table.loc["max_f1", "f1"] == pytest.approx(0.4) and table.loc["max_f1", "balanced_accuracy"] == 0.25
@@ -49,6 +51,24 @@ def test_threshold_rules_tune_on_each_folds_validation_and_label_its_out_of_fold
     assert table.loc["fixed", "f1"] == pytest.approx(0.5) and table.loc["fixed", "balanced_accuracy"] == 0.5
     assert table.loc["youden", "threshold_mean"] == pytest.approx(0.45)  # J: 0.667 at 0.6; 1 at 0.3
     assert table.loc["sensitivity", "sensitivity"] == 0.5  # 0.9 on each validation: 0.6 and 0.3 again
+
+
+def test_threshold_rules_use_each_rules_own_options_and_method():
+    rules = {"lenient": ("sensitivity", {"target_sensitivity": 0.5}), "low": ("fixed", {"value": 0.3})}
+    table = threshold_rules(VAL, OOF, rules).set_index("rule")
+    # sensitivity 0.5: fold 0 -> 0.9 (one of two positives), fold 1 -> 0.3: FN, TN | TP, FP
+    assert table.loc["lenient", "threshold_mean"] == pytest.approx(0.6)
+    assert table.loc["lenient", "sensitivity"] == 0.5 and table.loc["lenient", "specificity"] == 0.5
+    # fixed 0.3: every out-of-fold patch is >= 0.3: TP, FP | TP, FP
+    assert table.loc["low", "sensitivity"] == 1.0 and table.loc["low", "specificity"] == 0.0
+
+
+def test_threshold_rules_fall_back_on_a_single_class_validation_and_refuse_a_missing_fold():
+    one_class = VAL.assign(target=np.where(VAL["fold"] == 1, 0, VAL["target"]))
+    table = threshold_rules(one_class, OOF, {"max_f1": ("max_f1", {"value": 0.5})}).set_index("rule")
+    assert table.loc["max_f1", "threshold_mean"] == pytest.approx((0.6 + 0.5) / 2)  # fold 1 falls back to 0.5
+    with pytest.raises(ValueError, match=r"fold\(s\) \[1\]"):
+        threshold_rules(VAL[VAL["fold"] == 0], OOF)
 
 
 @pytest.mark.slow
@@ -71,8 +91,10 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
                  "cv_test_f1_mean", "cv_test_f1_std", "best_val_auprc", "oof_rule_youden_balanced_accuracy"):
         assert name in metrics, name
     # the configured rule with its own target, re-tuned on the saved validation predictions, labels as training did
-    assert metrics["oof_rule_sensitivity_f1"] == pytest.approx(metrics["oof_f1"])
-    assert metrics["oof_rule_sensitivity_threshold_mean"] == pytest.approx(metrics["threshold"])
+    assert metrics["oof_rule_configured_f1"] == pytest.approx(metrics["oof_f1"])
+    assert metrics["oof_rule_configured_sensitivity"] == pytest.approx(metrics["oof_sensitivity"])
+    assert metrics["oof_rule_configured_threshold_mean"] == pytest.approx(metrics["threshold"])
+    assert "oof_rule_sensitivity_f1" in metrics  # the default rules stay beside it
     ensemble = load_classifier(parent.data.tags["best_checkpoint"])
     assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.model) == 3
     images = torch.randint(0, 255, (4, 3, 50, 50), dtype=torch.uint8)

@@ -31,7 +31,7 @@ from idclab.ensemble import load_ensemble, save_ensemble
 from idclab.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
 from idclab.plots import pr_figure, roc_figure
 from idclab.reporting import report_options, test_and_report
-from idclab.thresholds import tune_threshold
+from idclab.thresholds import METHODS, rule_of, tune_threshold
 from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
 from idclab.training import FitResult, fit_and_test, log_inputs, run_tags, sweep_parent
 from idclab.validation import ConfigError
@@ -74,30 +74,32 @@ def pooled_metrics(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarra
     return values
 
 
-RULES: dict[str, dict[str, float]] = {"fixed": {"value": 0.5}, "max_f1": {}, "youden": {},
-                                     "sensitivity": {"target_sensitivity": 0.9}}
+RULES: dict[str, tuple[str, dict[str, Any]]] = {method: (method, {}) for method in METHODS}  # tune_threshold's
+# defaults: fixed 0.5, max-F1, Youden, sensitivity 0.9
 
 
-def threshold_rules(val: pd.DataFrame, oof: pd.DataFrame, rules: dict[str, dict[str, float]] = RULES
+def threshold_rules(val: pd.DataFrame, oof: pd.DataFrame, rules: dict[str, tuple[str, dict[str, Any]]] = RULES
                     ) -> pd.DataFrame:
-    """Each threshold rule tuned on every fold's validation predictions and applied to that fold's
-    out-of-fold patches: pooled F1, balanced accuracy, sensitivity and specificity per rule, on the same models.
-
-    `val` and `oof` have columns fold, target, probability.
+    """Each threshold rule (label -> method and options) tuned on every fold's validation predictions and applied
+    to that fold's out-of-fold patches: pooled F1, balanced accuracy, sensitivity and specificity per rule, on
+    the same models. `val` and `oof` have columns fold, target, probability.
     """
+    missing = set(oof["fold"]) - set(val["fold"])
+    if missing:
+        raise ValueError(f"no validation predictions for fold(s) {sorted(missing)}: cannot tune their threshold")
     rows = []
-    for rule, options in rules.items():
-        thresholds = {fold: tune_threshold(group["target"].to_numpy(), group["probability"].to_numpy(), rule,
+    for label, (method, options) in rules.items():
+        thresholds = {fold: tune_threshold(group["target"].to_numpy(), group["probability"].to_numpy(), method,
                                            **options) for fold, group in val.groupby("fold")}
         at = oof["fold"].map(thresholds).to_numpy()
         values = pooled_metrics(oof["target"].to_numpy().astype(int), oof["probability"].to_numpy(), at)
-        rows.append({"rule": rule, "threshold_mean": float(np.mean(list(thresholds.values()))),
+        rows.append({"rule": label, "threshold_mean": float(np.mean(list(thresholds.values()))),
                      **{k: values[k] for k in ("f1", "balanced_accuracy", "recall", "specificity")}})
     return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
 
 
 def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame, out_dir: Path, resamples: int,
-               rules: dict[str, dict[str, float]] = RULES) -> tuple[dict[str, float], str]:
+               rules: dict[str, tuple[str, dict[str, Any]]] = RULES) -> tuple[dict[str, float], str]:
     """The pooled out-of-fold report (text, metrics with 95% patient-bootstrap intervals), fold mean ± std and
     the threshold `rules` compared on the same fold models (`val`: each fold's validation predictions)."""
     targets = predictions["target"].to_numpy().astype(int)
@@ -118,8 +120,8 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
         metrics[f"cv_{column}_std"] = float(numeric[column].std(ddof=1)) if len(numeric) > 1 else float("nan")
     ci_text = interval_lines(metrics, intervals, "oof_")
     compared = threshold_rules(val, predictions, rules)
-    for rule in compared.itertuples(index=False):
-        metrics |= {f"oof_rule_{rule.rule}_{k}": float(getattr(rule, k)) for k in compared.columns if k != "rule"}
+    for label, values in compared.set_index("rule").to_dict("index").items():
+        metrics |= {f"oof_rule_{label}_{k}": float(v) for k, v in values.items()}
     text = (f"Out-of-fold: {len(targets)} patches from {len(np.unique(patients))} patients in {len(folds)} folds "
             f"(each patch labelled at its fold's validation threshold)\n\n{class_text}\n{imbalance_text}\n"
             f"MCC {metrics['oof_mcc']:.4f}  AUROC {metrics['oof_auroc']:.4f}  AUPRC {metrics['oof_auprc']:.4f}\n\n"
@@ -179,12 +181,13 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                 "file": [data.index.paths[i] for i in result.test_rows],
                 "target": data.index.labels[result.test_rows], "probability": result.test_probs,
                 "threshold": result.threshold}))
-            validations.append(pd.DataFrame({"fold": fold, "target": result.val_targets,
-                                             "probability": result.val_probs}))
+            validations.append(pd.DataFrame({
+                "fold": fold, "patient": data.index.patients[result.val_rows].astype(str),
+                "file": [data.index.paths[i] for i in result.val_rows],
+                "target": data.index.labels[result.val_rows], "probability": result.val_probs}))
         table = pd.DataFrame(rows)
-        configured = {cfg.threshold.name: {k: v for k, v in cfg.threshold.items() if k != "name"}}
         metrics, text = oof_report(table, pd.concat(predictions), pd.concat(validations), out_dir / "cv",
-                                   int(cfg.report.bootstrap_resamples), RULES | configured)
+                                   int(cfg.report.bootstrap_resamples), RULES | {"configured": rule_of(cfg.threshold)})
         print("\n" + text)
         mean_score = float(table["best_val_score"].mean())
         parent.log_metrics(metrics | {f"best_{cfg.checkpoint.monitor}": mean_score,

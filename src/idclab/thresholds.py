@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 METHODS = ("fixed", "max_f1", "youden", "sensitivity")
+
+
+def rule_of(threshold_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A `threshold` config group as (method, the keyword options of `tune_threshold`)."""
+    return str(threshold_cfg["name"]), {k: v for k, v in threshold_cfg.items() if k != "name"}
 
 
 def tune_threshold(targets: np.ndarray, probs: np.ndarray, method: str, value: float = 0.5,

@@ -28,7 +28,7 @@ from idclab.reporting import report_options, test_and_report
 from idclab.resume import OUTPUT_DIR_TAG, LastCheckpoint, find_resume_point, write_state
 from idclab.stain import fit_stain
 from idclab.sweep import read_parent
-from idclab.thresholds import tune_threshold
+from idclab.thresholds import rule_of, tune_threshold
 from idclab.tracking import (
     CHECKPOINT_TAG,
     KIND_TAG,
@@ -75,15 +75,15 @@ def sweep_parent(context: dict[str, Any]) -> str | None:
 def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
                      best_path: str | None, threshold_cfg: DictConfig) -> tuple[float, np.ndarray, np.ndarray]:
     """Load the best weights, predict the validation split and set the operating threshold it gives;
-    returns the threshold with the validation targets and probabilities it was tuned on."""
+    returns the threshold with the validation rows and probabilities it was tuned on."""
     batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path)
     probs, rows = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
     targets = datamodule.data.index.labels[rows]  # matched to each prediction by its row, not its position
-    options = {k: v for k, v in threshold_cfg.items() if k != "name"}
-    threshold = tune_threshold(targets, probs, threshold_cfg.name, **options)
+    method, options = rule_of(threshold_cfg)
+    threshold = tune_threshold(targets, probs, method, **options)
     classifier.set_threshold(threshold)
     print(f"Operating threshold ({threshold_cfg.name} on validation): {threshold:.4f}")
-    return threshold, targets, probs
+    return threshold, rows, probs
 
 
 def train(cfg: DictConfig) -> float:
@@ -143,12 +143,12 @@ def train(cfg: DictConfig) -> float:
 @dataclass
 class FitResult:
     """What one fit-and-test gives: the selection score, best checkpoint, threshold, the validation predictions
-    it was tuned on and the test predictions."""
+    it was tuned on and the test predictions (rows of the data index with P(IDC))."""
 
     best_score: float
     best_path: str | None
     threshold: float
-    val_targets: np.ndarray
+    val_rows: np.ndarray
     val_probs: np.ndarray
     test_rows: np.ndarray
     test_probs: np.ndarray
@@ -180,7 +180,7 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     best_score = float(score) if score is not None else float("nan")
     if not best_path:
         log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
-    threshold, val_targets, val_probs = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
+    threshold, val_rows, val_probs = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
     run.log_metrics({"threshold": threshold})
     if best_path:
         store_threshold(best_path, threshold, cfg.threshold.name)
@@ -191,7 +191,7 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     metrics = test_and_report(trainer, classifier, datamodule, out_dir / "test", run, **report_options(cfg.report))
     if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
-    return FitResult(best_score, best_path, threshold, val_targets, val_probs, classifier.test_rows.numpy(),
+    return FitResult(best_score, best_path, threshold, val_rows, val_probs, classifier.test_rows.numpy(),
                      classifier.test_probs.numpy(), metrics)
 
 
