@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from idclab.build import load_classifier
-from idclab.crossval import patient_folds, pooled_metrics, threshold_rules
+from idclab.crossval import patient_folds, patient_table, pooled_metrics, threshold_rules
 from idclab.ensemble import EnsembleClassifier
 from idclab.training import train
 
@@ -71,6 +73,19 @@ def test_threshold_rules_fall_back_on_a_single_class_validation_and_refuse_a_mis
         threshold_rules(VAL[VAL["fold"] == 0], OOF)
 
 
+def test_patient_table_ranks_patients_by_their_misclassified_patches():
+    oof = pd.DataFrame({"patient": ["a", "a", "a", "b", "b", "c"], "fold": [0, 0, 0, 1, 1, 1],
+                        "target": [1, 1, 0, 1, 0, 0], "probability": [0.2, 0.9, 0.3, 0.8, 0.6, 0.4],
+                        "threshold": [0.5, 0.5, 0.5, 0.7, 0.7, 0.7]})
+    table = patient_table(oof)
+    assert table["patient"].tolist() == ["a", "b", "c"]  # a: one FN; b, c: none (0.6 < 0.7)
+    a = table.iloc[0]
+    assert (a["patches"], a["errors"], a["false_negatives"], a["false_positives"]) == (3, 1, 1, 0)
+    assert a["idc_share"] == pytest.approx(2 / 3) and a["mean_probability"] == pytest.approx(1.4 / 3)
+    assert a["auroc"] == pytest.approx(0.5)  # positives 0.2 and 0.9 against the negative 0.3
+    assert np.isnan(table.iloc[2]["auroc"])  # one class
+
+
 @pytest.mark.slow
 def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg, tmp_path):
     cfg = make_cfg("cv.folds=3", "split.train=0.8", "split.val=0.2", "split.test=0", "logger.log_model=true",
@@ -95,6 +110,11 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     assert metrics["oof_rule_configured_sensitivity"] == pytest.approx(metrics["oof_sensitivity"])
     assert metrics["oof_rule_configured_threshold_mean"] == pytest.approx(metrics["threshold"])
     assert "oof_rule_sensitivity_f1" in metrics  # the default rules stay beside it
+    local = Path(client.download_artifacts(parent.info.run_id, "cv"))
+    patients = pd.read_csv(local / "oof_patients.csv")
+    assert patients["patches"].sum() == len(pd.read_csv(local / "oof_predictions.csv"))
+    assert patients["errors"].sum() == metrics["oof_fp"] + metrics["oof_fn"]
+    assert set(pd.read_csv(local / "val_predictions.csv").columns) >= {"fold", "patient", "file", "probability"}
     ensemble = load_classifier(parent.data.tags["best_checkpoint"])
     assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.model) == 3
     images = torch.randint(0, 255, (4, 3, 50, 50), dtype=torch.uint8)

@@ -98,6 +98,21 @@ def threshold_rules(val: pd.DataFrame, oof: pd.DataFrame, rules: dict[str, tuple
     return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
 
 
+def patient_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per out-of-fold patient: patches, IDC share, mean P(IDC), misclassified patches at its fold's threshold
+    (false negatives, false positives) and its own AUROC (NaN for a single-class patient); most errors first."""
+    rows = []
+    for patient, group in predictions.groupby("patient", sort=False):
+        targets, probs = group["target"].to_numpy().astype(int), group["probability"].to_numpy()
+        labels = probs >= group["threshold"].to_numpy()
+        rows.append({"patient": patient, "fold": int(group["fold"].iloc[0]), "patches": len(group),
+                     "idc_share": float(targets.mean()), "mean_probability": float(probs.mean()),
+                     "errors": int((labels != targets).sum()), "false_negatives": int((~labels & (targets == 1)).sum()),
+                     "false_positives": int((labels & (targets == 0)).sum()),
+                     "auroc": float(roc_auc_score(targets, probs)) if len(np.unique(targets)) == 2 else float("nan")})
+    return pd.DataFrame(rows).sort_values(["errors", "patches"], ascending=[False, False], ignore_index=True)
+
+
 def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame, out_dir: Path, resamples: int,
                rules: dict[str, tuple[str, dict[str, Any]]] = RULES) -> tuple[dict[str, float], str]:
     """The pooled out-of-fold report (text, metrics with 95% patient-bootstrap intervals), fold mean ± std and
@@ -120,6 +135,9 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
         metrics[f"cv_{column}_std"] = float(numeric[column].std(ddof=1)) if len(numeric) > 1 else float("nan")
     ci_text = interval_lines(metrics, intervals, "oof_")
     compared = threshold_rules(val, predictions, rules)
+    patients_table = patient_table(predictions)
+    worst = patients_table.head(5)
+    worst_share = worst["errors"].sum() / max(patients_table["errors"].sum(), 1)
     for label, values in compared.set_index("rule").to_dict("index").items():
         metrics |= {f"oof_rule_{label}_{k}": float(v) for k, v in values.items()}
     text = (f"Out-of-fold: {len(targets)} patches from {len(np.unique(patients))} patients in {len(folds)} folds "
@@ -128,7 +146,9 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
             f"Patient-bootstrap 95% intervals ({resamples} resamples of patients):\n{ci_text}\n\n"
             f"Per fold (mean ± std):\n{folds.to_string(index=False, float_format='%.4f')}\n\n"
             f"Threshold rules, each tuned on every fold's validation patients (same models):\n"
-            f"{compared.to_string(index=False, float_format='%.4f')}\n")
+            f"{compared.to_string(index=False, float_format='%.4f')}\n\n"
+            f"The {len(worst)} patients with the most misclassified patches ({worst_share:.0%} of all errors; every "
+            f"patient in cv/oof_patients.csv):\n{worst.to_string(index=False, float_format='%.3f')}\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "oof_report.txt").write_text(text)
     (out_dir / "oof_metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -136,6 +156,7 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
     predictions.to_csv(out_dir / "oof_predictions.csv", index=False)
     val.to_csv(out_dir / "val_predictions.csv", index=False)
     compared.to_csv(out_dir / "threshold_rules.csv", index=False)
+    patients_table.to_csv(out_dir / "oof_patients.csv", index=False)
     for name, figure in (("oof_roc_curve.png", roc_figure(targets, probs, float(np.mean(thresholds)))),
                          ("oof_pr_curve.png", pr_figure(targets, probs, float(np.mean(thresholds))))):
         figure.savefig(out_dir / name, dpi=110)
