@@ -5,6 +5,8 @@ time (the machine has 2 cores), and appends each finished run's pooled out-of-fo
 wall time to `bench/results/recipe_study.csv`, so a killed study continues where it stopped:
 
     nohup python bench/recipe_study.py > bench/results/recipe_study.log 2>&1 &
+    python bench/recipe_study.py --only "baseline (bce)" --rerun   # run strategies again, replacing their rows
+    python bench/recipe_study.py --backfill  # last-epoch validation columns for rows whose runs are in the store
     python bench/recipe_study.py --table     # the table so far (also docs/recipe_study.md), by strategy
 
 All strategies share the folds (`cv.seed=0`): differences between them are paired by fold. The seed changes
