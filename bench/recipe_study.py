@@ -20,11 +20,14 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 PROJECT = Path(__file__).resolve().parents[1]
 POOL = PROJECT.parent / "shared" / "data" / "idc-pool"
@@ -77,8 +80,9 @@ def run_one(strategy: str, seed: int) -> None:
     row |= {name: parent.data.metrics.get(name) for name in COLUMNS}
     try:  # bookkeeping must not lose a finished run: --backfill can add these later
         row |= last_epochs_val_auprc(client, experiment.experiment_id, parent.info.run_id)
-    except (ValueError, ZeroDivisionError) as error:
-        print(f"last-epoch validation AUPRC not read ({error}); run --backfill later", flush=True)
+        row |= pooled_validation(client, parent.info.run_id)
+    except (ValueError, ZeroDivisionError, OSError, MlflowException) as error:
+        print(f"last-epoch or pooled validation metrics not read ({error}); run --backfill later", flush=True)
     previous = done()
     previous = previous[~((previous["strategy"] == strategy) & (previous["seed"] == seed))]  # a re-run replaces
     table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True)
@@ -99,6 +103,15 @@ def last_epochs_val_auprc(client: MlflowClient, experiment_id: str, parent_id: s
             "last3_val_auprc": sum(sum(c[-3:]) / len(c[-3:]) for c in curves) / len(curves)}
 
 
+def pooled_validation(client: MlflowClient, parent_id: str) -> dict[str, float]:
+    """AUROC and AUPRC of every fold's validation predictions pooled (`cv/val_predictions.csv`, runs from
+    2026-12-01 on): one estimate over all validation patients instead of a mean over sets of 24-30."""
+    with tempfile.TemporaryDirectory() as folder:
+        val = pd.read_csv(client.download_artifacts(parent_id, "cv/val_predictions.csv", folder))
+    return {"cv_val_pooled_auroc": roc_auc_score(val["target"], val["probability"]),
+            "cv_val_pooled_auprc": average_precision_score(val["target"], val["probability"])}
+
+
 def backfill() -> None:
     """Fill `last_val_auprc`/`last3_val_auprc` of rows written before they existed, from the local store."""
     table, client = done(), MlflowClient(f"sqlite:///{PROJECT / 'mlflow.db'}")
@@ -106,16 +119,23 @@ def backfill() -> None:
     if experiment is None or table.empty:
         return
     known = {r.info.run_id for r in client.search_runs([experiment.experiment_id], "tags.cv = 'parent'")}
-    for name in ("last_val_auprc", "last3_val_auprc"):
+    for name in ("last_val_auprc", "last3_val_auprc", "cv_val_pooled_auroc", "cv_val_pooled_auprc"):
         table[name] = table[name] if name in table else float("nan")
     for i in table.index[table["last_val_auprc"].isna() & table["run_id"].isin(known)]:
         for name, value in last_epochs_val_auprc(client, experiment.experiment_id, table.loc[i, "run_id"]).items():
             table.loc[i, name] = value
+    for i in table.index[table["cv_val_pooled_auroc"].isna() & table["run_id"].isin(known)]:
+        try:
+            for name, value in pooled_validation(client, table.loc[i, "run_id"]).items():
+                table.loc[i, name] = value
+        except (OSError, MlflowException) as error:  # a run from before validation predictions were saved
+            print(f"{table.loc[i, 'strategy']} seed {table.loc[i, 'seed']}: no pooled validation ({error})")
     table.to_csv(RESULTS, index=False)
 
 
 METRICS = ["best_val_auprc", "oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc"]
-EXTRA = ["last3_val_auprc", "oof_rule_youden_f1", "oof_rule_youden_balanced_accuracy"]  # runs from 2026-12-01 on
+EXTRA = ["last3_val_auprc", "cv_val_pooled_auroc",  # runs from 2026-12-01 on
+         "oof_rule_youden_f1", "oof_rule_youden_balanced_accuracy"]
 BASELINE = "baseline (bce)"
 
 

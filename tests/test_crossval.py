@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from idclab.build import load_classifier
 from idclab.crossval import patient_folds, patient_table, pooled_metrics, threshold_rules
@@ -114,7 +115,9 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     patients = pd.read_csv(local / "oof_patients.csv")
     assert patients["patches"].sum() == len(pd.read_csv(local / "oof_predictions.csv"))
     assert patients["errors"].sum() == metrics["oof_fp"] + metrics["oof_fn"]
-    assert set(pd.read_csv(local / "val_predictions.csv").columns) >= {"fold", "patient", "file", "probability"}
+    val = pd.read_csv(local / "val_predictions.csv")
+    assert set(val.columns) >= {"fold", "patient", "file", "probability"} and val["fold"].nunique() == 3
+    assert metrics["cv_val_pooled_auroc"] == pytest.approx(roc_auc_score(val["target"], val["probability"]))
     ensemble = load_classifier(parent.data.tags["best_checkpoint"])
     assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.model) == 3
     images = torch.randint(0, 255, (4, 3, 50, 50), dtype=torch.uint8)

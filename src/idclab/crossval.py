@@ -135,6 +135,10 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
         metrics[f"cv_{column}_std"] = float(numeric[column].std(ddof=1)) if len(numeric) > 1 else float("nan")
     ci_text = interval_lines(metrics, intervals, "oof_")
     compared = threshold_rules(val, predictions, rules)
+    val_targets, val_probs = val["target"].to_numpy().astype(int), val["probability"].to_numpy()
+    if len(np.unique(val_targets)) == 2:  # every fold's validation pooled: steadier than a mean of small sets
+        metrics["cv_val_pooled_auroc"] = float(roc_auc_score(val_targets, val_probs))
+        metrics["cv_val_pooled_auprc"] = float(average_precision_score(val_targets, val_probs))
     patients_table = patient_table(predictions)
     worst = patients_table.head(5)
     worst_share = worst["errors"].sum() / max(patients_table["errors"].sum(), 1)
