@@ -6,7 +6,7 @@ wall time to `bench/results/recipe_study.csv`, so a killed study continues where
 
     nohup python bench/recipe_study.py > bench/results/recipe_study.log 2>&1 &
     python bench/recipe_study.py --only "baseline (bce)" --rerun   # run strategies again, replacing their rows
-    python bench/recipe_study.py --backfill  # last-epoch validation columns for rows whose runs are in the store
+    python bench/recipe_study.py --backfill  # last-epoch and pooled validation columns for older rows in the store
     python bench/recipe_study.py --table     # the table so far (also docs/recipe_study.md), by strategy
 
 All strategies share the folds (`cv.seed=0`): differences between them are paired by fold. The seed changes
@@ -54,7 +54,8 @@ COLUMNS = ["oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "best_va
            "cv_test_f1_std", "oof_f1_ci_low", "oof_f1_ci_high", "oof_balanced_accuracy_ci_low",
            "oof_balanced_accuracy_ci_high", "oof_auroc_ci_low", "oof_auroc_ci_high",
            *(f"oof_rule_{rule}_{name}" for rule in ("max_f1", "youden")
-             for name in ("f1", "balanced_accuracy", "sensitivity", "specificity"))]
+             for name in ("f1", "balanced_accuracy", "sensitivity", "specificity")),
+           "cv_val_pooled_auroc", "cv_val_pooled_auprc"]
 
 
 def done() -> pd.DataFrame:
@@ -80,9 +81,8 @@ def run_one(strategy: str, seed: int) -> None:
     row |= {name: parent.data.metrics.get(name) for name in COLUMNS}
     try:  # bookkeeping must not lose a finished run: --backfill can add these later
         row |= last_epochs_val_auprc(client, experiment.experiment_id, parent.info.run_id)
-        row |= pooled_validation(client, parent.info.run_id)
-    except (ValueError, ZeroDivisionError, OSError, MlflowException) as error:
-        print(f"last-epoch or pooled validation metrics not read ({error}); run --backfill later", flush=True)
+    except (ValueError, ZeroDivisionError, MlflowException) as error:
+        print(f"last-epoch validation AUPRC not read ({error}); run --backfill later", flush=True)
     previous = done()
     previous = previous[~((previous["strategy"] == strategy) & (previous["seed"] == seed))]  # a re-run replaces
     table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True)
@@ -104,8 +104,8 @@ def last_epochs_val_auprc(client: MlflowClient, experiment_id: str, parent_id: s
 
 
 def pooled_validation(client: MlflowClient, parent_id: str) -> dict[str, float]:
-    """AUROC and AUPRC of every fold's validation predictions pooled (`cv/val_predictions.csv`, runs from
-    2026-12-01 on): one estimate over all validation patients instead of a mean over sets of 24-30."""
+    """AUROC and AUPRC of every fold's validation predictions pooled, from `cv/val_predictions.csv`: for runs
+    made before cross-validation logged them as `cv_val_pooled_*` metrics."""
     with tempfile.TemporaryDirectory() as folder:
         val = pd.read_csv(client.download_artifacts(parent_id, "cv/val_predictions.csv", folder))
     return {"cv_val_pooled_auroc": roc_auc_score(val["target"], val["probability"]),
@@ -113,7 +113,8 @@ def pooled_validation(client: MlflowClient, parent_id: str) -> dict[str, float]:
 
 
 def backfill() -> None:
-    """Fill `last_val_auprc`/`last3_val_auprc` of rows written before they existed, from the local store."""
+    """Fill the last-epoch and pooled validation columns of rows written before they existed, from the local
+    store."""
     table, client = done(), MlflowClient(f"sqlite:///{PROJECT / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None or table.empty:
@@ -195,7 +196,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the results so far and exit")
     parser.add_argument("--only", nargs="*", help="run only these strategies")
     parser.add_argument("--backfill", action="store_true",
-                        help="add the last-epoch validation columns to finished rows whose runs are in the store")
+                        help="add the last-epoch and pooled validation columns to older rows in the store")
     parser.add_argument("--rerun", action="store_true", help="run them again even if done (replaces their rows)")
     args = parser.parse_args()
     if args.rerun and not args.only:
