@@ -62,7 +62,8 @@ class FakeClassifier:
     """Just what predict_files uses of an IDCClassifier."""
 
     device = torch.device("cpu")
-    threshold = 0.5
+    threshold = alone_threshold = 0.5
+    uses_context = False
 
     def eval(self) -> "FakeClassifier":
         return self

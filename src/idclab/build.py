@@ -20,16 +20,17 @@ class CheckpointError(RuntimeError):
 
 def build_classifier(config: dict[str, Any], class_counts: list[int], mean: list[float], std: list[float],
                      threshold: float = 0.5, split_patients: dict[str, list[str]] | None = None,
-                     data_fingerprint: dict[str, Any] | None = None) -> IDCClassifier:
+                     data_fingerprint: dict[str, Any] | None = None, **context: Any) -> IDCClassifier:
     """The LightningModule for a resolved run config (a plain dict); model and loss come from the registry.
-    `split_patients` and `data_fingerprint` (see `PreparedData.record`) are saved with it."""
+    `split_patients`, `data_fingerprint` (see `PreparedData.record`) and the tuned spatial `context`
+    (context_weight, context_radius, patch_threshold) are saved with it."""
     model = registry.build("model", config["model"])
     criterion = registry.build("loss", config["loss"], class_counts=class_counts)
     stain = registry.build("stain", registry.group_config(config, "stain"))  # its fitted target: in the state dict
     optim = config["optim"]
     return IDCClassifier(model, criterion, config=config, mean=mean, std=std, class_counts=class_counts,
                          threshold=threshold, lr=optim["lr"], weight_decay=optim["weight_decay"], stain=stain,
-                         split_patients=split_patients, data_fingerprint=data_fingerprint)
+                         split_patients=split_patients, data_fingerprint=data_fingerprint, **context)
 
 
 def load_classifier(path: str | Path) -> IDCClassifier:
@@ -59,9 +60,11 @@ def load_classifier(path: str | Path) -> IDCClassifier:
         record = {key: checkpoint.get(key) for key in ("split_patients", "data_fingerprint")}
         try:
             check_record(record)
+            context = context_of(checkpoint)
         except ValueError as error:
             raise CheckpointError(f"{path}: {error}") from error
-        return EnsembleClassifier([classifier_from(member, path) for member in members], threshold, **record).eval()
+        return EnsembleClassifier([classifier_from(member, path) for member in members], threshold, **record,
+                                  **context).eval()
     return classifier_from(checkpoint, path)
 
 
@@ -74,7 +77,7 @@ def classifier_from(checkpoint: dict[str, Any], path: Path) -> IDCClassifier:
         check_hparams(hparams)
         classifier = build_classifier(hparams["config"], hparams["class_counts"], hparams["mean"], hparams["std"],
                                       hparams.get("threshold", 0.5), hparams.get("split_patients"),
-                                      hparams.get("data_fingerprint"))
+                                      hparams.get("data_fingerprint"), **context_of(hparams))
     except (registry.OptionError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} holds a config idclab cannot rebuild: {error}") from error
     try:
@@ -104,7 +107,26 @@ def check_hparams(hparams: dict[str, Any]) -> None:
     if hparams.get("threshold_method", "fixed") not in THRESHOLD_METHODS:
         raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {hparams['threshold_method']!r}")
     check_record(hparams)
+    context_of(hparams)
     registry.check(hparams["config"])
+
+
+CONTEXT_KEYS = ("context_weight", "context_radius", "patch_threshold")
+
+
+def context_of(saved: dict[str, Any]) -> dict[str, Any]:
+    """The spatial context settings saved in a checkpoint, checked to be the plain numbers idclab writes
+    (ValueError naming the key); empty for a checkpoint without context."""
+    context = {key: saved[key] for key in CONTEXT_KEYS if saved.get(key) is not None}
+    weight, radius = context.get("context_weight", 0.0), context.get("context_radius", 1)
+    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight < 1):
+        raise ValueError(f"context_weight must be a number in [0, 1), got {weight!r}")
+    if not (isinstance(radius, int) and not isinstance(radius, bool) and radius >= 1):
+        raise ValueError(f"context_radius must be an integer >= 1, got {radius!r}")
+    patch = context.get("patch_threshold", 0.5)
+    if not (isinstance(patch, (int, float)) and not isinstance(patch, bool) and 0 <= patch <= 1):
+        raise ValueError(f"patch_threshold must be a number in [0, 1], got {patch!r}")
+    return context
 
 
 def check_record(hparams: dict[str, Any]) -> None:
@@ -117,12 +139,14 @@ def check_record(hparams: dict[str, Any]) -> None:
         raise ValueError("data_fingerprint is not a mapping")
 
 
-def store_threshold(path: str | Path, threshold: float, method: str) -> None:
-    """Write the tuned operating threshold into a checkpoint, so it travels with the weights."""
+def store_threshold(path: str | Path, threshold: float, method: str, **context: float | int) -> None:
+    """Write the tuned operating threshold (and the tuned spatial `context`: context_weight, context_radius,
+    patch_threshold) into a checkpoint, so they travel with the weights."""
     path = Path(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     checkpoint["hyper_parameters"]["threshold"] = float(threshold)
     checkpoint["hyper_parameters"]["threshold_method"] = method
+    checkpoint["hyper_parameters"].update(context)
     partial = path.with_suffix(".ckpt.partial")
     torch.save(checkpoint, partial)
     partial.replace(path)

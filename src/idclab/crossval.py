@@ -139,6 +139,13 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
     if len(np.unique(val_targets)) == 2:  # every fold's validation pooled: steadier than a mean of small sets
         metrics["cv_val_pooled_auroc"] = float(roc_auc_score(val_targets, val_probs))
         metrics["cv_val_pooled_auprc"] = float(average_precision_score(val_targets, val_probs))
+    context_text = ""
+    if "patch_probability" in predictions:  # the same fold models without spatial context
+        alone = predictions["patch_probability"].to_numpy()
+        metrics["oof_without_context_auroc"] = float(roc_auc_score(targets, alone))
+        metrics["oof_without_context_auprc"] = float(average_precision_score(targets, alone))
+        context_text = (f"Without spatial context (same fold models): AUROC {metrics['oof_without_context_auroc']:.4f}"
+                        f"  AUPRC {metrics['oof_without_context_auprc']:.4f}\n")
     patients_table = patient_table(predictions)
     worst = patients_table.head(5)
     worst_share = worst["errors"].sum() / max(patients_table["errors"].sum(), 1)
@@ -146,7 +153,8 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
         metrics |= {f"oof_rule_{label}_{k}": float(v) for k, v in values.items()}
     text = (f"Out-of-fold: {len(targets)} patches from {len(np.unique(patients))} patients in {len(folds)} folds "
             f"(each patch labelled at its fold's validation threshold)\n\n{class_text}\n{imbalance_text}\n"
-            f"MCC {metrics['oof_mcc']:.4f}  AUROC {metrics['oof_auroc']:.4f}  AUPRC {metrics['oof_auprc']:.4f}\n\n"
+            f"MCC {metrics['oof_mcc']:.4f}  AUROC {metrics['oof_auroc']:.4f}  AUPRC {metrics['oof_auprc']:.4f}\n"
+            f"{context_text}\n"
             f"Patient-bootstrap 95% intervals ({resamples} resamples of patients):\n{ci_text}\n\n"
             f"Per fold (mean ± std):\n{folds.to_string(index=False, float_format='%.4f')}\n\n"
             f"Threshold rules, each tuned on every fold's validation patients (same models):\n"
@@ -185,7 +193,7 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
     folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cfg.cv.folds, cfg.cv.seed)
     name = " ".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent"}
-    rows, predictions, validations, members = [], [], [], []
+    rows, predictions, validations, members, contexts = [], [], [], [], []
     with TrackedRun(client, experiment_id, f"cv{cfg.cv.folds} {name}", tags, parent_run_id=sweep_parent(context),
                     system_metrics=cfg.logger.system_metrics_interval) as parent:
         log_inputs(parent, config, data)
@@ -205,7 +213,9 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                 "fold": fold, "patient": data.index.patients[result.test_rows].astype(str),
                 "file": [data.index.paths[i] for i in result.test_rows],
                 "target": data.index.labels[result.test_rows], "probability": result.test_probs,
-                "threshold": result.threshold}))
+                "threshold": result.threshold,
+                **({} if result.test_patch_probs is None else {"patch_probability": result.test_patch_probs})}))
+            contexts.append(result.context)
             validations.append(pd.DataFrame({
                 "fold": fold, "patient": data.index.patients[result.val_rows].astype(str),
                 "file": [data.index.paths[i] for i in result.val_rows],
@@ -219,19 +229,34 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                                       "threshold": float(table["threshold"].mean())})
         for path in sorted((out_dir / "cv").iterdir()):
             parent.log_file(path, "cv")
-        finish_ensemble(cfg, data, parent, members, float(table["threshold"].mean()), out_dir)
+        context = ensemble_context(contexts)
+        if context:
+            parent.log_metrics({"context_weight": context["context_weight"]})
+        finish_ensemble(cfg, data, parent, members, float(table["threshold"].mean()), out_dir, context)
     return mean_score
 
 
+def ensemble_context(contexts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ensemble's spatial context: the folds' mean weight and threshold without context (none when no fold
+    tuned a context weight above 0)."""
+    tuned = [c for c in contexts if c]
+    if not tuned:
+        return {}
+    return {"context_weight": float(np.mean([c["context_weight"] for c in tuned])),
+            "context_radius": int(tuned[0]["context_radius"]),
+            "patch_threshold": float(np.mean([c["patch_threshold"] for c in tuned]))}
+
+
 def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, members: list[str | None],
-                    threshold: float, out_dir: Path) -> None:
+                    threshold: float, out_dir: Path, context: dict[str, Any] | None = None) -> None:
     """Save the fold models as one ensemble checkpoint, test it on the held-out patients, log it as a model."""
     if not all(members):
         return
     record = data.record()  # every pool patient trained some member: none is left for an honest validation
     names = record["split_patients"]
     names["train"], names["val"] = sorted(names["train"] + names["val"]), []
-    path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / "ensemble.ckpt", record)
+    path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / "ensemble.ckpt", record,
+                         context)
     parent.set_tags({CHECKPOINT_TAG: str(path.resolve())})
     if cfg.logger.log_checkpoint:
         parent.log_file(path, "checkpoints")

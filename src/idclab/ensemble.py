@@ -23,11 +23,13 @@ class EnsembleClassifier(IDCClassifier):
     test-time augmentation and prediction work unchanged."""
 
     def __init__(self, members: list[IDCClassifier], threshold: float,
-                 split_patients: dict[str, list[str]] | None = None, data_fingerprint: dict[str, Any] | None = None):
+                 split_patients: dict[str, list[str]] | None = None, data_fingerprint: dict[str, Any] | None = None,
+                 **context: Any):
         first = members[0].hparams
         super().__init__(nn.ModuleList(members), nn.BCEWithLogitsLoss(), config=first["config"],
                          mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], class_counts=first["class_counts"],
-                         threshold=threshold, split_patients=split_patients, data_fingerprint=data_fingerprint)
+                         threshold=threshold, split_patients=split_patients, data_fingerprint=data_fingerprint,
+                         **context)
         self.hparams["members"] = len(members)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -35,12 +37,14 @@ class EnsembleClassifier(IDCClassifier):
         return torch.logit(probs, eps=1e-6)
 
 
-def save_ensemble(members: list[Path], threshold: float, path: Path, record: dict[str, Any]) -> Path:
-    """Write the member checkpoints (read weights-only), the ensemble threshold and `record` (the patients
-    of the ensemble's own split: train = every fold's patients, test = the held-out ones) into one file."""
+def save_ensemble(members: list[Path], threshold: float, path: Path, record: dict[str, Any],
+                  context: dict[str, Any] | None = None) -> Path:
+    """Write the member checkpoints (read weights-only), the ensemble threshold, `record` (the patients
+    of the ensemble's own split: train = every fold's patients, test = the held-out ones) and the spatial
+    `context` settings (context_weight, context_radius, patch_threshold) into one file."""
     checkpoints = [torch.load(member, map_location="cpu", weights_only=True) for member in members]
     payload = {ENSEMBLE_KEY: [{"state_dict": c["state_dict"], "hyper_parameters": c["hyper_parameters"]}
-                              for c in checkpoints], "threshold": float(threshold), **record}
+                              for c in checkpoints], "threshold": float(threshold), **record, **(context or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".ckpt.partial")
     torch.save(payload, partial)

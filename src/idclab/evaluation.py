@@ -161,8 +161,13 @@ def data_changes(classifier: IDCClassifier, data: PreparedData) -> dict[str, obj
 
 
 def retune_with_tta(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule) -> float:
-    """Tune the threshold again on the validation patients with TTA on, by the rule the checkpoint's was tuned."""
+    """Tune the threshold again on the validation patients with TTA on, by the rule the checkpoint's was tuned
+    (with the checkpoint's spatial context, when it has one: the conditions the threshold is used in)."""
     threshold_cfg = OmegaConf.create(classifier.hparams["config"]["threshold"])
     threshold_cfg.name = classifier.hparams.get("threshold_method", threshold_cfg.name)
-    threshold, _, _ = choose_threshold(trainer, classifier, datamodule, None, threshold_cfg)
+    context_cfg = None
+    if classifier.uses_context:
+        context_cfg = OmegaConf.create({"name": "neighbours", "radius": classifier.context_radius,
+                                        "weight": classifier.context_weight})
+    threshold, _, _ = choose_threshold(trainer, classifier, datamodule, None, threshold_cfg, context_cfg)
     return threshold

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from idclab.context import neighbour_matrix, smooth
 from idclab.metrics import BinaryMetrics, binary_metrics
 from idclab.schedules import make_scheduler, scheduled
 from idclab.stain import NoStain, StainNormaliser
@@ -29,18 +31,26 @@ class IDCClassifier(pl.LightningModule):
     recording the data it was fitted on. Batches are (images, targets, index rows); validation and test
     count each patch once (by row) even when a distributed sampler repeats some. After `trainer.test`,
     `test_probs`, `test_targets` and `test_rows` hold the test predictions in row order.
+
+    With spatial context (`context_weight` > 0, tuned on validation), test probabilities are blended with
+    their slide neighbours' (see `idclab.context`); `positions` (patient, x, y per index row) must then be set
+    before testing, and `test_patch_probs` keeps the probabilities of the patches alone. `patch_threshold` is
+    the threshold tuned without context, for patches scored one at a time (no neighbours known).
     """
 
     def __init__(self, model: nn.Module, criterion: nn.Module, config: dict[str, Any],
                  mean: list[float], std: list[float], class_counts: list[int], threshold: float = 0.5,
                  lr: float = 1e-3, weight_decay: float = 0.0, stain: StainNormaliser | None = None,
-                 split_patients: dict[str, list[str]] | None = None, data_fingerprint: dict[str, Any] | None = None):
+                 split_patients: dict[str, list[str]] | None = None, data_fingerprint: dict[str, Any] | None = None,
+                 context_weight: float = 0.0, context_radius: int = 1, patch_threshold: float | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "criterion", "stain"])
         self.model = model
         self.criterion = criterion
         self.stain = stain if stain is not None else NoStain()  # fitted target: in the state dict
         self.threshold = threshold
+        self.context_weight, self.context_radius, self.patch_threshold = context_weight, context_radius, patch_threshold
+        self.positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # patient, x, y of each index row
         self.tta = False
         self.example_input_array = torch.zeros(1, 3, 50, 50, dtype=torch.uint8)  # model summary: FLOPs per patch
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -50,6 +60,7 @@ class IDCClassifier(pl.LightningModule):
         self.test_probs = torch.empty(0)
         self.test_targets = torch.empty(0, dtype=torch.long)
         self.test_rows = torch.empty(0, dtype=torch.long)
+        self.test_patch_probs = torch.empty(0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of uint8 N x 3 x H x W images (channels_last on CUDA, where it is faster)."""
@@ -68,6 +79,30 @@ class IDCClassifier(pl.LightningModule):
             return torch.sigmoid(self(images).float())
         views = [torch.rot90(v, k, dims=(-2, -1)) for v in (images, images.flip(-1)) for k in range(4)]
         return torch.stack([torch.sigmoid(self(v).float()) for v in views]).mean(0)
+
+    def set_context(self, weight: float, radius: int, patch_threshold: float) -> None:
+        """Blend test probabilities with their neighbours' (`weight`, `radius` in patches) from now on;
+        `patch_threshold` is the threshold for patches without known neighbours."""
+        self.context_weight, self.context_radius = float(weight), int(radius)
+        self.patch_threshold = float(patch_threshold)
+        self.hparams.update(context_weight=self.context_weight, context_radius=self.context_radius,
+                            patch_threshold=self.patch_threshold)
+
+    @property
+    def uses_context(self) -> bool:
+        return self.context_weight > 0
+
+    @property
+    def alone_threshold(self) -> float:
+        """The threshold for a patch scored without its neighbours."""
+        return self.patch_threshold if self.uses_context and self.patch_threshold is not None else self.threshold
+
+    def in_context(self, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """`probs` of index `rows` blended with those of their neighbours among the same rows."""
+        if self.positions is None:
+            raise RuntimeError("this model uses spatial context: set `positions` (patient, x, y per row) first")
+        patients, xs, ys = (np.asarray(p)[rows] for p in self.positions)
+        return smooth(probs, neighbour_matrix(patients, xs, ys, self.context_radius), self.context_weight)
 
     def set_threshold(self, threshold: float) -> None:
         """Use `threshold` on P(IDC) for labels and threshold-based metrics from now on."""
@@ -111,6 +146,10 @@ class IDCClassifier(pl.LightningModule):
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.metrics[f"{stage}_metrics"]
         epoch = metrics.gathered()
+        if stage == "test" and self.uses_context:
+            self.test_patch_probs = epoch.probs.cpu()
+            smoothed = self.in_context(epoch.probs.cpu().numpy(), epoch.rows.cpu().numpy())
+            epoch = epoch._replace(probs=torch.from_numpy(smoothed).to(epoch.probs))
         values = {f"{stage}_{name}": value
                   for name, value in binary_metrics(epoch.probs, epoch.targets, metrics.threshold).items()}
         if epoch.logits is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from idclab.context import neighbour_matrix, smooth
 from idclab.data.decode import decode_patch
 from idclab.data.layout import parse_patch_name
 from idclab.module import IDCClassifier
@@ -25,6 +26,7 @@ class Prediction:
     probability: float | None = None
     label: int | None = None
     error: str | None = None
+    patch_probability: float | None = None  # P(IDC) of the patch alone, before spatial context
 
 
 def collect_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -56,8 +58,8 @@ def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str |
         batch = torch.from_numpy(np.stack([a for _, a in pending]).transpose(0, 3, 1, 2).copy())
         probs = classifier.probabilities(batch.to(classifier.device)).cpu().numpy()
         for (prediction, _), prob in zip(pending, probs, strict=True):
-            prediction.probability = float(prob)
-            prediction.label = int(prob >= classifier.threshold)
+            prediction.probability = prediction.patch_probability = float(prob)
+            prediction.label = int(prob >= classifier.alone_threshold)
         pending.clear()
 
     for path in collect_files(inputs):
@@ -74,20 +76,39 @@ def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str |
         if len(pending) == batch_size:
             flush()
     flush()
+    if classifier.uses_context:
+        apply_context(results, classifier)
     return results
 
 
+def apply_context(predictions: list[Prediction], classifier: IDCClassifier) -> None:
+    """Blend the probability of every predicted file whose name carries Kaggle coordinates with its neighbours
+    among them, labelled at the model's threshold; other files keep the threshold tuned without context."""
+    placed = [(p, parsed) for p in predictions if p.probability is not None
+              and (parsed := parse_patch_name(Path(p.file).name)) is not None]
+    if not placed:
+        return
+    patients = np.array([parsed.patient for _, parsed in placed])
+    xs, ys = (np.array([getattr(parsed, axis) for _, parsed in placed]) for axis in ("x", "y"))
+    probs = np.array([p.patch_probability for p, _ in placed])
+    smoothed = smooth(probs, neighbour_matrix(patients, xs, ys, classifier.context_radius), classifier.context_weight)
+    for (prediction, _), prob in zip(placed, smoothed, strict=True):
+        prediction.probability = float(prob)
+        prediction.label = int(prob >= classifier.threshold)
+
+
 def write_csv(predictions: list[Prediction], path: Path) -> None:
-    """file, patient, x, y, probability, label, error (patient/x/y when the name carries them)."""
+    """file, patient, x, y, probability, label, error, patch_probability (patient/x/y when the name carries
+    them; patch_probability is P(IDC) before spatial context, equal to probability without it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "patient", "x", "y", "probability", "label", "error"])
+        writer.writerow(["file", "patient", "x", "y", "probability", "label", "error", "patch_probability"])
         for p in predictions:
             parsed = parse_patch_name(Path(p.file).name)
             coords = [parsed.patient, parsed.x, parsed.y] if parsed else ["", "", ""]
-            prob = "" if p.probability is None else f"{p.probability:.6f}"
-            writer.writerow([p.file, *coords, prob, "" if p.label is None else p.label, p.error or ""])
+            prob, alone = ("" if v is None else f"{v:.6f}" for v in (p.probability, p.patch_probability))
+            writer.writerow([p.file, *coords, prob, "" if p.label is None else p.label, p.error or "", alone])
 
 
 def format_table(predictions: list[Prediction]) -> str:

@@ -18,7 +18,8 @@ import torch
 
 class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
     """Input: uint8 RGB patches, an array N x 50 x 50 x 3. Output: a DataFrame with `probability`
-    (P(IDC)) and `label` (1 = IDC at the tuned threshold)."""
+    (P(IDC)) and `label` (1 = IDC at the tuned threshold). Patches come without slide positions, so each is
+    scored alone: a model tuned with spatial context labels them at its threshold tuned without context."""
 
     _skip_type_hint_validation = True  # the logged signature describes the input; MLflow need not wrap predict
 
@@ -33,7 +34,7 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
         with torch.no_grad():
             probs = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy()
         return pd.DataFrame({"probability": probs.astype(np.float64),
-                             "label": (probs >= self.classifier.threshold).astype(np.int64)})
+                             "label": (probs >= self.classifier.alone_threshold).astype(np.int64)})
 
 
 mlflow.models.set_model(IDCPyfuncModel())

@@ -58,7 +58,7 @@ REGISTRY: dict[str, dict[str, Option]] = {
 }
 GROUPS = tuple(REGISTRY)
 LATER_GROUPS = {"stain": {"name": "none"}, "averaging": {"name": "none"}}  # absent from older saved configs
-NAMED_GROUPS = (*GROUPS, "threshold", "split")  # every group whose `name` is a run's param and tag
+NAMED_GROUPS = (*GROUPS, "threshold", "split", "context")  # every group whose `name` is a run's param and tag
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
-from sklearn.metrics import f1_score
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from idclab.data.datamodule import PatchDataModule
 from idclab.metrics import (
@@ -83,6 +83,8 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     galleries of the most confident errors and slide heatmaps of some test patients. Returns every
     test metric.
     """
+    index = datamodule.data.index
+    classifier.positions = (index.patients, index.xs, index.ys)  # for spatial context, when the model uses it
     results = dict(trainer.test(classifier, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
     probs = classifier.test_probs.numpy()
     targets = classifier.test_targets.numpy().astype(int)
@@ -98,6 +100,13 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     at_half = binary_metrics(torch.from_numpy(probs), torch.from_numpy(targets), 0.5)
     extra |= {f"test_at_0.5_{name}": value for name, value in at_half.items()}
     extra["test_ece"] = expected_calibration_error(targets, probs)
+    context_line = ""
+    if classifier.uses_context:  # the same model without its neighbours: what the context buys
+        alone = classifier.test_patch_probs.numpy()
+        extra |= {f"test_without_context_{name}": value for name, value in threshold_free(targets, alone).items()}
+        context_line = (f"Spatial context: weight {classifier.context_weight:.2f} on the mean of neighbours within "
+                        f"{classifier.context_radius} patch(es). Without it: AUROC "
+                        f"{extra['test_without_context_auroc']:.4f}, AUPRC {extra['test_without_context_auprc']:.4f}\n")
     results |= extra | {"threshold": threshold}
     ci_text = interval_lines(results, intervals, "test_")
     summary = (f"Test: {len(targets)} patches from {len(np.unique(patients))} patients, "
@@ -105,7 +114,7 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
                f"{text}\n{imbalance_text}\nMCC {imbalance['mcc']:.4f}\n\n"
                f"Patient-bootstrap 95% intervals ({bootstrap_resamples} resamples of patients):\n{ci_text}\n\n"
                f"At threshold 0.5: F1 {at_half['f1']:.4f}, balanced accuracy {at_half['balanced_accuracy']:.4f}, "
-               f"recall {at_half['recall']:.4f}, precision {at_half['precision']:.4f}\n")
+               f"recall {at_half['recall']:.4f}, precision {at_half['precision']:.4f}\n{context_line}")
     print("\n" + summary)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classification_report.txt").write_text(summary)
@@ -131,6 +140,13 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
             if path.is_file():
                 run.log_file(path, str(Path("test") / path.parent.relative_to(out_dir)))
     return results
+
+
+def threshold_free(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """AUROC and AUPRC (NaN when `targets` hold a single class)."""
+    if len(np.unique(targets)) < 2:
+        return {"auroc": float("nan"), "auprc": float("nan")}
+    return {"auroc": float(roc_auc_score(targets, probs)), "auprc": float(average_precision_score(targets, probs))}
 
 
 def report_options(report_cfg: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from idclab import registry
 from idclab.build import build_classifier, store_threshold
 from idclab.callbacks import CtrlCGuard, training_callbacks
+from idclab.context import neighbour_matrix, smooth, tune_weight
 from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats, prepare_data
 from idclab.data.sampling import deferred
 from idclab.module import IDCClassifier
@@ -73,13 +74,29 @@ def sweep_parent(context: dict[str, Any]) -> str | None:
 
 
 def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
-                     best_path: str | None, threshold_cfg: DictConfig) -> tuple[float, np.ndarray, np.ndarray]:
+                     best_path: str | None, threshold_cfg: DictConfig, context_cfg: DictConfig | None = None
+                     ) -> tuple[float, np.ndarray, np.ndarray]:
     """Load the best weights, predict the validation split and set the operating threshold it gives;
-    returns the threshold with the validation rows and probabilities it was tuned on."""
+    returns the threshold with the validation rows and probabilities it was tuned on.
+
+    With `context=neighbours`, the context weight (`context_cfg.weight`, or tuned when null) blends each
+    validation patch with its neighbours first, and the threshold is tuned on those blended probabilities;
+    the threshold tuned without context is kept for patches scored alone.
+    """
     batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path)
     probs, rows = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
     targets = datamodule.data.index.labels[rows]  # matched to each prediction by its row, not its position
     method, options = rule_of(threshold_cfg)
+    patch_threshold = tune_threshold(targets, probs, method, **options)
+    if context_cfg is not None and context_cfg.name != "none":
+        index = datamodule.data.index
+        neighbours = neighbour_matrix(index.patients[rows], index.xs[rows], index.ys[rows], context_cfg.radius)
+        weight = tune_weight(targets, probs, neighbours) if context_cfg.weight is None else float(context_cfg.weight)
+        probs = smooth(probs, neighbours, weight)
+        classifier.set_context(weight, context_cfg.radius, patch_threshold)
+        chosen = "tuned on validation" if context_cfg.weight is None else "set"
+        print(f"Spatial context: neighbours within {context_cfg.radius} patch(es), weight {weight:.2f} ({chosen}); "
+              f"threshold without context {patch_threshold:.4f}")
     threshold = tune_threshold(targets, probs, method, **options)
     classifier.set_threshold(threshold)
     print(f"Operating threshold ({threshold_cfg.name} on validation): {threshold:.4f}")
@@ -153,6 +170,8 @@ class FitResult:
     test_rows: np.ndarray
     test_probs: np.ndarray
     metrics: dict[str, Any]
+    context: dict[str, Any]  # the tuned spatial context (see `context_record`), empty without
+    test_patch_probs: np.ndarray | None  # test P(IDC) without spatial context (None when the model has none)
 
 
 def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedData
@@ -180,10 +199,11 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     best_score = float(score) if score is not None else float("nan")
     if not best_path:
         log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
-    threshold, val_rows, val_probs = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold)
-    run.log_metrics({"threshold": threshold})
+    threshold, val_rows, val_probs = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold,
+                                                      context_config(cfg))
+    run.log_metrics({"threshold": threshold} | context_metrics(classifier, context_config(cfg)))
     if best_path:
-        store_threshold(best_path, threshold, cfg.threshold.name)
+        store_threshold(best_path, threshold, cfg.threshold.name, **context_record(classifier))
         run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
         run.log_metrics({f"best_{cfg.checkpoint.monitor}": best_score})
         if cfg.logger.log_checkpoint:
@@ -191,8 +211,30 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     metrics = test_and_report(trainer, classifier, datamodule, out_dir / "test", run, **report_options(cfg.report))
     if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
+    patch_probs = classifier.test_patch_probs.numpy() if classifier.uses_context else None
     return FitResult(best_score, best_path, threshold, val_rows, val_probs, classifier.test_rows.numpy(),
-                     classifier.test_probs.numpy(), metrics)
+                     classifier.test_probs.numpy(), metrics, context_record(classifier), patch_probs)
+
+
+def context_config(cfg: DictConfig) -> DictConfig:
+    """The run's `context` group (`none` for configs from before it existed)."""
+    return cfg.get("context") or OmegaConf.create({"name": "none"})
+
+
+def context_record(classifier: IDCClassifier) -> dict[str, Any]:
+    """The tuned context settings a checkpoint stores with its threshold (none without context)."""
+    if not classifier.uses_context:
+        return {}
+    return {"context_weight": classifier.context_weight, "context_radius": classifier.context_radius,
+            "patch_threshold": classifier.patch_threshold}
+
+
+def context_metrics(classifier: IDCClassifier, context_cfg: DictConfig) -> dict[str, float]:
+    """The tuned context weight (0 when validation chose none) and the threshold without context, as metrics
+    (none when the run has no context configured)."""
+    if context_cfg.name == "none":
+        return {}
+    return {"context_weight": classifier.context_weight, "patch_threshold": float(classifier.alone_threshold)}
 
 
 def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> None:

@@ -1,0 +1,106 @@
+"""Spatial context: neighbours on the slide, smoothing and the weight tuned on validation (hand-computed)."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from idclab.build import context_of
+from idclab.context import neighbour_matrix, smooth, tune_weight
+from idclab.prediction import predict_files, write_csv
+
+
+def test_neighbours_are_the_same_patients_adjacent_patches():
+    patients = np.array(["a", "a", "a", "a", "b"])
+    xs = np.array([0, 50, 100, 50, 50])
+    ys = np.array([0, 0, 0, 50, 0])  # b's patch sits where a's second one does: another slide
+    matrix = neighbour_matrix(patients, xs, ys, radius=1).toarray()
+    # (0,0) touches (50,0) and (50,50); (100,0) touches (50,0) and (50,50); (50,0) touches the other three
+    expected = np.array([[0, 1, 0, 1, 0], [1, 0, 1, 1, 0], [0, 1, 0, 1, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
+    assert (matrix > 0).astype(int).tolist() == expected.tolist()
+    assert matrix[1].tolist() == pytest.approx([1 / 3, 0, 1 / 3, 1 / 3, 0])  # rows average the neighbours
+
+
+def test_radius_two_reaches_two_patches_away():
+    patients = np.array(["a", "a", "a"])
+    xs, ys = np.array([0, 100, 150]), np.array([0, 0, 0])
+    assert (neighbour_matrix(patients, xs, ys, radius=1).toarray() > 0).sum() == 2  # only 100 and 150 touch
+    assert (neighbour_matrix(patients, xs, ys, radius=2).toarray() > 0).sum() == 4  # 0 and 100 now too
+
+
+def test_smooth_blends_with_the_neighbour_mean_and_keeps_isolated_patches():
+    patients = np.array(["a", "a", "a", "b"])
+    xs, ys = np.array([0, 50, 100, 0]), np.array([0, 0, 0, 0])
+    probs = np.array([0.2, 0.8, 0.4, 0.9])
+    matrix = neighbour_matrix(patients, xs, ys, radius=1)
+    smoothed = smooth(probs, matrix, weight=0.5)
+    # 0: 0.5*0.2 + 0.5*0.8; 1: 0.5*0.8 + 0.5*mean(0.2, 0.4); 2: 0.5*0.4 + 0.5*0.8; 3: no neighbour, unchanged
+    assert smoothed.tolist() == pytest.approx([0.5, 0.55, 0.6, 0.9])
+    assert smooth(probs, matrix, weight=0.0).tolist() == pytest.approx(probs.tolist())
+
+
+def test_tune_weight_picks_the_weight_with_the_best_validation_auprc():
+    # a row of IDC with one patch the model misses, and a row of tissue with one false alarm
+    patients = np.array(["a"] * 6)
+    xs, ys = np.array([0, 50, 100, 0, 50, 100]), np.array([0, 0, 0, 500, 500, 500])
+    targets = np.array([1, 1, 1, 0, 0, 0])
+    probs = np.array([0.9, 0.1, 0.9, 0.1, 0.8, 0.1])
+    matrix = neighbour_matrix(patients, xs, ys, radius=1)
+    # at weight 0 the missed patch ranks below the false alarm; at 0.5 every IDC patch is 0.5, all others 0.45
+    assert tune_weight(targets, probs, matrix, weights=(0.0, 0.5)) == 0.5
+    assert tune_weight(targets, probs, matrix, weights=(0.0,)) == 0.0
+
+
+def test_tune_weight_keeps_zero_without_both_classes_and_refuses_bad_weights():
+    matrix = neighbour_matrix(np.array(["a", "a"]), np.array([0, 50]), np.array([0, 0]), radius=1)
+    assert tune_weight(np.array([1, 1]), np.array([0.2, 0.9]), matrix) == 0.0
+    with pytest.raises(ValueError, match="context weights"):
+        tune_weight(np.array([0, 1]), np.array([0.2, 0.9]), matrix, weights=(0.0, 1.0))
+    with pytest.raises(ValueError, match="radius"):
+        neighbour_matrix(np.array(["a"]), np.array([0]), np.array([0]), radius=0)
+
+
+class ContextClassifier:
+    """What predict_files uses of an IDCClassifier tuned with spatial context: the files score 0.8, 0.2, 0.6, 0.9."""
+
+    device = torch.device("cpu")
+    threshold, alone_threshold = 0.5, 0.7
+    uses_context, context_weight, context_radius = True, 0.5, 1
+
+    def eval(self) -> "ContextClassifier":
+        return self
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([0.8, 0.2, 0.6, 0.9][: len(batch)])
+
+
+def test_predict_blends_named_files_with_their_neighbours_and_thresholds_the_rest_alone(tmp_path):
+    names = ["p1_idx5_x1_y1_class0.png", "p1_idx5_x51_y1_class0.png", "p1_idx5_x101_y1_class0.png", "scan.png"]
+    for name in names:  # collected sorted by name: x101, x1, x51, scan
+        Image.new("RGB", (50, 50), "pink").save(tmp_path / name)
+    by_name = {Path(p.file).name: p for p in predict_files(ContextClassifier(), tmp_path)}
+    # the row x = 1, 51, 101 scores 0.2, 0.6, 0.8: 0.5 * own + 0.5 * mean of the touching ones
+    assert [by_name[n].patch_probability for n in names[:3]] == pytest.approx([0.2, 0.6, 0.8])
+    assert [by_name[n].probability for n in names[:3]] == pytest.approx([0.4, 0.55, 0.7])
+    assert [by_name[n].label for n in names[:3]] == [0, 1, 1]  # at the context threshold 0.5
+    assert by_name["scan.png"].probability == pytest.approx(0.9) and by_name["scan.png"].label == 1  # 0.9 >= 0.7
+    write_csv(list(by_name.values()), tmp_path / "out.csv")
+    header = (tmp_path / "out.csv").read_text().splitlines()[0]
+    assert header == "file,patient,x,y,probability,label,error,patch_probability"
+
+
+@pytest.mark.parametrize(("saved", "message"), [
+    ({"context_weight": 1.0}, "context_weight must be a number in [0, 1)"),
+    ({"context_weight": "0.5"}, "context_weight must be a number in [0, 1)"),
+    ({"context_radius": 1.5}, "context_radius must be an integer >= 1"),
+    ({"patch_threshold": -0.1}, "patch_threshold must be a number in [0, 1]"),
+])
+def test_saved_context_settings_must_be_the_plain_numbers_idclab_writes(saved, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        context_of(saved)
+    assert context_of({"context_weight": 0.3, "context_radius": 2, "patch_threshold": 0.4}) == {
+        "context_weight": 0.3, "context_radius": 2, "patch_threshold": 0.4}
+    assert context_of({}) == {}
