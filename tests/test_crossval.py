@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from idclab.build import load_classifier
-from idclab.crossval import patient_folds, patient_table, pooled_metrics, threshold_rules
+from idclab.crossval import context_rules, patient_folds, patient_table, pooled_metrics, threshold_rules
 from idclab.ensemble import EnsembleClassifier
 from idclab.training import train
 
@@ -74,6 +74,31 @@ def test_threshold_rules_fall_back_on_a_single_class_validation_and_refuse_a_mis
         threshold_rules(VAL[VAL["fold"] == 0], OOF)
 
 
+def slide(patient: str, fold: int) -> pd.DataFrame:
+    """A row of three IDC patches the model misses once, and far below it a row of tissue with one false alarm."""
+    return pd.DataFrame({"fold": fold, "patient": patient, "x": [0, 50, 100] * 2, "y": [0, 0, 0, 500, 500, 500],
+                         "target": [1, 1, 1, 0, 0, 0], "probability": [0.9, 0.1, 0.9, 0.1, 0.8, 0.1]})
+
+
+def test_context_rules_tune_weight_then_threshold_on_validation_and_apply_both_out_of_fold():
+    table = context_rules(slide("v", 0), slide("o", 0), ("max_f1", {})).set_index("context")
+    # no context: max-F1 on validation at 0.9 (F1 0.8) -> out of fold TP 2, FN 1, TN 3; AUROC 7/9
+    assert table.loc["none", "f1"] == pytest.approx(0.8) and table.loc["none", "sensitivity"] == pytest.approx(2 / 3)
+    assert table.loc["none", "auroc"] == pytest.approx(7 / 9) and table.loc["none", "weight_mean"] == 0
+    # radius 1 and 2: the first weight ranking the missed IDC patch above the false alarm is 0.5 (> 7/15);
+    # then every IDC patch scores above every other one, on validation and out of fold
+    for radius in ("radius 1", "radius 2"):
+        assert table.loc[radius, "weight_mean"] == 0.5
+        assert table.loc[radius, ["auroc", "f1", "balanced_accuracy"]].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_context_rules_read_the_patches_own_probabilities_when_the_run_had_context():
+    val, oof = slide("v", 0), slide("o", 0)
+    val["patch_probability"], oof["patch_probability"] = val["probability"], oof["probability"]
+    val["probability"] = oof["probability"] = 0.5  # already blended: must not be blended again
+    assert context_rules(val, oof, ("max_f1", {})).set_index("context").loc["radius 1", "f1"] == 1.0
+
+
 def test_patient_table_ranks_patients_by_their_misclassified_patches():
     oof = pd.DataFrame({"patient": ["a", "a", "a", "b", "b", "c"], "fold": [0, 0, 0, 1, 1, 1],
                         "target": [1, 1, 0, 1, 0, 0], "probability": [0.2, 0.9, 0.3, 0.8, 0.6, 0.4],
@@ -111,12 +136,16 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     assert metrics["oof_rule_configured_sensitivity"] == pytest.approx(metrics["oof_sensitivity"])
     assert metrics["oof_rule_configured_threshold_mean"] == pytest.approx(metrics["threshold"])
     assert "oof_rule_sensitivity_f1" in metrics  # the default rules stay beside it
+    # spatial context compared on the same models: its "none" row is the configured rule again
+    assert metrics["oof_context_none_f1"] == pytest.approx(metrics["oof_f1"])
+    assert metrics["oof_context_none_auroc"] == pytest.approx(metrics["oof_auroc"])
+    assert {"oof_context_radius_1_auroc", "oof_context_radius_2_weight_mean"} <= set(metrics)
     local = Path(client.download_artifacts(parent.info.run_id, "cv"))
     patients = pd.read_csv(local / "oof_patients.csv")
     assert patients["patches"].sum() == len(pd.read_csv(local / "oof_predictions.csv"))
     assert patients["errors"].sum() == metrics["oof_fp"] + metrics["oof_fn"]
     val = pd.read_csv(local / "val_predictions.csv")
-    assert set(val.columns) >= {"fold", "patient", "file", "probability"} and val["fold"].nunique() == 3
+    assert set(val.columns) >= {"fold", "patient", "file", "x", "y", "probability"} and val["fold"].nunique() == 3
     assert metrics["cv_val_pooled_auroc"] == pytest.approx(roc_auc_score(val["target"], val["probability"]))
     ensemble = load_classifier(parent.data.tags["best_checkpoint"])
     assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.model) == 3

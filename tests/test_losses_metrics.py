@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from idclab.losses import bce, focal, weighted_bce
-from idclab.metrics import BinaryMetrics, interval_lines, report
+from idclab.metrics import BinaryMetrics, binary_metrics, interval_lines, report
 
 LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0])
 TARGETS = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
@@ -85,3 +85,10 @@ def test_report_has_precision_recall_f1_support_per_class():
 def test_interval_lines_show_value_and_interval_per_metric():
     text = interval_lines({"test_f1": 0.5, "test_auroc": 0.875}, {"f1": (0.25, 0.75), "auroc": (0.8, 0.9)}, "test_")
     assert text.splitlines() == [f"  {'f1':<18} 0.5000  [0.2500, 0.7500]", f"  {'auroc':<18} 0.8750  [0.8000, 0.9000]"]
+
+
+def test_a_patch_exactly_at_the_threshold_is_labelled_idc_as_everywhere_else():
+    # thresholds tuned on validation are probabilities of patches; labels are P >= threshold (as in predict)
+    values = binary_metrics(torch.tensor([0.9, 0.1, 0.9, 0.8]), torch.tensor([1, 1, 1, 0]), threshold=0.9)
+    assert (values["tp"], values["fn"], values["fp"], values["tn"]) == (2, 1, 0, 1)
+    assert values["f1"] == pytest.approx(0.8) and values["recall"] == pytest.approx(2 / 3)

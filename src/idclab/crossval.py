@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
+from idclab.context import neighbour_matrix, smooth, tune_weight
 from idclab.data.datamodule import PatchDataModule, PreparedData
 from idclab.data.split import PatientSplit, stratified_patient_split
 from idclab.ensemble import load_ensemble, save_ensemble
@@ -98,6 +99,42 @@ def threshold_rules(val: pd.DataFrame, oof: pd.DataFrame, rules: dict[str, tuple
     return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
 
 
+CONTEXT_RADII = (1, 2)  # spatial context compared on the same fold models: none, then these radii (in patches)
+
+
+def context_rules(val: pd.DataFrame, oof: pd.DataFrame, rule: tuple[str, dict[str, Any]],
+                  radii: tuple[int, ...] = CONTEXT_RADII) -> pd.DataFrame:
+    """Spatial context compared on the same fold models: for no context and each radius, the context weight
+    (`idclab.context.tune_weight`) and then the threshold (`rule`) tuned on every fold's validation predictions,
+    and applied to that fold's out-of-fold patches (blended with their neighbours among them). `val` and `oof`
+    have columns fold, patient, x, y, target and the patches' own P(IDC) in `patch_probability` (or
+    `probability`). Pooled AUROC, AUPRC, F1, balanced accuracy, sensitivity and specificity per row.
+    """
+    method, options = rule
+    column = "patch_probability" if "patch_probability" in oof else "probability"
+    rows = []
+    for radius in (None, *radii):
+        probs, thresholds, weights = np.zeros(len(oof)), np.zeros(len(oof)), []
+        for fold, fold_oof in oof.groupby("fold"):
+            fold_val = val[val["fold"] == fold]
+            val_targets = fold_val["target"].to_numpy().astype(int)
+            val_probs, fold_probs = fold_val[column].to_numpy(), fold_oof[column].to_numpy()
+            if radius is not None:
+                val_neighbours, oof_neighbours = (neighbour_matrix(f["patient"].to_numpy(), f["x"].to_numpy(),
+                                                                   f["y"].to_numpy(), radius) for f in (fold_val, fold_oof))
+                weight = tune_weight(val_targets, val_probs, val_neighbours)
+                val_probs, fold_probs = smooth(val_probs, val_neighbours, weight), smooth(fold_probs, oof_neighbours,
+                                                                                          weight)
+                weights.append(weight)
+            at = np.flatnonzero(oof["fold"].to_numpy() == fold)
+            probs[at], thresholds[at] = fold_probs, tune_threshold(val_targets, val_probs, method, **options)
+        values = pooled_metrics(oof["target"].to_numpy().astype(int), probs, thresholds)
+        rows.append({"context": "none" if radius is None else f"radius {radius}",
+                     "weight_mean": float(np.mean(weights)) if weights else 0.0,
+                     **{k: values[k] for k in ("auroc", "auprc", "f1", "balanced_accuracy", "recall", "specificity")}})
+    return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
+
+
 def patient_table(predictions: pd.DataFrame) -> pd.DataFrame:
     """Per out-of-fold patient: patches, IDC share, mean P(IDC), misclassified patches at its fold's threshold
     (false negatives, false positives) and its own AUROC (NaN for a single-class patient); most errors first."""
@@ -140,12 +177,16 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
         metrics["cv_val_pooled_auroc"] = float(roc_auc_score(val_targets, val_probs))
         metrics["cv_val_pooled_auprc"] = float(average_precision_score(val_targets, val_probs))
     context_text = ""
-    if "patch_probability" in predictions:  # the same fold models without spatial context
+    if not np.array_equal(predictions["patch_probability"], predictions["probability"]):  # the run used context
         alone = predictions["patch_probability"].to_numpy()
         metrics["oof_without_context_auroc"] = float(roc_auc_score(targets, alone))
         metrics["oof_without_context_auprc"] = float(average_precision_score(targets, alone))
         context_text = (f"Without spatial context (same fold models): AUROC {metrics['oof_without_context_auroc']:.4f}"
                         f"  AUPRC {metrics['oof_without_context_auprc']:.4f}\n")
+    contexts = context_rules(val, predictions, rules.get("configured", ("max_f1", {})))
+    for values in contexts.to_dict("records"):
+        label = values.pop("context").replace(" ", "_")
+        metrics |= {f"oof_context_{label}_{k}": float(v) for k, v in values.items()}
     patients_table = patient_table(predictions)
     worst = patients_table.head(5)
     worst_share = worst["errors"].sum() / max(patients_table["errors"].sum(), 1)
@@ -159,6 +200,8 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
             f"Per fold (mean ± std):\n{folds.to_string(index=False, float_format='%.4f')}\n\n"
             f"Threshold rules, each tuned on every fold's validation patients (same models):\n"
             f"{compared.to_string(index=False, float_format='%.4f')}\n\n"
+            f"Spatial context (neighbours within a radius in patches), weight then threshold tuned on every fold's "
+            f"validation patients (same models):\n{contexts.to_string(index=False, float_format='%.4f')}\n\n"
             f"The {len(worst)} patients with the most misclassified patches ({worst_share:.0%} of all errors; every "
             f"patient in cv/oof_patients.csv):\n{worst.to_string(index=False, float_format='%.3f')}\n")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,12 +211,23 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
     predictions.to_csv(out_dir / "oof_predictions.csv", index=False)
     val.to_csv(out_dir / "val_predictions.csv", index=False)
     compared.to_csv(out_dir / "threshold_rules.csv", index=False)
+    contexts.to_csv(out_dir / "context_rules.csv", index=False)
     patients_table.to_csv(out_dir / "oof_patients.csv", index=False)
     for name, figure in (("oof_roc_curve.png", roc_figure(targets, probs, float(np.mean(thresholds)))),
                          ("oof_pr_curve.png", pr_figure(targets, probs, float(np.mean(thresholds))))):
         figure.savefig(out_dir / name, dpi=110)
         plt.close(figure)
     return metrics, text
+
+
+def patch_frame(data: PreparedData, fold: int, rows: np.ndarray, probs: np.ndarray, patch_probs: np.ndarray
+                ) -> pd.DataFrame:
+    """One fold's predictions of index `rows`: fold, patient, file, x, y, target, probability (what the fold's
+    threshold applies to) and patch_probability (the patch alone, before any spatial context)."""
+    index = data.index
+    return pd.DataFrame({"fold": fold, "patient": index.patients[rows].astype(str),
+                         "file": [index.paths[i] for i in rows], "x": index.xs[rows], "y": index.ys[rows],
+                         "target": index.labels[rows], "probability": probs, "patch_probability": patch_probs})
 
 
 def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any]:
@@ -209,17 +263,11 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                 result = fit_and_test(cfg, config, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
             rows.append(fold_row(fold, split, result))
             members.append(result.best_path)
-            predictions.append(pd.DataFrame({
-                "fold": fold, "patient": data.index.patients[result.test_rows].astype(str),
-                "file": [data.index.paths[i] for i in result.test_rows],
-                "target": data.index.labels[result.test_rows], "probability": result.test_probs,
-                "threshold": result.threshold,
-                **({} if result.test_patch_probs is None else {"patch_probability": result.test_patch_probs})}))
+            test_patch_probs = result.test_probs if result.test_patch_probs is None else result.test_patch_probs
+            predictions.append(patch_frame(data, fold, result.test_rows, result.test_probs, test_patch_probs)
+                               .assign(threshold=result.threshold))
+            validations.append(patch_frame(data, fold, result.val_rows, result.val_probs, result.val_patch_probs))
             contexts.append(result.context)
-            validations.append(pd.DataFrame({
-                "fold": fold, "patient": data.index.patients[result.val_rows].astype(str),
-                "file": [data.index.paths[i] for i in result.val_rows],
-                "target": data.index.labels[result.val_rows], "probability": result.val_probs}))
         table = pd.DataFrame(rows)
         metrics, text = oof_report(table, pd.concat(predictions), pd.concat(validations), out_dir / "cv",
                                    int(cfg.report.bootstrap_resamples), RULES | {"configured": rule_of(cfg.threshold)})

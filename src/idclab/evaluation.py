@@ -169,5 +169,5 @@ def retune_with_tta(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     if classifier.uses_context:
         context_cfg = OmegaConf.create({"name": "neighbours", "radius": classifier.context_radius,
                                         "weight": classifier.context_weight})
-    threshold, _, _ = choose_threshold(trainer, classifier, datamodule, None, threshold_cfg, context_cfg)
+    threshold, *_ = choose_threshold(trainer, classifier, datamodule, None, threshold_cfg, context_cfg)
     return threshold

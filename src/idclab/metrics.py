@@ -95,19 +95,22 @@ class BinaryMetrics(nn.Module):
 
 
 def binary_metrics(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
-    """Every per-epoch metric of probabilities `probs` against integer `targets` at `threshold`."""
-    t = threshold
+    """Every per-epoch metric of probabilities `probs` against integer `targets` at `threshold`.
+
+    A patch is IDC when P >= threshold, as in prediction and the reports (torchmetrics' own thresholding is
+    P > threshold, which would call negative the very patch a tuned threshold was taken from)."""
+    labels = (probs >= threshold).float()
     values = {
-        "accuracy": F.binary_accuracy(probs, targets, t),
-        "precision": F.binary_precision(probs, targets, t),
-        "recall": F.binary_recall(probs, targets, t),
-        "specificity": F.binary_specificity(probs, targets, t),
-        "f1": F.binary_f1_score(probs, targets, t),
+        "accuracy": F.binary_accuracy(labels, targets),
+        "precision": F.binary_precision(labels, targets),
+        "recall": F.binary_recall(labels, targets),
+        "specificity": F.binary_specificity(labels, targets),
+        "f1": F.binary_f1_score(labels, targets),
         "auroc": F.binary_auroc(probs, targets),
         "auprc": F.binary_average_precision(probs, targets),
     }
     values = {name: float(value) for name, value in values.items()}
-    (tn, fp), (fn, tp) = F.binary_confusion_matrix(probs, targets, t).tolist()
+    (tn, fp), (fn, tp) = F.binary_confusion_matrix(labels, targets).tolist()
     values.update(confusion_counts(tn, fp, fn, tp))
     return values
 

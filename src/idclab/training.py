@@ -75,9 +75,10 @@ def sweep_parent(context: dict[str, Any]) -> str | None:
 
 def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
                      best_path: str | None, threshold_cfg: DictConfig, context_cfg: DictConfig | None = None
-                     ) -> tuple[float, np.ndarray, np.ndarray]:
+                     ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """Load the best weights, predict the validation split and set the operating threshold it gives;
-    returns the threshold with the validation rows and probabilities it was tuned on.
+    returns the threshold with the validation rows, the probabilities it was tuned on and the patches' own
+    probabilities (the same without context).
 
     With `context=neighbours`, the context weight (`context_cfg.weight`, or tuned when null) blends each
     validation patch with its neighbours first, and the threshold is tuned on those blended probabilities;
@@ -85,6 +86,7 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
     """
     batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path)
     probs, rows = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
+    patch_probs = probs
     targets = datamodule.data.index.labels[rows]  # matched to each prediction by its row, not its position
     method, options = rule_of(threshold_cfg)
     patch_threshold = tune_threshold(targets, probs, method, **options)
@@ -100,7 +102,7 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
     threshold = tune_threshold(targets, probs, method, **options)
     classifier.set_threshold(threshold)
     print(f"Operating threshold ({threshold_cfg.name} on validation): {threshold:.4f}")
-    return threshold, rows, probs
+    return threshold, rows, probs, patch_probs
 
 
 def train(cfg: DictConfig) -> float:
@@ -167,6 +169,7 @@ class FitResult:
     threshold: float
     val_rows: np.ndarray
     val_probs: np.ndarray
+    val_patch_probs: np.ndarray  # the validation patches' own P(IDC), before spatial context
     test_rows: np.ndarray
     test_probs: np.ndarray
     metrics: dict[str, Any]
@@ -199,8 +202,8 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     best_score = float(score) if score is not None else float("nan")
     if not best_path:
         log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
-    threshold, val_rows, val_probs = choose_threshold(trainer, classifier, datamodule, best_path, cfg.threshold,
-                                                      context_config(cfg))
+    threshold, val_rows, val_probs, val_patch_probs = choose_threshold(trainer, classifier, datamodule, best_path,
+                                                                       cfg.threshold, context_config(cfg))
     run.log_metrics({"threshold": threshold} | context_metrics(classifier, context_config(cfg)))
     if best_path:
         store_threshold(best_path, threshold, cfg.threshold.name, **context_record(classifier))
@@ -212,7 +215,7 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
     patch_probs = classifier.test_patch_probs.numpy() if classifier.uses_context else None
-    return FitResult(best_score, best_path, threshold, val_rows, val_probs, classifier.test_rows.numpy(),
+    return FitResult(best_score, best_path, threshold, val_rows, val_probs, val_patch_probs, classifier.test_rows.numpy(),
                      classifier.test_probs.numpy(), metrics, context_record(classifier), patch_probs)
 
 
