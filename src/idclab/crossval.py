@@ -120,11 +120,12 @@ def context_rules(val: pd.DataFrame, oof: pd.DataFrame, rule: tuple[str, dict[st
             val_targets = fold_val["target"].to_numpy().astype(int)
             val_probs, fold_probs = fold_val[column].to_numpy(), fold_oof[column].to_numpy()
             if radius is not None:
-                val_neighbours, oof_neighbours = (neighbour_matrix(f["patient"].to_numpy(), f["x"].to_numpy(),
-                                                                   f["y"].to_numpy(), radius) for f in (fold_val, fold_oof))
+                val_neighbours, oof_neighbours = (
+                    neighbour_matrix(f["patient"].to_numpy(), f["x"].to_numpy(), f["y"].to_numpy(), radius)
+                    for f in (fold_val, fold_oof))
                 weight = tune_weight(val_targets, val_probs, val_neighbours)
-                val_probs, fold_probs = smooth(val_probs, val_neighbours, weight), smooth(fold_probs, oof_neighbours,
-                                                                                          weight)
+                val_probs = smooth(val_probs, val_neighbours, weight)
+                fold_probs = smooth(fold_probs, oof_neighbours, weight)
                 weights.append(weight)
             at = np.flatnonzero(oof["fold"].to_numpy() == fold)
             probs[at], thresholds[at] = fold_probs, tune_threshold(val_targets, val_probs, method, **options)

@@ -215,8 +215,9 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
     patch_probs = classifier.test_patch_probs.numpy() if classifier.uses_context else None
-    return FitResult(best_score, best_path, threshold, val_rows, val_probs, val_patch_probs, classifier.test_rows.numpy(),
-                     classifier.test_probs.numpy(), metrics, context_record(classifier), patch_probs)
+    return FitResult(best_score, best_path, threshold, val_rows, val_probs, val_patch_probs,
+                     classifier.test_rows.numpy(), classifier.test_probs.numpy(), metrics, context_record(classifier),
+                     patch_probs)
 
 
 def context_config(cfg: DictConfig) -> DictConfig:
