@@ -12,6 +12,13 @@ wall time to `bench/results/recipe_study.csv`, so a killed study continues where
 All strategies share the folds (`cv.seed=0`): differences between them are paired by fold. The seed changes
 initialisation, data order and augmentation. Choose by the validation columns only; OOF columns are the
 estimate the chosen recipe is reported with.
+
+Spatial context (rule fixed before its first results, 2026-12-01): every run also compares no context with
+radius 1 and 2 on the same fold models (`cv/context_rules.csv`: weight and threshold tuned on each fold's
+validation, applied out of fold). A radius is called better than none when, for every seed, its
+`val_crossfit_auprc` (validation patients scored at a weight tuned on the other half of them) exceeds none's
+by more than the baseline's own seed range of that metric. The recipe takes, among the radii called better on
+the baseline, the one with the higher mean `val_crossfit_auprc`.
 """
 
 from __future__ import annotations
@@ -50,12 +57,16 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "oversample": ["sampler=oversample"],
 }
 SEEDS = (1, 2)
+CONTEXTS = ("none", "radius_1", "radius_2")  # the rows of cv/context_rules.csv
 COLUMNS = ["oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "best_val_auprc", "cv_test_f1_mean",
            "cv_test_f1_std", "oof_f1_ci_low", "oof_f1_ci_high", "oof_balanced_accuracy_ci_low",
            "oof_balanced_accuracy_ci_high", "oof_auroc_ci_low", "oof_auroc_ci_high",
            *(f"oof_rule_{rule}_{name}" for rule in ("max_f1", "youden")
              for name in ("f1", "balanced_accuracy", "sensitivity", "specificity")),
-           "cv_val_pooled_auroc", "cv_val_pooled_auprc"]
+           "cv_val_pooled_auroc", "cv_val_pooled_auprc",
+           *(f"oof_context_{context}_{name}" for context in CONTEXTS
+             for name in ("weight_mean", "val_crossfit_auroc", "val_crossfit_auprc", "auroc", "auprc", "f1",
+                          "balanced_accuracy", "sensitivity", "specificity"))]
 
 
 def done() -> pd.DataFrame:
@@ -181,11 +192,42 @@ def separated(paired: pd.Series, base: pd.Series) -> str:
     return "no"
 
 
+def context_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy with context columns, and per context (none, radius 1, 2) on the same fold models: mean ±
+    std over seeds of the validation evidence and the OOF metrics, and whether the radius is separated from
+    none by `val_crossfit_auprc` (every seed's paired gain beyond the baseline's seed range of none's)."""
+    def column(context: str, name: str) -> str:
+        return f"oof_context_{context}_{name}"
+
+    key = column("none", "val_crossfit_auprc")
+    if key not in table:
+        return pd.DataFrame()
+    with_context = table.dropna(subset=[key])
+    base = with_context[with_context["strategy"] == BASELINE].set_index("seed")[key]
+    rows = []
+    for strategy, group in with_context.groupby("strategy", sort=False):
+        none = group.set_index("seed")[key]
+        for context in CONTEXTS:
+            row = {"strategy": strategy, "context": context.replace("_", " "), "seeds": len(group)}
+            for name in ("weight_mean", "val_crossfit_auprc", "auroc", "auprc", "f1", "balanced_accuracy"):
+                row[name if name.startswith(("val", "weight")) else f"oof_{name}"] = mean_std(
+                    group[column(context, name)].dropna())
+            if context != "none":
+                paired = group.set_index("seed")[column(context, "val_crossfit_auprc")] - none
+                row["Δ val_crossfit_auprc vs none"] = ", ".join(f"{d:+.4f}" for d in paired)
+                row["separated"] = separated(paired, base)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def write_markdown(table: pd.DataFrame, path: Path) -> str:
-    """The summary and every run, as markdown (also written to `path`)."""
+    """The summary, the spatial-context comparison and every run, as markdown (also written to `path`)."""
     runs = table[["strategy", "seed", "minutes", *METRICS, "oof_balanced_accuracy_ci_low",
                   "oof_balanced_accuracy_ci_high", "run_id"]]
-    text = (f"{summary(table).to_markdown(index=False)}\n\nEvery run:\n\n"
+    contexts = context_summary(table)
+    context_text = (f"Spatial context on the same fold models (weight and threshold tuned on validation):\n\n"
+                    f"{contexts.fillna('').to_markdown(index=False)}\n\n" if not contexts.empty else "")
+    text = (f"{summary(table).to_markdown(index=False)}\n\n{context_text}Every run:\n\n"
             f"{runs.to_markdown(index=False, floatfmt='.4f')}\n")
     path.write_text(text)
     return text

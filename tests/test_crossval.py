@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from idclab.build import load_classifier
-from idclab.crossval import context_rules, patient_folds, patient_table, pooled_metrics, threshold_rules
+from idclab.crossval import context_rules, cross_fitted, patient_folds, patient_table, pooled_metrics, threshold_rules
 from idclab.ensemble import EnsembleClassifier
 from idclab.training import train
 
@@ -90,6 +90,17 @@ def test_context_rules_tune_weight_then_threshold_on_validation_and_apply_both_o
     for radius in ("radius 1", "radius 2"):
         assert table.loc[radius, "weight_mean"] == 0.5
         assert table.loc[radius, ["auroc", "f1", "balanced_accuracy"]].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_cross_fitting_blends_each_half_of_the_validation_patients_at_the_weight_of_the_other():
+    tissue = slide("b", 0).assign(target=0)  # all negative: no weight can be tuned on it (0)
+    val = pd.concat([slide("a", 0), tissue])
+    blended = cross_fitted(val, "probability", radius=1)
+    assert blended[:6].tolist() == pytest.approx(val["probability"][:6].tolist())  # a: at b's weight, 0
+    assert blended[6:].tolist() == pytest.approx([0.5, 0.5, 0.5, 0.45, 0.45, 0.45])  # b: at a's weight, 0.5
+    table = context_rules(val, slide("o", 0), ("max_f1", {})).set_index("context")
+    assert table.loc["none", "val_crossfit_auprc"] == pytest.approx(
+        average_precision_score(val["target"], val["probability"]))
 
 
 def test_context_rules_read_the_patches_own_probabilities_when_the_run_had_context():

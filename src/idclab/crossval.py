@@ -108,12 +108,15 @@ def context_rules(val: pd.DataFrame, oof: pd.DataFrame, rule: tuple[str, dict[st
     (`idclab.context.tune_weight`) and then the threshold (`rule`) tuned on every fold's validation predictions,
     and applied to that fold's out-of-fold patches (blended with their neighbours among them). `val` and `oof`
     have columns fold, patient, x, y, target and the patches' own P(IDC) in `patch_probability` (or
-    `probability`). Pooled AUROC, AUPRC, F1, balanced accuracy, sensitivity and specificity per row.
+    `probability`). Pooled AUROC, AUPRC, F1, balanced accuracy, sensitivity and specificity per row, and the
+    validation evidence `val_crossfit_auroc`/`_auprc` (see `cross_fitted`) to choose a context by.
     """
     method, options = rule
     column = "patch_probability" if "patch_probability" in oof else "probability"
+    val_targets_all = val["target"].to_numpy().astype(int)
     rows = []
     for radius in (None, *radii):
+        crossfit = val[column].to_numpy(dtype=float) if radius is None else cross_fitted(val, column, radius)
         probs, thresholds, weights = np.zeros(len(oof)), np.zeros(len(oof)), []
         for fold, fold_oof in oof.groupby("fold"):
             fold_val = val[val["fold"] == fold]
@@ -132,8 +135,31 @@ def context_rules(val: pd.DataFrame, oof: pd.DataFrame, rule: tuple[str, dict[st
         values = pooled_metrics(oof["target"].to_numpy().astype(int), probs, thresholds)
         rows.append({"context": "none" if radius is None else f"radius {radius}",
                      "weight_mean": float(np.mean(weights)) if weights else 0.0,
+                     "val_crossfit_auroc": float(roc_auc_score(val_targets_all, crossfit)),
+                     "val_crossfit_auprc": float(average_precision_score(val_targets_all, crossfit)),
                      **{k: values[k] for k in ("auroc", "auprc", "f1", "balanced_accuracy", "recall", "specificity")}})
     return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
+
+
+def cross_fitted(val: pd.DataFrame, column: str, radius: int) -> np.ndarray:
+    """Each fold's validation probabilities blended with their neighbours at the weight tuned on the other half
+    of that fold's validation patients (halves: alternate patients in sorted order), so that what spatial context
+    buys is measured on patients its weight was not tuned on."""
+    probs, out = val[column].to_numpy(dtype=float), val[column].to_numpy(dtype=float).copy()
+    folds, patients = val["fold"].to_numpy(), val["patient"].to_numpy().astype(str)
+    targets, xs, ys = val["target"].to_numpy().astype(int), val["x"].to_numpy(), val["y"].to_numpy()
+    for fold in np.unique(folds):
+        names = np.unique(patients[folds == fold])
+        first = (folds == fold) & np.isin(patients, names[::2])
+        second = (folds == fold) & ~first
+        for scored, tuned_on in ((first, second), (second, first)):
+            if not scored.any():
+                continue
+            weight = tune_weight(targets[tuned_on], probs[tuned_on],
+                                 neighbour_matrix(patients[tuned_on], xs[tuned_on], ys[tuned_on], radius))
+            neighbours = neighbour_matrix(patients[scored], xs[scored], ys[scored], radius)
+            out[scored] = smooth(probs[scored], neighbours, weight)
+    return out
 
 
 def patient_table(predictions: pd.DataFrame) -> pd.DataFrame:
