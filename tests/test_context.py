@@ -10,6 +10,7 @@ from PIL import Image
 
 from idclab.build import context_of
 from idclab.context import neighbour_matrix, smooth, tune_weight
+from idclab.module import IDCClassifier
 from idclab.prediction import predict_files, write_csv
 
 
@@ -104,3 +105,17 @@ def test_saved_context_settings_must_be_the_plain_numbers_idclab_writes(saved, m
     assert context_of({"context_weight": 0.3, "context_radius": 2, "patch_threshold": 0.4}) == {
         "context_weight": 0.3, "context_radius": 2, "patch_threshold": 0.4}
     assert context_of({}) == {}
+
+
+def test_a_context_model_scores_lone_patches_at_its_threshold_tuned_without_context():
+    def classifier(**context):
+        return IDCClassifier(torch.nn.Flatten(), torch.nn.BCEWithLogitsLoss(), config={}, mean=[0.0] * 3,
+                             std=[1.0] * 3, class_counts=[1, 1], threshold=0.4, **context)
+
+    with_context = classifier(context_weight=0.5, context_radius=1, patch_threshold=0.6)
+    assert with_context.uses_context and with_context.alone_threshold == 0.6
+    assert classifier().alone_threshold == 0.4 and not classifier().uses_context
+    with pytest.raises(RuntimeError, match="set `positions`"):
+        with_context.in_context(np.array([0.5]), np.array([0]))
+    with_context.positions = (np.array(["a", "a", "b"]), np.array([0, 50, 0]), np.array([0, 0, 0]))
+    assert with_context.in_context(np.array([0.2, 0.8]), np.array([0, 1])).tolist() == pytest.approx([0.5, 0.5])
