@@ -12,7 +12,15 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from idclab.build import load_classifier
-from idclab.crossval import context_rules, cross_fitted, patient_folds, patient_table, pooled_metrics, threshold_rules
+from idclab.crossval import (
+    context_rules,
+    cross_fitted,
+    ensemble_context,
+    patient_folds,
+    patient_table,
+    pooled_metrics,
+    threshold_rules,
+)
 from idclab.ensemble import EnsembleClassifier
 from idclab.training import train
 
@@ -108,6 +116,14 @@ def test_context_rules_read_the_patches_own_probabilities_when_the_run_had_conte
     val["patch_probability"], oof["patch_probability"] = val["probability"], oof["probability"]
     val["probability"] = oof["probability"] = 0.5  # already blended: must not be blended again
     assert context_rules(val, oof, ("max_f1", {})).set_index("context").loc["radius 1", "f1"] == 1.0
+
+
+def test_the_ensemble_context_averages_every_folds_weight_and_threshold_without_context():
+    tuned = {"context_weight": 0.6, "context_radius": 1, "patch_threshold": 0.3}
+    # the second fold's validation chose weight 0: it counts as 0, and its one threshold is its threshold alone
+    assert ensemble_context([tuned, {}], [0.4, 0.5], radius=1) == pytest.approx(
+        {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.4})
+    assert ensemble_context([{}, {}], [0.4, 0.5], radius=1) == {}
 
 
 def test_patient_table_ranks_patients_by_their_misclassified_patches():

@@ -34,7 +34,7 @@ from idclab.plots import pr_figure, roc_figure
 from idclab.reporting import report_options, test_and_report
 from idclab.thresholds import METHODS, rule_of, tune_threshold
 from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
-from idclab.training import FitResult, fit_and_test, log_inputs, run_tags, sweep_parent
+from idclab.training import FitResult, context_config, fit_and_test, log_inputs, run_tags, sweep_parent
 from idclab.validation import ConfigError
 
 if TYPE_CHECKING:  # only tracking.py talks to MLflow; this is a type name
@@ -304,22 +304,24 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                                       "threshold": float(table["threshold"].mean())})
         for path in sorted((out_dir / "cv").iterdir()):
             parent.log_file(path, "cv")
-        context = ensemble_context(contexts)
+        context_cfg = context_config(cfg)
+        context = {} if context_cfg.name == "none" else ensemble_context(contexts, table["threshold"].tolist(),
+                                                                         context_cfg.radius)
         if context:
             parent.log_metrics({"context_weight": context["context_weight"]})
         finish_ensemble(cfg, data, parent, members, float(table["threshold"].mean()), out_dir, context)
     return mean_score
 
 
-def ensemble_context(contexts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ensemble's spatial context: the folds' mean weight and threshold without context (none when no fold
-    tuned a context weight above 0)."""
-    tuned = [c for c in contexts if c]
-    if not tuned:
+def ensemble_context(contexts: list[dict[str, Any]], thresholds: list[float], radius: int) -> dict[str, Any]:
+    """The ensemble's spatial context: the folds' mean weight (0 for a fold whose validation chose none) and mean
+    threshold without context (a fold without context has only its `thresholds` one); none when every fold chose
+    weight 0."""
+    weight = float(np.mean([c.get("context_weight", 0.0) for c in contexts]))
+    if weight == 0:
         return {}
-    return {"context_weight": float(np.mean([c["context_weight"] for c in tuned])),
-            "context_radius": int(tuned[0]["context_radius"]),
-            "patch_threshold": float(np.mean([c["patch_threshold"] for c in tuned]))}
+    alone = [c.get("patch_threshold", t) for c, t in zip(contexts, thresholds, strict=True)]
+    return {"context_weight": weight, "context_radius": int(radius), "patch_threshold": float(np.mean(alone))}
 
 
 def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, members: list[str | None],
