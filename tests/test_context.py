@@ -64,6 +64,13 @@ def test_tune_weight_keeps_zero_without_both_classes_and_refuses_bad_weights():
         neighbour_matrix(np.array(["a"]), np.array([0]), np.array([0]), radius=0)
 
 
+def test_a_duplicate_patch_is_not_its_own_neighbour_so_a_slide_listed_twice_blends_the_same():
+    patients, xs, ys, probs = np.array(["a", "a"]), np.array([0, 50]), np.array([0, 0]), np.array([0.9, 0.1])
+    once = smooth(probs, neighbour_matrix(patients, xs, ys, radius=1), weight=0.5)
+    twice = smooth(np.tile(probs, 2), neighbour_matrix(np.tile(patients, 2), np.tile(xs, 2), np.tile(ys, 2), 1), 0.5)
+    assert once.tolist() == pytest.approx([0.5, 0.5]) and twice.tolist() == pytest.approx([0.5, 0.5, 0.5, 0.5])
+
+
 class ContextClassifier:
     """What predict_files uses of an IDCClassifier tuned with spatial context: the files score 0.8, 0.2, 0.6, 0.9."""
 
@@ -96,7 +103,8 @@ def test_predict_blends_named_files_with_their_neighbours_and_thresholds_the_res
 @pytest.mark.parametrize(("saved", "message"), [
     ({"context_weight": 1.0}, "context_weight must be a number in [0, 1)"),
     ({"context_weight": "0.5"}, "context_weight must be a number in [0, 1)"),
-    ({"context_radius": 1.5}, "context_radius must be an integer >= 1"),
+    ({"context_radius": 1.5}, "context_radius must be an integer from 1 to 5"),
+    ({"context_radius": 10**6}, "context_radius must be an integer from 1 to 5"),
     ({"patch_threshold": -0.1}, "patch_threshold must be a number in [0, 1]"),
 ])
 def test_saved_context_settings_must_be_the_plain_numbers_idclab_writes(saved, message):

@@ -15,7 +15,7 @@ from idclab.build import load_classifier
 from idclab.crossval import (
     context_rules,
     cross_fitted,
-    ensemble_context,
+    ensemble_operating_point,
     patient_folds,
     patient_table,
     pooled_metrics,
@@ -118,12 +118,16 @@ def test_context_rules_read_the_patches_own_probabilities_when_the_run_had_conte
     assert context_rules(val, oof, ("max_f1", {})).set_index("context").loc["radius 1", "f1"] == 1.0
 
 
-def test_the_ensemble_context_averages_every_folds_weight_and_threshold_without_context():
-    tuned = {"context_weight": 0.6, "context_radius": 1, "patch_threshold": 0.3}
-    # the second fold's validation chose weight 0: it counts as 0, and its one threshold is its threshold alone
-    assert ensemble_context([tuned, {}], [0.4, 0.5], radius=1) == pytest.approx(
-        {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.4})
-    assert ensemble_context([{}, {}], [0.4, 0.5], radius=1) == {}
+def test_the_ensembles_thresholds_are_tuned_on_every_folds_validation_at_the_ensembles_weight():
+    val = pd.concat([slide("v", 0), slide("w", 1)])
+    val["patch_probability"] = val["probability"]
+    # at weight 0.5 every fold's IDC patches score 0.5 and the others 0.45 (max-F1 at 0.5); alone max-F1 is 0.9
+    assert ensemble_operating_point(val, ("max_f1", {}), radius=1, weight=0.5) == pytest.approx((0.5, 0.9))
+
+
+def test_context_rules_give_no_validation_evidence_on_a_single_class_validation():
+    table = context_rules(slide("v", 0).assign(target=0), slide("o", 0), ("max_f1", {}))
+    assert table["val_crossfit_auprc"].isna().all() and table["val_crossfit_auroc"].isna().all()
 
 
 def test_patient_table_ranks_patients_by_their_misclassified_patches():

@@ -28,7 +28,8 @@ BAD = [
     ("threshold.name=magic", "threshold.name must be one of fixed, max_f1, youden, sensitivity"),
     ("threshold=fixed threshold.value=1.5", "threshold.value must be a number in [0, 1]"),
     ("context=neighbours context.weight=1", "context.weight must be null (tuned) or a number in [0, 1)"),
-    ("context=neighbours context.radius=0", "context.radius must be an integer >= 1"),
+    ("context=neighbours context.radius=0", "context.radius must be an integer from 1 to 5"),
+    ("context=neighbours context.radius=6", "context.radius must be an integer from 1 to 5"),
     ("context.name=blur", "context.name must be none or neighbours"),
     ("logger.system_metrics_interval=0", "logger.system_metrics_interval must be null or a number of seconds > 0"),
 ]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from idclab import registry
+from idclab.context import MAX_RADIUS
 from idclab.data.split import SPLITS
 from idclab.ensemble import ENSEMBLE_KEY, EnsembleClassifier
 from idclab.module import IDCClassifier
@@ -121,8 +122,8 @@ def context_of(saved: dict[str, Any]) -> dict[str, Any]:
     weight, radius = context.get("context_weight", 0.0), context.get("context_radius", 1)
     if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight < 1):
         raise ValueError(f"context_weight must be a number in [0, 1), got {weight!r}")
-    if not (isinstance(radius, int) and not isinstance(radius, bool) and radius >= 1):
-        raise ValueError(f"context_radius must be an integer >= 1, got {radius!r}")
+    if not (isinstance(radius, int) and not isinstance(radius, bool) and 1 <= radius <= MAX_RADIUS):
+        raise ValueError(f"context_radius must be an integer from 1 to {MAX_RADIUS}, got {radius!r}")
     patch = context.get("patch_threshold", 0.5)
     if not (isinstance(patch, (int, float)) and not isinstance(patch, bool) and 0 <= patch <= 1):
         raise ValueError(f"patch_threshold must be a number in [0, 1], got {patch!r}")

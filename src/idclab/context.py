@@ -17,20 +17,23 @@ from scipy.spatial import cKDTree
 from sklearn.metrics import average_precision_score
 
 PATCH_STEP = 50  # pixels between adjacent patches in the Kaggle coordinates
+MAX_RADIUS = 5  # patch steps: 120 neighbours at most (a saved radius beyond it is refused)
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # candidates tuned on validation
 
 
 def neighbour_matrix(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, radius: int = 1) -> csr_matrix:
-    """Row-normalised adjacency: entry (i, j) is 1/deg(i) when j != i is a patch of i's patient within
-    `radius` patch steps in x and y; rows of patches without neighbours are empty."""
-    if radius < 1:
-        raise ValueError(f"context.radius must be at least 1 patch, got {radius!r}")
+    """Row-normalised adjacency: entry (i, j) is 1/deg(i) when j is a patch of i's patient within `radius` patch
+    steps in x and y, at another position (a duplicate of a patch is not its neighbour, so a slide listed twice
+    gives the same means); rows of patches without neighbours are empty."""
+    if not 1 <= radius <= MAX_RADIUS:
+        raise ValueError(f"context.radius must be 1 to {MAX_RADIUS} patches, got {radius!r}")
     n = len(patients)
     _, codes = np.unique(np.asarray(patients).astype(str), return_inverse=True)
     reach = radius * PATCH_STEP
     apart = 2 * (max(np.abs(xs).max(initial=0), np.abs(ys).max(initial=0)) + reach) + 1  # > any in-slide distance
     points = np.column_stack([xs, ys, codes * apart]).astype(float)
     pairs = cKDTree(points).query_pairs(reach + 0.5, p=np.inf, output_type="ndarray")
+    pairs = pairs[(points[pairs[:, 0]] != points[pairs[:, 1]]).any(axis=1)]  # a copy at the same place is no neighbour
     i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
     adjacency = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
     degree = np.asarray(adjacency.sum(axis=1)).ravel()

@@ -5,8 +5,9 @@ patients (if any) stay held out. Folds are drawn with scikit-learn's `Stratified
 patient, stratified by class); in each fold a share `cv.val` of the remaining patients (stratified by
 their IDC share) picks the epoch and the threshold, and the fold's own patients are predicted once, out
 of fold. The fold models together form an ensemble (mean P(IDC), threshold = mean of the fold
-thresholds), saved as one weights-only checkpoint, tested on the held-out test patients when there are
-any, and logged as the parent's MLflow model.
+thresholds; with spatial context, the mean weight and each fold's threshold re-tuned at it), saved as one
+weights-only checkpoint, tested on the held-out test patients when there are any, and logged as the
+parent's MLflow model.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from idclab.data.split import PatientSplit, stratified_patient_split
 from idclab.ensemble import load_ensemble, save_ensemble
 from idclab.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
 from idclab.plots import pr_figure, roc_figure
-from idclab.reporting import report_options, test_and_report
+from idclab.reporting import report_options, test_and_report, threshold_free
 from idclab.thresholds import METHODS, rule_of, tune_threshold
 from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
 from idclab.training import FitResult, context_config, fit_and_test, log_inputs, run_tags, sweep_parent
@@ -135,8 +136,7 @@ def context_rules(val: pd.DataFrame, oof: pd.DataFrame, rule: tuple[str, dict[st
         values = pooled_metrics(oof["target"].to_numpy().astype(int), probs, thresholds)
         rows.append({"context": "none" if radius is None else f"radius {radius}",
                      "weight_mean": float(np.mean(weights)) if weights else 0.0,
-                     "val_crossfit_auroc": float(roc_auc_score(val_targets_all, crossfit)),
-                     "val_crossfit_auprc": float(average_precision_score(val_targets_all, crossfit)),
+                     **{f"val_crossfit_{k}": v for k, v in threshold_free(val_targets_all, crossfit).items()},
                      **{k: values[k] for k in ("auroc", "auprc", "f1", "balanced_accuracy", "recall", "specificity")}})
     return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
 
@@ -199,7 +199,9 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
         metrics[f"cv_{column}_std"] = float(numeric[column].std(ddof=1)) if len(numeric) > 1 else float("nan")
     ci_text = interval_lines(metrics, intervals, "oof_")
     compared = threshold_rules(val, predictions, rules)
-    val_targets, val_probs = val["target"].to_numpy().astype(int), val["probability"].to_numpy()
+    # the patches' own probabilities: with context, the blended ones were tuned on these very patients
+    val_targets = val["target"].to_numpy().astype(int)
+    val_probs = val["patch_probability" if "patch_probability" in val else "probability"].to_numpy()
     if len(np.unique(val_targets)) == 2:  # every fold's validation pooled: steadier than a mean of small sets
         metrics["cv_val_pooled_auroc"] = float(roc_auc_score(val_targets, val_probs))
         metrics["cv_val_pooled_auprc"] = float(average_precision_score(val_targets, val_probs))
@@ -304,24 +306,32 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                                       "threshold": float(table["threshold"].mean())})
         for path in sorted((out_dir / "cv").iterdir()):
             parent.log_file(path, "cv")
+        threshold, context = float(table["threshold"].mean()), {}
         context_cfg = context_config(cfg)
-        context = {} if context_cfg.name == "none" else ensemble_context(contexts, table["threshold"].tolist(),
-                                                                         context_cfg.radius)
-        if context:
-            parent.log_metrics({"context_weight": context["context_weight"]})
-        finish_ensemble(cfg, data, parent, members, float(table["threshold"].mean()), out_dir, context)
+        weight = float(np.mean([c.get("context_weight", 0.0) for c in contexts]))  # 0 where validation chose none
+        if context_cfg.name != "none" and weight > 0:
+            threshold, alone = ensemble_operating_point(pd.concat(validations), rule_of(cfg.threshold),
+                                                        context_cfg.radius, weight)
+            context = {"context_weight": weight, "context_radius": int(context_cfg.radius), "patch_threshold": alone}
+            parent.log_metrics({"context_weight": weight, "ensemble_threshold": threshold})
+        finish_ensemble(cfg, data, parent, members, threshold, out_dir, context)
     return mean_score
 
 
-def ensemble_context(contexts: list[dict[str, Any]], thresholds: list[float], radius: int) -> dict[str, Any]:
-    """The ensemble's spatial context: the folds' mean weight (0 for a fold whose validation chose none) and mean
-    threshold without context (a fold without context has only its `thresholds` one); none when every fold chose
-    weight 0."""
-    weight = float(np.mean([c.get("context_weight", 0.0) for c in contexts]))
-    if weight == 0:
-        return {}
-    alone = [c.get("patch_threshold", t) for c, t in zip(contexts, thresholds, strict=True)]
-    return {"context_weight": weight, "context_radius": int(radius), "patch_threshold": float(np.mean(alone))}
+def ensemble_operating_point(val: pd.DataFrame, rule: tuple[str, dict[str, Any]], radius: int, weight: float
+                             ) -> tuple[float, float]:
+    """The ensemble's threshold and its threshold without context: the means over folds of the thresholds `rule`
+    gives on each fold's validation patches blended at the ensemble's `weight`, and on them alone (so every
+    fold's threshold is tuned in the conditions the ensemble uses it in)."""
+    method, options = rule
+    blended, alone = [], []
+    for _, fold_val in val.groupby("fold"):
+        targets, probs = fold_val["target"].to_numpy().astype(int), fold_val["patch_probability"].to_numpy()
+        neighbours = neighbour_matrix(fold_val["patient"].to_numpy(), fold_val["x"].to_numpy(),
+                                      fold_val["y"].to_numpy(), radius)
+        blended.append(tune_threshold(targets, smooth(probs, neighbours, weight), method, **options))
+        alone.append(tune_threshold(targets, probs, method, **options))
+    return float(np.mean(blended)), float(np.mean(alone))
 
 
 def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, members: list[str | None],

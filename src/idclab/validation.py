@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from idclab import registry
+from idclab.context import MAX_RADIUS
 from idclab.data.layout import DataLayoutError, require_root
 from idclab.thresholds import METHODS as THRESHOLD_METHODS
 
@@ -79,7 +80,8 @@ TRAIN_RULES: list[Rule] = [
     ("threshold.value", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     ("threshold.target_sensitivity", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     ("context.name", lambda v: v in ("none", "neighbours"), "none or neighbours"),
-    ("context.radius", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (patch steps)"),
+    ("context.radius", lambda v: _is_int(v) and 1 <= v <= MAX_RADIUS,
+     f"an integer from 1 to {MAX_RADIUS} (patch steps)"),
     ("context.weight", lambda v: v is None or (_is_number(v) and 0 <= v < 1), "null (tuned) or a number in [0, 1)"),
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
