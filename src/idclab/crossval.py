@@ -207,9 +207,8 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
         metrics["cv_val_pooled_auprc"] = float(average_precision_score(val_targets, val_probs))
     context_text = ""
     if not np.array_equal(predictions["patch_probability"], predictions["probability"]):  # the run used context
-        alone = predictions["patch_probability"].to_numpy()
-        metrics["oof_without_context_auroc"] = float(roc_auc_score(targets, alone))
-        metrics["oof_without_context_auprc"] = float(average_precision_score(targets, alone))
+        alone = threshold_free(targets, predictions["patch_probability"].to_numpy())
+        metrics |= {f"oof_without_context_{name}": value for name, value in alone.items()}
         context_text = (f"Without spatial context (same fold models): AUROC {metrics['oof_without_context_auroc']:.4f}"
                         f"  AUPRC {metrics['oof_without_context_auprc']:.4f}\n")
     contexts = context_rules(val, predictions, rules.get("configured", ("max_f1", {})))
@@ -292,8 +291,7 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                 result = fit_and_test(cfg, config, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
             rows.append(fold_row(fold, split, result))
             members.append(result.best_path)
-            test_patch_probs = result.test_probs if result.test_patch_probs is None else result.test_patch_probs
-            predictions.append(patch_frame(data, fold, result.test_rows, result.test_probs, test_patch_probs)
+            predictions.append(patch_frame(data, fold, result.test_rows, result.test_probs, result.test_patch_probs)
                                .assign(threshold=result.threshold))
             validations.append(patch_frame(data, fold, result.val_rows, result.val_probs, result.val_patch_probs))
             contexts.append(result.context)

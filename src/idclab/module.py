@@ -34,7 +34,7 @@ class IDCClassifier(pl.LightningModule):
 
     With spatial context (`context_weight` > 0, tuned on validation), test probabilities are blended with
     their slide neighbours' (see `idclab.context`); `positions` (patient, x, y per index row) must then be set
-    before testing, and `test_patch_probs` keeps the probabilities of the patches alone. `patch_threshold` is
+    before testing. `test_patch_probs` always keeps the test probabilities of the patches alone. `patch_threshold` is
     the threshold tuned without context, for patches scored one at a time (no neighbours known).
     """
 
@@ -146,8 +146,9 @@ class IDCClassifier(pl.LightningModule):
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.metrics[f"{stage}_metrics"]
         epoch = metrics.gathered()
-        if stage == "test" and self.uses_context:
+        if stage == "test":
             self.test_patch_probs = epoch.probs.cpu()
+        if stage == "test" and self.uses_context:
             smoothed = self.in_context(epoch.probs.cpu().numpy(), epoch.rows.cpu().numpy())
             epoch = epoch._replace(probs=torch.from_numpy(smoothed).to(epoch.probs))
         values = {f"{stage}_{name}": value

@@ -174,7 +174,7 @@ class FitResult:
     test_probs: np.ndarray
     metrics: dict[str, Any]
     context: dict[str, Any]  # the tuned spatial context (see `context_record`), empty without
-    test_patch_probs: np.ndarray | None  # test P(IDC) without spatial context (None when the model has none)
+    test_patch_probs: np.ndarray  # the test patches' own P(IDC), before spatial context
 
 
 def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedData
@@ -214,10 +214,9 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     metrics = test_and_report(trainer, classifier, datamodule, out_dir / "test", run, **report_options(cfg.report))
     if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
-    patch_probs = classifier.test_patch_probs.numpy() if classifier.uses_context else None
     return FitResult(best_score, best_path, threshold, val_rows, val_probs, val_patch_probs,
                      classifier.test_rows.numpy(), classifier.test_probs.numpy(), metrics, context_record(classifier),
-                     patch_probs)
+                     classifier.test_patch_probs.numpy())
 
 
 def context_config(cfg: DictConfig) -> DictConfig:
