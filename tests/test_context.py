@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -77,6 +78,7 @@ class ContextClassifier:
     device = torch.device("cpu")
     threshold, alone_threshold = 0.5, 0.7
     uses_context, context_weight, context_radius = True, 0.5, 1
+    blend = IDCClassifier.blend
 
     def eval(self) -> "ContextClassifier":
         return self
@@ -127,3 +129,46 @@ def test_a_context_model_scores_lone_patches_at_its_threshold_tuned_without_cont
         with_context.in_context(np.array([0.5]), np.array([0]))
     with_context.positions = (np.array(["a", "a", "b"]), np.array([0, 50, 0]), np.array([0, 0, 0]))
     assert with_context.in_context(np.array([0.2, 0.8]), np.array([0, 1])).tolist() == pytest.approx([0.5, 0.5])
+
+
+class MeanLogit(torch.nn.Module):
+    """A stand-in network whose logit is the mean normalised pixel: P(IDC) is set by a patch's grey level."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3)) * 8 - 4
+
+
+def test_the_served_model_blends_patches_sent_with_positions_and_scores_the_others_alone():
+    from idclab.pyfunc_model import IDCPyfuncModel
+
+    served = IDCPyfuncModel()
+    served.classifier = IDCClassifier(MeanLogit(), torch.nn.BCEWithLogitsLoss(), config={}, mean=[0.0] * 3,
+                                      std=[1.0] * 3, class_counts=[1, 1], threshold=0.4, context_weight=0.5,
+                                      context_radius=1, patch_threshold=0.6)
+    patches = np.stack([np.full((50, 50, 3), level, np.uint8) for level in (30, 140, 250)])
+    alone = 1 / (1 + np.exp(-(np.array([30, 140, 250]) / 255 * 8 - 4)))
+    unplaced = served.predict(None, patches)
+    assert list(unplaced.columns) == ["probability", "label", "patch_probability"]
+    assert unplaced["probability"].tolist() == pytest.approx(alone.tolist(), abs=1e-6)
+    assert unplaced["label"].tolist() == (alone >= 0.6).astype(int).tolist()  # the threshold tuned alone
+    positions = {"patient": ["a", "a", "b"], "x": [0, 50, 0], "y": [0, 0, 0]}  # b's patch has no neighbour
+    placed = served.predict(None, patches, params=positions)
+    blended = [0.5 * alone[0] + 0.5 * alone[1], 0.5 * alone[1] + 0.5 * alone[0], alone[2]]
+    assert placed["probability"].tolist() == pytest.approx(blended, abs=1e-6)
+    assert placed["label"].tolist() == (np.array(blended) >= 0.4).astype(int).tolist()  # the context threshold
+    assert placed["patch_probability"].tolist() == pytest.approx(alone.tolist(), abs=1e-6)
+    with pytest.raises(ValueError, match="must each give one value per patch: 3 patches, 1, 1 and 1 values"):
+        served.predict(None, patches, params={"patient": ["a"], "x": [0], "y": [0]})
+    with pytest.raises(ValueError, match="must each give one value per patch: 3 patches, 3, 0 and 0 values"):
+        served.predict(None, patches, params={"patient": ["a", "a", "b"]})
+
+
+def test_the_served_models_signature_takes_optional_positions():
+    from idclab.tracking import served_signature, synthetic_example
+
+    example = synthetic_example()
+    signature = served_signature(example, pd.DataFrame({"probability": [0.1, 0.9], "label": [0, 1],
+                                                        "patch_probability": [0.1, 0.9]}))
+    specs = {spec.name: spec for spec in signature.params}
+    assert set(specs) == {"patient", "x", "y"}
+    assert all(spec.default == [] and spec.shape == (-1,) for spec in specs.values())  # absent: scored alone

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import shutil
 
+import mlflow.pyfunc
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from idclab.build import load_classifier
 from idclab.context import WEIGHTS, neighbour_matrix, smooth
@@ -25,7 +27,7 @@ def only_run(cfg):
 
 @pytest.mark.slow
 def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_predict(make_cfg, tmp_path, data_dir):
-    cfg = make_cfg("context=neighbours", "context.weight=0.5", *FULL_SPLITS)
+    cfg = make_cfg("context=neighbours", "context.weight=0.5", "logger.log_model=true", *FULL_SPLITS)
     train(cfg)
     client, run = only_run(cfg)
     metrics = run.data.metrics
@@ -55,6 +57,16 @@ def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_p
     assert blended == pytest.approx(smooth(alone, neighbours, 0.5), abs=1e-5)
     assert not np.allclose(blended, alone)
     assert [int(r["label"]) for r in rows] == (blended >= classifier.threshold).astype(int).tolist()
+
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    served = mlflow.pyfunc.load_model(run.data.tags["model_uri"])  # the served model, given the same positions
+    patches = np.stack([np.asarray(Image.open(r["file"]).convert("RGB")) for r in rows])
+    positions = {"patient": [r["patient"] for r in rows], "x": [int(r["x"]) for r in rows],
+                 "y": [int(r["y"]) for r in rows]}
+    output = served.predict(patches, params=positions)
+    assert output["probability"].to_numpy() == pytest.approx(blended, abs=1e-5)
+    assert output["label"].tolist() == [int(r["label"]) for r in rows]
+    assert output["patch_probability"].to_numpy() == pytest.approx(alone, abs=1e-5)
 
 
 @pytest.mark.slow

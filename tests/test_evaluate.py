@@ -155,7 +155,9 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     assert model.metadata.signature is not None
     patches = np.random.default_rng(0).integers(0, 255, (3, 50, 50, 3), dtype=np.uint8)
     output = model.predict(patches)
-    assert list(output.columns) == ["probability", "label"] and len(output) == 3
+    assert list(output.columns) == ["probability", "label", "patch_probability"] and len(output) == 3
+    placed = model.predict(patches, params={"patient": ["p"] * 3, "x": [0, 50, 100], "y": [0, 0, 0]})
+    assert placed["probability"].tolist() == output["probability"].tolist()  # trained without context
     results = evaluate(eval_cfg(make_cfg, "model_uri=models:/idc-classifier@champion",
                                 f"paths.output_dir={tmp_path / 'from_registry'}"))
     assert results["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)

@@ -102,6 +102,10 @@ class IDCClassifier(pl.LightningModule):
         if self.positions is None:
             raise RuntimeError("this model uses spatial context: set `positions` (patient, x, y per row) first")
         patients, xs, ys = (np.asarray(p)[rows] for p in self.positions)
+        return self.blend(probs, patients, xs, ys)
+
+    def blend(self, probs: np.ndarray, patients: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """`probs` blended with those of their neighbours among them (patient, x, y in pixels per patch)."""
         return smooth(probs, neighbour_matrix(patients, xs, ys, self.context_radius), self.context_weight)
 
     def set_threshold(self, threshold: float) -> None:

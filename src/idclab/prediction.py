@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from idclab.context import neighbour_matrix, smooth
 from idclab.data.decode import decode_patch
 from idclab.data.layout import parse_patch_name
 from idclab.module import IDCClassifier
@@ -91,7 +90,7 @@ def apply_context(predictions: list[Prediction], classifier: IDCClassifier) -> N
     patients = np.array([parsed.patient for _, parsed in placed])
     xs, ys = (np.array([getattr(parsed, axis) for _, parsed in placed]) for axis in ("x", "y"))
     probs = np.array([p.patch_probability for p, _ in placed])
-    smoothed = smooth(probs, neighbour_matrix(patients, xs, ys, classifier.context_radius), classifier.context_weight)
+    smoothed = classifier.blend(probs, patients, xs, ys)
     for (prediction, _), prob in zip(placed, smoothed, strict=True):
         prediction.probability = float(prob)
         prediction.label = int(prob >= classifier.threshold)

@@ -28,9 +28,10 @@ import yaml
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from mlflow.types import ParamSchema, ParamSpec
 from mlflow.utils.time import get_current_time_millis
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
@@ -355,6 +356,17 @@ def synthetic_example(count: int = 2, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.integers(-60, 60, (count, 50, 50, 3)), 0, 255).astype(np.uint8)
 
 
+def served_signature(example: np.ndarray, output: pd.DataFrame) -> ModelSignature:
+    """The served model's signature: patches in, `output`'s columns out, and the optional params `patient`,
+    `x`, `y` (one value per patch; empty by default, when every patch is scored alone)."""
+    from idclab.pyfunc_model import POSITIONS
+
+    inferred = infer_signature(example, output)
+    types = {"patient": "string", "x": "long", "y": "long"}
+    return ModelSignature(inferred.inputs, inferred.outputs,
+                          params=ParamSchema([ParamSpec(name, types[name], [], (-1,)) for name in POSITIONS]))
+
+
 def log_model(run: TrackedRun, checkpoint: str | Path) -> str:
     """Log `checkpoint` as the run's MLflow pyfunc model, from code (`idclab/pyfunc_model.py`, nothing
     pickled), with signature and a synthetic input example; return its URI."""
@@ -364,7 +376,7 @@ def log_model(run: TrackedRun, checkpoint: str | Path) -> str:
     example = synthetic_example()
     model = pyfunc_model.IDCPyfuncModel()
     model.classifier = load_classifier(checkpoint)
-    signature = infer_signature(example, model.predict(None, example))
+    signature = served_signature(example, model.predict(None, example))
     requirements = [f"{name}=={v}" for name, v in environment().items()
                     if name not in ("python", "platform", "idclab") and v != "not installed"]
     mlflow.set_tracking_uri(run.client.tracking_uri)
