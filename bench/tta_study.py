@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from recipe_study import separated  # the study's rule: beyond the seed range, every seed
 
 from idclab.build import load_classifier
 from idclab.crossval import FOLD_TAG, context_rules, patch_frame
@@ -120,9 +121,8 @@ def verdicts(results: pd.DataFrame) -> pd.DataFrame:
     for context, group in results.groupby("context"):
         without = group[~group["tta"]].set_index("seed")["val_crossfit_auprc"]
         with_tta = group[group["tta"]].set_index("seed")["val_crossfit_auprc"]
-        gains, spread = (with_tta - without).loc[without.index], float(without.max() - without.min())
-        call = "too few seeds" if len(gains) < 2 else (
-            "better" if (gains > spread).all() else "worse" if (gains < -spread).all() else "no")
+        gains, spread = (with_tta - without).dropna(), float(without.max() - without.min())
+        call = separated(gains, without)
         for tta, part in group.groupby("tta"):
             rows.append({"context": context, "tta": tta, "seeds": len(part),
                          **{c: f"{part[c].mean():.4f} ± {part[c].std():.4f}" for c in

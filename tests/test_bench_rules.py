@@ -1,0 +1,36 @@
+"""The studies' decision rule (bench/recipe_study.py, bench/tta_study.py), on hand-made seed results."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from recipe_study import separated  # noqa: E402
+from tta_study import verdicts  # noqa: E402
+
+
+@pytest.mark.parametrize(("gains", "call"), [
+    ([0.011, 0.02], "better"),      # both seeds beyond the baseline's seed range (0.01)
+    ([0.011, 0.009], "no"),         # one seed within it
+    ([-0.02, -0.011], "worse"),
+    ([0.02, -0.02], "no"),
+    ([0.05], "too few seeds"),
+])
+def test_a_strategy_is_separated_only_when_every_seed_beats_the_baselines_seed_range(gains, call):
+    base = pd.Series([0.70, 0.71], index=[1, 2])
+    assert separated(pd.Series(gains, index=[1, 2][: len(gains)]), base) == call
+
+
+def test_tta_verdicts_pair_each_seed_with_and_without_tta_in_the_same_context():
+    rows = [{"context": context, "tta": tta, "seed": seed, "val_crossfit_auprc": auprc, "auroc": 0.9, "auprc": 0.7,
+             "f1": 0.7, "balanced_accuracy": 0.8}
+            for context, tta, seed, auprc in [
+                ("none", False, 1, 0.70), ("none", False, 2, 0.71), ("none", True, 1, 0.72), ("none", True, 2, 0.73),
+                ("radius 1", False, 1, 0.75), ("radius 1", False, 2, 0.76), ("radius 1", True, 1, 0.755),
+                ("radius 1", True, 2, 0.77)]]
+    table = verdicts(pd.DataFrame(rows)).set_index(["context", "tta"])
+    assert table.loc[("none", True), "TTA"] == "better"  # +0.02, +0.02 against a range of 0.01
+    assert table.loc[("radius 1", True), "TTA"] == "no"  # +0.005 is within it
+    assert table.loc[("none", True), "Δ val_crossfit_auprc (per seed)"] == "+0.0200, +0.0200"
