@@ -289,3 +289,14 @@ def test_tta_retunes_the_threshold_on_the_recorded_validation_patients(make_cfg,
         probs = classifier.probabilities(torch.from_numpy(np.asarray(data.cache.images[rows])).permute(0, 3, 1, 2))
     expected = tune_threshold(data.index.labels[rows], probs.numpy(), "max_f1")
     assert metrics["threshold"] == pytest.approx(expected, abs=1e-6) == results["threshold"]
+
+    # predict with TTA labels at the threshold tuned with TTA too (the conditions it is used in)
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for path in [data.index.paths[i] for i in rows[:6]]:
+        shutil.copy(resolve_root(trained.data) / path, folder)
+    predicted = evaluate(eval_cfg(make_cfg, "tta=true", f"predict={folder}", f"paths.output_dir={tmp_path / 'p'}"))
+    assert predicted["threshold"] == pytest.approx(expected, abs=1e-6)
+    with open(tmp_path / "p" / "predictions.csv") as handle:
+        written = list(csv.DictReader(handle))
+    assert [int(r["label"]) for r in written] == [int(float(r["probability"]) >= expected) for r in written]

@@ -72,6 +72,10 @@ def evaluate(cfg: DictConfig) -> dict:
               f"from run {source_run.info.run_id}")
 
     if cfg.predict:
+        if classifier.tta:  # labels at thresholds tuned with TTA, on the recorded validation patients
+            datamodule = PatchDataModule(evaluation_data(cfg, classifier, needs_test=False), cfg.batch_size)
+            trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
+            print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
         predictions = predict_files(classifier, cfg.predict, cfg.batch_size)
         print(format_table(predictions))
         write_csv(predictions, out_dir / "predictions.csv")
@@ -79,7 +83,7 @@ def evaluate(cfg: DictConfig) -> dict:
             print(f"Heatmap: {name}")
         failed = sum(p.error is not None for p in predictions)
         print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
-        return {"predicted": len(predictions) - failed, "failed": failed}
+        return {"predicted": len(predictions) - failed, "failed": failed, "threshold": classifier.threshold}
 
     data = evaluation_data(cfg, classifier)
     datamodule = PatchDataModule(data, cfg.batch_size, classifier.hparams["config"]["data"]["num_workers"])
@@ -117,22 +121,24 @@ def run_name(cfg: DictConfig, source_run: Run | None, version: int | None) -> st
     return f"{name} tta" if cfg.tta else name
 
 
-def evaluation_data(cfg: DictConfig, classifier: IDCClassifier) -> PreparedData:
+def evaluation_data(cfg: DictConfig, classifier: IDCClassifier, needs_test: bool = True) -> PreparedData:
     """The training run's data (or `data.root`), decoded into this project's cache and split as the checkpoint
-    recorded (`split_from=recorded`) or afresh with the training run's split settings (`split_from=fresh`)."""
+    recorded (`split_from=recorded`) or afresh with the training run's split settings (`split_from=fresh`);
+    `needs_test=False` when only the validation patients are used (TTA before `predict`)."""
     config = classifier.hparams["config"]
     data_cfg = OmegaConf.create(config["data"])
     data_cfg.cache_dir = cfg.data.cache_dir
     split_cfg = OmegaConf.create(config["split"])
     if cfg.split_from == "recorded":
-        split_cfg = recorded_split(classifier, split_cfg, needs_val=bool(cfg.tta))
+        split_cfg = recorded_split(classifier, split_cfg, needs_val=bool(cfg.tta), needs_test=needs_test)
     root = require_root(cfg.data.root) if cfg.data.root else None
-    return prepare_data(data_cfg, split_cfg, root=root)
+    return prepare_data(data_cfg, split_cfg, allow_empty_test=not needs_test, root=root)
 
 
-def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: bool) -> DictConfig:
-    """The split config that rebuilds the patient lists saved in the checkpoint (the test patients, and the
-    validation ones when TTA re-tunes the threshold, must all be in the data)."""
+def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: bool, needs_test: bool = True
+                   ) -> DictConfig:
+    """The split config that rebuilds the patient lists saved in the checkpoint (the test patients unless only
+    validation is used, and the validation ones when TTA re-tunes the threshold, must all be in the data)."""
     patients = classifier.hparams.get("split_patients")
     if patients is None:
         raise CheckpointError("the checkpoint records no patient lists (saved before idclab recorded them, or "
@@ -140,7 +146,7 @@ def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: 
     if split_cfg.name == "patches":
         raise ConfigError("split=patches assigns patches, not patients: patient lists cannot rebuild it; "
                           "use split_from=fresh")
-    required = ["val", "test"] if needs_val else ["test"]
+    required = (["val"] if needs_val else []) + (["test"] if needs_test else [])
     return OmegaConf.create({"name": "recorded", "root": split_cfg.get("root"), **patients, "required": required})
 
 
