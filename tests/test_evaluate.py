@@ -300,3 +300,18 @@ def test_tta_retunes_the_threshold_on_the_recorded_validation_patients(make_cfg,
     with open(tmp_path / "p" / "predictions.csv") as handle:
         written = list(csv.DictReader(handle))
     assert [int(r["label"]) for r in written] == [int(float(r["probability"]) >= expected) for r in written]
+
+
+def test_tta_on_a_model_that_records_no_validation_patients_says_so():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from idclab.evaluation import recorded_split
+    from idclab.validation import ConfigError
+
+    ensemble = SimpleNamespace(hparams={"split_patients": {"train": ["a", "b"], "val": [], "test": ["c"]}})
+    split_cfg = OmegaConf.create({"name": "stratified"})
+    with pytest.raises(ConfigError, match="records no validation patients to re-tune its threshold with TTA on"):
+        recorded_split(ensemble, split_cfg, needs_val=True)
+    assert recorded_split(ensemble, split_cfg, needs_val=False).required == ["test"]

@@ -146,6 +146,10 @@ def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: 
     if split_cfg.name == "patches":
         raise ConfigError("split=patches assigns patches, not patients: patient lists cannot rebuild it; "
                           "use split_from=fresh")
+    if needs_val and not patients.get("val"):
+        raise ConfigError("tta=true: this model records no validation patients to re-tune its threshold with TTA "
+                          "on (a cross-validation ensemble's threshold comes from its folds' validation "
+                          "patients); evaluate it without tta")
     required = (["val"] if needs_val else []) + (["test"] if needs_test else [])
     return OmegaConf.create({"name": "recorded", "root": split_cfg.get("root"), **patients, "required": required})
 
