@@ -52,8 +52,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
                              "averaging=ema"],
     "residual wide": ["model.residual=true", "model.widths=[32,64,128]"],
     "logit_adjusted": ["loss=logit_adjusted"],
-    "reinhard": ["stain=reinhard"],
     "weighted": ["loss=weighted"],
+    "drw weighted": ["loss=weighted", "drw.start_epoch=4"],  # DRW: class weights on for the last 2 of 6 epochs
+    "reinhard": ["stain=reinhard"],
     "focal": ["loss=focal"],
     "oversample": ["sampler=oversample"],
 }
