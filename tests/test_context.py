@@ -138,29 +138,54 @@ class MeanLogit(torch.nn.Module):
         return x.mean(dim=(1, 2, 3)) * 8 - 4
 
 
-def test_the_served_model_blends_patches_sent_with_positions_and_scores_the_others_alone():
+def served_model():
+    """The served model around a stand-in network: context weight 0.5, thresholds 0.3 (context), 0.6 (alone)."""
     from idclab.pyfunc_model import IDCPyfuncModel
 
     served = IDCPyfuncModel()
     served.classifier = IDCClassifier(MeanLogit(), torch.nn.BCEWithLogitsLoss(), config={}, mean=[0.0] * 3,
-                                      std=[1.0] * 3, class_counts=[1, 1], threshold=0.4, context_weight=0.5,
+                                      std=[1.0] * 3, class_counts=[1, 1], threshold=0.3, context_weight=0.5,
                                       context_radius=1, patch_threshold=0.6)
-    patches = np.stack([np.full((50, 50, 3), level, np.uint8) for level in (30, 140, 250)])
-    alone = 1 / (1 + np.exp(-(np.array([30, 140, 250]) / 255 * 8 - 4)))
-    unplaced = served.predict(None, patches)
-    assert list(unplaced.columns) == ["probability", "label", "patch_probability"]
-    assert unplaced["probability"].tolist() == pytest.approx(alone.tolist(), abs=1e-6)
-    assert unplaced["label"].tolist() == (alone >= 0.6).astype(int).tolist()  # the threshold tuned alone
+    return served
+
+
+PATCHES = np.stack([np.full((50, 50, 3), level, np.uint8) for level in (30, 140, 250)])
+ALONE = 1 / (1 + np.exp(-(np.array([30, 140, 250]) / 255 * 8 - 4)))  # 0.045, 0.597, 0.979
+
+
+def test_the_served_model_blends_patches_sent_with_positions_and_scores_the_others_alone():
+    served = served_model()
+    unplaced = served.predict(None, PATCHES)
+    assert list(unplaced.columns) == ["probability", "label", "patch_probability", "in_context"]
+    assert unplaced["probability"].tolist() == pytest.approx(ALONE.tolist(), abs=1e-6)
+    assert unplaced["label"].tolist() == [0, 0, 1]  # at 0.6, the threshold tuned alone (at 0.3: 0, 1, 1)
+    assert not unplaced["in_context"].any()
     positions = {"patient": ["a", "a", "b"], "x": [0, 50, 0], "y": [0, 0, 0]}  # b's patch has no neighbour
-    placed = served.predict(None, patches, params=positions)
-    blended = [0.5 * alone[0] + 0.5 * alone[1], 0.5 * alone[1] + 0.5 * alone[0], alone[2]]
+    placed = served.predict(None, PATCHES, params=positions)
+    blended = [0.5 * ALONE[0] + 0.5 * ALONE[1], 0.5 * ALONE[1] + 0.5 * ALONE[0], ALONE[2]]  # 0.321, 0.321, 0.979
     assert placed["probability"].tolist() == pytest.approx(blended, abs=1e-6)
-    assert placed["label"].tolist() == (np.array(blended) >= 0.4).astype(int).tolist()  # the context threshold
-    assert placed["patch_probability"].tolist() == pytest.approx(alone.tolist(), abs=1e-6)
-    with pytest.raises(ValueError, match="must each give one value per patch: 3 patches, 1, 1 and 1 values"):
-        served.predict(None, patches, params={"patient": ["a"], "x": [0], "y": [0]})
-    with pytest.raises(ValueError, match="must each give one value per patch: 3 patches, 3, 0 and 0 values"):
-        served.predict(None, patches, params={"patient": ["a", "a", "b"]})
+    assert placed["label"].tolist() == [1, 1, 1]  # at 0.3, the context threshold (at 0.6: 0, 0, 1)
+    assert placed["patch_probability"].tolist() == pytest.approx(ALONE.tolist(), abs=1e-6)
+    assert placed["in_context"].all()
+    as_arrays = {name: np.asarray(values) for name, values in positions.items()}  # a direct call with arrays
+    assert served.predict(None, PATCHES, params=as_arrays)["probability"].tolist() == pytest.approx(blended)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"patient": ["a"], "x": [0], "y": [0]}, "must each give one value per patch: 3 patches, 1, 1 and 1 values"),
+    ({"patient": ["a", "a", "b"]}, "must each give one value per patch: 3 patches, 3, 0 and 0 values"),
+    ({"patient": ["a", None, None], "x": [0, 50, 0], "y": [0, 0, 0]}, "patient must be non-empty strings"),
+    ({"patient": ["a", "a", ""], "x": [0, 50, 0], "y": [0, 0, 0]}, "patient must be non-empty strings"),
+    ({"patient": ["a", "a", "b"], "x": [0, None, 0], "y": [0, 0, 0]}, "x and y must be integers from 0 to"),
+    ({"patient": ["a", "a", "b"], "x": [0, -50, 0], "y": [0, 0, 0]}, "x and y must be integers from 0 to"),
+    ({"patient": ["a", "a", "b"], "x": [0, 50.5, 0], "y": [0, 0, 0]}, "x and y must be integers from 0 to"),
+    ({"patient": ["a", "a", "b"], "x": [0, 50, 0], "y": [0, 2**62, 0]}, "x and y must be integers from 0 to"),
+])
+def test_the_served_model_refuses_positions_it_cannot_place(params, message):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=re.escape(f"params patient, x and y {message}")):
+        served_model().predict(None, PATCHES, params=params)
 
 
 def test_the_served_models_signature_takes_optional_positions():
@@ -168,7 +193,9 @@ def test_the_served_models_signature_takes_optional_positions():
 
     example = synthetic_example()
     signature = served_signature(example, pd.DataFrame({"probability": [0.1, 0.9], "label": [0, 1],
-                                                        "patch_probability": [0.1, 0.9]}))
+                                                        "patch_probability": [0.1, 0.9],
+                                                        "in_context": [False, False]}))
     specs = {spec.name: spec for spec in signature.params}
-    assert set(specs) == {"patient", "x", "y"}
+    assert {name: spec.dtype.name for name, spec in specs.items()} == {"patient": "string", "x": "long",
+                                                                      "y": "long"}
     assert all(spec.default == [] and spec.shape == (-1,) for spec in specs.values())  # absent: scored alone

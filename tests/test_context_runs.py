@@ -67,6 +67,7 @@ def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_p
     assert output["probability"].to_numpy() == pytest.approx(blended, abs=1e-5)
     assert output["label"].tolist() == [int(r["label"]) for r in rows]
     assert output["patch_probability"].to_numpy() == pytest.approx(alone, abs=1e-5)
+    assert output["in_context"].all()
 
 
 @pytest.mark.slow

@@ -22,7 +22,9 @@ from idclab.crossval import (
     threshold_rules,
 )
 from idclab.ensemble import EnsembleClassifier
+from idclab.evaluation import evaluate
 from idclab.training import train
+from idclab.validation import ConfigError
 
 PATIENTS = np.repeat([f"p{i}" for i in range(10)], 6)
 LABELS = np.tile([0, 0, 0, 0, 1, 1], 10)
@@ -184,3 +186,8 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     members = torch.stack([torch.sigmoid(m(images)) for m in ensemble.model]).mean(0)
     assert torch.allclose(ensemble.probabilities(images), members, atol=1e-5)
     assert parent.data.tags["model_uri"]
+    for split_from in ("recorded", "fresh"):  # refused before anything is registered: no validation of its own
+        with pytest.raises(ConfigError, match="records no validation patients"):
+            evaluate(make_cfg("tta=true", "register.name=cv-model", f"split_from={split_from}",
+                              config_name="evaluate"))
+    assert client.search_registered_models() == []

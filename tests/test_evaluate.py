@@ -155,9 +155,10 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     assert model.metadata.signature is not None
     patches = np.random.default_rng(0).integers(0, 255, (3, 50, 50, 3), dtype=np.uint8)
     output = model.predict(patches)
-    assert list(output.columns) == ["probability", "label", "patch_probability"] and len(output) == 3
+    assert list(output.columns) == ["probability", "label", "patch_probability", "in_context"] and len(output) == 3
     placed = model.predict(patches, params={"patient": ["p"] * 3, "x": [0, 50, 100], "y": [0, 0, 0]})
     assert placed["probability"].tolist() == output["probability"].tolist()  # trained without context
+    assert not placed["in_context"].any()
     results = evaluate(eval_cfg(make_cfg, "model_uri=models:/idc-classifier@champion",
                                 f"paths.output_dir={tmp_path / 'from_registry'}"))
     assert results["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)
@@ -296,6 +297,7 @@ def test_tta_retunes_the_threshold_on_the_recorded_validation_patients(make_cfg,
     for path in [data.index.paths[i] for i in rows[:6]]:
         shutil.copy(resolve_root(trained.data) / path, folder)
     predicted = evaluate(eval_cfg(make_cfg, "tta=true", f"predict={folder}", f"paths.output_dir={tmp_path / 'p'}"))
+    assert expected != pytest.approx(metrics["threshold_without_tta"])  # so that the next line can fail
     assert predicted["threshold"] == pytest.approx(expected, abs=1e-6)
     with open(tmp_path / "p" / "predictions.csv") as handle:
         written = list(csv.DictReader(handle))
@@ -307,11 +309,12 @@ def test_tta_on_a_model_that_records_no_validation_patients_says_so():
 
     from omegaconf import OmegaConf
 
-    from idclab.evaluation import recorded_split
+    from idclab.evaluation import recorded_split, require_validation_patients
     from idclab.validation import ConfigError
 
     ensemble = SimpleNamespace(hparams={"split_patients": {"train": ["a", "b"], "val": [], "test": ["c"]}})
-    split_cfg = OmegaConf.create({"name": "stratified"})
     with pytest.raises(ConfigError, match="records no validation patients to re-tune its threshold with TTA on"):
-        recorded_split(ensemble, split_cfg, needs_val=True)
-    assert recorded_split(ensemble, split_cfg, needs_val=False).required == ["test"]
+        require_validation_patients(ensemble)
+    require_validation_patients(SimpleNamespace(hparams={"split_patients": {"val": ["d"]}}))  # a single model
+    require_validation_patients(SimpleNamespace(hparams={}))  # no record: split_from=fresh re-splits it
+    assert recorded_split(ensemble, OmegaConf.create({"name": "stratified"}), needs_val=False).required == ["test"]

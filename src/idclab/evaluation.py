@@ -63,6 +63,8 @@ def evaluate(cfg: DictConfig) -> dict:
     classifier, source_run, source = select_model(cfg, client, out_dir)
     print(f"Model: {source} (threshold {classifier.threshold:.4f})")
     classifier.tta = bool(cfg.tta)
+    if classifier.tta:
+        require_validation_patients(classifier)
     version = None
     if cfg.register.name:
         if source_run is None:
@@ -72,8 +74,9 @@ def evaluate(cfg: DictConfig) -> dict:
               f"from run {source_run.info.run_id}")
 
     if cfg.predict:
-        if classifier.tta:  # labels at thresholds tuned with TTA, on the recorded validation patients
-            datamodule = PatchDataModule(evaluation_data(cfg, classifier, needs_test=False), cfg.batch_size)
+        if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
+            datamodule = PatchDataModule(evaluation_data(cfg, classifier, needs_test=False), cfg.batch_size,
+                                         classifier.hparams["config"]["data"]["num_workers"])
             trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
             print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
         predictions = predict_files(classifier, cfg.predict, cfg.batch_size)
@@ -135,6 +138,17 @@ def evaluation_data(cfg: DictConfig, classifier: IDCClassifier, needs_test: bool
     return prepare_data(data_cfg, split_cfg, allow_empty_test=not needs_test, root=root)
 
 
+def require_validation_patients(classifier: IDCClassifier) -> None:
+    """TTA re-tunes the threshold on the model's validation patients: refuse a model that records none (a
+    cross-validation ensemble, whose threshold comes from its folds' validation patients, all of whom trained
+    some member), whatever `split_from` says."""
+    recorded = classifier.hparams.get("split_patients")
+    if recorded is not None and not recorded.get("val"):
+        raise ConfigError("tta=true: this model records no validation patients to re-tune its threshold with TTA "
+                          "on (a cross-validation ensemble's threshold comes from its folds' validation "
+                          "patients); evaluate it without tta")
+
+
 def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: bool, needs_test: bool = True
                    ) -> DictConfig:
     """The split config that rebuilds the patient lists saved in the checkpoint (the test patients unless only
@@ -146,10 +160,6 @@ def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: 
     if split_cfg.name == "patches":
         raise ConfigError("split=patches assigns patches, not patients: patient lists cannot rebuild it; "
                           "use split_from=fresh")
-    if needs_val and not patients.get("val"):
-        raise ConfigError("tta=true: this model records no validation patients to re-tune its threshold with TTA "
-                          "on (a cross-validation ensemble's threshold comes from its folds' validation "
-                          "patients); evaluate it without tta")
     required = (["val"] if needs_val else []) + (["test"] if needs_test else [])
     return OmegaConf.create({"name": "recorded", "root": split_cfg.get("root"), **patients, "required": required})
 

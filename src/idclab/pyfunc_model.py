@@ -14,16 +14,41 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 
-POSITIONS = ("patient", "x", "y")  # optional params: where each patch lies on its slide (pixels, Kaggle names)
+POSITIONS = {"patient": "string", "x": "long", "y": "long"}  # optional params (MLflow types): where each patch
+# lies on its slide, in pixels as in the Kaggle names
+MAX_COORDINATE = 10**7  # pixels: beyond any slide, and small enough for exact neighbour arithmetic
+
+
+def slide_positions(params: dict | None, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The `count` patches' (patient, x, y) from the request params, or None when none are given. Bad values raise
+    MLflow's invalid-parameter error, whose message a scoring server returns with HTTP 400."""
+    given = {name: [] if (params or {}).get(name) is None else list(params[name]) for name in POSITIONS}
+    if not any(given.values()):
+        return None
+    problem = None
+    if any(len(values) != count for values in given.values()):
+        problem = "must each give one value per patch: {} patches, {}, {} and {} values".format(
+            count, *(len(values) for values in given.values()))
+    elif not all(isinstance(p, str) and p for p in given["patient"]):
+        problem = "patient must be non-empty strings"
+    elif not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < MAX_COORDINATE
+                 for axis in ("x", "y") for v in given[axis]):
+        problem = f"x and y must be integers from 0 to {MAX_COORDINATE - 1} (pixels)"
+    if problem:
+        raise MlflowException.invalid_parameter_value(f"params patient, x and y {problem}")
+    return (np.asarray(given["patient"]), np.asarray(given["x"], dtype=np.int64),
+            np.asarray(given["y"], dtype=np.int64))
 
 
 class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
     """Input: uint8 RGB patches, an array N x 50 x 50 x 3, and optionally params `patient`, `x`, `y` (one value
-    per patch). Output: a DataFrame with `probability` (P(IDC)), `label` (1 = IDC at the tuned threshold) and
-    `patch_probability` (P(IDC) of the patch alone). A model tuned with spatial context blends the patches sent
-    with positions with their neighbours among them; patches sent without are scored alone and labelled at the
-    threshold tuned without context."""
+    for every patch of the request, or none). Output: a DataFrame with `probability` (P(IDC)), `label` (1 = IDC
+    at the threshold applied), `patch_probability` (P(IDC) of the patch alone) and `in_context` (whether the
+    patch was scored with its neighbours). A model tuned with spatial context given positions blends every patch
+    with its neighbours among those sent and labels at its threshold; without positions, each patch is scored
+    alone and labelled at the threshold tuned without context."""
 
     _skip_type_hint_validation = True  # the logged signature describes the input; MLflow need not wrap predict
 
@@ -37,19 +62,14 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
         images = torch.from_numpy(np.ascontiguousarray(np.asarray(model_input, dtype=np.uint8)))
         with torch.no_grad():
             alone = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy().astype(np.float64)
-        positions = [list((params or {}).get(name) or []) for name in POSITIONS]
-        if not any(positions):
-            probs, threshold = alone, self.classifier.alone_threshold
-        elif any(len(values) != len(alone) for values in positions):
-            counts = "{}, {} and {}".format(*(len(values) for values in positions))
-            raise ValueError(f"params patient, x and y must each give one value per patch: {len(alone)} patches, "
-                             f"{counts} values")
+        positions = slide_positions(params, len(alone))
+        in_context = positions is not None and self.classifier.uses_context
+        if in_context:
+            probs, threshold = self.classifier.blend(alone, *positions), self.classifier.threshold
         else:
-            patients, xs, ys = (np.asarray(values) for values in positions)
-            probs = self.classifier.blend(alone, patients, xs.astype(np.int64), ys.astype(np.int64))
-            threshold = self.classifier.threshold
+            probs, threshold = alone, self.classifier.alone_threshold
         return pd.DataFrame({"probability": probs, "label": (probs >= threshold).astype(np.int64),
-                             "patch_probability": alone})
+                             "patch_probability": alone, "in_context": np.full(len(alone), in_context)})
 
 
 mlflow.models.set_model(IDCPyfuncModel())

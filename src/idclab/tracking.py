@@ -362,9 +362,8 @@ def served_signature(example: np.ndarray, output: pd.DataFrame) -> ModelSignatur
     from idclab.pyfunc_model import POSITIONS
 
     inferred = infer_signature(example, output)
-    types = {"patient": "string", "x": "long", "y": "long"}
     return ModelSignature(inferred.inputs, inferred.outputs,
-                          params=ParamSchema([ParamSpec(name, types[name], [], (-1,)) for name in POSITIONS]))
+                          params=ParamSchema([ParamSpec(name, kind, [], (-1,)) for name, kind in POSITIONS.items()]))
 
 
 def log_model(run: TrackedRun, checkpoint: str | Path) -> str:
