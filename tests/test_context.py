@@ -172,8 +172,8 @@ def test_the_served_model_blends_patches_sent_with_positions_and_scores_the_othe
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"patient": ["a"], "x": [0], "y": [0]}, "must each give one value per patch: 3 patches, 1, 1 and 1 values"),
-    ({"patient": ["a", "a", "b"]}, "must each give one value per patch: 3 patches, 3, 0 and 0 values"),
+    ({"patient": ["a"], "x": [0], "y": [0]}, "one value per patch each: 3 patches, 1, 1 and 1 values"),
+    ({"patient": ["a", "a", "b"]}, "one value per patch each: 3 patches, 3, 0 and 0 values"),
     ({"patient": ["a", None, None], "x": [0, 50, 0], "y": [0, 0, 0]}, "patient must be non-empty strings"),
     ({"patient": ["a", "a", ""], "x": [0, 50, 0], "y": [0, 0, 0]}, "patient must be non-empty strings"),
     ({"patient": ["a", "a", "b"], "x": [0, None, 0], "y": [0, 0, 0]}, "x and y must be integers from 0 to"),
@@ -184,7 +184,7 @@ def test_the_served_model_blends_patches_sent_with_positions_and_scores_the_othe
 def test_the_served_model_refuses_positions_it_cannot_place(params, message):
     from mlflow.exceptions import MlflowException
 
-    with pytest.raises(MlflowException, match=re.escape(f"params patient, x and y {message}")):
+    with pytest.raises(MlflowException, match=re.escape(f"params patient, x and y: {message}")):
         served_model().predict(None, PATCHES, params=params)
 
 

@@ -29,7 +29,7 @@ def slide_positions(params: dict | None, count: int) -> tuple[np.ndarray, np.nda
         return None
     problem = None
     if any(len(values) != count for values in given.values()):
-        problem = "must each give one value per patch: {} patches, {}, {} and {} values".format(
+        problem = "one value per patch each: {} patches, {}, {} and {} values".format(
             count, *(len(values) for values in given.values()))
     elif not all(isinstance(p, str) and p for p in given["patient"]):
         problem = "patient must be non-empty strings"
@@ -37,7 +37,7 @@ def slide_positions(params: dict | None, count: int) -> tuple[np.ndarray, np.nda
                  for axis in ("x", "y") for v in given[axis]):
         problem = f"x and y must be integers from 0 to {MAX_COORDINATE - 1} (pixels)"
     if problem:
-        raise MlflowException.invalid_parameter_value(f"params patient, x and y {problem}")
+        raise MlflowException.invalid_parameter_value(f"params patient, x and y: {problem}")
     return (np.asarray(given["patient"]), np.asarray(given["x"], dtype=np.int64),
             np.asarray(given["y"], dtype=np.int64))
 
