@@ -107,7 +107,10 @@ def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_p
     Image.new("RGB", (400, 300), "white").save(folder / "huge.png")
     single = sorted(data_dir.glob("synthetic/synthetic-*/*/0/*.png"))[0]
     out = evaluate(eval_cfg(make_cfg, f"predict=[{folder},{single},{tmp_path / 'missing.png'}]"))
-    assert out == {"predicted": 4, "failed": 3}
+    client = MlflowClient(trained.logger.tracking_uri)
+    best = max(client.search_runs([client.get_experiment_by_name("idc").experiment_id]),
+               key=lambda r: r.data.metrics["best_val_auprc"])
+    assert out == {"predicted": 4, "failed": 3, "threshold": pytest.approx(best.data.metrics["threshold"])}
     with open(Path(tmp_path / "out" / "predictions.csv")) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 7
