@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -34,3 +35,12 @@ def test_tta_verdicts_pair_each_seed_with_and_without_tta_in_the_same_context():
     assert table.loc[("none", True), "TTA"] == "better"  # +0.02, +0.02 against a range of 0.01
     assert table.loc[("radius 1", True), "TTA"] == "no"  # +0.005 is within it
     assert table.loc[("none", True), "Δ val_crossfit_auprc (per seed)"] == "+0.0200, +0.0200"
+
+
+def test_the_slide_mean_averages_a_patchs_other_patches_of_the_same_patient_only():
+    from slide_context_study import slide_matrix
+    probs = np.array([0.2, 0.4, 0.9, 0.6, 0.1])
+    matrix = slide_matrix(np.array(["a", "b", "a", "a", "c"]))
+    # a: patches 0, 2, 3 -> each sees the mean of the other two; b and c have one patch -> empty rows
+    np.testing.assert_allclose(matrix @ probs, [(0.9 + 0.6) / 2, 0, (0.2 + 0.6) / 2, (0.2 + 0.9) / 2, 0])
+    assert matrix.getrow(1).nnz == 0 and matrix.getrow(4).nnz == 0

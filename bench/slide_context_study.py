@@ -1,0 +1,185 @@
+"""Slide-wide context: does blending a patch with the mean of its whole slide add to the radius-1 neighbours?
+
+The recipe blends each patch's P(IDC) with the mean of its 8 neighbours (`context=neighbours`, radius 1). In the
+pool 16% of the patches have no neighbour at all, so radius 1 leaves them alone. This study asks whether the
+mean P(IDC) of all the patient's other patches (the "slide mean", which every patch with a sibling has) adds to
+it. It needs no training: it re-scores the saved validation and out-of-fold predictions of the recipe study's
+`baseline + context` runs (seeds 1, 2; `cv/val_predictions.csv`, `cv/oof_predictions.csv`).
+
+Variants, each applied as `(1 - w) * p + w * mean(others' p)` with `w` tuned on validation AUPRC
+(`idclab.context.tune_weight`), in sequence when there are two:
+- `radius 1`: the recipe (reproduces the run's `cv/context_rules.csv`, which the script checks);
+- `slide`: the slide mean alone;
+- `radius 1 + slide`: radius 1 at its tuned weight, then the slide mean at a weight tuned on the result.
+The validation evidence is `val_crossfit_auprc` (as `idclab.crossval.cross_fitted`: each half of a fold's
+validation patients is scored at the weights tuned on the other half). The threshold (max-F1) is then tuned on
+each fold's blended validation predictions and applied to its blended out-of-fold patches.
+
+Rule (fixed 2026-12-01, before the first result): a variant is called better than the recipe's `radius 1` when,
+for both seeds, its `val_crossfit_auprc` exceeds radius 1's by more than radius 1's seed range of that metric;
+worse when every seed's difference is below minus that range (`recipe_study.separated`). The OOF columns are
+the estimate, not the chooser.
+
+    python bench/slide_context_study.py --tracking-uri sqlite:////work/study/mlflow.db
+    # -> bench/results/slide_context_study.csv, and the table printed (docs/slide_context_study.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from recipe_study import separated  # the study's rule: beyond the seed range, every seed
+from scipy.sparse import coo_matrix, csr_matrix, diags
+
+from idclab.context import neighbour_matrix, smooth, tune_weight
+from idclab.crossval import pooled_metrics
+from idclab.reporting import threshold_free
+from idclab.thresholds import tune_threshold
+
+PROJECT = Path(__file__).resolve().parents[1]
+STUDY = PROJECT / "bench" / "results" / "recipe_study.csv"
+RESULTS = PROJECT / "bench" / "results" / "slide_context_study.csv"
+RECIPE = "radius 1"
+
+Builder = Callable[[pd.DataFrame], csr_matrix]
+
+
+def slide_matrix(patients: np.ndarray) -> csr_matrix:
+    """Row-normalised: entry (i, j) is 1/(n_i - 1) for every other patch j of patch i's patient (n_i patches);
+    the row of a patient's only patch is empty."""
+    _, codes = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+    n = len(codes)
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    rows, cols = [], []
+    for start, stop in zip(starts, np.r_[starts[1:], n], strict=True):
+        members = order[start:stop]
+        i, j = np.meshgrid(members, members, indexing="ij")
+        keep = i != j
+        rows.append(i[keep])
+        cols.append(j[keep])
+    i, j = (np.concatenate(parts) if parts else np.zeros(0, int) for parts in (rows, cols))
+    adjacency = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    return diags(np.divide(1.0, degree, out=np.zeros(n), where=degree > 0)) @ adjacency
+
+
+def radius_one(frame: pd.DataFrame) -> csr_matrix:
+    return neighbour_matrix(frame["patient"].to_numpy(), frame["x"].to_numpy(), frame["y"].to_numpy(), 1)
+
+
+def slide(frame: pd.DataFrame) -> csr_matrix:
+    return slide_matrix(frame["patient"].to_numpy())
+
+
+VARIANTS: dict[str, tuple[Builder, ...]] = {"none": (), RECIPE: (radius_one,), "slide": (slide,),
+                                            "radius 1 + slide": (radius_one, slide)}
+
+
+def tuned(frame: pd.DataFrame, probs: np.ndarray, steps: Sequence[Builder]) -> tuple[np.ndarray, list[float]]:
+    """`probs` of `frame` blended step by step, each step's weight tuned on the result of the previous ones."""
+    targets, weights = frame["target"].to_numpy().astype(int), []
+    for build in steps:
+        matrix = build(frame)
+        weights.append(tune_weight(targets, probs, matrix))
+        probs = smooth(probs, matrix, weights[-1])
+    return probs, weights
+
+
+def applied(frame: pd.DataFrame, probs: np.ndarray, steps: Sequence[Builder], weights: Sequence[float]) -> np.ndarray:
+    """`probs` of `frame` blended step by step at the given weights."""
+    for build, weight in zip(steps, weights, strict=True):
+        probs = smooth(probs, build(frame), weight)
+    return probs
+
+
+def cross_fitted(val: pd.DataFrame, steps: Sequence[Builder]) -> np.ndarray:
+    """Each fold's validation probabilities blended at the weights tuned on the other half of that fold's
+    validation patients (halves: alternate patients in sorted order, as `idclab.crossval.cross_fitted`)."""
+    out = val["patch_probability"].to_numpy(dtype=float).copy()
+    for _, fold_val in val.groupby("fold"):
+        names = np.unique(fold_val["patient"].astype(str))
+        first = fold_val["patient"].astype(str).isin(names[::2]).to_numpy()
+        for scored, tuned_on in ((first, ~first), (~first, first)):
+            if not scored.any():
+                continue
+            part = fold_val[tuned_on]
+            _, weights = tuned(part, part["patch_probability"].to_numpy(dtype=float), steps)
+            target = fold_val[scored]
+            out[val.index.get_indexer(target.index)] = applied(
+                target, target["patch_probability"].to_numpy(dtype=float), steps, weights)
+    return out
+
+
+def variant_row(val: pd.DataFrame, oof: pd.DataFrame, name: str) -> dict:
+    """Validation evidence and pooled OOF metrics of one variant (max-F1 threshold tuned per fold)."""
+    steps = VARIANTS[name]
+    probs, thresholds, weights = np.zeros(len(oof)), np.zeros(len(oof)), []
+    for fold, fold_oof in oof.groupby("fold"):
+        fold_val = val[val["fold"] == fold]
+        val_probs, fold_weights = tuned(fold_val, fold_val["patch_probability"].to_numpy(dtype=float), steps)
+        at = oof.index.get_indexer(fold_oof.index)
+        probs[at] = applied(fold_oof, fold_oof["patch_probability"].to_numpy(dtype=float), steps, fold_weights)
+        thresholds[at] = tune_threshold(fold_val["target"].to_numpy().astype(int), val_probs, "max_f1")
+        weights.append(fold_weights)
+    values = pooled_metrics(oof["target"].to_numpy().astype(int), probs, thresholds)
+    crossfit = threshold_free(val["target"].to_numpy().astype(int), cross_fitted(val, steps))
+    return {"context": name, "weights_mean": "; ".join(f"{w:.2f}" for w in np.mean(weights, axis=0)) if steps else "",
+            **{f"val_crossfit_{k}": v for k, v in crossfit.items()},
+            **{k: values[k] for k in ("auroc", "auprc", "f1", "balanced_accuracy", "recall", "specificity")}}
+
+
+def study(client: MlflowClient, run_id: str, seed: int) -> pd.DataFrame:
+    """Every variant on one cross-validation run's saved predictions, checked against its context_rules.csv."""
+    val, oof = (pd.read_csv(client.download_artifacts(run_id, f"cv/{name}.csv"), dtype={"patient": str})
+                for name in ("val_predictions", "oof_predictions"))
+    table = pd.DataFrame([variant_row(val.reset_index(drop=True), oof.reset_index(drop=True), name)
+                          for name in VARIANTS]).rename(columns={"recall": "sensitivity"})
+    logged = pd.read_csv(client.download_artifacts(run_id, "cv/context_rules.csv")).set_index("context")
+    ours = table.set_index("context").loc[["none", RECIPE]]
+    table["reproduces_run"] = all(np.allclose(ours[c], logged.loc[ours.index, c], atol=1e-4)
+                                  for c in ("val_crossfit_auprc", "auroc", "balanced_accuracy"))
+    return table.assign(run_id=run_id, seed=seed)
+
+
+def verdicts(results: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: mean ± std over seeds, each seed's paired gain over radius 1 and the rule's call."""
+    recipe = results[results["context"] == RECIPE].set_index("seed")["val_crossfit_auprc"]
+    rows = []
+    for name in VARIANTS:
+        part = results[results["context"] == name]
+        gains = (part.set_index("seed")["val_crossfit_auprc"] - recipe).dropna()
+        rows.append({"context": name, "seeds": len(part), "weights (mean)": part["weights_mean"].iloc[0],
+                     **{c: f"{part[c].mean():.4f} ± {part[c].std():.4f}" for c in
+                        ("val_crossfit_auprc", "auroc", "auprc", "f1", "balanced_accuracy")},
+                     "Δ val_crossfit_auprc vs radius 1 (per seed)":
+                         "" if name in ("none", RECIPE) else ", ".join(f"{g:+.4f}" for g in gains),
+                     "better than radius 1": "" if name in ("none", RECIPE) else separated(gains, recipe)})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT / 'mlflow.db'}")
+    parser.add_argument("--strategy", default="baseline + context", help="the recipe study rows whose runs to use")
+    args = parser.parse_args()
+    runs = pd.read_csv(STUDY)
+    runs = runs[runs["strategy"] == args.strategy]
+    if runs.empty:
+        sys.exit(f"no '{args.strategy}' rows in {STUDY}")
+    client = MlflowClient(args.tracking_uri)
+    results = pd.concat([study(client, run.run_id, int(run.seed)) for run in runs.itertuples()])
+    if not results["reproduces_run"].all():
+        print("Warning: the none/radius 1 rows differ from the runs' cv/context_rules.csv", file=sys.stderr)
+    results.to_csv(RESULTS, index=False)
+    print(verdicts(results).to_markdown(index=False))
+
+
+if __name__ == "__main__":
+    main()
