@@ -155,7 +155,8 @@ def verdicts(results: pd.DataFrame) -> pd.DataFrame:
     for name in VARIANTS:
         part = results[results["context"] == name]
         gains = (part.set_index("seed")["val_crossfit_auprc"] - recipe).dropna()
-        rows.append({"context": name, "seeds": len(part), "weights (mean)": part["weights_mean"].iloc[0],
+        weights = " / ".join(part["weights_mean"].fillna("-").astype(str))
+        rows.append({"context": name, "seeds": len(part), "weights (mean over folds, per seed)": weights,
                      **{c: f"{part[c].mean():.4f} ± {part[c].std():.4f}" for c in
                         ("val_crossfit_auprc", "auroc", "auprc", "f1", "balanced_accuracy")},
                      "Δ val_crossfit_auprc vs radius 1 (per seed)":
