@@ -8,6 +8,7 @@ wall time to `bench/results/recipe_study.csv`, so a killed study continues where
     python bench/recipe_study.py --only "baseline (bce)" --rerun   # run strategies again, replacing their rows
     python bench/recipe_study.py --backfill  # last-epoch and pooled validation columns for older rows in the store
     python bench/recipe_study.py --table     # the table so far (also docs/recipe_study.md), by strategy
+    python bench/recipe_study.py --confirm [--table]  # stage 2 (below): bench/results/recipe_confirm.csv
 
 All strategies share the folds (`cv.seed=0`): differences between them are paired by fold. The seed changes
 initialisation, data order and augmentation. Choose by the validation columns only; OOF columns are the
@@ -19,6 +20,14 @@ validation, applied out of fold). A radius is called better than none when, for 
 `val_crossfit_auprc` (validation patients scored at a weight tuned on the other half of them) exceeds none's
 by more than the baseline's own seed range of that metric. The recipe takes, among the radii called better on
 the baseline, the one with the higher mean `val_crossfit_auprc`.
+
+Stage 2, confirmation (fixed 2026-12-01, before any of its runs): stage 1's pre-set metric, `best_val_auprc`, is a
+maximum over epochs on 24-30 patients per fold and did not separate "12 epochs cosine+ema" from the baseline,
+while steadier validation metrics favoured it for both seeds (exploratory). The confirmation re-runs only these
+two strategies on new seeds (3, 4) into their own file and decides by `cv_val_pooled_auroc` (AUROC of all folds'
+validation predictions pooled, about 130 patients): "12 epochs cosine+ema" replaces the recipe's training when
+its paired difference from the baseline exceeds the baseline's seed range of that metric for both seeds
+(`separated`). The OOF columns stay the estimate, not the chooser.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 PROJECT = Path(__file__).resolve().parents[1]
 POOL = PROJECT.parent / "shared" / "data" / "idc-pool"
 RESULTS = PROJECT / "bench" / "results" / "recipe_study.csv"
+CONFIRM_RESULTS = PROJECT / "bench" / "results" / "recipe_confirm.csv"
 EXPERIMENT = "recipe_study"
 COMMON = ["data=idc", f"data.root={POOL}", "cv.folds=5", "cv.seed=0", "split.train=0.85", "split.val=0.15",
           "split.test=0", "trainer.max_epochs=6", "trainer.enable_progress_bar=false", "logger.log_model=false",
@@ -59,6 +69,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "oversample": ["sampler=oversample"],
 }
 SEEDS = (1, 2)
+CONFIRM_STRATEGIES = ("baseline (bce)", "12 epochs cosine+ema")  # stage 2, on new seeds, by a steadier metric
+CONFIRM_SEEDS = (3, 4)
+CONFIRM_METRIC = "cv_val_pooled_auroc"
 CONTEXTS = ("none", "radius_1", "radius_2")  # the rows of cv/context_rules.csv
 COLUMNS = ["oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "best_val_auprc", "cv_test_f1_mean",
            "cv_test_f1_std", "oof_f1_ci_low", "oof_f1_ci_high", "oof_balanced_accuracy_ci_low",
@@ -71,12 +84,12 @@ COLUMNS = ["oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "best_va
                           "balanced_accuracy", "sensitivity", "specificity"))]
 
 
-def done() -> pd.DataFrame:
-    return pd.read_csv(RESULTS) if RESULTS.is_file() else pd.DataFrame(columns=["strategy", "seed"])
+def done(results: Path = RESULTS) -> pd.DataFrame:
+    return pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=["strategy", "seed"])
 
 
-def run_one(strategy: str, seed: int) -> None:
-    """Train one cross-validation and append its parent run's metrics to the results file."""
+def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
+    """Train one cross-validation and append its parent run's metrics to `results`."""
     overrides = [*COMMON, *STRATEGIES[strategy], f"seed={seed}"]
     start = time.time()
     code = subprocess.call([sys.executable, str(PROJECT / "train.py"), *overrides], cwd=PROJECT,
@@ -96,11 +109,11 @@ def run_one(strategy: str, seed: int) -> None:
         row |= last_epochs_val_auprc(client, experiment.experiment_id, parent.info.run_id)
     except (ValueError, ZeroDivisionError, MlflowException) as error:
         print(f"last-epoch validation AUPRC not read ({error}); run --backfill later", flush=True)
-    previous = done()
+    previous = done(results)
     previous = previous[~((previous["strategy"] == strategy) & (previous["seed"] == seed))]  # a re-run replaces
     table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS, index=False)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results, index=False)
     print(f"{strategy} seed {seed}: OOF F1 {row['oof_f1']:.4f} BAC {row['oof_balanced_accuracy']:.4f} "
           f"AUROC {row['oof_auroc']:.4f} in {minutes:.1f} min", flush=True)
 
@@ -225,6 +238,26 @@ def context_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def confirmation(table: pd.DataFrame) -> pd.DataFrame:
+    """Stage 2's verdict: per strategy, mean ± std over seeds of the deciding metric, the other validation
+    metrics and the OOF estimate (without and with radius-1 context), and each seed's paired difference from the
+    baseline in the deciding metric with the rule's call."""
+    base = table[table["strategy"] == BASELINE].set_index("seed")[CONFIRM_METRIC]
+    names = (CONFIRM_METRIC, "last3_val_auprc", "best_val_auprc", "oof_f1", "oof_balanced_accuracy", "oof_auroc",
+             "oof_context_radius_1_balanced_accuracy", "oof_context_radius_1_auroc")
+    rows = []
+    for strategy, group in table.groupby("strategy", sort=False):
+        paired = (group.set_index("seed")[CONFIRM_METRIC] - base).dropna()
+        row = {"strategy": strategy, "seeds": ", ".join(str(s) for s in group["seed"]),
+               "minutes": f"{group['minutes'].mean():.0f}", **{n: mean_std(group[n].dropna()) for n in names}}
+        for name in ("oof_balanced_accuracy", "oof_auroc"):
+            row[f"{name} CI"] = f"[{group[f'{name}_ci_low'].mean():.3f}, {group[f'{name}_ci_high'].mean():.3f}]"
+        row[f"Δ {CONFIRM_METRIC} (per seed)"] = "" if strategy == BASELINE else ", ".join(f"{d:+.4f}" for d in paired)
+        row["separated"] = "" if strategy == BASELINE else separated(paired, base)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def write_markdown(table: pd.DataFrame, path: Path) -> str:
     """The summary, the spatial-context comparison and every run, as markdown (also written to `path`)."""
     runs = table[["strategy", "seed", "minutes", *METRICS, "oof_balanced_accuracy_ci_low",
@@ -245,23 +278,33 @@ def main() -> None:
     parser.add_argument("--backfill", action="store_true",
                         help="add the last-epoch and pooled validation columns to older rows in the store")
     parser.add_argument("--rerun", action="store_true", help="run them again even if done (replaces their rows)")
+    parser.add_argument("--confirm", action="store_true",
+                        help=f"stage 2: {' and '.join(CONFIRM_STRATEGIES)} on seeds {CONFIRM_SEEDS}, into "
+                             f"{CONFIRM_RESULTS.name}, decided by {CONFIRM_METRIC}")
     args = parser.parse_args()
     if args.rerun and not args.only:
         parser.error("--rerun needs --only STRATEGY ...: it replaces those strategies' rows")
     if args.backfill:
         backfill()
         return
+    if args.table and args.confirm:
+        text = confirmation(done(CONFIRM_RESULTS)).to_markdown(index=False)
+        (PROJECT / "docs" / "recipe_confirm.md").write_text(text + "\n")
+        print(text)
+        return
     if args.table:
         print(write_markdown(done(), PROJECT / "docs" / "recipe_study.md"))
         return
     if not POOL.is_dir():
         raise SystemExit(f"{POOL} is not present")
-    for strategy in args.only or STRATEGIES:  # both seeds of a strategy before the next: pairs complete early
-        for seed in SEEDS:
-            previous = done()
+    strategies, seeds, results = ((CONFIRM_STRATEGIES, CONFIRM_SEEDS, CONFIRM_RESULTS) if args.confirm
+                                  else (STRATEGIES, SEEDS, RESULTS))
+    for strategy in args.only or strategies:  # both seeds of a strategy before the next: pairs complete early
+        for seed in seeds:
+            previous = done(results)
             if ((previous["strategy"] == strategy) & (previous["seed"] == seed)).any() and not args.rerun:
                 continue
-            run_one(strategy, seed)
+            run_one(strategy, seed, results)
 
 
 if __name__ == "__main__":

@@ -44,3 +44,24 @@ def test_the_slide_mean_averages_a_patchs_other_patches_of_the_same_patient_only
     # a: patches 0, 2, 3 -> each sees the mean of the other two; b and c have one patch -> empty rows
     np.testing.assert_allclose(matrix @ probs, [(0.9 + 0.6) / 2, 0, (0.2 + 0.6) / 2, (0.2 + 0.9) / 2, 0])
     assert matrix.getrow(1).nnz == 0 and matrix.getrow(4).nnz == 0
+
+
+def test_the_confirmation_decides_by_pooled_validation_auroc_paired_by_seed():
+    from recipe_study import CONFIRM_METRIC, confirmation
+    filler = {name: 0.8 for name in ("last3_val_auprc", "best_val_auprc", "oof_f1", "oof_balanced_accuracy",
+                                     "oof_auroc", "oof_context_radius_1_balanced_accuracy",
+                                     "oof_context_radius_1_auroc", "oof_balanced_accuracy_ci_low",
+                                     "oof_balanced_accuracy_ci_high", "oof_auroc_ci_low", "oof_auroc_ci_high")}
+    table = pd.DataFrame([
+        {"strategy": "baseline (bce)", "seed": 3, CONFIRM_METRIC: 0.890, "minutes": 15, **filler},
+        {"strategy": "baseline (bce)", "seed": 4, CONFIRM_METRIC: 0.893, "minutes": 15, **filler},
+        # paired gains +0.005 and +0.002: the second is inside the baseline's range (0.003)
+        {"strategy": "12 epochs cosine+ema", "seed": 3, CONFIRM_METRIC: 0.895, "minutes": 27, **filler},
+        {"strategy": "12 epochs cosine+ema", "seed": 4, CONFIRM_METRIC: 0.895, "minutes": 27,
+         **(filler | {"best_val_auprc": 0.1})},  # the other metrics do not decide
+    ])
+    verdict = confirmation(table).set_index("strategy")
+    assert verdict.loc["12 epochs cosine+ema", "separated"] == "no"
+    assert verdict.loc["12 epochs cosine+ema", f"Δ {CONFIRM_METRIC} (per seed)"] == "+0.0050, +0.0020"
+    table.loc[3, CONFIRM_METRIC] = 0.8965  # +0.0035 beyond the range
+    assert confirmation(table).set_index("strategy").loc["12 epochs cosine+ema", "separated"] == "better"
