@@ -67,6 +67,7 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "reinhard": ["stain=reinhard"],
     "focal": ["loss=focal"],
     "oversample": ["sampler=oversample"],
+    "macenko": ["stain=macenko"],
 }
 SEEDS = (1, 2)
 CONFIRM_STRATEGIES = ("baseline (bce)", "12 epochs cosine+ema")  # stage 2, on new seeds, by a steadier metric
