@@ -290,7 +290,10 @@ def main() -> None:
         return
     if args.table and args.confirm:
         text = confirmation(done(CONFIRM_RESULTS)).to_markdown(index=False)
-        (PROJECT / "docs" / "recipe_confirm.md").write_text(text + "\n")
+        header = ("# Recipe study, stage 2: confirmation on new seeds\n\n`python bench/recipe_study.py --confirm` "
+                  "(rule in the script's docstring, fixed before any of its runs), then `--confirm --table`. "
+                  f"Decided by `{CONFIRM_METRIC}`; mean ± std over seeds; OOF columns are the estimate.\n\n")
+        (PROJECT / "docs" / "recipe_confirm.md").write_text(header + text + "\n")
         print(text)
         return
     if args.table:
