@@ -51,10 +51,10 @@ def sweep(client: MlflowClient, experiment_id: str, folder: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_store):
     """A project folder whose mlflow.db holds an old sweep and a newer one (with a failed child)."""
     tmp_path = tmp_path_factory.mktemp("project")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path)
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("idc")
     old_folder = str(tmp_path / "multirun" / "old")

@@ -83,8 +83,8 @@ def test_known_noise_is_filtered_and_the_rest_is_kept(caplog):
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
 
 
-def test_an_unknown_selection_metric_lists_the_metrics(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_an_unknown_selection_metric_lists_the_metrics(tmp_path, new_store):
+    client = MlflowClient(new_store(tmp_path))
     experiment_id = client.create_experiment("idc")
     with pytest.raises(RunNotFoundError, match="train first"):
         find_best_run(client, "idc", "best_val_auprc", "max")
