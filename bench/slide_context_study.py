@@ -28,26 +28,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from recipe_study import separated  # the study's rule: beyond the seed range, every seed
-from scipy.sparse import coo_matrix, csr_matrix, diags
+from scipy.sparse import coo_matrix, csr_matrix
 
-from idclab.context import neighbour_matrix, smooth, tune_weight
-from idclab.crossval import pooled_metrics
-from idclab.reporting import threshold_free
-from idclab.thresholds import tune_threshold
+from idclab.context import row_normalised
+from idclab.crossval import MatrixBuilder, context_rules, radius_neighbours
 
 PROJECT = Path(__file__).resolve().parents[1]
 STUDY = PROJECT / "bench" / "results" / "recipe_study.csv"
 RESULTS = PROJECT / "bench" / "results" / "slide_context_study.csv"
 RECIPE = "radius 1"
-
-Builder = Callable[[pd.DataFrame], csr_matrix]
 
 
 def slide_matrix(patients: np.ndarray) -> csr_matrix:
@@ -65,82 +60,22 @@ def slide_matrix(patients: np.ndarray) -> csr_matrix:
         rows.append(i[keep])
         cols.append(j[keep])
     i, j = (np.concatenate(parts) if parts else np.zeros(0, int) for parts in (rows, cols))
-    adjacency = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
-    degree = np.asarray(adjacency.sum(axis=1)).ravel()
-    return diags(np.divide(1.0, degree, out=np.zeros(n), where=degree > 0)) @ adjacency
-
-
-def radius_one(frame: pd.DataFrame) -> csr_matrix:
-    return neighbour_matrix(frame["patient"].to_numpy(), frame["x"].to_numpy(), frame["y"].to_numpy(), 1)
+    return row_normalised(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr())
 
 
 def slide(frame: pd.DataFrame) -> csr_matrix:
     return slide_matrix(frame["patient"].to_numpy())
 
 
-VARIANTS: dict[str, tuple[Builder, ...]] = {"none": (), RECIPE: (radius_one,), "slide": (slide,),
-                                            "radius 1 + slide": (radius_one, slide)}
-
-
-def tuned(frame: pd.DataFrame, probs: np.ndarray, steps: Sequence[Builder]) -> tuple[np.ndarray, list[float]]:
-    """`probs` of `frame` blended step by step, each step's weight tuned on the result of the previous ones."""
-    targets, weights = frame["target"].to_numpy().astype(int), []
-    for build in steps:
-        matrix = build(frame)
-        weights.append(tune_weight(targets, probs, matrix))
-        probs = smooth(probs, matrix, weights[-1])
-    return probs, weights
-
-
-def applied(frame: pd.DataFrame, probs: np.ndarray, steps: Sequence[Builder], weights: Sequence[float]) -> np.ndarray:
-    """`probs` of `frame` blended step by step at the given weights."""
-    for build, weight in zip(steps, weights, strict=True):
-        probs = smooth(probs, build(frame), weight)
-    return probs
-
-
-def cross_fitted(val: pd.DataFrame, steps: Sequence[Builder]) -> np.ndarray:
-    """Each fold's validation probabilities blended at the weights tuned on the other half of that fold's
-    validation patients (halves: alternate patients in sorted order, as `idclab.crossval.cross_fitted`)."""
-    out = val["patch_probability"].to_numpy(dtype=float).copy()
-    for _, fold_val in val.groupby("fold"):
-        names = np.unique(fold_val["patient"].astype(str))
-        first = fold_val["patient"].astype(str).isin(names[::2]).to_numpy()
-        for scored, tuned_on in ((first, ~first), (~first, first)):
-            if not scored.any():
-                continue
-            part = fold_val[tuned_on]
-            _, weights = tuned(part, part["patch_probability"].to_numpy(dtype=float), steps)
-            target = fold_val[scored]
-            out[val.index.get_indexer(target.index)] = applied(
-                target, target["patch_probability"].to_numpy(dtype=float), steps, weights)
-    return out
-
-
-def variant_row(val: pd.DataFrame, oof: pd.DataFrame, name: str) -> dict:
-    """Validation evidence and pooled OOF metrics of one variant (max-F1 threshold tuned per fold)."""
-    steps = VARIANTS[name]
-    probs, thresholds, weights = np.zeros(len(oof)), np.zeros(len(oof)), []
-    for fold, fold_oof in oof.groupby("fold"):
-        fold_val = val[val["fold"] == fold]
-        val_probs, fold_weights = tuned(fold_val, fold_val["patch_probability"].to_numpy(dtype=float), steps)
-        at = oof.index.get_indexer(fold_oof.index)
-        probs[at] = applied(fold_oof, fold_oof["patch_probability"].to_numpy(dtype=float), steps, fold_weights)
-        thresholds[at] = tune_threshold(fold_val["target"].to_numpy().astype(int), val_probs, "max_f1")
-        weights.append(fold_weights)
-    values = pooled_metrics(oof["target"].to_numpy().astype(int), probs, thresholds)
-    crossfit = threshold_free(val["target"].to_numpy().astype(int), cross_fitted(val, steps))
-    return {"context": name, "weights_mean": "; ".join(f"{w:.2f}" for w in np.mean(weights, axis=0)) if steps else "",
-            **{f"val_crossfit_{k}": v for k, v in crossfit.items()},
-            **{k: values[k] for k in ("auroc", "auprc", "f1", "balanced_accuracy", "recall", "specificity")}}
+VARIANTS: dict[str, tuple[MatrixBuilder, ...]] = {"none": (), RECIPE: (radius_neighbours(1),), "slide": (slide,),
+                                                  "radius 1 + slide": (radius_neighbours(1), slide)}
 
 
 def study(client: MlflowClient, run_id: str, seed: int) -> pd.DataFrame:
     """Every variant on one cross-validation run's saved predictions, checked against its context_rules.csv."""
     val, oof = (pd.read_csv(client.download_artifacts(run_id, f"cv/{name}.csv"), dtype={"patient": str})
                 for name in ("val_predictions", "oof_predictions"))
-    table = pd.DataFrame([variant_row(val.reset_index(drop=True), oof.reset_index(drop=True), name)
-                          for name in VARIANTS]).rename(columns={"recall": "sensitivity"})
+    table = context_rules(val, oof, ("max_f1", {}), contexts=VARIANTS)  # the runs' rule: max-F1 per fold
     logged = pd.read_csv(client.download_artifacts(run_id, "cv/context_rules.csv")).set_index("context")
     ours = table.set_index("context").loc[["none", RECIPE]]
     table["reproduces_run"] = all(np.allclose(ours[c], logged.loc[ours.index, c], atol=1e-4)
@@ -155,7 +90,8 @@ def verdicts(results: pd.DataFrame) -> pd.DataFrame:
     for name in VARIANTS:
         part = results[results["context"] == name]
         gains = (part.set_index("seed")["val_crossfit_auprc"] - recipe).dropna()
-        weights = " / ".join(part["weights_mean"].fillna("-").astype(str))
+        weights = " / ".join(part[[c for c in ("weight_mean", "weight_mean_2") if c in part]].apply(
+            lambda seed: "; ".join(f"{w:.2f}" for w in seed.dropna()), axis=1))
         rows.append({"context": name, "seeds": len(part), "weights (mean over folds, per seed)": weights,
                      **{c: f"{part[c].mean():.4f} ± {part[c].std():.4f}" for c in
                         ("val_crossfit_auprc", "auroc", "auprc", "f1", "balanced_accuracy")},

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from scipy.sparse import csr_matrix
 
 from idclab.build import context_of
-from idclab.context import neighbour_matrix, smooth, tune_weight
+from idclab.context import neighbour_matrix, row_normalised, smooth, tune_weight
 from idclab.module import IDCClassifier
 from idclab.prediction import predict_files, write_csv
 
@@ -24,6 +25,11 @@ def test_neighbours_are_the_same_patients_adjacent_patches():
     expected = np.array([[0, 1, 0, 1, 0], [1, 0, 1, 1, 0], [0, 1, 0, 1, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
     assert (matrix > 0).astype(int).tolist() == expected.tolist()
     assert matrix[1].tolist() == pytest.approx([1 / 3, 0, 1 / 3, 1 / 3, 0])  # rows average the neighbours
+
+
+def test_row_normalised_weights_each_neighbour_by_one_over_the_rows_count_and_keeps_empty_rows():
+    adjacency = csr_matrix(np.array([[0, 1, 1], [0, 0, 0], [1, 0, 0]], dtype=float))
+    assert row_normalised(adjacency).toarray().tolist() == [[0, 0.5, 0.5], [0, 0, 0], [1, 0, 0]]
 
 
 def test_radius_two_reaches_two_patches_away():

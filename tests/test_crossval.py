@@ -19,6 +19,7 @@ from idclab.crossval import (
     patient_folds,
     patient_table,
     pooled_metrics,
+    radius_neighbours,
     threshold_rules,
 )
 from idclab.ensemble import EnsembleClassifier
@@ -105,12 +106,23 @@ def test_context_rules_tune_weight_then_threshold_on_validation_and_apply_both_o
 def test_cross_fitting_blends_each_half_of_the_validation_patients_at_the_weight_of_the_other():
     tissue = slide("b", 0).assign(target=0)  # all negative: no weight can be tuned on it (0)
     val = pd.concat([slide("a", 0), tissue])
-    blended = cross_fitted(val, "probability", radius=1)
+    blended = cross_fitted(val, "probability", (radius_neighbours(1),))
     assert blended[:6].tolist() == pytest.approx(val["probability"][:6].tolist())  # a: at b's weight, 0
     assert blended[6:].tolist() == pytest.approx([0.5, 0.5, 0.5, 0.45, 0.45, 0.45])  # b: at a's weight, 0.5
     table = context_rules(val, slide("o", 0), ("max_f1", {})).set_index("context")
     assert table.loc["none", "val_crossfit_auprc"] == pytest.approx(
         average_precision_score(val["target"], val["probability"]))
+
+
+def test_a_context_of_several_steps_tunes_each_weight_on_the_previous_steps_blend():
+    twice = {"radius 1 twice": (radius_neighbours(1), radius_neighbours(1))}
+    (row,) = context_rules(slide("v", 0), slide("o", 0), ("max_f1", {}), contexts=twice).to_dict("records")
+    # step 1 at 0.5 (as above) leaves IDC at 0.5 and tissue at 0.45, already ranked perfectly: step 2 keeps 0
+    assert (row["weight_mean"], row["weight_mean_2"]) == (0.5, 0.0)
+    assert [row[k] for k in ("auroc", "f1", "balanced_accuracy")] == [1.0, 1.0, 1.0]
+    val = pd.concat([slide("a", 0), slide("b", 0).assign(target=0)])
+    assert cross_fitted(val, "probability", twice["radius 1 twice"]).tolist() == pytest.approx(
+        cross_fitted(val, "probability", (radius_neighbours(1),)).tolist())  # b's weights: 0.5 then 0
 
 
 def test_context_rules_read_the_patches_own_probabilities_when_the_run_had_context():

@@ -35,9 +35,13 @@ def neighbour_matrix(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, radiu
     pairs = cKDTree(points).query_pairs(reach + 0.5, p=np.inf, output_type="ndarray")
     pairs = pairs[(points[pairs[:, 0]] != points[pairs[:, 1]]).any(axis=1)]  # a copy at the same place is no neighbour
     i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
-    adjacency = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
+    return row_normalised(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr())
+
+
+def row_normalised(adjacency: csr_matrix) -> csr_matrix:
+    """Each row divided by its sum (a neighbour's weight is 1/deg); an empty row stays empty."""
     degree = np.asarray(adjacency.sum(axis=1)).ravel()
-    return diags(np.divide(1.0, degree, out=np.zeros(n), where=degree > 0)) @ adjacency
+    return diags(np.divide(1.0, degree, out=np.zeros(len(degree)), where=degree > 0)) @ adjacency
 
 
 def smooth(probs: np.ndarray, neighbours: csr_matrix, weight: float) -> np.ndarray:

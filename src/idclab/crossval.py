@@ -13,6 +13,7 @@ parent's MLflow model.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from scipy.sparse import csr_matrix
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -101,53 +103,79 @@ def threshold_rules(val: pd.DataFrame, oof: pd.DataFrame, rules: dict[str, tuple
 
 
 CONTEXT_RADII = (1, 2)  # spatial context compared on the same fold models: none, then these radii (in patches)
+MatrixBuilder = Callable[[pd.DataFrame], csr_matrix]  # a frame of patches -> its row-normalised neighbour weights
+
+
+def radius_neighbours(radius: int) -> MatrixBuilder:
+    """The builder of `neighbour_matrix` at `radius` for a frame with columns patient, x, y."""
+    def build(frame: pd.DataFrame) -> csr_matrix:
+        return neighbour_matrix(frame["patient"].to_numpy(), frame["x"].to_numpy(), frame["y"].to_numpy(), radius)
+    return build
+
+
+CONTEXTS: dict[str, tuple[MatrixBuilder, ...]] = {
+    "none": (), **{f"radius {radius}": (radius_neighbours(radius),) for radius in CONTEXT_RADII}}
+
+
+def blend_tuned(frame: pd.DataFrame, probs: np.ndarray, steps: Sequence[MatrixBuilder]
+                ) -> tuple[np.ndarray, list[float]]:
+    """`probs` of `frame`'s patches blended step by step, each step's weight tuned (`tune_weight`) on the blend
+    of the steps before it; the blend and the weights."""
+    targets, weights = frame["target"].to_numpy().astype(int), []
+    for build in steps:
+        neighbours = build(frame)
+        weights.append(tune_weight(targets, probs, neighbours))
+        probs = smooth(probs, neighbours, weights[-1])
+    return probs, weights
+
+
+def blend_at(frame: pd.DataFrame, probs: np.ndarray, steps: Sequence[MatrixBuilder], weights: Sequence[float]
+             ) -> np.ndarray:
+    """`probs` of `frame`'s patches blended step by step at the given weights."""
+    for build, weight in zip(steps, weights, strict=True):
+        probs = smooth(probs, build(frame), weight)
+    return probs
 
 
 def context_rules(val: pd.DataFrame, oof: pd.DataFrame, rule: tuple[str, dict[str, Any]],
-                  radii: tuple[int, ...] = CONTEXT_RADII) -> pd.DataFrame:
-    """Spatial context compared on the same fold models: for no context and each radius, the context weight
-    (`idclab.context.tune_weight`) and then the threshold (`rule`) tuned on every fold's validation predictions,
+                  contexts: Mapping[str, Sequence[MatrixBuilder]] = CONTEXTS) -> pd.DataFrame:
+    """Spatial context compared on the same fold models: for each context (no context, then each radius), the
+    context weights (`blend_tuned`) and then the threshold (`rule`) tuned on every fold's validation predictions,
     and applied to that fold's out-of-fold patches (blended with their neighbours among them). `val` and `oof`
     have columns fold, patient, x, y, target and the patches' own P(IDC) in `patch_probability` (or
-    `probability`). Pooled AUROC, AUPRC, F1, balanced accuracy, sensitivity and specificity per row, and the
+    `probability`). Pooled AUROC, AUPRC, F1, balanced accuracy, sensitivity and specificity per row, the fold
+    mean of each step's weight (`weight_mean`, then `weight_mean_2`, ... for contexts of several steps), and the
     validation evidence `val_crossfit_auroc`/`_auprc` (see `cross_fitted`) to choose a context by.
     """
     method, options = rule
     column = "patch_probability" if "patch_probability" in oof else "probability"
     val_targets_all = val["target"].to_numpy().astype(int)
     rows = []
-    for radius in (None, *radii):
-        crossfit = val[column].to_numpy(dtype=float) if radius is None else cross_fitted(val, column, radius)
+    for name, steps in contexts.items():
         probs, thresholds, weights = np.zeros(len(oof)), np.zeros(len(oof)), []
         for fold, fold_oof in oof.groupby("fold"):
             fold_val = val[val["fold"] == fold]
-            val_targets = fold_val["target"].to_numpy().astype(int)
-            val_probs, fold_probs = fold_val[column].to_numpy(), fold_oof[column].to_numpy()
-            if radius is not None:
-                val_neighbours, oof_neighbours = (
-                    neighbour_matrix(f["patient"].to_numpy(), f["x"].to_numpy(), f["y"].to_numpy(), radius)
-                    for f in (fold_val, fold_oof))
-                weight = tune_weight(val_targets, val_probs, val_neighbours)
-                val_probs = smooth(val_probs, val_neighbours, weight)
-                fold_probs = smooth(fold_probs, oof_neighbours, weight)
-                weights.append(weight)
+            val_probs, fold_weights = blend_tuned(fold_val, fold_val[column].to_numpy(dtype=float), steps)
             at = np.flatnonzero(oof["fold"].to_numpy() == fold)
-            probs[at], thresholds[at] = fold_probs, tune_threshold(val_targets, val_probs, method, **options)
+            probs[at] = blend_at(fold_oof, fold_oof[column].to_numpy(dtype=float), steps, fold_weights)
+            thresholds[at] = tune_threshold(fold_val["target"].to_numpy().astype(int), val_probs, method, **options)
+            weights.append(fold_weights)
+        step_means = np.mean(weights, axis=0) if steps else [0.0]
         values = pooled_metrics(oof["target"].to_numpy().astype(int), probs, thresholds)
-        rows.append({"context": "none" if radius is None else f"radius {radius}",
-                     "weight_mean": float(np.mean(weights)) if weights else 0.0,
-                     **{f"val_crossfit_{k}": v for k, v in threshold_free(val_targets_all, crossfit).items()},
+        crossfit = threshold_free(val_targets_all, cross_fitted(val, column, steps))
+        rows.append({"context": name,
+                     **{"weight_mean" + (f"_{k + 1}" if k else ""): float(m) for k, m in enumerate(step_means)},
+                     **{f"val_crossfit_{k}": v for k, v in crossfit.items()},
                      **{k: values[k] for k in ("auroc", "auprc", "f1", "balanced_accuracy", "recall", "specificity")}})
     return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
 
 
-def cross_fitted(val: pd.DataFrame, column: str, radius: int) -> np.ndarray:
-    """Each fold's validation probabilities blended with their neighbours at the weight tuned on the other half
-    of that fold's validation patients (halves: alternate patients in sorted order), so that what spatial context
-    buys is measured on patients its weight was not tuned on."""
+def cross_fitted(val: pd.DataFrame, column: str, steps: Sequence[MatrixBuilder]) -> np.ndarray:
+    """Each fold's validation probabilities blended (`steps`) at the weights tuned on the other half of that
+    fold's validation patients (halves: alternate patients in sorted order), so that what spatial context buys
+    is measured on patients its weights were not tuned on."""
     probs, out = val[column].to_numpy(dtype=float), val[column].to_numpy(dtype=float).copy()
     folds, patients = val["fold"].to_numpy(), val["patient"].to_numpy().astype(str)
-    targets, xs, ys = val["target"].to_numpy().astype(int), val["x"].to_numpy(), val["y"].to_numpy()
     for fold in np.unique(folds):
         names = np.unique(patients[folds == fold])
         first = (folds == fold) & np.isin(patients, names[::2])
@@ -155,10 +183,8 @@ def cross_fitted(val: pd.DataFrame, column: str, radius: int) -> np.ndarray:
         for scored, tuned_on in ((first, second), (second, first)):
             if not scored.any():
                 continue
-            weight = tune_weight(targets[tuned_on], probs[tuned_on],
-                                 neighbour_matrix(patients[tuned_on], xs[tuned_on], ys[tuned_on], radius))
-            neighbours = neighbour_matrix(patients[scored], xs[scored], ys[scored], radius)
-            out[scored] = smooth(probs[scored], neighbours, weight)
+            _, weights = blend_tuned(val[tuned_on], probs[tuned_on], steps)
+            out[scored] = blend_at(val[scored], probs[scored], steps, weights)
     return out
 
 
@@ -325,9 +351,8 @@ def ensemble_operating_point(val: pd.DataFrame, rule: tuple[str, dict[str, Any]]
     blended, alone = [], []
     for _, fold_val in val.groupby("fold"):
         targets, probs = fold_val["target"].to_numpy().astype(int), fold_val["patch_probability"].to_numpy()
-        neighbours = neighbour_matrix(fold_val["patient"].to_numpy(), fold_val["x"].to_numpy(),
-                                      fold_val["y"].to_numpy(), radius)
-        blended.append(tune_threshold(targets, smooth(probs, neighbours, weight), method, **options))
+        blended.append(tune_threshold(targets, blend_at(fold_val, probs, (radius_neighbours(radius),), [weight]),
+                                      method, **options))
         alone.append(tune_threshold(targets, probs, method, **options))
     return float(np.mean(blended)), float(np.mean(alone))
 
