@@ -84,13 +84,13 @@ def study(client: MlflowClient, run_id: str, seed: int) -> pd.DataFrame:
 
 
 def verdicts(results: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: mean ± std over seeds, each seed's paired gain over radius 1 and the rule's call."""
+    """Per context in `results`: mean ± std over seeds, each seed's paired gain over radius 1 and the rule's call."""
     recipe = results[results["context"] == RECIPE].set_index("seed")["val_crossfit_auprc"]
     rows = []
-    for name in VARIANTS:
+    for name in results["context"].unique():
         part = results[results["context"] == name]
         gains = (part.set_index("seed")["val_crossfit_auprc"] - recipe).dropna()
-        weights = " / ".join(part[[c for c in ("weight_mean", "weight_mean_2") if c in part]].apply(
+        weights = " / ".join(part.reindex(columns=["weight_mean", "weight_mean_2"]).apply(
             lambda seed: "; ".join(f"{w:.2f}" for w in seed.dropna()), axis=1))
         rows.append({"context": name, "seeds": len(part), "weights (mean over folds, per seed)": weights,
                      **{c: f"{part[c].mean():.4f} ± {part[c].std():.4f}" for c in

@@ -1,4 +1,4 @@
-"""The studies' decision rule (bench/recipe_study.py, bench/tta_study.py), on hand-made seed results."""
+"""The studies' decision rules and pure helpers (bench/*_study.py), on hand-made cases."""
 
 import sys
 from pathlib import Path
@@ -65,3 +65,13 @@ def test_the_confirmation_decides_by_pooled_validation_auroc_paired_by_seed():
     assert verdict.loc["12 epochs cosine+ema", f"Δ {CONFIRM_METRIC} (per seed)"] == "+0.0050, +0.0020"
     table.loc[3, CONFIRM_METRIC] = 0.8965  # +0.0035 beyond the range
     assert confirmation(table).set_index("strategy").loc["12 epochs cosine+ema", "separated"] == "better"
+
+
+def test_the_stacked_context_features_are_ring_means_and_fill_shares_of_the_same_patient():
+    from stacked_context_study import features
+    frame = pd.DataFrame({"patient": ["a"] * 4 + ["b"], "x": [0, 50, 100, 150, 0], "y": [0] * 5})
+    table = features(frame, np.array([0.2, 0.4, 0.6, 0.8, 0.5]))
+    # patch 0 has patch 1 on ring 1, patch 2 on ring 2, patch 3 on ring 3 (of 8, 16, 24 positions)
+    np.testing.assert_allclose(table[0], [np.log(0.2 / 0.8), 0.4, 1 / 8, 0.6, 1 / 16, 0.8, 1 / 24])
+    np.testing.assert_allclose(table[1], [np.log(0.4 / 0.6), (0.2 + 0.6) / 2, 2 / 8, 0.8, 1 / 16, 0, 0])
+    np.testing.assert_allclose(table[4], [0, 0, 0, 0, 0, 0, 0])  # b is alone on its slide

@@ -21,6 +21,7 @@ from idclab.crossval import (
     pooled_metrics,
     radius_neighbours,
     threshold_rules,
+    validation_halves,
 )
 from idclab.ensemble import EnsembleClassifier
 from idclab.evaluation import evaluate
@@ -112,6 +113,13 @@ def test_cross_fitting_blends_each_half_of_the_validation_patients_at_the_weight
     table = context_rules(val, slide("o", 0), ("max_f1", {})).set_index("context")
     assert table.loc["none", "val_crossfit_auprc"] == pytest.approx(
         average_precision_score(val["target"], val["probability"]))
+
+
+def test_validation_halves_alternate_each_folds_patients_and_skip_an_empty_half():
+    val = pd.DataFrame({"fold": [0, 0, 0, 0, 1], "patient": ["c", "a", "b", "a", "d"]})
+    halves = [(val["patient"][scored].tolist(), val["patient"][tuned_on].tolist())
+              for scored, tuned_on in validation_halves(val)]
+    assert halves == [(["c", "a", "a"], ["b"]), (["b"], ["c", "a", "a"]), (["d"], [])]
 
 
 def test_a_context_of_several_steps_tunes_each_weight_on_the_previous_steps_blend():

@@ -13,7 +13,7 @@ parent's MLflow model.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,21 +170,27 @@ def context_rules(val: pd.DataFrame, oof: pd.DataFrame, rule: tuple[str, dict[st
     return pd.DataFrame(rows).rename(columns={"recall": "sensitivity"})
 
 
-def cross_fitted(val: pd.DataFrame, column: str, steps: Sequence[MatrixBuilder]) -> np.ndarray:
-    """Each fold's validation probabilities blended (`steps`) at the weights tuned on the other half of that
-    fold's validation patients (halves: alternate patients in sorted order), so that what spatial context buys
-    is measured on patients its weights were not tuned on."""
-    probs, out = val[column].to_numpy(dtype=float), val[column].to_numpy(dtype=float).copy()
+def validation_halves(val: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each fold, twice: boolean masks over `val`'s rows of one half of that fold's validation patients (the
+    half scored) and of the other half (the half tuned on). Halves: alternate patients in sorted order."""
     folds, patients = val["fold"].to_numpy(), val["patient"].to_numpy().astype(str)
     for fold in np.unique(folds):
         names = np.unique(patients[folds == fold])
         first = (folds == fold) & np.isin(patients, names[::2])
         second = (folds == fold) & ~first
         for scored, tuned_on in ((first, second), (second, first)):
-            if not scored.any():
-                continue
-            _, weights = blend_tuned(val[tuned_on], probs[tuned_on], steps)
-            out[scored] = blend_at(val[scored], probs[scored], steps, weights)
+            if scored.any():
+                yield scored, tuned_on
+
+
+def cross_fitted(val: pd.DataFrame, column: str, steps: Sequence[MatrixBuilder]) -> np.ndarray:
+    """Each fold's validation probabilities blended (`steps`) at the weights tuned on the other half of that
+    fold's validation patients (`validation_halves`), so that what spatial context buys is measured on patients
+    its weights were not tuned on."""
+    probs, out = val[column].to_numpy(dtype=float), val[column].to_numpy(dtype=float).copy()
+    for scored, tuned_on in validation_halves(val):
+        _, weights = blend_tuned(val[tuned_on], probs[tuned_on], steps)
+        out[scored] = blend_at(val[scored], probs[scored], steps, weights)
     return out
 
 
