@@ -90,8 +90,9 @@ def verdicts(results: pd.DataFrame) -> pd.DataFrame:
     for name in results["context"].unique():
         part = results[results["context"] == name]
         gains = (part.set_index("seed")["val_crossfit_auprc"] - recipe).dropna()
-        weights = " / ".join(part.reindex(columns=["weight_mean", "weight_mean_2"]).apply(
-            lambda seed: "; ".join(f"{w:.2f}" for w in seed.dropna()), axis=1))
+        per_seed = part.reindex(columns=["weight_mean", "weight_mean_2"]).apply(
+            lambda seed: "; ".join(f"{w:.2f}" for w in seed.dropna()), axis=1)
+        weights = " / ".join(per_seed) if per_seed.str.len().any() else ""
         rows.append({"context": name, "seeds": len(part), "weights (mean over folds, per seed)": weights,
                      **{c: f"{part[c].mean():.4f} ± {part[c].std():.4f}" for c in
                         ("val_crossfit_auprc", "auroc", "auprc", "f1", "balanced_accuracy")},
