@@ -75,3 +75,26 @@ def test_the_stacked_context_features_are_ring_means_and_fill_shares_of_the_same
     np.testing.assert_allclose(table[0], [np.log(0.2 / 0.8), 0.4, 1 / 8, 0.6, 1 / 16, 0.8, 1 / 24])
     np.testing.assert_allclose(table[1], [np.log(0.4 / 0.6), (0.2 + 0.6) / 2, 2 / 8, 0.8, 1 / 16, 0, 0])
     np.testing.assert_allclose(table[4], [0, 0, 0, 0, 0, 0, 0])  # b is alone on its slide
+
+
+def test_a_seed_ensemble_averages_the_same_patches_and_refuses_others():
+    from seed_ensemble_study import averaged
+    first = pd.DataFrame({"fold": [0, 0], "patient": ["a", "a"], "x": [0, 50], "y": [0, 0], "target": [1, 0],
+                          "patch_probability": [0.8, 0.2]})
+    second = first.assign(patch_probability=[0.6, 0.4])
+    assert averaged([first, second])["patch_probability"].tolist() == pytest.approx([0.7, 0.3])
+    with pytest.raises(ValueError, match="not of the same patches"):
+        averaged([first, second.assign(x=[50, 0])])
+
+
+@pytest.mark.parametrize(("ensembles", "call"), [
+    ((0.905, 0.906), "better"),  # +0.010 and +0.011 over the members' means, beyond the seeds' range (0.006)
+    ((0.905, 0.899), "no"),      # the second replicate gains +0.004 only
+    ((0.885, 0.884), "worse"),  # -0.010 and -0.011
+])
+def test_the_seed_ensemble_verdict_needs_both_replicates_beyond_the_single_seeds_range(ensembles, call):
+    from seed_ensemble_study import verdicts
+    singles = {"seed 1": 0.892, "seed 2": 0.898, "seed 3": 0.894, "seed 4": 0.896}
+    rows = [{"model": m, "context": "none", "val_pooled_auroc": v}
+            for m, v in [*singles.items(), ("seeds 1 + 2", ensembles[0]), ("seeds 3 + 4", ensembles[1])]]
+    assert set(verdicts(pd.DataFrame(rows))["better"]) == {call}
