@@ -102,7 +102,7 @@ def main() -> None:
     columns = ["model", "context", METRIC, "val_crossfit_auprc", "auroc", "auprc", "f1", "balanced_accuracy"]
     print(results[columns].to_markdown(index=False, floatfmt=".4f"))
     print()
-    print(verdicts(results).to_markdown(index=False))
+    print(verdicts(results).to_markdown(index=False, disable_numparse=True))
 
 
 if __name__ == "__main__":
