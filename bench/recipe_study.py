@@ -28,6 +28,13 @@ two strategies on new seeds (3, 4) into their own file and decides by `cv_val_po
 validation predictions pooled, about 130 patients): "12 epochs cosine+ema" replaces the recipe's training when
 its paired difference from the baseline exceeds the baseline's seed range of that metric for both seeds
 (`separated`). The OOF columns stay the estimate, not the chooser.
+
+Stage 2b (fixed 2026-12-01, before any of its runs, after stage 1 of "oversample"): oversampling was not
+separated by `best_val_auprc` (+0.0050, -0.0072) while its pooled validation AUROC was higher for both seeds
+(+0.0136, +0.0080; exploratory, the metric being chosen after stage 1). It joins the confirmation on seeds 3 and
+4 under the same rule: it replaces the recipe's sampler when its paired `cv_val_pooled_auroc` difference from the
+baseline exceeds the baseline's seed range of that metric for both seeds. The baseline's seeds 3 and 4 are
+already in the file, so only its own runs are new.
 """
 
 from __future__ import annotations
@@ -70,7 +77,7 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "macenko": ["stain=macenko"],
 }
 SEEDS = (1, 2)
-CONFIRM_STRATEGIES = ("baseline (bce)", "12 epochs cosine+ema")  # stage 2, on new seeds, by a steadier metric
+CONFIRM_STRATEGIES = ("baseline (bce)", "12 epochs cosine+ema", "oversample")  # stage 2: new seeds, steadier metric
 CONFIRM_SEEDS = (3, 4)
 CONFIRM_METRIC = "cv_val_pooled_auroc"
 CONTEXTS = ("none", "radius_1", "radius_2")  # the rows of cv/context_rules.csv
