@@ -25,7 +25,7 @@ candidate for a `context` option, to be confirmed on new seeds before it enters 
 the estimate, not the chooser.
 
     python bench/stacked_context_study.py --tracking-uri sqlite:////work/study/mlflow.db
-    # -> bench/results/stacked_context_study.csv, and the table printed (docs/stacked_context_study.md)
+    # -> bench/results/stacked_context_study.csv (+ _halves.csv), and the table printed (docs/stacked_context_study.md)
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from idclab.thresholds import tune_threshold
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT / "bench" / "results" / "stacked_context_study.csv"
+HALVES = PROJECT / "bench" / "results" / "stacked_context_halves.csv"
 RINGS = (1, 2, 3)  # Chebyshev distances in patch steps
 COLUMN = "patch_probability"  # the patches' own P(IDC), before any blending
 
@@ -107,8 +108,24 @@ def stacked_row(val: pd.DataFrame, oof: pd.DataFrame) -> dict:
             "sensitivity": values["recall"], "specificity": values["specificity"]}
 
 
-def study(client: MlflowClient, run_id: str, seed: int) -> pd.DataFrame:
-    """none, radius 1 and stacked on one cross-validation run's saved predictions, checked against the run."""
+def halves(val: pd.DataFrame) -> pd.DataFrame:
+    """Diagnostics of the cross-fitting, per validation half: its size and IDC share, the size of the half the
+    regression was fitted on, and AUPRC and mean P(IDC) of the patches' own P(IDC) and of the regression's. A
+    half's own AUPRC does not depend on calibration; the pooled one does."""
+    rows = []
+    for half, other in validation_halves(val):
+        part, targets = val[half], val[half]["target"].to_numpy().astype(int)
+        own, stacked = part[COLUMN].to_numpy(dtype=float), scored(fitted(val[other]), part)
+        rows.append({"fold": int(part["fold"].iloc[0]), "patches": int(half.sum()), "fitted_on": int(other.sum()),
+                     "idc_share": float(targets.mean()), "own_auprc": threshold_free(targets, own)["auprc"],
+                     "stacked_auprc": threshold_free(targets, stacked)["auprc"], "own_mean_p": float(own.mean()),
+                     "stacked_mean_p": float(stacked.mean())})
+    return pd.DataFrame(rows)
+
+
+def study(client: MlflowClient, run_id: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """none, radius 1 and stacked on one cross-validation run's saved predictions, checked against the run, and
+    the per-half diagnostics (`halves`)."""
     val, oof = (pd.read_csv(client.download_artifacts(run_id, f"cv/{name}.csv"), dtype={"patient": str})
                 for name in ("val_predictions", "oof_predictions"))
     blends = context_rules(val, oof, ("max_f1", {}), contexts={"none": (), "radius 1": (radius_neighbours(1),)})
@@ -117,7 +134,7 @@ def study(client: MlflowClient, run_id: str, seed: int) -> pd.DataFrame:
     reproduces = all(np.allclose(ours[c], logged.loc[ours.index, c], atol=1e-4)
                      for c in ("val_crossfit_auprc", "auroc", "balanced_accuracy"))
     table = pd.concat([blends, pd.DataFrame([stacked_row(val, oof)])], ignore_index=True)
-    return table.assign(reproduces_run=reproduces, run_id=run_id, seed=seed)
+    return table.assign(reproduces_run=reproduces, run_id=run_id, seed=seed), halves(val).assign(seed=seed)
 
 
 def main() -> None:
@@ -130,7 +147,9 @@ def main() -> None:
     if runs.empty:
         sys.exit(f"no '{args.strategy}' rows in {STUDY}")
     client = MlflowClient(args.tracking_uri)
-    results = pd.concat([study(client, run.run_id, int(run.seed)) for run in runs.itertuples()])
+    tables, diagnostics = zip(*(study(client, run.run_id, int(run.seed)) for run in runs.itertuples()), strict=True)
+    results = pd.concat(tables)
+    pd.concat(diagnostics).to_csv(HALVES, index=False)
     if not results["reproduces_run"].all():
         print("Warning: the none/radius 1 rows differ from the runs' cv/context_rules.csv", file=sys.stderr)
     results.to_csv(RESULTS, index=False)

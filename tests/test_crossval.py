@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from idclab.build import load_classifier
 from idclab.crossval import (
+    blend_at,
     context_rules,
     cross_fitted,
     ensemble_operating_point,
@@ -131,6 +132,13 @@ def test_a_context_of_several_steps_tunes_each_weight_on_the_previous_steps_blen
     val = pd.concat([slide("a", 0), slide("b", 0).assign(target=0)])
     assert cross_fitted(val, "probability", twice["radius 1 twice"]).tolist() == pytest.approx(
         cross_fitted(val, "probability", (radius_neighbours(1),)).tolist())  # b's weights: 0.5 then 0
+
+
+def test_every_step_of_a_context_is_applied_to_the_blend_of_the_steps_before():
+    row = pd.DataFrame({"patient": "a", "x": [0, 50, 100], "y": 0})
+    # step 1 at 0.5: [0, 0.25, 0.5]; step 2 at 0.5 on that: [0.125, 0.25, 0.375]
+    assert blend_at(row, np.array([0.0, 0.0, 1.0]), (radius_neighbours(1),) * 2, [0.5, 0.5]).tolist() == [
+        0.125, 0.25, 0.375]
 
 
 def test_context_rules_read_the_patches_own_probabilities_when_the_run_had_context():
