@@ -102,8 +102,10 @@ def verdicts(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def saved_runs(description: str) -> tuple[MlflowClient, pd.DataFrame]:
+    """The command line of a re-scoring study: a client of `--tracking-uri` and the recipe study's rows of
+    `--strategy` (whose runs' saved predictions are re-scored); exits with a message when there are none."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT / 'mlflow.db'}")
     parser.add_argument("--strategy", default="baseline + context", help="the recipe study rows whose runs to use")
     args = parser.parse_args()
@@ -111,12 +113,20 @@ def main() -> None:
     runs = runs[runs["strategy"] == args.strategy]
     if runs.empty:
         sys.exit(f"no '{args.strategy}' rows in {STUDY}")
-    client = MlflowClient(args.tracking_uri)
-    results = pd.concat([study(client, run.run_id, int(run.seed)) for run in runs.itertuples()])
+    return MlflowClient(args.tracking_uri), runs
+
+
+def report(results: pd.DataFrame, path: Path) -> None:
+    """Warn unless the none/radius 1 rows reproduce the runs, write `results` to `path`, print the verdicts."""
     if not results["reproduces_run"].all():
         print("Warning: the none/radius 1 rows differ from the runs' cv/context_rules.csv", file=sys.stderr)
-    results.to_csv(RESULTS, index=False)
+    results.to_csv(path, index=False)
     print(verdicts(results).to_markdown(index=False))
+
+
+def main() -> None:
+    client, runs = saved_runs(__doc__)
+    report(pd.concat([study(client, run.run_id, int(run.seed)) for run in runs.itertuples()]), RESULTS)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ the estimate, not the chooser.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +39,7 @@ from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from slide_context_study import STUDY, verdicts
+from slide_context_study import report, saved_runs
 
 from idclab.context import neighbour_matrix, row_normalised
 from idclab.crossval import context_rules, pooled_metrics, radius_neighbours, validation_halves
@@ -138,22 +136,10 @@ def study(client: MlflowClient, run_id: str, seed: int) -> tuple[pd.DataFrame, p
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT / 'mlflow.db'}")
-    parser.add_argument("--strategy", default="baseline + context", help="the recipe study rows whose runs to use")
-    args = parser.parse_args()
-    runs = pd.read_csv(STUDY)
-    runs = runs[runs["strategy"] == args.strategy]
-    if runs.empty:
-        sys.exit(f"no '{args.strategy}' rows in {STUDY}")
-    client = MlflowClient(args.tracking_uri)
+    client, runs = saved_runs(__doc__)
     tables, diagnostics = zip(*(study(client, run.run_id, int(run.seed)) for run in runs.itertuples()), strict=True)
-    results = pd.concat(tables)
     pd.concat(diagnostics).to_csv(HALVES, index=False)
-    if not results["reproduces_run"].all():
-        print("Warning: the none/radius 1 rows differ from the runs' cv/context_rules.csv", file=sys.stderr)
-    results.to_csv(RESULTS, index=False)
-    print(verdicts(results).to_markdown(index=False))
+    report(pd.concat(tables), RESULTS)
 
 
 if __name__ == "__main__":
