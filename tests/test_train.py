@@ -190,3 +190,4 @@ def test_the_recipe_composes_with_an_external_split_into_one_run_with_test_metri
     assert run.info.status == "FINISHED" and "mlflow.parentRunId" not in run.data.tags
     assert run.data.params["split"] == "external" and "test_balanced_accuracy" in run.data.metrics
     assert run.data.params["context"] == "neighbours" and "context_weight" in run.data.metrics
+    assert run.data.params["ensemble.members"] == "2" and run.data.tags["best_checkpoint"].endswith("ensemble.ckpt")

@@ -39,10 +39,13 @@ class EnsembleClassifier(IDCClassifier):
 
 def save_ensemble(members: list[Path], threshold: float, path: Path, record: dict[str, Any],
                   context: dict[str, Any] | None = None) -> Path:
-    """Write the member checkpoints (read weights-only), the ensemble threshold, `record` (the patients
-    of the ensemble's own split: train = every fold's patients, test = the held-out ones) and the spatial
+    """Write the member checkpoints (read weights-only; an ensemble's members join as members of their own, so the
+    file is flat), the ensemble threshold, `record` (the patients of the ensemble's own split) and the spatial
     `context` settings (context_weight, context_radius, patch_threshold) into one file."""
-    checkpoints = [torch.load(member, map_location="cpu", weights_only=True) for member in members]
+    checkpoints = []
+    for member in members:
+        checkpoint = torch.load(member, map_location="cpu", weights_only=True)
+        checkpoints.extend(checkpoint.get(ENSEMBLE_KEY, [checkpoint]))
     payload = {ENSEMBLE_KEY: [{"state_dict": c["state_dict"], "hyper_parameters": c["hyper_parameters"]}
                               for c in checkpoints], "threshold": float(threshold), **record, **(context or {})}
     path.parent.mkdir(parents=True, exist_ok=True)

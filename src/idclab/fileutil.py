@@ -1,4 +1,4 @@
-"""Small file-system helpers: an inter-process lock and content hashing."""
+"""Small file-system helpers: an inter-process lock, whole-file JSON writes and content hashing."""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def stable_hash(obj: object, length: int = 12) -> str:
     """A short hash of a JSON-serialisable object, stable across runs and machines."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write `value` as JSON to `path` whole: into a temporary file, then renamed (a kill leaves no half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.partial")
+    partial.write_text(json.dumps(value, indent=2))
+    partial.replace(path)

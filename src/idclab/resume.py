@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
+from idclab.fileutil import write_json
 from idclab.tracking import MLflowEpochLogger
 
 STATE_FILE = "run_state.json"
@@ -39,10 +40,7 @@ class ResumePoint:
 
 def write_state(output_dir: Path, run_id: str, config: dict[str, Any]) -> None:
     """Record which MLflow run an output folder belongs to, and its config."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    partial = output_dir / f"{STATE_FILE}.partial"  # written whole, then renamed: a kill leaves no half file
-    partial.write_text(json.dumps({"run_id": run_id, "config": config}, indent=2))
-    partial.replace(output_dir / STATE_FILE)
+    write_json(output_dir / STATE_FILE, {"run_id": run_id, "config": config})
 
 
 def read_state(output_dir: Path) -> tuple[str, dict[str, Any]] | None:
@@ -67,16 +65,24 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
         _, tags = lookup(requested_run_id)
         folder = Path(tags.get(OUTPUT_DIR_TAG, output_dir))
     state = read_state(folder)
-    checkpoint = folder / LAST_CHECKPOINT
+    checkpoint = last_checkpoint(folder)
     if requested_run_id:
         if state is None or state[0] != requested_run_id:
             raise ResumeError(f"cannot resume run {requested_run_id}: no {STATE_FILE} for it in {folder}")
-        if not checkpoint.is_file():
-            raise ResumeError(f"cannot resume run {requested_run_id}: {checkpoint} is missing "
+        if checkpoint is None:
+            raise ResumeError(f"cannot resume run {requested_run_id}: {folder / LAST_CHECKPOINT} is missing "
                               "(it stopped before finishing its first epoch); start it again")
-    elif state is None or not checkpoint.is_file() or lookup(state[0])[0] == "FINISHED":
+    elif state is None or checkpoint is None or lookup(state[0])[0] == "FINISHED":
         return None
     return ResumePoint(run_id=state[0], output_dir=folder, checkpoint=checkpoint, config=state[1])
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The run's last checkpoint: its own, or for a seed ensemble the newest of its members' (None if none)."""
+    if (folder / LAST_CHECKPOINT).is_file():
+        return folder / LAST_CHECKPOINT
+    members = sorted(folder.glob(f"member_*/{LAST_CHECKPOINT}"), key=lambda path: path.stat().st_mtime)
+    return members[-1] if members else None
 
 
 class LastCheckpoint(Checkpoint):

@@ -228,9 +228,10 @@ class TrackedRun:
                     raise
                 time.sleep(0.2 * (attempt + 1))  # the other job's row now exists: the retry links to it
 
-    def lightning_logger(self) -> MLflowEpochLogger:
-        """A Lightning logger writing each epoch's metrics into this run, with the epoch as step."""
-        return MLflowEpochLogger(self)
+    def lightning_logger(self, prefix: str = "") -> MLflowEpochLogger:
+        """A Lightning logger writing each epoch's metrics into this run, with the epoch as step (and each key
+        after `prefix`, e.g. `member_1/` for a seed ensemble's members)."""
+        return MLflowEpochLogger(self, prefix)
 
 
 class MLflowEpochLogger(Logger):
@@ -242,9 +243,10 @@ class MLflowEpochLogger(Logger):
     saved, and metrics of an epoch already committed are dropped: each epoch lands in MLflow once.
     """
 
-    def __init__(self, run: TrackedRun):
+    def __init__(self, run: TrackedRun, prefix: str = ""):
         super().__init__()
         self.run = run
+        self.prefix = prefix
         self.holding = False
         self.held: dict[int, dict[str, float]] = {}
         self.committed = -1  # the last epoch whose metrics are in MLflow
@@ -263,8 +265,8 @@ class MLflowEpochLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        values = dict(metrics)
-        epoch = values.pop("epoch", None)
+        values = {f"{self.prefix}{key}": value for key, value in metrics.items()}
+        epoch = values.pop(f"{self.prefix}epoch", None)
         step = int(epoch) if epoch is not None else int(step or 0)
         if not self.holding:
             self.run.log_metrics(values, step=step)

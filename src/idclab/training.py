@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -18,15 +19,17 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from idclab import registry
-from idclab.build import build_classifier, store_threshold
+from idclab.build import build_classifier, load_classifier, store_threshold
 from idclab.callbacks import CtrlCGuard, training_callbacks
 from idclab.context import neighbour_matrix, smooth, tune_weight
 from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats, prepare_data
 from idclab.data.sampling import deferred
+from idclab.ensemble import EnsembleClassifier, save_ensemble
+from idclab.fileutil import write_json
 from idclab.module import IDCClassifier
 from idclab.progress import EpochLine
 from idclab.reporting import report_options, test_and_report
-from idclab.resume import OUTPUT_DIR_TAG, LastCheckpoint, find_resume_point, write_state
+from idclab.resume import LAST_CHECKPOINT, OUTPUT_DIR_TAG, LastCheckpoint, find_resume_point, write_state
 from idclab.stain import fit_stain
 from idclab.sweep import read_parent
 from idclab.thresholds import rule_of, tune_threshold
@@ -177,46 +180,120 @@ class FitResult:
     test_patch_probs: np.ndarray  # the test patches' own P(IDC), before spatial context
 
 
-def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedData
+def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedData, seed: int | None = None
                         ) -> tuple[PatchDataModule, IDCClassifier]:
-    """The DataModule (augmentation and sampler from the registry) and a fresh classifier for `data`."""
+    """The DataModule (augmentation and sampler from the registry) and a fresh classifier for `data`; `seed`
+    (default `cfg.seed`) seeds the data order, the channel statistics and the stain fit."""
+    seed = cfg.seed if seed is None else seed
     augmentation = registry.build("augment", config["augment"])
     sampler_factory = deferred(registry.factory("sampler", config["sampler"]), OmegaConf.select(cfg, "drw.start_epoch"))
-    datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation,
-                                 sampler_factory, cfg.seed)
-    mean, std = channel_stats(data.cache.images, data.split.rows["train"], cfg.seed)
+    datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation, sampler_factory, seed)
+    mean, std = channel_stats(data.cache.images, data.split.rows["train"], seed)
     classifier = build_classifier(config, datamodule.train_class_counts(), mean, std, **data.record())
-    fit_stain(classifier.stain, data.cache.images, data.split.rows["train"], cfg.seed)
+    fit_stain(classifier.stain, data.cache.images, data.split.rows["train"], seed)
     return datamodule, classifier
+
+
+@dataclass
+class Fitted:
+    """A trained model (one classifier, or a seed ensemble of them) ready for its threshold and test."""
+
+    datamodule: PatchDataModule
+    classifier: IDCClassifier
+    trainer: pl.Trainer
+    best_path: str | None  # the best epoch's checkpoint (None for an ensemble: its members' are in `members`)
+    best_score: float
+    members: list[str] | None = None
+
+
+def fit_member(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
+               ckpt_path: Path | None = None, seed: int | None = None, prefix: str = "") -> Fitted:
+    """Fit one classifier on train, keeping its best epoch on val (metrics logged to `run` after `prefix`)."""
+    datamodule, classifier = make_model_and_data(cfg, config, data, seed)
+    trainer, checkpoint = make_trainer(cfg, out_dir, logger=run.lightning_logger(prefix))
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer = single_process(trainer, cfg, run, out_dir)
+    score = checkpoint.best_model_score
+    best_score = float(score) if score is not None else float("nan")
+    if not checkpoint.best_model_path:
+        log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
+    return Fitted(datamodule, classifier, trainer, checkpoint.best_model_path or None, best_score)
 
 
 def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
                  ckpt_path: Path | None = None, log_fold_model: bool = True) -> FitResult:
-    """Fit on train (selecting the epoch on val), tune the threshold on val, test, report and log to `run`."""
-    datamodule, classifier = make_model_and_data(cfg, config, data)
-    trainer, checkpoint = make_trainer(cfg, out_dir, logger=run.lightning_logger())
-    trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
-    trainer = single_process(trainer, cfg, run, out_dir)
-    best_path = checkpoint.best_model_path or None
-    score = checkpoint.best_model_score
-    best_score = float(score) if score is not None else float("nan")
-    if not best_path:
-        log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
-    threshold, val_rows, val_probs, val_patch_probs = choose_threshold(trainer, classifier, datamodule, best_path,
-                                                                       cfg.threshold, context_config(cfg))
+    """Fit on train (selecting the epoch on val; `ensemble.members` > 1: a seed ensemble), tune the threshold on
+    val, test, report and log to `run`."""
+    members = OmegaConf.select(cfg, "ensemble.members", default=1)
+    fitted = (fit_seed_ensemble(cfg, config, data, run, out_dir, members, ckpt_path) if members > 1
+              else fit_member(cfg, config, data, run, out_dir, ckpt_path))
+    classifier, trainer, best_path = fitted.classifier, fitted.trainer, fitted.best_path
+    threshold, val_rows, val_probs, val_patch_probs = choose_threshold(trainer, classifier, fitted.datamodule,
+                                                                       best_path, cfg.threshold, context_config(cfg))
     run.log_metrics({"threshold": threshold} | context_metrics(classifier, context_config(cfg)))
-    if best_path:
+    if fitted.members:
+        ensemble_path = out_dir / "checkpoints" / ENSEMBLE_FILE
+        best_path = str(save_ensemble([Path(p) for p in fitted.members], threshold, ensemble_path, data.record(),
+                                      context_record(classifier)))
+    elif best_path:
         store_threshold(best_path, threshold, cfg.threshold.name, **context_record(classifier))
+    if best_path:
         run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
-        run.log_metrics({f"best_{cfg.checkpoint.monitor}": best_score})
+        run.log_metrics({f"best_{cfg.checkpoint.monitor}": fitted.best_score})
         if cfg.logger.log_checkpoint:
             run.log_file(best_path, "checkpoints")
-    metrics = test_and_report(trainer, classifier, datamodule, out_dir / "test", run, **report_options(cfg.report))
+    metrics = test_and_report(trainer, classifier, fitted.datamodule, out_dir / "test", run,
+                              **report_options(cfg.report))
     if best_path and cfg.logger.log_model and log_fold_model:
         print(f"Logged MLflow model {log_model(run, best_path)}")
-    return FitResult(best_score, best_path, threshold, val_rows, val_probs, val_patch_probs,
+    return FitResult(fitted.best_score, best_path, threshold, val_rows, val_probs, val_patch_probs,
                      classifier.test_rows.numpy(), classifier.test_probs.numpy(), metrics, context_record(classifier),
                      classifier.test_patch_probs.numpy())
+
+
+ENSEMBLE_FILE = "ensemble.ckpt"
+MEMBER_FILE = "member.json"  # written in a member's folder once it is trained: a resumed ensemble skips it
+
+
+def fit_seed_ensemble(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
+                      members: int, ckpt_path: Path | None = None) -> Fitted:
+    """Fit `members` classifiers on the same split, member k seeded with `seed + k` in `out_dir/member_k` (its
+    metrics under `member_k/`), then join their best epochs into one `EnsembleClassifier` (mean P(IDC)) scored
+    on val by `checkpoint.monitor`. Resuming (`ckpt_path` set), finished members are kept and an unfinished one
+    continues from its last checkpoint."""
+    paths, fitted = [], None
+    for k in range(members):
+        member_dir, seed = out_dir / f"member_{k}", cfg.seed + k
+        done = member_dir / MEMBER_FILE
+        if ckpt_path is not None and done.is_file():
+            record = json.loads(done.read_text())
+            print(f"Ensemble member {k + 1}/{members} (seed {seed}): trained, kept")
+            paths.append(record["best_path"])
+            continue
+        print(f"Ensemble member {k + 1}/{members} (seed {seed})")
+        pl.seed_everything(seed, workers=True)
+        last = member_dir / LAST_CHECKPOINT
+        resume_from = last if ckpt_path is not None and last.is_file() else None
+        fitted = fit_member(cfg, config, data, run, member_dir, resume_from, seed, prefix=f"member_{k}/")
+        if not fitted.best_path:
+            raise RuntimeError(f"ensemble member {k} saved no checkpoint (fast_dev_run?): an ensemble needs them all")
+        run.log_metrics({f"member_{k}/best_{cfg.checkpoint.monitor}": fitted.best_score})
+        write_json(done, {"best_path": fitted.best_path, "best_score": fitted.best_score})
+        paths.append(fitted.best_path)
+    datamodule = fitted.datamodule if fitted else make_model_and_data(cfg, config, data)[0]
+    ensemble = EnsembleClassifier([load_classifier(p) for p in paths], 0.5, **data.record())
+    best_score = validation_score(cfg, ensemble, datamodule)
+    print(f"Seed ensemble of {members}: {cfg.checkpoint.monitor} {best_score:.4f} on validation")
+    return Fitted(datamodule, ensemble, evaluation_trainer(cfg, run, out_dir), None, best_score, paths)
+
+
+def validation_score(cfg: DictConfig, classifier: IDCClassifier, datamodule: PatchDataModule) -> float:
+    """`checkpoint.monitor` of `classifier` on the validation split (nothing logged)."""
+    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    (metrics,) = trainer.validate(classifier, datamodule=datamodule, verbose=False)
+    return float(metrics[cfg.checkpoint.monitor])
 
 
 def context_config(cfg: DictConfig) -> DictConfig:
@@ -286,6 +363,11 @@ def single_process(trainer: pl.Trainer, cfg: DictConfig, run: TrackedRun, out_di
         return trainer
     if torch.distributed.is_initialized():  # the workers are done: metrics must not wait for them
         torch.distributed.destroy_process_group()
+    return evaluation_trainer(cfg, run, out_dir)
+
+
+def evaluation_trainer(cfg: DictConfig, run: TrackedRun, out_dir: Path) -> pl.Trainer:
+    """A one-device trainer for threshold choice and test, logging into `run`."""
     return pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                       logger=run.lightning_logger(), enable_progress_bar=cfg.trainer.enable_progress_bar,
                       default_root_dir=out_dir)

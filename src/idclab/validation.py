@@ -85,6 +85,7 @@ TRAIN_RULES: list[Rule] = [
     ("context.weight", lambda v: v is None or (_is_number(v) and 0 <= v < 1), "null (tuned) or a number in [0, 1)"),
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("ensemble.members", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     SYSTEM_METRICS_RULE,
 ]
 
@@ -139,6 +140,10 @@ def check_recipe(cfg: DictConfig) -> None:
     averaging = OmegaConf.select(cfg, "averaging.name", default="none")
     if averaging == "swa" and OmegaConf.select(cfg, "early_stopping.patience") is not None:
         raise ConfigError("averaging=swa averages the last epochs: set early_stopping.patience=null")
+    members = OmegaConf.select(cfg, "ensemble.members", default=1)
+    if members > 1 and (cfg.trainer.get("devices", 1) not in (1, "1", "auto") or cfg.trainer.get("num_nodes", 1) != 1):
+        raise ConfigError(f"ensemble.members={members} trains its members one after another on one device: "
+                          "set trainer.devices=1 and trainer.num_nodes=1")
 
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
