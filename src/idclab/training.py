@@ -265,10 +265,10 @@ def fit_seed_ensemble(cfg: DictConfig, config: dict[str, Any], data: PreparedDat
     for k in range(members):
         member_dir, seed = out_dir / f"member_{k}", cfg.seed + k
         done = member_dir / MEMBER_FILE
-        if ckpt_path is not None and done.is_file():
-            record = json.loads(done.read_text())
-            print(f"Ensemble member {k + 1}/{members} (seed {seed}): trained, kept")
-            paths.append(record["best_path"])
+        kept = trained_member(done) if ckpt_path is not None else None
+        if kept:
+            print(f"Ensemble member {k + 1}/{members} (seed {seed}): trained, kept ({kept})")
+            paths.append(kept)
             continue
         print(f"Ensemble member {k + 1}/{members} (seed {seed})")
         pl.seed_everything(seed, workers=True)
@@ -285,6 +285,16 @@ def fit_seed_ensemble(cfg: DictConfig, config: dict[str, Any], data: PreparedDat
     best_score = validation_score(cfg, ensemble, datamodule)
     print(f"Seed ensemble of {members}: {cfg.checkpoint.monitor} {best_score:.4f} on validation")
     return Fitted(datamodule, ensemble, evaluation_trainer(cfg, run, out_dir), None, best_score, paths)
+
+
+def trained_member(record: Path) -> str | None:
+    """The best checkpoint a finished member's record names, if the record and that file exist (else None: the
+    member is trained again, from its last checkpoint when there is one)."""
+    try:
+        best = json.loads(record.read_text()).get("best_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return best if isinstance(best, str) and Path(best).is_file() else None
 
 
 def validation_score(cfg: DictConfig, classifier: IDCClassifier, datamodule: PatchDataModule) -> float:
