@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -9,12 +11,18 @@ import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from sklearn.metrics import average_precision_score
+from test_context_runs import only_run
 
+from idclab import training
 from idclab.build import build_classifier, load_classifier
+from idclab.data.datamodule import PatchDataModule, prepare_data
 from idclab.ensemble import EnsembleClassifier, save_ensemble
 from idclab.evaluation import evaluate
+from idclab.resume import LAST_CHECKPOINT, last_checkpoint, write_state
+from idclab.thresholds import tune_threshold
 from idclab.tracking import MLflowEpochLogger
-from idclab.training import train
+from idclab.training import Fitted, train
 from idclab.validation import ConfigError, validate_train_config
 
 MEMBER_METRICS = ("val_auprc", "train_loss")
@@ -35,9 +43,94 @@ def test_members_must_be_a_positive_integer(make_cfg, value):
         validate_train_config(make_cfg(f"ensemble.members={value}"))
 
 
-def test_a_seed_ensemble_on_several_devices_is_refused(make_cfg):
-    with pytest.raises(ConfigError, match="ensemble.members=2 trains its members one after another"):
-        validate_train_config(make_cfg("ensemble.members=2", "trainer.devices=2"))
+@pytest.mark.parametrize("devices", [["trainer.devices=2"], ["+trainer.num_nodes=2"],
+                                     ["trainer.devices=auto", "trainer.accelerator=gpu"]])
+@pytest.mark.parametrize(("option", "what"), [("ensemble.members=2", "ensemble.members=2 trains its members"),
+                                              ("cv.folds=3", "cv.folds=3 runs its folds")])
+def test_seed_ensembles_and_folds_on_several_devices_are_refused(make_cfg, devices, option, what):
+    with pytest.raises(ConfigError, match=f"{what} one after another on one device"):
+        validate_train_config(make_cfg(option, *devices))
+
+
+@pytest.mark.parametrize("devices", [["trainer.devices=1"], ["trainer.devices=[0]"],
+                                     ["trainer.devices=auto", "trainer.accelerator=cpu"]])
+def test_a_seed_ensemble_on_one_device_is_accepted(make_cfg, devices):
+    validate_train_config(make_cfg("ensemble.members=2", *devices))
+
+
+def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_one_is_kept(
+        make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("ensemble.members=3", "seed=7")
+    fits, seeds = [], []
+    monkeypatch.setattr(pl, "seed_everything", lambda seed, workers=False: seeds.append(seed))
+
+    def fake_fit(cfg, config, data, run, out_dir, ckpt_path=None, seed=None, prefix=""):
+        fits.append((seed, prefix, out_dir.name, ckpt_path))
+        (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        return Fitted(None, None, None, str(saved_member(cfg, out_dir / "checkpoints" / "best.ckpt", seed)), 0.5)
+
+    class Run:
+        run_id = "run-a"
+
+        def log_metrics(self, metrics):
+            pass
+
+    monkeypatch.setattr(training, "fit_member", fake_fit)
+    out = tmp_path / "run"
+    paths, _ = training.fit_members(cfg, {}, None, Run(), out, 3)
+    assert seeds == [7, 8, 9] and [f[:3] for f in fits] == [(7, "member_0/", "member_0"), (8, "member_1/", "member_1"),
+                                                           (9, "member_2/", "member_2")]
+    assert paths == [str(out / f"member_{k}" / "checkpoints" / "best.ckpt") for k in range(3)]
+    (out / "member_2" / training.MEMBER_FILE).unlink()  # killed before its record was written
+    write_state(out, "run-a", {})
+    os.utime(out / "run_state.json", ns=(0, 0))  # the run started before every file above
+    fits.clear()
+    assert training.fit_members(cfg, {}, None, Run(), out, 3, resuming=True)[0] == paths
+    assert fits == [(9, "member_2/", "member_2", None)]  # no last.ckpt of it: trained again from the start
+    last = out / "member_2" / LAST_CHECKPOINT
+    last.write_bytes(b"epoch 1")
+    (out / "member_2" / training.MEMBER_FILE).unlink()
+    fits.clear()
+    training.fit_members(cfg, {}, None, Run(), out, 3, resuming=True)
+    assert fits == [(9, "member_2/", "member_2", last)]  # continues from its last checkpoint
+
+
+def test_a_member_record_is_kept_only_for_its_own_run_and_its_own_checkpoint(tmp_path):
+    record = tmp_path / "member_0" / training.MEMBER_FILE
+    best = tmp_path / "member_0" / "checkpoints" / "best.ckpt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"weights")
+    elsewhere = tmp_path / "best.ckpt"
+    elsewhere.write_bytes(b"weights")
+    cases = [({"run_id": "a", "best_path": str(best)}, "a", str(best)),
+             ({"run_id": "b", "best_path": str(best)}, "a", None),            # an earlier run in the same folder
+             ({"run_id": "a", "best_path": str(elsewhere)}, "a", None),       # not the member's own checkpoint
+             ({"run_id": "a", "best_path": str(best) + ".gone"}, "a", None),
+             ({"run_id": "a"}, "a", None), (["a"], "a", None)]
+    for saved, run_id, expected in cases:
+        record.write_text(json.dumps(saved))
+        assert training.trained_member(record, run_id) == expected, saved
+    record.write_text("{not json")
+    assert training.trained_member(record, "a") is None
+    assert training.trained_member(tmp_path / "absent.json", "a") is None
+
+
+def test_a_resume_finds_the_runs_own_or_a_members_last_checkpoint_but_not_an_earlier_runs(tmp_path):
+    member_last = tmp_path / "member_1" / LAST_CHECKPOINT
+    member_last.parent.mkdir(parents=True)
+    member_last.write_bytes(b"earlier run")
+    write_state(tmp_path, "run-b", {"seed": 1})
+    os.utime(member_last, ns=(0, 0))  # written before run-b started: another run's
+    assert last_checkpoint(tmp_path) is None
+    member_last.write_bytes(b"run-b")
+    assert last_checkpoint(tmp_path) == member_last
+    stamp = (tmp_path / "run_state.json").stat().st_mtime_ns
+    write_state(tmp_path, "run-b", {"seed": 1})  # a resume leaves the start time alone
+    assert (tmp_path / "run_state.json").stat().st_mtime_ns == stamp
+    own = tmp_path / LAST_CHECKPOINT
+    own.parent.mkdir()
+    own.write_bytes(b"run-b")
+    assert last_checkpoint(tmp_path) == own
 
 
 def test_an_ensemble_of_ensembles_is_saved_flat(make_cfg, tmp_path):
@@ -74,8 +167,7 @@ def member_history(client: MlflowClient, run_id: str, member: int, key: str) -> 
 def test_a_seed_ensemble_trains_each_member_and_tests_their_mean(make_cfg, tmp_path):
     cfg = make_cfg("ensemble.members=2", "logger.log_model=true", "report.bootstrap_resamples=20")
     score = train(cfg)
-    client = MlflowClient(cfg.logger.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    client, run = only_run(cfg)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
     for member in (0, 1):
@@ -83,7 +175,7 @@ def test_a_seed_ensemble_trains_each_member_and_tests_their_mean(make_cfg, tmp_p
             assert member_history(client, run.info.run_id, member, key) == [0, 1], (member, key)
         assert f"member_{member}/best_val_auprc" in metrics
     assert "val_auprc" not in metrics  # the run's own curves would mix the members'
-    assert metrics["best_val_auprc"] == pytest.approx(score)  # the ensemble's validation score
+    assert metrics["best_val_auprc"] == pytest.approx(score)
     assert {"test_f1", "test_auroc", "threshold"} <= set(metrics)
     assert run.data.tags["best_checkpoint"].endswith("ensemble.ckpt") and run.data.tags["model_uri"]
     ensemble = load_classifier(run.data.tags["best_checkpoint"])
@@ -91,6 +183,15 @@ def test_a_seed_ensemble_trains_each_member_and_tests_their_mean(make_cfg, tmp_p
     first, second = (dict(m.named_parameters())["model.features.0.0.weight"] for m in ensemble.model)
     assert not torch.equal(first, second)  # different seeds, different members
     assert ensemble.threshold == pytest.approx(metrics["threshold"])
+    # the score and the threshold are the ensemble's own on the whole validation split, not a member's
+    data = prepare_data(cfg.data, cfg.split)
+    loader = PatchDataModule(data, 64, 0).val_dataloader()
+    probs, rows = (torch.cat(parts).numpy() for parts in zip(*pl.Trainer(logger=False).predict(ensemble, loader),
+                                                               strict=True))
+    targets = data.index.labels[rows]
+    assert len(rows) == len(data.split.rows["val"])
+    assert score == pytest.approx(average_precision_score(targets, probs), abs=1e-4)
+    assert metrics["threshold"] == pytest.approx(tune_threshold(targets, probs, "max_f1"), abs=1e-5)
     recorded = ensemble.hparams["split_patients"]
     assert recorded["val"] and recorded["test"]  # no member trained on the validation patients: TTA can re-tune
     evaluate(make_cfg("tta=true", "report.bootstrap_resamples=20", config_name="evaluate"))
@@ -132,8 +233,7 @@ def test_a_killed_seed_ensemble_resumes_its_unfinished_member_only(make_cfg, mon
     with pytest.raises(RuntimeError, match="power cut"):
         train(cfg)
     monkeypatch.undo()
-    client = MlflowClient(cfg.logger.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    client, run = only_run(cfg)
     assert run.info.status == "FAILED"
     first_best = tmp_path / "out" / "member_0" / "checkpoints" / "best.ckpt"
     stamp = first_best.stat().st_mtime_ns

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from scipy.sparse import csr_matrix
@@ -31,13 +30,21 @@ from sklearn.model_selection import StratifiedGroupKFold
 from idclab.context import neighbour_matrix, smooth, tune_weight
 from idclab.data.datamodule import PatchDataModule, PreparedData
 from idclab.data.split import PatientSplit, stratified_patient_split
-from idclab.ensemble import load_ensemble, save_ensemble
+from idclab.ensemble import ENSEMBLE_FILE, load_ensemble, save_ensemble
 from idclab.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
 from idclab.plots import pr_figure, roc_figure
 from idclab.reporting import report_options, test_and_report, threshold_free
 from idclab.thresholds import METHODS, rule_of, tune_threshold
 from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
-from idclab.training import FitResult, context_config, fit_and_test, log_inputs, run_tags, sweep_parent
+from idclab.training import (
+    FitResult,
+    context_config,
+    evaluation_trainer,
+    fit_and_test,
+    log_inputs,
+    run_tags,
+    sweep_parent,
+)
 from idclab.validation import ConfigError
 
 if TYPE_CHECKING:  # only tracking.py talks to MLflow; this is a type name
@@ -300,8 +307,6 @@ def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any
 def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, client: MlflowClient,
                    experiment_id: str, context: dict[str, Any]) -> float:
     """Run `cfg.cv.folds` folds as child runs of one parent run; return the mean best validation score."""
-    if cfg.trainer.get("devices", 1) not in (1, "1", "auto") or cfg.trainer.get("num_nodes", 1) != 1:
-        raise ConfigError("cross-validation runs its folds one after another on one device: set trainer.devices=1")
     out_dir = Path(cfg.paths.output_dir)
     pool = np.sort(np.concatenate([data.split.rows["train"], data.split.rows["val"]]))
     folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cfg.cv.folds, cfg.cv.seed)
@@ -371,7 +376,7 @@ def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, mem
     record = data.record()  # every pool patient trained some member: none is left for an honest validation
     names = record["split_patients"]
     names["train"], names["val"] = sorted(names["train"] + names["val"]), []
-    path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / "ensemble.ckpt", record,
+    path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / ENSEMBLE_FILE, record,
                          context)
     parent.set_tags({CHECKPOINT_TAG: str(path.resolve())})
     if cfg.logger.log_checkpoint:
@@ -379,8 +384,7 @@ def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, mem
     if len(data.split.rows["test"]):
         ensemble = load_ensemble(path)
         datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers)
-        trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=parent.lightning_logger(),
-                             enable_progress_bar=cfg.trainer.enable_progress_bar, default_root_dir=out_dir)
-        test_and_report(trainer, ensemble, datamodule, out_dir / "test", parent, **report_options(cfg.report))
+        test_and_report(evaluation_trainer(cfg, out_dir, parent), ensemble, datamodule, out_dir / "test", parent,
+                        **report_options(cfg.report))
     if cfg.logger.log_model:
         print(f"Logged MLflow ensemble model {log_model(parent, path)}")

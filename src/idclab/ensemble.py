@@ -16,17 +16,18 @@ from torch import nn
 from idclab.module import IDCClassifier
 
 ENSEMBLE_KEY = "ensemble"
+ENSEMBLE_FILE = "ensemble.ckpt"  # under a run's checkpoints/
 
 
 class EnsembleClassifier(IDCClassifier):
     """Averages the members' P(IDC); `forward` returns the logit of that mean, so testing, thresholds,
-    test-time augmentation and prediction work unchanged."""
+    test-time augmentation and prediction work unchanged (validation loss: the first member's loss function)."""
 
     def __init__(self, members: list[IDCClassifier], threshold: float,
                  split_patients: dict[str, list[str]] | None = None, data_fingerprint: dict[str, Any] | None = None,
                  **context: Any):
         first = members[0].hparams
-        super().__init__(nn.ModuleList(members), nn.BCEWithLogitsLoss(), config=first["config"],
+        super().__init__(nn.ModuleList(members), members[0].criterion, config=first["config"],
                          mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], class_counts=first["class_counts"],
                          threshold=threshold, split_patients=split_patients, data_fingerprint=data_fingerprint,
                          **context)

@@ -39,8 +39,10 @@ class ResumePoint:
 
 
 def write_state(output_dir: Path, run_id: str, config: dict[str, Any]) -> None:
-    """Record which MLflow run an output folder belongs to, and its config."""
-    write_json(output_dir / STATE_FILE, {"run_id": run_id, "config": config})
+    """Record which MLflow run an output folder belongs to, and its config. A resumed run leaves the file as it
+    is, so that its time stays the run's start (see `written_since_start`)."""
+    if read_state(output_dir) != (run_id, config):
+        write_json(output_dir / STATE_FILE, {"run_id": run_id, "config": config})
 
 
 def read_state(output_dir: Path) -> tuple[str, dict[str, Any]] | None:
@@ -70,7 +72,7 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
         if state is None or state[0] != requested_run_id:
             raise ResumeError(f"cannot resume run {requested_run_id}: no {STATE_FILE} for it in {folder}")
         if checkpoint is None:
-            raise ResumeError(f"cannot resume run {requested_run_id}: {folder / LAST_CHECKPOINT} is missing "
+            raise ResumeError(f"cannot resume run {requested_run_id}: {folder} holds no last checkpoint of it "
                               "(it stopped before finishing its first epoch); start it again")
     elif state is None or checkpoint is None or lookup(state[0])[0] == "FINISHED":
         return None
@@ -78,11 +80,16 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The run's last checkpoint: its own, or for a seed ensemble the newest of its members' (None if none)."""
-    if (folder / LAST_CHECKPOINT).is_file():
-        return folder / LAST_CHECKPOINT
-    members = sorted(folder.glob(f"member_*/{LAST_CHECKPOINT}"), key=lambda path: path.stat().st_mtime)
-    return members[-1] if members else None
+    """A last checkpoint of the run recorded in `folder`: its own, or a seed ensemble member's (None if none was
+    written since the run started: files of an earlier run in a reused folder do not count)."""
+    candidates = [folder / LAST_CHECKPOINT, *sorted(folder.glob(f"member_*/{LAST_CHECKPOINT}"))]
+    return next((path for path in candidates if written_since_start(path, folder)), None)
+
+
+def written_since_start(path: Path, folder: Path) -> bool:
+    """Whether `path` exists and was written after the run recorded in `folder` started (its state file)."""
+    state = folder / STATE_FILE
+    return path.is_file() and state.is_file() and path.stat().st_mtime_ns >= state.stat().st_mtime_ns
 
 
 class LastCheckpoint(Checkpoint):

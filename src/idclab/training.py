@@ -24,12 +24,19 @@ from idclab.callbacks import CtrlCGuard, training_callbacks
 from idclab.context import neighbour_matrix, smooth, tune_weight
 from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats, prepare_data
 from idclab.data.sampling import deferred
-from idclab.ensemble import EnsembleClassifier, save_ensemble
+from idclab.ensemble import ENSEMBLE_FILE, EnsembleClassifier, save_ensemble
 from idclab.fileutil import write_json
 from idclab.module import IDCClassifier
 from idclab.progress import EpochLine
 from idclab.reporting import report_options, test_and_report
-from idclab.resume import LAST_CHECKPOINT, OUTPUT_DIR_TAG, LastCheckpoint, find_resume_point, write_state
+from idclab.resume import (
+    LAST_CHECKPOINT,
+    OUTPUT_DIR_TAG,
+    LastCheckpoint,
+    find_resume_point,
+    write_state,
+    written_since_start,
+)
 from idclab.stain import fit_stain
 from idclab.sweep import read_parent
 from idclab.thresholds import rule_of, tune_threshold
@@ -47,6 +54,7 @@ from idclab.tracking import (
 from idclab.validation import double_correction, require_both_classes, validate_train_config
 
 log = logging.getLogger(__name__)
+MEMBER_FILE = "member.json"  # in a seed ensemble member's folder once it is trained: a resumed run keeps it
 
 
 def hydra_context() -> dict[str, Any]:
@@ -225,8 +233,8 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     """Fit on train (selecting the epoch on val; `ensemble.members` > 1: a seed ensemble), tune the threshold on
     val, test, report and log to `run`."""
     members = OmegaConf.select(cfg, "ensemble.members", default=1)
-    fitted = (fit_seed_ensemble(cfg, config, data, run, out_dir, members, ckpt_path) if members > 1
-              else fit_member(cfg, config, data, run, out_dir, ckpt_path))
+    fitted = (fit_seed_ensemble(cfg, config, data, run, out_dir, members, resuming=ckpt_path is not None)
+              if members > 1 else fit_member(cfg, config, data, run, out_dir, ckpt_path))
     classifier, trainer, best_path = fitted.classifier, fitted.trainer, fitted.best_path
     threshold, val_rows, val_probs, val_patch_probs = choose_threshold(trainer, classifier, fitted.datamodule,
                                                                        best_path, cfg.threshold, context_config(cfg))
@@ -251,21 +259,28 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
                      classifier.test_patch_probs.numpy())
 
 
-ENSEMBLE_FILE = "ensemble.ckpt"
-MEMBER_FILE = "member.json"  # written in a member's folder once it is trained: a resumed ensemble skips it
-
-
 def fit_seed_ensemble(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
-                      members: int, ckpt_path: Path | None = None) -> Fitted:
-    """Fit `members` classifiers on the same split, member k seeded with `seed + k` in `out_dir/member_k` (its
-    metrics under `member_k/`), then join their best epochs into one `EnsembleClassifier` (mean P(IDC)) scored
-    on val by `checkpoint.monitor`. Resuming (`ckpt_path` set), finished members are kept and an unfinished one
+                      members: int, resuming: bool = False) -> Fitted:
+    """Fit `members` classifiers on the same split (`fit_members`), then join their best epochs into one
+    `EnsembleClassifier` (mean P(IDC)) scored on val by `checkpoint.monitor`."""
+    paths, datamodule = fit_members(cfg, config, data, run, out_dir, members, resuming)
+    ensemble = EnsembleClassifier([load_classifier(p) for p in paths], 0.5, **data.record())
+    (scores,) = evaluation_trainer(cfg, out_dir).validate(ensemble, datamodule=datamodule, verbose=False)
+    best_score = float(scores[cfg.checkpoint.monitor])
+    print(f"Seed ensemble of {members}: {cfg.checkpoint.monitor} {best_score:.4f} on validation")
+    return Fitted(datamodule, ensemble, evaluation_trainer(cfg, out_dir, run), None, best_score, paths)
+
+
+def fit_members(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
+                members: int, resuming: bool = False) -> tuple[list[str], PatchDataModule]:
+    """Train member k seeded with `seed + k` in `out_dir/member_k` (its metrics under `member_k/`); the members'
+    best checkpoints and a DataModule of `data`. Resuming, a member this run finished is kept and an unfinished one
     continues from its last checkpoint."""
-    paths, fitted = [], None
+    paths, datamodule = [], None
     for k in range(members):
         member_dir, seed = out_dir / f"member_{k}", cfg.seed + k
-        done = member_dir / MEMBER_FILE
-        kept = trained_member(done) if ckpt_path is not None else None
+        record = member_dir / MEMBER_FILE
+        kept = trained_member(record, run.run_id) if resuming else None
         if kept:
             print(f"Ensemble member {k + 1}/{members} (seed {seed}): trained, kept ({kept})")
             paths.append(kept)
@@ -273,37 +288,27 @@ def fit_seed_ensemble(cfg: DictConfig, config: dict[str, Any], data: PreparedDat
         print(f"Ensemble member {k + 1}/{members} (seed {seed})")
         pl.seed_everything(seed, workers=True)
         last = member_dir / LAST_CHECKPOINT
-        resume_from = last if ckpt_path is not None and last.is_file() else None
+        resume_from = last if resuming and written_since_start(last, out_dir) else None
         fitted = fit_member(cfg, config, data, run, member_dir, resume_from, seed, prefix=f"member_{k}/")
         if not fitted.best_path:
             raise RuntimeError(f"ensemble member {k} saved no checkpoint (fast_dev_run?): an ensemble needs them all")
         run.log_metrics({f"member_{k}/best_{cfg.checkpoint.monitor}": fitted.best_score})
-        write_json(done, {"best_path": fitted.best_path, "best_score": fitted.best_score})
+        write_json(record, {"run_id": run.run_id, "best_path": fitted.best_path})
         paths.append(fitted.best_path)
-    datamodule = fitted.datamodule if fitted else make_model_and_data(cfg, config, data)[0]
-    ensemble = EnsembleClassifier([load_classifier(p) for p in paths], 0.5, **data.record())
-    best_score = validation_score(cfg, ensemble, datamodule)
-    print(f"Seed ensemble of {members}: {cfg.checkpoint.monitor} {best_score:.4f} on validation")
-    return Fitted(datamodule, ensemble, evaluation_trainer(cfg, run, out_dir), None, best_score, paths)
+        datamodule = fitted.datamodule
+    return paths, datamodule or PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers)
 
 
-def trained_member(record: Path) -> str | None:
-    """The best checkpoint a finished member's record names, if the record and that file exist (else None: the
-    member is trained again, from its last checkpoint when there is one)."""
+def trained_member(record: Path, run_id: str) -> str | None:
+    """The best checkpoint of a member that run `run_id` finished, from the member's record: None unless the record
+    is that run's and names a file in the member's own checkpoints folder (the member is then trained again)."""
     try:
-        best = json.loads(record.read_text()).get("best_path")
-    except (OSError, ValueError, AttributeError):
+        saved = json.loads(record.read_text())
+        best = Path(saved["best_path"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return best if isinstance(best, str) and Path(best).is_file() else None
-
-
-def validation_score(cfg: DictConfig, classifier: IDCClassifier, datamodule: PatchDataModule) -> float:
-    """`checkpoint.monitor` of `classifier` on the validation split (nothing logged)."""
-    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
-                         logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False)
-    (metrics,) = trainer.validate(classifier, datamodule=datamodule, verbose=False)
-    return float(metrics[cfg.checkpoint.monitor])
+    own = best.parent.resolve() == (record.parent / "checkpoints").resolve()
+    return str(best) if saved.get("run_id") == run_id and own and best.is_file() else None
 
 
 def context_config(cfg: DictConfig) -> DictConfig:
@@ -373,11 +378,11 @@ def single_process(trainer: pl.Trainer, cfg: DictConfig, run: TrackedRun, out_di
         return trainer
     if torch.distributed.is_initialized():  # the workers are done: metrics must not wait for them
         torch.distributed.destroy_process_group()
-    return evaluation_trainer(cfg, run, out_dir)
+    return evaluation_trainer(cfg, out_dir, run)
 
 
-def evaluation_trainer(cfg: DictConfig, run: TrackedRun, out_dir: Path) -> pl.Trainer:
-    """A one-device trainer for threshold choice and test, logging into `run`."""
+def evaluation_trainer(cfg: DictConfig, out_dir: Path, run: TrackedRun | None = None) -> pl.Trainer:
+    """A one-device trainer for validation, threshold choice and test, logging into `run` (if given)."""
     return pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
-                      logger=run.lightning_logger(), enable_progress_bar=cfg.trainer.enable_progress_bar,
-                      default_root_dir=out_dir)
+                      logger=run.lightning_logger() if run else False,
+                      enable_progress_bar=cfg.trainer.enable_progress_bar, default_root_dir=out_dir)

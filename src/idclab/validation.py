@@ -141,9 +141,21 @@ def check_recipe(cfg: DictConfig) -> None:
     if averaging == "swa" and OmegaConf.select(cfg, "early_stopping.patience") is not None:
         raise ConfigError("averaging=swa averages the last epochs: set early_stopping.patience=null")
     members = OmegaConf.select(cfg, "ensemble.members", default=1)
-    if members > 1 and (cfg.trainer.get("devices", 1) not in (1, "1", "auto") or cfg.trainer.get("num_nodes", 1) != 1):
-        raise ConfigError(f"ensemble.members={members} trains its members one after another on one device: "
-                          "set trainer.devices=1 and trainer.num_nodes=1")
+    folds = OmegaConf.select(cfg, "cv.folds")
+    for asked, what in ((members > 1, f"ensemble.members={members} trains its members"),
+                        (bool(folds), f"cv.folds={folds} runs its folds")):
+        if asked and not one_device(cfg.trainer):
+            raise ConfigError(f"{what} one after another on one device: set trainer.devices=1 and "
+                              "trainer.num_nodes=1")
+
+
+def one_device(trainer: DictConfig) -> bool:
+    """Whether the Lightning trainer settings train on a single device (devices=auto counts all GPUs, so it is one
+    device only on the CPU)."""
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    single = (devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1)
+              or (devices == "auto" and trainer.get("accelerator") == "cpu"))
+    return single and nodes == 1
 
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
