@@ -78,9 +78,11 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # the recipe's model, measured (chosen by bench/seed_ensemble_study.py's rule, not by this table): seeds 1 and 3
     # give members {1, 2} and {3, 4}, the disjoint pairs of that study
     "2-seed ensemble + context": ["ensemble.members=2", "context=neighbours"],
+    # the same with oversampling, should stage 2b confirm it
+    "2-seed ensemble + oversample + context": ["ensemble.members=2", "sampler=oversample", "context=neighbours"],
 }
 SEEDS = (1, 2)
-STRATEGY_SEEDS = {"2-seed ensemble + context": (1, 3)}  # strategies whose runs use other seeds than SEEDS
+STRATEGY_SEEDS = {name: (1, 3) for name in STRATEGIES if name.startswith("2-seed ensemble")}  # not SEEDS
 CONFIRM_STRATEGIES = ("baseline (bce)", "12 epochs cosine+ema", "oversample")  # stage 2: new seeds, steadier metric
 CONFIRM_SEEDS = (3, 4)
 CONFIRM_METRIC = "cv_val_pooled_auroc"
@@ -177,7 +179,7 @@ EXTRA = ["last3_val_auprc", "cv_val_pooled_auroc",  # runs from 2026-12-01 on
          "oof_rule_youden_f1", "oof_rule_youden_balanced_accuracy"]
 BASELINE = "baseline (bce)"
 SAME_MODELS = ("baseline + context",)  # strategies that train exactly the baseline's models
-CHOSEN_ELSEWHERE = {"2-seed ensemble + context": "chosen by the seed-ensemble study (docs/seed_ensemble_study.md)"}
+CHOSEN_ELSEWHERE = {name: "chosen by the seed-ensemble study (docs/seed_ensemble_study.md)" for name in STRATEGY_SEEDS}
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
