@@ -98,3 +98,20 @@ def test_the_seed_ensemble_verdict_needs_both_replicates_beyond_the_single_seeds
     rows = [{"model": m, "context": "none", "val_pooled_auroc": v}
             for m, v in [*singles.items(), ("seeds 1 + 2", ensembles[0]), ("seeds 3 + 4", ensembles[1])]]
     assert set(verdicts(pd.DataFrame(rows))["better"]) == {call}
+
+
+@pytest.mark.parametrize(("candidate", "call"), [
+    ((0.905, 0.906), "better"),  # +0.007 and +0.007 over the baseline's ensembles, beyond the seeds' range (0.006)
+    ((0.905, 0.901), "no"),      # the second pair gains +0.002 only
+    ((0.890, 0.892), "worse"),   # -0.008 and -0.007
+])
+def test_the_schedule_verdict_pairs_ensembles_of_the_same_seeds(candidate, call):
+    from schedule_ensemble_study import verdicts
+    singles = {"seed 1": 0.892, "seed 2": 0.898, "seed 3": 0.894, "seed 4": 0.896}
+    rows = [{"strategy": "baseline (bce)", "model": m, "context": "none", "val_pooled_auroc": v}
+            for m, v in [*singles.items(), ("seeds 1 + 2", 0.898), ("seeds 3 + 4", 0.899)]]
+    rows += [{"strategy": "12 epochs cosine+ema", "model": m, "context": "none", "val_pooled_auroc": v}
+             for m, v in [("seeds 1 + 2", candidate[0]), ("seeds 3 + 4", candidate[1])]]
+    table = verdicts(pd.DataFrame(rows))
+    assert table["gain"].tolist() == [f"{candidate[0] - 0.898:+.4f}", f"{candidate[1] - 0.899:+.4f}"]
+    assert set(table["better"]) == {call}
