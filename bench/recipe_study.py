@@ -80,6 +80,10 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "2-seed ensemble + context": ["ensemble.members=2", "context=neighbours"],
     # the same with oversampling, should stage 2b confirm it
     "2-seed ensemble + oversample + context": ["ensemble.members=2", "sampler=oversample", "context=neighbours"],
+    # stage 3 (bench/schedule_ensemble_study.py): the recipe's model with the 12-epoch cosine+EMA schedule
+    "2-seed ensemble, 12 epochs cosine+ema + context": ["ensemble.members=2", "trainer.max_epochs=12",
+                                                         "optim.schedule=cosine", "optim.warmup_epochs=1",
+                                                         "averaging=ema", "context=neighbours"],
 }
 SEEDS = (1, 2)
 STRATEGY_SEEDS = {name: (1, 3) for name in STRATEGIES if name.startswith("2-seed ensemble")}  # not SEEDS
@@ -180,6 +184,7 @@ EXTRA = ["last3_val_auprc", "cv_val_pooled_auroc",  # runs from 2026-12-01 on
 BASELINE = "baseline (bce)"
 SAME_MODELS = ("baseline + context",)  # strategies that train exactly the baseline's models
 CHOSEN_ELSEWHERE = {name: "chosen by the seed-ensemble study (docs/seed_ensemble_study.md)" for name in STRATEGY_SEEDS}
+CHOSEN_ELSEWHERE["2-seed ensemble, 12 epochs cosine+ema + context"] = "stage 3: docs/schedule_ensemble_study.md"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -100,18 +100,20 @@ def test_the_seed_ensemble_verdict_needs_both_replicates_beyond_the_single_seeds
     assert set(verdicts(pd.DataFrame(rows))["better"]) == {call}
 
 
+
 @pytest.mark.parametrize(("candidate", "call"), [
-    ((0.905, 0.906), "better"),  # +0.007 and +0.007 over the baseline's ensembles, beyond the seeds' range (0.006)
-    ((0.905, 0.901), "no"),      # the second pair gains +0.002 only
+    ((0.905, 0.906), "better"),  # +0.007 and +0.007 over the recipe's ensembles, beyond the seeds' range (0.006)
+    ((0.905, 0.901), "no"),      # the second seed gains +0.002 only
     ((0.890, 0.892), "worse"),   # -0.008 and -0.007
+    ((0.905, None), "pending"),  # seed 3 not run yet
 ])
-def test_the_schedule_verdict_pairs_ensembles_of_the_same_seeds(candidate, call):
-    from schedule_ensemble_study import verdicts
-    singles = {"seed 1": 0.892, "seed 2": 0.898, "seed 3": 0.894, "seed 4": 0.896}
-    rows = [{"strategy": "baseline (bce)", "model": m, "context": "none", "val_pooled_auroc": v}
-            for m, v in [*singles.items(), ("seeds 1 + 2", 0.898), ("seeds 3 + 4", 0.899)]]
-    rows += [{"strategy": "12 epochs cosine+ema", "model": m, "context": "none", "val_pooled_auroc": v}
-             for m, v in [("seeds 1 + 2", candidate[0]), ("seeds 3 + 4", candidate[1])]]
+def test_the_schedule_verdict_pairs_ensembles_of_the_same_seed(candidate, call):
+    from schedule_ensemble_study import CANDIDATE, METRIC, NOISE_STRATEGY, REFERENCE, verdicts
+    singles = (0.892, 0.898, 0.894, 0.896)
+    rows = [{"strategy": NOISE_STRATEGY, "seed": s, METRIC: v} for s, v in zip((1, 2, 3, 4), singles, strict=True)]
+    rows += [{"strategy": REFERENCE, "seed": 1, METRIC: 0.898}, {"strategy": REFERENCE, "seed": 3, METRIC: 0.899}]
+    run = [(s, v, r) for s, v, r in zip((1, 3), candidate, (0.898, 0.899), strict=True) if v is not None]
+    rows += [{"strategy": CANDIDATE, "seed": s, METRIC: v} for s, v, _ in run]
     table = verdicts(pd.DataFrame(rows))
-    assert table["gain"].tolist() == [f"{candidate[0] - 0.898:+.4f}", f"{candidate[1] - 0.899:+.4f}"]
+    assert table["gain"].tolist() == [f"{v - r:+.4f}" for _, v, r in run]
     assert set(table["better"]) == {call}
