@@ -117,3 +117,40 @@ def test_the_schedule_verdict_pairs_ensembles_of_the_same_seed(candidate, call):
     table = verdicts(pd.DataFrame(rows))
     assert table["gain"].tolist() == [f"{v - r:+.4f}" for _, v, r in run]
     assert set(table["better"]) == {call}
+
+
+def halves_case() -> pd.DataFrame:
+    """One fold, validation patients a and b (the halves): a is perfectly ranked, b is not."""
+    return pd.DataFrame({"fold": 0, "patient": list("aaaabbbb"), "x": [0, 50, 100, 150] * 2, "y": 0,
+                         "target": [1, 1, 0, 0, 1, 0, 1, 0],
+                         "patch_probability": [0.9, 0.6, 0.4, 0.1, 0.8, 0.7, 0.3, 0.2]})
+
+
+def test_a_fixed_threshold_cross_fitted_is_the_pooled_score_at_that_threshold():
+    from threshold_rule_study import cross_fitted_operating_point
+    values = cross_fitted_operating_point(halves_case(), ("fixed", {"value": 0.5}), ())
+    assert values["f1"] == pytest.approx(0.75)  # a: 2 TP, 2 TN; b: 1 TP, 1 FP, 1 FN, 1 TN
+    assert values["balanced_accuracy"] == pytest.approx(0.75)
+
+
+def test_a_tuned_threshold_is_scored_on_the_half_it_was_not_tuned_on():
+    from threshold_rule_study import cross_fitted_operating_point
+    values = cross_fitted_operating_point(halves_case(), ("max_f1", {}), ())
+    # tuned on b (max-F1 at 0.3) and scored on a: 2 TP, 1 FP, 1 TN; tuned on a (0.6), scored on b: 1 each
+    assert values["f1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    assert values["recall"] == pytest.approx(0.75)
+    assert values["specificity"] == pytest.approx(0.5)
+    assert values["balanced_accuracy"] == pytest.approx(0.625)
+
+
+@pytest.mark.parametrize(("gains", "call"), [
+    ((0.01, 0.002), "youden"),   # higher cross-fitted validation BAC for both seeds
+    ((0.01, -0.002), "max_f1"),  # the seeds disagree: the recipe keeps its rule
+    ((-0.01, -0.002), "max_f1"),
+])
+def test_the_threshold_verdict_needs_both_seeds(gains, call):
+    from threshold_rule_study import CHALLENGER, INCUMBENT, verdict
+    rows = [{"seed": s, "rule": INCUMBENT, "val_crossfit_balanced_accuracy": 0.8} for s in (1, 3)]
+    rows += [{"seed": s, "rule": CHALLENGER, "val_crossfit_balanced_accuracy": 0.8 + g}
+             for s, g in zip((1, 3), gains, strict=True)]
+    assert verdict(pd.DataFrame(rows)) == call
