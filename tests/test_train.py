@@ -177,6 +177,11 @@ def test_external_split_trains_and_tests_on_the_second_site(make_cfg, data_dir):
     assert run.data.params["split.root"] == str(other)
 
 
+def test_the_recipe_labels_at_the_threshold_rule_its_study_chose(make_cfg):
+    cfg = make_cfg("experiment=recipe")  # docs/threshold_rule_study.md: Youden's J, by cross-fitted validation BAC
+    assert cfg.threshold.name == "youden" and cfg.context.name == "neighbours" and cfg.ensemble.members == 2
+
+
 @pytest.mark.slow
 def test_the_recipe_composes_with_an_external_split_into_one_run_with_test_metrics(make_cfg, data_dir):
     from idclab.data.synthetic import SyntheticSpec, generate
