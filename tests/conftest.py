@@ -73,12 +73,20 @@ def make_cfg(tmp_path: Path, data_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite store with its schema made once per session (making one costs about a second)."""
+def empty_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its schema made (2-3 s of migrations), kept in pytest's cache folder per MLflow
+    version so that later sessions only copy it; made in a temporary folder when the cache is off."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
-    database = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{database}").search_experiments()
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir(f"empty-mlflow-store-{mlflow.__version__}") if cache else tmp_path_factory.mktemp("store")
+    database = folder / "mlflow.db"
+    if not database.is_file():
+        building = tmp_path_factory.mktemp("store") / "mlflow.db"
+        MlflowClient(f"sqlite:///{building}").search_experiments()
+        shutil.copyfile(building, folder / f"mlflow.db.{os.getpid()}")
+        os.replace(folder / f"mlflow.db.{os.getpid()}", database)  # whole or absent, even with concurrent sessions
     return database
 
 
