@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads; inherited by the entry points tests start
@@ -73,20 +74,20 @@ def make_cfg(tmp_path: Path, data_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def empty_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite store with its schema made (2-3 s of migrations), kept in pytest's cache folder per MLflow
-    version so that later sessions only copy it; made in a temporary folder when the cache is off."""
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its schema made (2-3 s of migrations), kept in the system's temporary folder per
+    MLflow version so that later sessions, with or without pytest's cache plugin, only copy it."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir(f"empty-mlflow-store-{mlflow.__version__}") if cache else tmp_path_factory.mktemp("store")
-    database = folder / "mlflow.db"
+    database = Path(tempfile.gettempdir()) / "idclab-tests" / f"empty-mlflow-store-{mlflow.__version__}.db"
     if not database.is_file():
         building = tmp_path_factory.mktemp("store") / "mlflow.db"
         MlflowClient(f"sqlite:///{building}").search_experiments()
-        shutil.copyfile(building, folder / f"mlflow.db.{os.getpid()}")
-        os.replace(folder / f"mlflow.db.{os.getpid()}", database)  # whole or absent, even with concurrent sessions
+        database.parent.mkdir(exist_ok=True)
+        partial = database.with_suffix(f".{os.getpid()}")
+        shutil.copyfile(building, partial)
+        os.replace(partial, database)  # whole or absent, even with concurrent sessions
     return database
 
 
