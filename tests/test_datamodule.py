@@ -34,6 +34,22 @@ def test_train_loader_shuffles_augments_and_works_with_workers(make_cfg):
         assert sorted(labels.tolist()) == sorted(data.index.labels[rows].astype(float).tolist())
 
 
+def test_the_shuffle_order_depends_on_the_seed_not_on_the_global_random_state(make_cfg):
+    """Under DDP each process builds its own batch list: drawn from the global torch RNG, which augmentation
+    consumes unevenly across processes, the lists drift apart and some patches are seen twice per epoch."""
+    cfg = make_cfg()
+    data = prepare_data(cfg.data, cfg.split)
+
+    def first_epoch_rows(seed: int, draws: int) -> list[int]:
+        torch.manual_seed(0)
+        torch.rand(draws)  # what one process's augmentation consumed and another's did not
+        loader = PatchDataModule(data, batch_size=16, seed=seed).train_dataloader()
+        return torch.cat([rows for _, _, rows in loader]).tolist()
+
+    assert first_epoch_rows(1, 0) == first_epoch_rows(1, 7)
+    assert first_epoch_rows(1, 0) != first_epoch_rows(2, 0)
+
+
 def test_resampler_is_told_the_epoch_through_the_batch_sampler(make_cfg):
     cfg = make_cfg()
     data = prepare_data(cfg.data, cfg.split)
@@ -43,6 +59,19 @@ def test_resampler_is_told_the_epoch_through_the_batch_sampler(make_cfg):
     assert loader.sampler.sampler.epoch == 3
     labels = torch.cat([y for _, y, _ in loader])
     assert labels.mean().item() == 0.5  # oversampled to balance
+
+
+def test_under_ddp_the_resampler_is_told_the_epoch_too(make_cfg):
+    """Lightning wraps the batch sampler in a DistributedSamplerWrapper under DDP. Until Lightning PR #21456 (merged
+    after 2.6.0) the wrapper kept `set_epoch` to itself, so re-samplers repeated their first draw: hence the floor
+    in pyproject.toml, and this test should an older Lightning be installed."""
+    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+    cfg = make_cfg()
+    data = prepare_data(cfg.data, cfg.split)
+    batches = PatchDataModule(data, batch_size=16, sampler_factory=oversample).train_dataloader().sampler
+    DistributedSamplerWrapper(batches, num_replicas=2, rank=0, shuffle=False).set_epoch(3)
+    assert batches.sampler.epoch == 3
 
 
 def test_every_sampler_option_builds(make_cfg):

@@ -84,6 +84,21 @@ def test_optuna_search_maximises_the_returned_validation_score(tmp_path, data_di
     assert best["best_value"] == pytest.approx(max(r.data.metrics["best_val_auprc"] for r in runs))
 
 
+@pytest.mark.parametrize(("environment", "worker"), [
+    ({}, False),
+    ({"NODE_RANK": "1"}, True),   # a node started by hand (MASTER_ADDR, NODE_RANK): Lightning has not ranked it yet
+    ({"GROUP_RANK": "2"}, True),  # torchelastic's name for the node rank
+    ({"NODE_RANK": "0"}, False),
+])
+def test_only_the_first_process_of_the_first_node_tracks(monkeypatch, environment, worker):
+    from idclab.training import is_worker_process
+    for name in ("NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert is_worker_process() == worker
+
+
 def test_cluster_and_gpu_configs_compose(make_cfg):
     from conftest import CONF
     from hydra import compose, initialize_config_dir

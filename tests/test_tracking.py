@@ -84,3 +84,11 @@ def test_a_run_that_lost_a_ctrl_c_ends_killed_not_finished(ctrl_c):
     with pytest.raises(KeyboardInterrupt), TrackedRun(client, "1", "job", {}, resume_run_id="r1", system_metrics=None):
         pass
     assert client.ended == ["FINISHED", "KILLED"]
+
+
+def test_a_served_model_requires_public_versions_not_local_builds():
+    """`torch==2.14.1+cu130` names a local CUDA build that PyPI does not have: serving would fail to install."""
+    from idclab.tracking import pip_requirements
+    versions = {"python": "3.11.7", "platform": "Linux", "idclab": "0.1", "torch": "2.14.1+cu130",
+                "torchvision": "0.29.1+cpu", "mlflow": "3.17.2", "pillow": "not installed"}
+    assert pip_requirements(versions) == ["torch==2.14.1", "torchvision==0.29.1", "mlflow==3.17.2"]

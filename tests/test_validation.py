@@ -32,6 +32,8 @@ BAD = [
     ("context=neighbours context.radius=6", "context.radius must be an integer from 1 to 5"),
     ("context.name=blur", "context.name must be none or neighbours"),
     ("logger.system_metrics_interval=0", "logger.system_metrics_interval must be null or a number of seconds > 0"),
+    ("trainer.precision=bf16-true", "trainer.precision must be one of 32-true, 32, 16-mixed, 16, bf16-mixed, bf16"),
+    ("trainer.precision=64-true", "trainer.precision must be one of 32-true"),
 ]
 
 
@@ -54,3 +56,15 @@ def test_defaults_are_valid(make_cfg):
 def test_evaluate_values_are_checked(make_cfg):
     with pytest.raises(ConfigError, match="select.mode must be min or max"):
         validate_evaluate_config(make_cfg("select.mode=highest", config_name="evaluate"))
+    with pytest.raises(ConfigError, match="trainer.precision must be one of 32-true"):
+        validate_evaluate_config(make_cfg("trainer.precision=16-true", config_name="evaluate"))
+
+
+@pytest.mark.parametrize("devices", ["trainer.devices=2", "+trainer.num_nodes=2", "trainer.devices=auto"])
+def test_evaluate_runs_on_one_device(make_cfg, devices):
+    """Under DDP every process would run all of evaluate.py (two evaluation runs, a TTA threshold tuned on part of
+    the validation patients): one line, before any work. devices=auto is refused unless the accelerator is the CPU."""
+    with pytest.raises(ConfigError, match="evaluate.py runs on one device") as error:
+        validate_evaluate_config(make_cfg(devices, config_name="evaluate"))
+    assert "\n" not in str(error.value)
+    validate_evaluate_config(make_cfg("trainer.devices=auto", "trainer.accelerator=cpu", config_name="evaluate"))

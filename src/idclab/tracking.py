@@ -129,6 +129,13 @@ def environment() -> dict[str, str]:
     return versions
 
 
+def pip_requirements(versions: Mapping[str, str]) -> list[str]:
+    """The served model's pip requirements: the installed versions of the packages in `versions` (as
+    `environment` gives them), without local build labels (`2.14.1+cu130` is not on PyPI)."""
+    return [f"{name}=={v.split('+')[0]}" for name, v in versions.items()
+            if name not in ("python", "platform", "idclab") and v != "not installed"]
+
+
 class TrackedRun:
     """One MLflow run, open for the duration of a `with` block."""
 
@@ -378,8 +385,7 @@ def log_model(run: TrackedRun, checkpoint: str | Path) -> str:
     model = pyfunc_model.IDCPyfuncModel()
     model.classifier = load_classifier(checkpoint)
     signature = served_signature(example, model.predict(None, example))
-    requirements = [f"{name}=={v}" for name, v in environment().items()
-                    if name not in ("python", "platform", "idclab") and v != "not installed"]
+    requirements = pip_requirements(environment())
     mlflow.set_tracking_uri(run.client.tracking_uri)
     with mlflow.start_run(run_id=run.run_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model.__file__,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,14 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
     return threshold, rows, probs, patch_probs
 
 
+def is_worker_process() -> bool:
+    """Whether this process is a DDP worker rather than global rank 0: a local rank other than 0 (set by Lightning,
+    torchrun or SLURM), or any process of a node other than the first (`NODE_RANK`/`GROUP_RANK`, which a node
+    started by hand sets before Lightning has ranked its processes)."""
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    return rank_zero_only.rank != 0 or node != 0
+
+
 def train(cfg: DictConfig) -> float:
     """Train, validate and test one configuration; returns the best validation score (for sweepers).
 
@@ -153,7 +162,7 @@ def train(cfg: DictConfig) -> float:
         return cross_validate(cfg, config, data, client, experiment_id, context)
     out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
     ckpt_path = resume.checkpoint if resume else None
-    if rank_zero_only.rank != 0:  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
+    if is_worker_process():  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
         datamodule, classifier = make_model_and_data(cfg, config, data)
         trainer, _ = make_trainer(cfg, out_dir, logger=False)
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)

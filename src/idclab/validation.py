@@ -32,6 +32,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")  # "*-true" half or double precision would cast
+# the model's weights but not the float32 images the stain and colour maths make
+PRECISION_RULE: Rule = ("trainer.precision", lambda v: str(v) in PRECISIONS,
+                        f"one of {', '.join(PRECISIONS)} (full or mixed precision)")
 SYSTEM_METRICS_RULE: Rule = ("logger.system_metrics_interval", lambda v: v is None or (_is_number(v) and v > 0),
                              "null or a number of seconds > 0")
 TRAIN_RULES: list[Rule] = [
@@ -86,6 +90,7 @@ TRAIN_RULES: list[Rule] = [
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("ensemble.members", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    PRECISION_RULE,
     SYSTEM_METRICS_RULE,
 ]
 
@@ -95,6 +100,7 @@ EVALUATE_RULES: list[Rule] = [
     ("split_from", lambda v: v in ("recorded", "fresh"), "recorded or fresh"),
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    PRECISION_RULE,
     SYSTEM_METRICS_RULE,
 ]
 
@@ -161,6 +167,9 @@ def one_device(trainer: DictConfig) -> bool:
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first evaluate.py value that cannot work."""
     _check(cfg, EVALUATE_RULES)
+    if not one_device(cfg.trainer):
+        raise ConfigError("evaluate.py runs on one device: set trainer.devices=1 (and trainer.num_nodes=1); under "
+                          "DDP every process would evaluate, each on part of the validation patients")
     if cfg.data.root:
         require_root(cfg.data.root)
 

@@ -182,7 +182,9 @@ class PatchDataModule(pl.LightningDataModule):
         dataset = self.dataset("train", train=True)
         labels = self.data.index.labels[dataset.rows]
         sampler = self.sampler_factory(labels, self.seed) if self.sampler_factory else None
-        return self._loader(dataset, sampler if sampler is not None else RandomSampler(dataset))
+        if sampler is None:  # seeded, not drawn from the global RNG: every DDP process must shuffle alike
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+        return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.dataset("val")
