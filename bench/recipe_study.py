@@ -84,9 +84,13 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "2-seed ensemble, 12 epochs cosine+ema + context": ["ensemble.members=2", "trainer.max_epochs=12",
                                                          "optim.schedule=cosine", "optim.warmup_epochs=1",
                                                          "averaging=ema", "context=neighbours"],
+    # exploratory screen, no product option yet: per-slide Reinhard by bench/slide_stain.py (rule in that docstring)
+    "slide reinhard (exploratory)": [],
 }
+ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
 STRATEGY_SEEDS = {name: (1, 3) for name in STRATEGIES if name.startswith("2-seed ensemble")}  # not SEEDS
+STRATEGY_SEEDS["slide reinhard (exploratory)"] = (1,)  # a screen: seeds 2-4 only if it is a lead
 CONFIRM_STRATEGIES = ("baseline (bce)", "12 epochs cosine+ema", "oversample")  # stage 2: new seeds, steadier metric
 CONFIRM_SEEDS = (3, 4)
 CONFIRM_METRIC = "cv_val_pooled_auroc"
@@ -110,7 +114,8 @@ def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
     """Train one cross-validation and append its parent run's metrics to `results`."""
     overrides = [*COMMON, *STRATEGIES[strategy], f"seed={seed}"]
     start = time.time()
-    code = subprocess.call([sys.executable, str(PROJECT / "train.py"), *overrides], cwd=PROJECT,
+    entry = ENTRIES.get(strategy, PROJECT / "train.py")
+    code = subprocess.call([sys.executable, str(entry), *overrides], cwd=PROJECT,
                            env=os.environ | {"IDCLAB_ROOT": str(PROJECT)})
     minutes = (time.time() - start) / 60
     if code != 0:
@@ -185,6 +190,7 @@ BASELINE = "baseline (bce)"
 SAME_MODELS = ("baseline + context",)  # strategies that train exactly the baseline's models
 CHOSEN_ELSEWHERE = {name: "chosen by the seed-ensemble study (docs/seed_ensemble_study.md)" for name in STRATEGY_SEEDS}
 CHOSEN_ELSEWHERE["2-seed ensemble, 12 epochs cosine+ema + context"] = "stage 3: docs/schedule_ensemble_study.md"
+CHOSEN_ELSEWHERE["slide reinhard (exploratory)"] = "a screen: see bench/slide_stain.py"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from recipe_study import separated  # noqa: E402
@@ -154,3 +155,22 @@ def test_the_threshold_verdict_needs_both_seeds(gains, call):
     rows += [{"seed": s, "rule": CHALLENGER, "val_crossfit_balanced_accuracy": 0.8 + g}
              for s, g in zip((1, 3), gains, strict=True)]
     assert verdict(pd.DataFrame(rows)) == call
+
+
+def test_slide_normalisation_gives_each_slide_the_target_and_keeps_differences_within_it():
+    from slide_stain import normalised_by_slide, slide_statistics
+
+    from idclab.stain import rgb_to_lab
+    rng = np.random.default_rng(0)
+    pale = rng.integers(150, 230, size=(3, 50, 50, 3), dtype=np.uint8)  # slide a: light staining
+    dark = (pale * 0.6).astype(np.uint8)                                 # slide b: the same tissue, darker
+    images = np.concatenate([pale, dark])
+    images[0] = np.clip(images[0].astype(int) - 40, 0, 255)              # one denser patch on slide a
+    patients = np.array(["a"] * 3 + ["b"] * 3)
+    out = normalised_by_slide(images, patients, np.ones(6, bool))
+    stats = slide_statistics(out, patients, np.ones(6, bool))
+    np.testing.assert_allclose(stats["a"][0], stats["b"][0], atol=1.0)  # both slides now share one L*a*b* mean
+    lightness = rgb_to_lab(torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255)[:, 0].mean((1, 2))
+    assert lightness[0] < lightness[1] - 5 and lightness[0] < lightness[2] - 5  # the dense patch stays darker
+    untouched = normalised_by_slide(images, patients, np.array([False] + [True] * 5))
+    assert (untouched[0] == images[0]).all()  # rows that did not decode are left as they are
