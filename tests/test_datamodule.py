@@ -50,6 +50,19 @@ def test_the_shuffle_order_depends_on_the_seed_not_on_the_global_random_state(ma
     assert first_epoch_rows(1, 0) != first_epoch_rows(2, 0)
 
 
+def test_plain_shuffling_draws_a_new_order_each_epoch_and_the_same_one_on_resume():
+    from idclab.data.sampling import Shuffle
+
+    shuffle = Shuffle(50, seed=3)
+    first = list(shuffle)
+    shuffle.set_epoch(1)
+    second = list(shuffle)
+    assert sorted(first) == sorted(second) == list(range(50)) and first != second
+    resumed = Shuffle(50, seed=3)
+    resumed.set_epoch(1)  # a run resumed at epoch 1
+    assert list(resumed) == second
+
+
 def test_resampler_is_told_the_epoch_through_the_batch_sampler(make_cfg):
     cfg = make_cfg()
     data = prepare_data(cfg.data, cfg.split)

@@ -9,9 +9,9 @@ from test_reliability import start_training
 
 COMMON = [*TINY_DATA, "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger.log_model=false",
           "trainer.accelerator=cpu", "threshold=fixed"]
-# on validation/test AUROC and the last training loss: batches are split differently across processes, and
-# the validation loss of a batch-norm model this early is too unstable to compare
-TOLERANCE = 0.1
+# on validation/test AUROC and loss and the last training loss: the two runs split each global batch differently
+# (and weigh an epoch's last, partial batch differently), so they agree closely, not exactly
+TOLERANCE = 0.05
 
 
 def finished_run(root):
@@ -23,19 +23,23 @@ def finished_run(root):
 @pytest.mark.slow
 def test_ddp_two_processes_log_one_run_that_agrees_with_one_process(tmp_path, data_dir):
     results = {}
-    # the same global batch: 2 processes x 8 patches, or 1 process x 16
+    # the same initial weights and global batches (2 processes x 8 patches, or 1 process x 16, from one seeded
+    # shuffle) through a model without batch norm, dropout or augmentation, at a learning rate small enough that
+    # training stays near the start (on 8 tiny slides, runs that move far diverge whatever the split of the work):
+    # the metrics, gathered across processes, must then agree
+    deterministic = ["model=ann", "model.dropout=0", "augment=none", "optim.lr=1e-5"]
     for name, args in (("ddp", ["trainer=ddp", "trainer.devices=2", "data.batch_size=8"]),
                        ("single", ["trainer.devices=1", "data.batch_size=16"])):
         root = tmp_path / name
         root.mkdir()
-        process = start_training(root, data_dir, *COMMON, *args)
+        process = start_training(root, data_dir, *COMMON, *deterministic, *args)
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output[-3000:]
         client, runs = finished_run(root)
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run per job, not one per rank
         assert len(client.get_metric_history(runs[0].info.run_id, "val_loss")) == 3
         results[name] = runs[0].data.metrics
-    for metric in ("test_auroc", "val_auroc", "train_loss"):
+    for metric in ("test_auroc", "val_auroc", "val_loss", "train_loss"):
         assert abs(results["ddp"][metric] - results["single"][metric]) < TOLERANCE, metric
 
 

@@ -14,7 +14,6 @@ from torch.utils.data import (
     BatchSampler,
     DataLoader,
     Dataset,
-    RandomSampler,
     Sampler,
     SequentialSampler,
     get_worker_info,
@@ -23,6 +22,7 @@ from torch.utils.data import (
 from idclab.data.augment import Augmentation
 from idclab.data.cache import PatchCache, check_bad_patches, load_or_build
 from idclab.data.layout import DataLayoutError, PatchIndex, require_root, scan
+from idclab.data.sampling import Shuffle
 from idclab.data.split import EXTERNAL_PREFIX, PatientSplit, make_split
 from idclab.data.synthetic import SyntheticSpec, generate
 
@@ -182,9 +182,7 @@ class PatchDataModule(pl.LightningDataModule):
         dataset = self.dataset("train", train=True)
         labels = self.data.index.labels[dataset.rows]
         sampler = self.sampler_factory(labels, self.seed) if self.sampler_factory else None
-        if sampler is None:  # seeded, not drawn from the global RNG: every DDP process must shuffle alike
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
-        return self._loader(dataset, sampler)
+        return self._loader(dataset, sampler if sampler is not None else Shuffle(len(dataset), self.seed))
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.dataset("val")

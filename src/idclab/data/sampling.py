@@ -12,8 +12,28 @@ from torch.utils.data import Sampler, WeightedRandomSampler
 
 
 def no_sampler(labels: np.ndarray, seed: int) -> None:
-    """Plain shuffling: the DataLoader's own random order, class balance as in the data."""
+    """Plain shuffling (`Shuffle`, the DataModule's default), class balance as in the data."""
     return None
+
+
+class Shuffle(Sampler[int]):
+    """A permutation of `size` indices drawn anew every epoch from `seed + epoch` alone: every DDP process draws
+    the same one (whatever else used the global random state), and a resumed run the one it would have drawn."""
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning (through `EpochBatchSampler`) before each epoch."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(np.random.default_rng(self.seed + self.epoch).permutation(self.size).tolist())
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def weighted(labels: np.ndarray, seed: int, replacement: bool = True) -> WeightedRandomSampler:
