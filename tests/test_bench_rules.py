@@ -107,6 +107,7 @@ def test_the_seed_ensemble_verdict_needs_both_replicates_beyond_the_single_seeds
     ((0.905, 0.901), "no"),      # the second seed gains +0.002 only
     ((0.890, 0.892), "worse"),   # -0.008 and -0.007
     ((0.905, None), "pending"),  # seed 3 not run yet
+    ((0.902, None), "no"),       # seed 1 gains +0.004 only: neither call can hold, whatever seed 3 gives
 ])
 def test_the_schedule_verdict_pairs_ensembles_of_the_same_seed(candidate, call):
     from schedule_ensemble_study import CANDIDATE, METRIC, NOISE_STRATEGY, REFERENCE, verdicts
