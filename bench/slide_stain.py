@@ -20,6 +20,12 @@ AUROC (`cv_val_pooled_auroc`, before context) exceeds the baseline's seed 1 (0.8
 baseline's four seeds (0.0051); otherwise it is reported as not a lead. One seed cannot separate it: the OOF columns
 are reported, not chosen by.
 
+Seed 1 (2026-12-02): pooled validation AUROC 0.9015 against 0.8896 (+0.0118), a lead; but out of fold it is lower
+(AUROC 0.877 against 0.890, BAC 0.784 against 0.796). Follow-up rule (fixed before seeds 2-4 ran): seeds 2, 3 and 4
+on the same folds, each compared with the baseline's run of the same seed (`recipe_study.csv`,
+`recipe_confirm.csv`); per-slide normalisation earns a product option (`stain.scope=slide`) only when every one of
+the four seeds exceeds its baseline seed by more than 0.0051 in pooled validation AUROC.
+
     python bench/slide_stain.py data=idc data.root=../shared/data/idc-pool cv.folds=5 ...   # train.py overrides
     python bench/recipe_study.py --only "slide reinhard (exploratory)"                     # as a study row
 """
