@@ -80,7 +80,7 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "2-seed ensemble + context": ["ensemble.members=2", "context=neighbours"],
     # the same with oversampling, should stage 2b confirm it
     "2-seed ensemble + oversample + context": ["ensemble.members=2", "sampler=oversample", "context=neighbours"],
-    # stage 3 (bench/schedule_ensemble_study.py): the recipe's model with the 12-epoch cosine+EMA schedule
+    # stage 3 (bench/paired_study.py): the recipe's model with the 12-epoch cosine+EMA schedule
     "2-seed ensemble, 12 epochs cosine+ema + context": ["ensemble.members=2", "trainer.max_epochs=12",
                                                          "optim.schedule=cosine", "optim.warmup_epochs=1",
                                                          "averaging=ema", "context=neighbours"],

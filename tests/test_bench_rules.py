@@ -110,12 +110,13 @@ def test_the_seed_ensemble_verdict_needs_both_replicates_beyond_the_single_seeds
     ((0.902, None), "no"),       # seed 1 gains +0.004 only: neither call can hold, whatever seed 3 gives
 ])
 def test_the_schedule_verdict_pairs_ensembles_of_the_same_seed(candidate, call):
-    from schedule_ensemble_study import CANDIDATE, METRIC, NOISE_STRATEGY, REFERENCE, verdicts
+    from paired_study import METRIC, NOISE_STRATEGY, STAGE_3, verdicts
     singles = (0.892, 0.898, 0.894, 0.896)
     rows = [{"strategy": NOISE_STRATEGY, "seed": s, METRIC: v} for s, v in zip((1, 2, 3, 4), singles, strict=True)]
-    rows += [{"strategy": REFERENCE, "seed": 1, METRIC: 0.898}, {"strategy": REFERENCE, "seed": 3, METRIC: 0.899}]
+    reference = STAGE_3.reference
+    rows += [{"strategy": reference, "seed": 1, METRIC: 0.898}, {"strategy": reference, "seed": 3, METRIC: 0.899}]
     run = [(s, v, r) for s, v, r in zip((1, 3), candidate, (0.898, 0.899), strict=True) if v is not None]
-    rows += [{"strategy": CANDIDATE, "seed": s, METRIC: v} for s, v, _ in run]
+    rows += [{"strategy": STAGE_3.candidate, "seed": s, METRIC: v} for s, v, _ in run]
     table = verdicts(pd.DataFrame(rows))
     assert table["gain"].tolist() == [f"{v - r:+.4f}" for _, v, r in run]
     assert set(table["better"]) == {call}
