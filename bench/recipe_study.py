@@ -86,6 +86,8 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
                                                          "averaging=ema", "context=neighbours"],
     # exploratory screen, no product option yet: per-slide Reinhard by bench/slide_stain.py (rule in that docstring)
     "slide reinhard (exploratory)": [],
+    # screen (bench/neighbourhood_screen.py, its own results file): the 3x3 patches around each one as input
+    "neighbourhood 1": ["data.neighbourhood=1"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
@@ -191,6 +193,7 @@ SAME_MODELS = ("baseline + context",)  # strategies that train exactly the basel
 CHOSEN_ELSEWHERE = {name: "chosen by the seed-ensemble study (docs/seed_ensemble_study.md)" for name in STRATEGY_SEEDS}
 CHOSEN_ELSEWHERE["2-seed ensemble, 12 epochs cosine+ema + context"] = "stage 3: docs/schedule_ensemble_study.md"
 CHOSEN_ELSEWHERE["slide reinhard (exploratory)"] = "a screen: see bench/slide_stain.py"
+CHOSEN_ELSEWHERE["neighbourhood 1"] = "a screen: see bench/neighbourhood_screen.py"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

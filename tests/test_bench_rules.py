@@ -9,6 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from neighbourhood_screen import paired_patient_bootstrap, verdict  # noqa: E402
 from recipe_study import separated  # noqa: E402
 from tta_study import verdicts  # noqa: E402
 
@@ -176,3 +177,39 @@ def test_slide_normalisation_gives_each_slide_the_target_and_keeps_differences_w
     assert lightness[0] < lightness[1] - 5 and lightness[0] < lightness[2] - 5  # the dense patch stays darker
     untouched = normalised_by_slide(images, patients, np.array([False] + [True] * 5))
     assert (untouched[0] == images[0]).all()  # rows that did not decode are left as they are
+
+
+def validation_run(probabilities):
+    """A run's pooled validation predictions: patients a-d, two patches each (targets 0, 1, 0, 1, ...)."""
+    return pd.DataFrame({"patient": list("aabbccdd"), "target": [0, 1] * 4, "probability": probabilities})
+
+
+def test_the_paired_patient_bootstrap_centres_on_the_mean_gain_over_seeds_and_sees_patient_noise():
+    reference = [validation_run([0.1, 0.25, 0.6, 0.5, 0.3, 0.9, 0.2, 0.8])] * 2  # AUROC 13/16
+    perfect = validation_run([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.1, 0.6])  # AUROC 1
+    same = reference[0]
+    mean, low, high = paired_patient_bootstrap([perfect, same], reference, resamples=300)
+    assert mean == pytest.approx((3 / 16 + 0.0) / 2)
+    assert 0 <= low < mean < high <= 0.5  # which patients are drawn changes the gain
+    assert paired_patient_bootstrap(reference, reference, resamples=50) == (0.0, 0.0, 0.0)
+
+
+def test_the_gain_comes_from_the_patients_drawn():
+    # the reference ranks only patient a's patches wrongly; the candidate ranks every patch right
+    reference = [validation_run([0.9, 0.1, 0.1, 0.9, 0.1, 0.9, 0.1, 0.9])]
+    candidate = [validation_run([0.1, 0.9] * 4)]
+    mean, low, high = paired_patient_bootstrap(candidate, reference, resamples=400, seed=1)
+    # of the 16 pairs, a's positive ties the 3 other negatives (1.5) and loses to a's; the other positives each tie
+    # a's negative (0.5) and beat the rest (3): 12/16
+    assert mean == pytest.approx(1 - 12 / 16)
+    assert low == 0.0 < high  # a draw without patient a (about a third of them) gains nothing, none loses
+
+
+@pytest.mark.parametrize(("gains", "low", "high", "call"), [
+    ([0.006, 0.008], 0.001, 0.012, "better"),
+    ([0.006, 0.008], -0.001, 0.012, "not separated"),   # seeds agree, but other patients might not
+    ([0.006, 0.004], 0.001, 0.012, "not separated"),    # one seed inside the seed range
+    ([-0.006, -0.008], -0.012, -0.001, "worse"),
+])
+def test_the_neighbourhood_verdict_needs_both_seeds_and_the_patient_interval(gains, low, high, call):
+    assert verdict(gains, low, high, seed_range=0.0051) == call

@@ -8,6 +8,7 @@ from idclab import registry
 from idclab.data.augment import basic
 from idclab.data.datamodule import PatchDataModule, prepare_data
 from idclab.data.layout import DataLayoutError
+from idclab.data.neighbourhood import assemble, neighbour_rows
 from idclab.data.sampling import oversample
 
 
@@ -106,6 +107,25 @@ def test_external_split_reads_a_second_root(make_cfg, data_dir):
     assert all("site2" in p for p in test_paths) and len(data.split.patients["test"]) == 3
     assert not any("site2" in data.index.paths[i] for i in data.split.rows["train"])
     assert all((data.index.root / p).is_file() for p in test_paths)
+
+
+def test_a_neighbourhood_adds_the_coarse_view_of_each_patch_slide_around_it(make_cfg):
+    cfg = make_cfg("data.batch_size=16")
+    data = prepare_data(cfg.data, cfg.split)
+    module = PatchDataModule(data, batch_size=16, neighbourhood=1)
+    images, _, rows = next(iter(module.val_dataloader()))
+    assert images.shape == (len(rows), 6, 50, 50)
+    cached = np.asarray(data.cache.images)
+    assert torch.equal(images[:, :3].permute(0, 2, 3, 1), torch.from_numpy(cached[rows.numpy()]))
+    index = data.index
+    cells = neighbour_rows(index.patients, index.xs, index.ys, 1, data.cache.usable)
+    expected = assemble(cached, cells[rows.numpy()])[..., 3:]
+    assert torch.equal(images[:, 3:].permute(0, 2, 3, 1), torch.from_numpy(expected))
+    assert (cells[rows.numpy()] >= 0).sum(1).max() > 1  # synthetic slides are whole: some patches have neighbours
+    assert not torch.equal(images[:, 3:], images[:, :3])
+    train_images, _, _ = next(iter(PatchDataModule(data, 16, augmentation=basic(), neighbourhood=1)
+                                   .train_dataloader()))
+    assert train_images.shape[1] == 6  # augmentation moves both views together (RandomDihedral: any channels)
 
 
 @pytest.mark.slow

@@ -82,3 +82,23 @@ def test_a_checkpoint_with_odd_hyperparameters_is_refused(tmp_path: Path):
 def test_an_honest_checkpoint_loads_with_its_threshold(tmp_path: Path):
     classifier = load_classifier(write_checkpoint(tmp_path / "ok.ckpt", CONFIG))
     assert classifier.threshold == pytest.approx(0.4)
+
+
+def test_a_neighbourhood_config_builds_a_six_channel_model_and_a_bad_one_is_refused(tmp_path: Path):
+    config = copy.deepcopy(CONFIG) | {"data": {"neighbourhood": 1}}
+    classifier = build_classifier(config, [30, 10], [0.5] * 3, [0.2] * 3)
+    assert classifier.input_rings == 1 and classifier.model.features[0][0].in_channels == 6
+    patch = torch.randint(0, 256, (2, 3, 50, 50), dtype=torch.uint8)
+    view = torch.randint(0, 256, (2, 3, 50, 50), dtype=torch.uint8)
+    with torch.no_grad():  # the second view is an input: changing it changes the logits
+        assert not torch.allclose(classifier(torch.cat([patch, view], 1)), classifier(torch.cat([patch, patch], 1)))
+    torch.save({"state_dict": classifier.state_dict(),
+                "hyper_parameters": {"config": config, "class_counts": [30, 10], "mean": [0.5] * 3,
+                                     "std": [0.2] * 3}}, tmp_path / "six.ckpt")
+    assert load_classifier(tmp_path / "six.ckpt").input_rings == 1
+    bad = write_checkpoint(tmp_path / "bad.ckpt", copy.deepcopy(CONFIG) | {"data": {"neighbourhood": "os.system"}})
+    with pytest.raises(CheckpointError, match="data.neighbourhood must be an integer"):
+        load_classifier(bad)
+    three = write_checkpoint(tmp_path / "three.ckpt", config)  # 3-channel weights saved with a neighbourhood config
+    with pytest.raises(CheckpointError, match="does not match the model config"):
+        load_classifier(three)

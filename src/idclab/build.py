@@ -9,6 +9,7 @@ import torch
 
 from idclab import registry
 from idclab.context import MAX_RADIUS
+from idclab.data.neighbourhood import input_channels, rings_of
 from idclab.data.split import SPLITS
 from idclab.ensemble import ENSEMBLE_KEY, EnsembleClassifier
 from idclab.module import IDCClassifier
@@ -25,7 +26,7 @@ def build_classifier(config: dict[str, Any], class_counts: list[int], mean: list
     """The LightningModule for a resolved run config (a plain dict); model and loss come from the registry.
     `split_patients`, `data_fingerprint` (see `PreparedData.record`) and the tuned spatial `context`
     (context_weight, context_radius, patch_threshold) are saved with it."""
-    model = registry.build("model", config["model"])
+    model = registry.build("model", config["model"], in_channels=input_channels(rings_of(config)))
     criterion = registry.build("loss", config["loss"], class_counts=class_counts)
     stain = registry.build("stain", registry.group_config(config, "stain"))  # its fitted target: in the state dict
     optim = config["optim"]

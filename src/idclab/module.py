@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from idclab.context import neighbour_matrix, smooth
+from idclab.data.neighbourhood import input_channels, rings_of
 from idclab.metrics import BinaryMetrics, binary_metrics
 from idclab.schedules import make_scheduler, scheduled
 from idclab.stain import NoStain, StainNormaliser
@@ -52,7 +53,8 @@ class IDCClassifier(pl.LightningModule):
         self.context_weight, self.context_radius, self.patch_threshold = context_weight, context_radius, patch_threshold
         self.positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # patient, x, y of each index row
         self.tta = False
-        self.example_input_array = torch.zeros(1, 3, 50, 50, dtype=torch.uint8)  # model summary: FLOPs per patch
+        self.input_rings = rings_of(config)  # > 0: patches come with their neighbourhood view (6 channels)
+        self.example_input_array = torch.zeros(1, input_channels(self.input_rings), 50, 50, dtype=torch.uint8)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.metrics = nn.ModuleDict({f"{stage}_metrics": BinaryMetrics(threshold, unique_rows=stage != "train")
@@ -63,8 +65,10 @@ class IDCClassifier(pl.LightningModule):
         self.test_patch_probs = torch.empty(0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of uint8 N x 3 x H x W images (channels_last on CUDA, where it is faster)."""
-        x = self.stain(images.float().div_(255.0)).sub_(self.mean).div_(self.std)
+        """Logits for a batch of uint8 N x C x H x W images (channels_last on CUDA, where it is faster); with a
+        neighbourhood view (C = 6), each 3-channel view is stain-normalised and standardised alike."""
+        views = images.float().div_(255.0).split(3, dim=1)
+        x = torch.cat([self.stain(view).sub_(self.mean).div_(self.std) for view in views], dim=1)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)

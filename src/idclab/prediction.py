@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import torch
 
 from idclab.data.decode import decode_patch
 from idclab.data.layout import parse_patch_name
+from idclab.data.neighbourhood import with_neighbourhood
 from idclab.module import IDCClassifier
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -42,11 +43,41 @@ def collect_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def decoded(paths: list[Path], results: list[Prediction]) -> Iterator[tuple[Prediction, np.ndarray]]:
+    """Each readable file's prediction row and pixels, one at a time; a row is appended to `results` for every
+    path, with the error of one that is missing, unreadable or larger than 50x50 (rejected from its header)."""
+    for path in paths:
+        prediction = Prediction(str(path))
+        results.append(prediction)
+        if not path.is_file():
+            prediction.error = "no such file"
+            continue
+        array, status = decode_patch(path)
+        if array is None:
+            prediction.error = f"{status.value}: not a readable image of at most 50x50 pixels"
+            continue
+        yield prediction, array
+
+
+def in_neighbourhoods(patches: list[tuple[Prediction, np.ndarray]], rings: int
+                      ) -> list[tuple[Prediction, np.ndarray]]:
+    """The patches with their neighbourhood view (6 channels): neighbours are found among the patches given, by the
+    patient and coordinates in their Kaggle file names; a file without them is shown alone."""
+    if not patches:
+        return patches
+    names = [parse_patch_name(Path(p.file).name) for p, _ in patches]
+    patients = np.array([n.patient if n else f"\0unplaced {i}" for i, n in enumerate(names)])
+    xs, ys = (np.array([getattr(n, axis) if n else 0 for n in names]) for axis in ("x", "y"))
+    arrays = with_neighbourhood(np.stack([a for _, a in patches]), rings, patients, xs, ys)
+    return [(p, array) for (p, _), array in zip(patches, arrays, strict=True)]
+
+
 @torch.no_grad()
 def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str | Path],
                   batch_size: int = 256) -> list[Prediction]:
     """Predict every file of `collect_files(inputs)`; one that is missing, unreadable or larger than 50x50 gets
-    an error row (oversized files are rejected from their header, never decoded)."""
+    an error row (oversized files are rejected from their header, never decoded). A model with a neighbourhood view
+    (`data.neighbourhood`) decodes all the files first, to find each patch's neighbours among them."""
     classifier.eval()
     results: list[Prediction] = []
     pending: list[tuple[Prediction, np.ndarray]] = []
@@ -61,16 +92,10 @@ def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str |
             prediction.label = int(prob >= classifier.alone_threshold)
         pending.clear()
 
-    for path in collect_files(inputs):
-        prediction = Prediction(str(path))
-        results.append(prediction)
-        if not path.is_file():
-            prediction.error = "no such file"
-            continue
-        array, status = decode_patch(path)
-        if array is None:
-            prediction.error = f"{status.value}: not a readable image of at most 50x50 pixels"
-            continue
+    patches = decoded(collect_files(inputs), results)
+    if classifier.input_rings:
+        patches = in_neighbourhoods(list(patches), classifier.input_rings)
+    for prediction, array in patches:
         pending.append((prediction, array))
         if len(pending) == batch_size:
             flush()

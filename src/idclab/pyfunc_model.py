@@ -48,7 +48,8 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
     at the threshold applied), `patch_probability` (P(IDC) of the patch alone) and `in_context` (whether the
     patch was scored with its neighbours). A model tuned with spatial context given positions blends every patch
     with its neighbours among those sent and labels at its threshold; without positions, each patch is scored
-    alone and labelled at the threshold tuned without context."""
+    alone and labelled at the threshold tuned without context. A model with a neighbourhood view
+    (`data.neighbourhood`) is shown each patch's neighbours among those sent, given positions (else none)."""
 
     _skip_type_hint_validation = True  # the logged signature describes the input; MLflow need not wrap predict
 
@@ -59,10 +60,15 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
 
     # model_input: np.ndarray, a hint MLflow infers no signature from (it comes from the input example)
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
-        images = torch.from_numpy(np.ascontiguousarray(np.asarray(model_input, dtype=np.uint8)))
+        from idclab.data.neighbourhood import with_neighbourhood
+
+        pixels = np.asarray(model_input, dtype=np.uint8)
+        positions = slide_positions(params, len(pixels))
+        if self.classifier.input_rings:  # neighbourhood views from the patches sent (each alone without positions)
+            pixels = with_neighbourhood(pixels, self.classifier.input_rings, *(positions or ()))
+        images = torch.from_numpy(np.ascontiguousarray(pixels))
         with torch.no_grad():
             alone = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy().astype(np.float64)
-        positions = slide_positions(params, len(alone))
         in_context = positions is not None and self.classifier.uses_context
         if in_context:
             probs, threshold = self.classifier.blend(alone, *positions), self.classifier.threshold

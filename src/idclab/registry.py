@@ -36,7 +36,8 @@ class Option:
 
 
 REGISTRY: dict[str, dict[str, Option]] = {
-    "model": {"idcnet": Option(IDCNet), "cnn": Option(CNN), "ann": Option(ANN)},
+    "model": {"idcnet": Option(IDCNet, ("in_channels",)), "cnn": Option(CNN, ("in_channels",)),
+              "ann": Option(ANN, ("in_channels",))},
     "loss": {
         "bce": Option(losses.bce, ("class_counts",)),
         "weighted": Option(losses.weighted_bce, ("class_counts",)),

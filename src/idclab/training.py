@@ -204,7 +204,8 @@ def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedD
     seed = cfg.seed if seed is None else seed
     augmentation = registry.build("augment", config["augment"])
     sampler_factory = deferred(registry.factory("sampler", config["sampler"]), OmegaConf.select(cfg, "drw.start_epoch"))
-    datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation, sampler_factory, seed)
+    datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation, sampler_factory, seed,
+                                 cfg.data.neighbourhood)
     mean, std = channel_stats(data.cache.images, data.split.rows["train"], seed)
     classifier = build_classifier(config, datamodule.train_class_counts(), mean, std, **data.record())
     fit_stain(classifier.stain, data.cache.images, data.split.rows["train"], seed)
@@ -305,7 +306,8 @@ def fit_members(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run
         write_json(record, {"run_id": run.run_id, "best_path": fitted.best_path})
         paths.append(fitted.best_path)
         datamodule = fitted.datamodule
-    return paths, datamodule or PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers)
+    return paths, datamodule or PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers,
+                                                neighbourhood=cfg.data.neighbourhood)
 
 
 def trained_member(record: Path, run_id: str) -> str | None:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from idclab import registry
 from idclab.context import MAX_RADIUS
 from idclab.data.layout import DataLayoutError, require_root
+from idclab.data.neighbourhood import MAX_RINGS
 from idclab.thresholds import METHODS as THRESHOLD_METHODS
 
 
@@ -45,6 +46,8 @@ TRAIN_RULES: list[Rule] = [
     ("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("data.strict", lambda v: isinstance(v, bool), "true or false"),
+    ("data.neighbourhood", lambda v: _is_int(v) and 0 <= v <= MAX_RINGS,
+     f"an integer from 0 to {MAX_RINGS} (rings of patches)"),
     ("data.decode_workers", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
     ("data.synthetic.n_patients", lambda v: _is_int(v) and v >= 3, "an integer >= 3"),
     ("data.synthetic.min_grid", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
@@ -143,6 +146,9 @@ def check_recipe(cfg: DictConfig) -> None:
     warmup = OmegaConf.select(cfg, "optim.warmup_epochs", default=0)
     if schedule != "none" and warmup >= cfg.trainer.max_epochs > 0:
         raise ConfigError(f"optim.warmup_epochs ({warmup}) must be < trainer.max_epochs ({cfg.trainer.max_epochs})")
+    if OmegaConf.select(cfg, "data.neighbourhood", default=0) and cfg.augment.name == "stain":
+        raise ConfigError("augment=stain jitters the colours of one 3-channel patch: with data.neighbourhood > 0 use "
+                          "augment=basic or none (or data.neighbourhood=0)")
     averaging = OmegaConf.select(cfg, "averaging.name", default="none")
     if averaging == "swa" and OmegaConf.select(cfg, "early_stopping.patience") is not None:
         raise ConfigError("averaging=swa averages the last epochs: set early_stopping.patience=null")

@@ -22,6 +22,7 @@ from torch.utils.data import (
 from idclab.data.augment import Augmentation
 from idclab.data.cache import PatchCache, check_bad_patches, load_or_build
 from idclab.data.layout import DataLayoutError, PatchIndex, require_root, scan
+from idclab.data.neighbourhood import assemble, check_rings, neighbour_rows
 from idclab.data.sampling import Shuffle
 from idclab.data.split import EXTERNAL_PREFIX, PatientSplit, make_split
 from idclab.data.synthetic import SyntheticSpec, generate
@@ -92,19 +93,21 @@ def prepare_data(data_cfg: Any, split_cfg: Any, allow_empty_test: bool = False, 
 
 
 class PatchBatches(Dataset):
-    """Whole batches from the cache: item `[i, j, ...]` is (uint8 N x 3 x 50 x 50 tensor, float labels,
+    """Whole batches from the cache: item `[i, j, ...]` is (uint8 N x C x 50 x 50 tensor, float labels,
     int64 index rows), the rows naming each patch so predictions are matched to patches by row, not position.
 
     Rows are read from the memory map in sorted order (one fancy-indexing copy per batch), then
-    augmented per patch (albumentations) and/or per batch (tensor ops).
+    augmented per patch (albumentations) and/or per batch (tensor ops). With `cells` (each index row's
+    neighbourhood, `idclab.data.neighbourhood.neighbour_rows`), C = 6: the patch and its neighbourhood view.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
-                 augmentation: Augmentation | None = None):
+                 augmentation: Augmentation | None = None, cells: np.ndarray | None = None):
         self.images = images
         self.labels = labels
         self.rows = rows
         self.augmentation = augmentation or Augmentation()
+        self.cells = cells
         self._seeded_for: int | None = None
 
     def __len__(self) -> int:
@@ -121,9 +124,12 @@ class PatchBatches(Dataset):
 
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = self.rows[np.asarray(positions)]
-        order = np.argsort(rows, kind="stable")
-        pixels = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
-        pixels[order] = self.images[rows[order]]
+        if self.cells is not None:
+            pixels = assemble(self.images, self.cells[rows])
+        else:
+            order = np.argsort(rows, kind="stable")
+            pixels = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
+            pixels[order] = self.images[rows[order]]
         if self.augmentation.per_sample is not None:
             self._seed_per_sample_augmentation()
             for i in range(len(pixels)):
@@ -151,11 +157,13 @@ def channel_stats(images: np.ndarray, rows: np.ndarray, seed: int, max_rows: int
 
 
 class PatchDataModule(pl.LightningDataModule):
-    """Serves train (augmented, optionally re-sampled), val and test patches from the cache."""
+    """Serves train (augmented, optionally re-sampled), val and test patches from the cache; with `neighbourhood`
+    rings > 0, each with its neighbourhood view (6 channels, `idclab.data.neighbourhood`)."""
 
     def __init__(self, data: PreparedData, batch_size: int, num_workers: int = 0,
                  augmentation: Augmentation | None = None,
-                 sampler_factory: Callable[[np.ndarray, int], Sampler | None] | None = None, seed: int = 0):
+                 sampler_factory: Callable[[np.ndarray, int], Sampler | None] | None = None, seed: int = 0,
+                 neighbourhood: int = 0):
         super().__init__()
         self.data = data
         self.batch_size = batch_size
@@ -163,6 +171,16 @@ class PatchDataModule(pl.LightningDataModule):
         self.augmentation = augmentation
         self.sampler_factory = sampler_factory
         self.seed = seed
+        self.neighbourhood = check_rings(neighbourhood)
+        self._cells: np.ndarray | None = None
+
+    @property
+    def cells(self) -> np.ndarray | None:
+        """Each index row's neighbourhood rows (found once), or None without a neighbourhood view."""
+        if self.neighbourhood and self._cells is None:
+            index = self.data.index
+            self._cells = neighbour_rows(index.patients, index.xs, index.ys, self.neighbourhood, self.data.cache.usable)
+        return self._cells
 
     def train_class_counts(self) -> list[int]:
         """Negative and positive patch counts in the training split."""
@@ -171,7 +189,7 @@ class PatchDataModule(pl.LightningDataModule):
     def dataset(self, split: str, train: bool = False) -> PatchBatches:
         """The batch dataset of one split; `train=True` applies the augmentation."""
         return PatchBatches(self.data.cache.images, self.data.index.labels, self.data.split.rows[split],
-                            self.augmentation if train else None)
+                            self.augmentation if train else None, self.cells)
 
     def _loader(self, dataset: PatchBatches, sampler: Sampler) -> DataLoader:
         batches = EpochBatchSampler(sampler, self.batch_size, drop_last=False)

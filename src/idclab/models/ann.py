@@ -9,10 +9,11 @@ from torch import nn
 class ANN(nn.Module):
     """Flatten -> [Linear -> ReLU -> Dropout] x len(hidden) -> Linear(1)."""
 
-    def __init__(self, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.3, image_size: int = 50):
+    def __init__(self, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.3, image_size: int = 50,
+                 in_channels: int = 3):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
-        width = 3 * image_size * image_size
+        width = in_channels * image_size * image_size
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = size

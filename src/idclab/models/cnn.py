@@ -10,10 +10,10 @@ class CNN(nn.Module):
     """[Conv3x3 -> ReLU -> MaxPool2] per width in `channels` -> Flatten -> Dense -> Dropout -> Linear(1)."""
 
     def __init__(self, channels: tuple[int, ...] = (32, 64, 128), dense: int = 128, dropout: float = 0.5,
-                 image_size: int = 50):
+                 image_size: int = 50, in_channels: int = 3):
         super().__init__()
         layers: list[nn.Module] = []
-        width, size = 3, image_size
+        width, size = in_channels, image_size
         for out in channels:
             layers += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             width, size = out, size // 2

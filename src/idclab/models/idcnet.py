@@ -33,12 +33,12 @@ class IDCNet(nn.Module):
     """Stages of widths `widths` (each halving the resolution), `depth` convs per stage, GAP, dropout, linear."""
 
     def __init__(self, widths: tuple[int, ...] = (24, 48, 96), depth: int = 2, dropout: float = 0.2,
-                 residual: bool = False):
+                 residual: bool = False, in_channels: int = 3):
         super().__init__()
         if not widths or depth < 1:
             raise ValueError(f"model.widths must be non-empty and model.depth >= 1, got {widths} and {depth}")
         layers: list[nn.Module] = []
-        cin = 3
+        cin = in_channels
         for width in widths:
             layers.append(conv_bn_relu(cin, width, stride=2))
             layers += [Residual(width) if residual else conv_bn_relu(width, width) for _ in range(depth - 1)]

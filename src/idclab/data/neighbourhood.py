@@ -1,0 +1,112 @@
+"""Neighbourhood input: each patch served with a coarse view of the slide around it, as three more channels.
+
+A 50x50 patch shows a few cells; whether they are invasive often shows in the tissue around them. With
+`data.neighbourhood=r` (rings of patches, 1 to `MAX_RINGS`), a patch comes with the (2r+1) x (2r+1) patches
+centred on it on its slide (same patient, from the x/y in the Kaggle file names), tiled and averaged down to
+50x50 (block means of 2r+1 pixels a side): channels 4-6 of a 6-channel patch. A neighbour that is not in the
+data (or did not decode) is filled with the patch itself, so a patch without known neighbours sees a coarse
+view of itself. Flips and rotations move both views together (both are centred on the patch); the model
+normalises each view's colours alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from idclab.context import PATCH_STEP
+from idclab.data.decode import PATCH_SIZE
+
+MAX_RINGS = 2
+CHANNELS = 3  # per view
+
+
+def input_channels(rings: int) -> int:
+    """Channels of a model's input: the patch's 3, plus 3 for its neighbourhood when `rings` > 0."""
+    return CHANNELS * (2 if rings > 0 else 1)
+
+
+def check_rings(rings: object) -> int:
+    """`rings` as an int from 0 to `MAX_RINGS` (ValueError naming the setting otherwise)."""
+    if not (isinstance(rings, int) and not isinstance(rings, bool) and 0 <= rings <= MAX_RINGS):
+        raise ValueError(f"data.neighbourhood must be an integer from 0 to {MAX_RINGS} (rings of patches), "
+                         f"got {rings!r}")
+    return rings
+
+
+def rings_of(config: Mapping[str, Any]) -> int:
+    """The neighbourhood rings a run config (a plain dict) gives its model's input: `data.neighbourhood`, 0 when
+    absent (configs saved before the option existed)."""
+    return check_rings((config.get("data") or {}).get("neighbourhood", 0))
+
+
+def neighbour_rows(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, rings: int,
+                   usable: np.ndarray | None = None) -> np.ndarray:
+    """An N x (2r+1)^2 int64 array: entry [i, k] is the row of the patch of i's patient at offset k (row-major
+    over dy, then dx, each from -r to r patch steps), or -1 when there is none (or it is not `usable`); the
+    centre entry is i itself. A position listed twice resolves to its first usable row."""
+    side = 2 * check_rings(rings) + 1
+    n = len(patients)
+    _, codes = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+    xs, ys = np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64)
+    candidates = np.arange(n) if usable is None else np.flatnonzero(usable)
+    keys = pd.MultiIndex.from_arrays([codes[candidates], xs[candidates], ys[candidates]])
+    first = ~keys.duplicated()
+    keys, candidates = keys[first], candidates[first]
+    cells = np.full((n, side * side), -1, dtype=np.int64)
+    offsets = range(-rings, rings + 1)
+    for k, (dy, dx) in enumerate((dy, dx) for dy in offsets for dx in offsets):
+        if dy == dx == 0:
+            cells[:, k] = np.arange(n)
+            continue
+        found = keys.get_indexer(pd.MultiIndex.from_arrays([codes, xs + dx * PATCH_STEP, ys + dy * PATCH_STEP]))
+        cells[:, k] = np.where(found >= 0, candidates[np.maximum(found, 0)], -1)
+    return cells
+
+
+def alone(count: int, rings: int) -> np.ndarray:
+    """The cells of `count` patches with no known neighbours (each sees itself only)."""
+    side = 2 * check_rings(rings) + 1
+    cells = np.full((count, side * side), -1, dtype=np.int64)
+    cells[:, side * side // 2] = np.arange(count)
+    return cells
+
+
+def assemble(images: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """B x 50 x 50 x 6 uint8 patches from the rows `cells` (B x (2r+1)^2, see `neighbour_rows`) of `images`
+    (N x 50 x 50 x 3 uint8, e.g. the memory-mapped cache): the centre patch, then its neighbourhood tiled and
+    averaged down to 50x50 (rounded), missing neighbours (-1) filled with the centre patch."""
+    count, tiles = cells.shape
+    side = int(round(tiles ** 0.5))
+    if side * side != tiles or side % 2 == 0:
+        raise ValueError(f"cells must hold an odd square number of rows per patch, got {tiles}")
+    filled = np.where(cells >= 0, cells, cells[:, tiles // 2:tiles // 2 + 1])
+    unique, inverse = np.unique(filled, return_inverse=True)  # each row read once, in order (memory map)
+    pixels = np.asarray(images[unique])[inverse.reshape(-1)]
+    mosaic = pixels.reshape(count, side, side, PATCH_SIZE, PATCH_SIZE, CHANNELS)
+    mosaic = mosaic.transpose(0, 1, 3, 2, 4, 5)  # B, cy, py, cx, px, C: tiles side by side
+    coarse = mosaic_blocks(mosaic.reshape(count, side * PATCH_SIZE, side * PATCH_SIZE, CHANNELS), side)
+    centre = pixels.reshape(count, tiles, PATCH_SIZE, PATCH_SIZE, CHANNELS)[:, tiles // 2]
+    return np.concatenate([centre, coarse], axis=-1)
+
+
+def mosaic_blocks(mosaic: np.ndarray, factor: int) -> np.ndarray:
+    """B x H x W x C uint8 averaged over `factor` x `factor` pixel blocks (rounded), B x H/f x W/f x C."""
+    count, height, width, channels = mosaic.shape
+    blocks = mosaic.reshape(count, height // factor, factor, width // factor, factor, channels)
+    sums = blocks.sum(axis=(2, 4), dtype=np.uint32)
+    return ((sums + factor * factor // 2) // (factor * factor)).astype(np.uint8)
+
+
+def with_neighbourhood(images: np.ndarray, rings: int, patients: np.ndarray | None = None,
+                       xs: np.ndarray | None = None, ys: np.ndarray | None = None) -> np.ndarray:
+    """6-channel patches for a stack of 3-channel ones (N x 50 x 50 x 3), their neighbourhoods found among them
+    by (patient, x, y) when given, else each patch alone; `rings` 0 returns `images` as they are."""
+    if check_rings(rings) == 0:
+        return images
+    if patients is None:
+        return assemble(images, alone(len(images), rings))
+    return assemble(images, neighbour_rows(patients, xs, ys, rings))

@@ -1,0 +1,144 @@
+"""Neighbourhood input: which rows surround a patch, and the 6-channel patches built from them."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from idclab.data.neighbourhood import (
+    alone,
+    assemble,
+    check_rings,
+    input_channels,
+    mosaic_blocks,
+    neighbour_rows,
+    with_neighbourhood,
+)
+
+
+def test_neighbour_rows_finds_the_patches_around_each_one_on_its_own_slide():
+    # patient a: a 2 x 2 block at (1,1) (51,1) (1,51) (51,51); patient b: one patch at (51,1), not a's neighbour
+    patients = np.array(["a", "a", "a", "a", "b"])
+    xs = np.array([1, 51, 1, 51, 51])
+    ys = np.array([1, 1, 51, 51, 1])
+    cells = neighbour_rows(patients, xs, ys, rings=1)
+    assert cells.shape == (5, 9)
+    # row-major over dy, dx in -1..1: the centre (index 4) is the patch itself
+    assert cells[0].tolist() == [-1, -1, -1, -1, 0, 1, -1, 2, 3]
+    assert cells[3].tolist() == [0, 1, -1, 2, 3, -1, -1, -1, -1]
+    assert cells[4].tolist() == [-1, -1, -1, -1, 4, -1, -1, -1, -1]
+
+
+def test_unusable_rows_are_missing_neighbours_and_a_duplicate_position_resolves_to_its_first_row():
+    patients = np.array(["a", "a", "a", "a"])
+    xs, ys = np.array([1, 51, 51, 101]), np.array([1, 1, 1, 1])
+    cells = neighbour_rows(patients, xs, ys, rings=1, usable=np.array([True, True, True, False]))
+    assert cells[0, 5] == 1  # (51, 1) is listed twice: rows 1 and 2
+    assert cells[2, 5] == -1  # (101, 1) did not decode
+    assert cells[2, 4] == 2  # a patch's centre is always itself
+
+
+def test_rings_2_look_two_patches_away():
+    cells = neighbour_rows(np.array(["a", "a"]), np.array([1, 101]), np.array([1, 1]), rings=2)
+    assert cells.shape == (2, 25)
+    assert cells[0, 12] == 0 and cells[0, 14] == 1 and cells[1, 10] == 0  # (dy 0, dx +2) and (dy 0, dx -2)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 1.0, True, "1"])
+def test_rings_out_of_range_are_refused_naming_the_setting(bad):
+    with pytest.raises(ValueError, match="data.neighbourhood"):
+        check_rings(bad)
+
+
+def test_input_channels_add_a_view_only_with_neighbours():
+    assert input_channels(0) == 3 and input_channels(1) == 6 and input_channels(2) == 6
+
+
+def test_mosaic_blocks_are_rounded_means():
+    mosaic = np.array([[1, 2, 10, 10], [3, 4, 10, 11], [0, 0, 255, 255], [0, 1, 255, 255]], dtype=np.uint8)
+    coarse = mosaic_blocks(mosaic.reshape(1, 4, 4, 1), 2)
+    assert coarse[0, :, :, 0].tolist() == [[3, 10], [0, 255]]  # 2.5 -> 3, 10.25 -> 10, 0.25 -> 0
+
+
+def test_assemble_keeps_the_patch_and_adds_its_tiled_neighbourhood_averaged_down():
+    images = np.stack([np.full((50, 50, 3), value, dtype=np.uint8) for value in (30, 90, 150)])
+    images[0, :, :, 1] = 0  # the centre patch's green channel differs, to tell it from the fill
+    # patch 0 has row 1 on its right (dx +1) and row 2 above-left (dy -1, dx -1); the rest are missing
+    cells = np.array([[2, -1, -1, -1, 0, 1, -1, -1, -1]])
+    out = assemble(images, cells)
+    assert out.shape == (1, 50, 50, 6) and out.dtype == np.uint8
+    assert np.array_equal(out[0, :, :, :3], images[0])
+    coarse = out[0, :, :, 3]
+    # the 150 px mosaic is averaged over 3 x 3 blocks: the top-left third of the view is tile (dy -1, dx -1)
+    assert coarse[:16, :16].tolist() == np.full((16, 16), 150).tolist()
+    assert coarse[17:33, 34:].tolist() == np.full((16, 16), 90).tolist()  # tile (0, +1): row 1
+    assert coarse[34:, 34:].tolist() == np.full((16, 16), 30).tolist()  # missing: filled with the centre patch
+    assert (out[0, 17:33, 17:33, 4] == 0).all()  # the centre tile keeps the patch's own colours
+
+
+def test_with_neighbourhood_finds_neighbours_among_the_patches_given_or_uses_each_patch_alone():
+    images = np.stack([np.full((50, 50, 3), value, dtype=np.uint8) for value in (0, 240)])
+    placed = with_neighbourhood(images, 1, np.array(["a", "a"]), np.array([1, 51]), np.array([1, 1]))
+    lonely = with_neighbourhood(images, 1)
+    assert placed.shape == lonely.shape == (2, 50, 50, 6)
+    assert placed[0, 20, 45, 3] == 240 and lonely[0, 20, 45, 3] == 0  # patch 0's right-hand neighbour is patch 1
+    assert np.array_equal(lonely[..., 3:], images)  # alone, the coarse view of a uniform patch is the patch
+    assert with_neighbourhood(images, 0) is images
+    assert alone(2, 1)[:, 4].tolist() == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(make_cfg, tmp_path, data_dir):
+    """The view is built from the cache's index at test and evaluate, from the files' names at predict and from the
+    request's positions when served: the same patches get the same P(IDC) every way."""
+    import csv
+    import shutil
+
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    from idclab.build import load_classifier
+    from idclab.data.datamodule import PatchDataModule, prepare_data
+    from idclab.data.decode import decode_patch
+    from idclab.evaluation import evaluate
+    from idclab.training import train
+
+    cfg = make_cfg("data.neighbourhood=1", "logger.log_model=true", "trainer.limit_test_batches=1.0")
+    train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert run.data.params["data.neighbourhood"] == "1"
+    checkpoint = run.data.tags["best_checkpoint"]
+    classifier = load_classifier(checkpoint)
+    assert classifier.input_rings == 1
+    evaluated = evaluate(make_cfg(f"ckpt_path={checkpoint}", config_name="evaluate"))
+    assert evaluated["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)
+
+    folder = tmp_path / "slides"  # every test patient's whole slide, so each patch has its neighbours at hand
+    for patient in classifier.hparams["split_patients"]["test"]:
+        shutil.copytree(next(p for p in data_dir.glob(f"synthetic/synthetic-*/{patient}") if p.is_dir()),
+                        folder / patient)
+    evaluate(make_cfg(f"ckpt_path={checkpoint}", f"predict={folder}", config_name="evaluate"))
+    with open(tmp_path / "out" / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    data = prepare_data(cfg.data, cfg.split)  # the patches as test and evaluate serve them, from the cache
+    test_rows = data.split.rows["test"]
+    views = PatchDataModule(data, 16, neighbourhood=1).dataset("test")[list(range(len(test_rows)))][0]
+    with torch.no_grad():
+        from_cache = dict(zip((data.index.paths[r] for r in test_rows), classifier.probabilities(views).numpy(),
+                              strict=True))
+    predicted = {str(Path(r["file"]).relative_to(folder)): float(r["probability"]) for r in rows}
+    assert predicted.keys() == from_cache.keys()
+    assert [predicted[k] for k in from_cache] == pytest.approx(list(from_cache.values()), abs=1e-5)
+
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    served = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
+    first = [r for r in rows if r["patient"] == rows[0]["patient"]]  # one slide, sent whole with its positions
+    patches = np.stack([decode_patch(r["file"])[0] for r in first])  # padded to 50x50 as in the cache
+    positions = {"patient": [r["patient"] for r in first], "x": [int(r["x"]) for r in first],
+                 "y": [int(r["y"]) for r in first]}
+    placed = served.predict(patches, params=positions)["probability"].to_numpy()
+    assert placed == pytest.approx([float(r["probability"]) for r in first], abs=1e-5)
+    alone = served.predict(patches)["probability"].to_numpy()
+    assert not np.allclose(placed, alone, atol=1e-3)  # without positions each patch is shown alone: the view matters
