@@ -18,6 +18,7 @@ from torch import nn
 
 from idclab import registry
 from idclab.averaging import EMA, SWA, TRAINING_WEIGHTS
+from idclab.build import build_classifier
 from idclab.callbacks import DeferredReweighting, training_callbacks
 from idclab.data.sampling import DeferredSampler, deferred, no_sampler, oversample, undersample
 from idclab.losses import bce, class_balanced, focal, logit_adjusted, weighted_bce
@@ -152,6 +153,28 @@ def test_idcnet_widths_depth_and_residual_change_the_model():
     plain.load_state_dict(dict(zip(plain.state_dict(), residual.state_dict().values(), strict=True)))
     x = torch.randn(4, 3, 50, 50)
     assert not torch.allclose(plain.eval()(x), residual.eval()(x))
+
+
+@pytest.mark.parametrize("name", ["idcnet", "cnn", "ann"])
+def test_logits_stay_float32_under_bf16_autocast(name):
+    """bf16 logits keep about 3 significant digits: thresholds tuned on their probabilities would tie patches."""
+    torch.manual_seed(0)
+    model = registry.build("model", {"name": name}).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(64, 3, 50, 50))
+    assert logits.dtype == torch.float32
+    assert not torch.equal(logits, logits.bfloat16().float())  # finer than bf16's steps
+
+
+@pytest.mark.parametrize(("device", "channels_last"), [("cuda", True), ("cpu", False)])
+def test_weights_go_channels_last_at_setup_on_cuda_only(device, channels_last):
+    """At `setup`, before the strategy wraps the model in DDP (whose gradient buckets keep the strides they saw)."""
+    config = {"model": {"name": "idcnet"}, "loss": {"name": "bce"}, "optim": {"lr": 1e-3, "weight_decay": 0.0}}
+    classifier = build_classifier(config, [30, 10], [0.5] * 3, [0.2] * 3)
+    classifier._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    classifier.setup("fit")
+    weight = classifier.model.features[0][0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 def test_training_callbacks_follow_the_config(make_cfg):

@@ -73,8 +73,10 @@ class IDCClassifier(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
-    def on_fit_start(self) -> None:
-        if self.device.type == "cuda":
+    def setup(self, stage: str) -> None:
+        """On CUDA, the weights go channels_last here, before the strategy moves the model and DDP wraps it (DDP's
+        gradient buckets take the parameters' strides as they are when it wraps)."""
+        if self.trainer.strategy.root_device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

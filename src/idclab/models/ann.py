@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from idclab.models.precision import in_float32
+
 
 class ANN(nn.Module):
     """Flatten -> [Linear -> ReLU -> Dropout] x len(hidden) -> Linear(1)."""
@@ -21,4 +23,4 @@ class ANN(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+        return in_float32(self.net[-1], self.net[:-1](x)).squeeze(1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from idclab.models.precision import in_float32
+
 
 class CNN(nn.Module):
     """[Conv3x3 -> ReLU -> MaxPool2] per width in `channels` -> Flatten -> Dense -> Dropout -> Linear(1)."""
@@ -24,4 +26,4 @@ class CNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
+        return in_float32(self.head, self.features(x)).squeeze(1)

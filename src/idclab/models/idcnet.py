@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from idclab.models.precision import in_float32
+
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     """3x3 convolution (no bias) -> batch norm -> ReLU."""
@@ -47,4 +49,4 @@ class IDCNet(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
+        return in_float32(self.head, self.features(x)).squeeze(1)
