@@ -23,6 +23,7 @@ from idclab.callbacks import DeferredReweighting, training_callbacks
 from idclab.data.sampling import DeferredSampler, deferred, no_sampler, oversample, undersample
 from idclab.losses import bce, class_balanced, focal, logit_adjusted, weighted_bce
 from idclab.models.idcnet import IDCNet, Residual
+from idclab.module import NonFiniteLossError
 from idclab.schedules import lr_factor, make_scheduler, scheduled
 from idclab.validation import ConfigError, validate_train_config
 
@@ -175,6 +176,30 @@ def test_weights_go_channels_last_at_setup_on_cuda_only(device, channels_last):
     classifier.setup("fit")
     weight = classifier.model.features[0][0].weight
     assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_a_non_finite_loss_is_caught_at_once_on_the_cpu_and_by_the_next_check_on_a_device():
+    config = {"model": {"name": "idcnet"}, "loss": {"name": "bce"}, "optim": {"lr": 1e-3, "weight_decay": 0.0}}
+    classifier = build_classifier(config, [30, 10], [0.5] * 3, [0.2] * 3)
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 0"):
+        classifier.check_loss(torch.tensor(float("nan")))
+
+    class DeviceLoss(torch.Tensor):  # a CPU tensor that says it lives on an accelerator (no GPU here)
+        @property
+        def device(self) -> torch.device:
+            return torch.device("meta")
+
+    classifier._trainer = SimpleNamespace(global_step=0, current_epoch=0)
+    classifier.finite_check_steps = 3
+    classifier.check_loss(torch.tensor(float("inf")).as_subclass(DeviceLoss))  # step 0: not read yet
+    classifier._trainer.global_step = 1
+    classifier.check_loss(torch.tensor(1.0).as_subclass(DeviceLoss))
+    classifier._trainer.global_step = 2
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite by epoch 0, step 2"):
+        classifier.check_loss(torch.tensor(1.0).as_subclass(DeviceLoss))  # the third step's check reads them all
+    classifier._all_finite = torch.tensor(False)
+    with pytest.raises(NonFiniteLossError):  # a bad loss since the last check fails the epoch's end too
+        classifier.raise_if_not_finite()
 
 
 def test_training_callbacks_follow_the_config(make_cfg):

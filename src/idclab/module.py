@@ -16,6 +16,7 @@ from idclab.schedules import make_scheduler, scheduled
 from idclab.stain import NoStain, StainNormaliser
 
 STAGES = ("train", "val", "test")
+FINITE_CHECK_STEPS = 50  # on an accelerator, training losses are checked for NaN/inf this often (a device sync)
 PROGRESS_BAR_METRICS = ("val_loss", "val_auprc", "val_f1", "val_balanced_accuracy")
 
 
@@ -53,6 +54,8 @@ class IDCClassifier(pl.LightningModule):
         self.context_weight, self.context_radius, self.patch_threshold = context_weight, context_radius, patch_threshold
         self.positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # patient, x, y of each index row
         self.tta = False
+        self.finite_check_steps = FINITE_CHECK_STEPS
+        self._all_finite: torch.Tensor | None = None  # on the device: were the losses since the last check finite?
         self.input_rings = rings_of(config)  # > 0: patches come with their neighbourhood view (6 channels)
         self.example_input_array = torch.zeros(1, input_channels(self.input_rings), 50, 50, dtype=torch.uint8)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -129,14 +132,28 @@ class IDCClassifier(pl.LightningModule):
             self.metrics[f"{stage}_metrics"].update(probs, targets, rows, logits.detach())
             return None
         loss = self.criterion(logits.float(), targets.float())
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
-                "lower optim.lr, check the data, or use trainer.precision=32-true")
+        self.check_loss(loss)
         self.metrics["train_metrics"].update(probs, targets, rows)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets),
                  sync_dist=True)
         return loss
+
+    def check_loss(self, loss: torch.Tensor) -> None:
+        """NonFiniteLossError once a training loss is NaN or infinite. Reading the flag waits for the device, so on
+        an accelerator the losses' flags are gathered on it and read every `finite_check_steps` steps (and at the
+        epoch's end): a step per check on the CPU, where reading costs nothing."""
+        finite = torch.isfinite(loss.detach())
+        self._all_finite = finite if self._all_finite is None else self._all_finite & finite
+        if loss.device.type == "cpu" or (self.global_step + 1) % self.finite_check_steps == 0:
+            self.raise_if_not_finite(f"{loss.item()} at" if loss.device.type == "cpu" else "NaN or infinite by")
+
+    def raise_if_not_finite(self, what: str = "NaN or infinite by") -> None:
+        """NonFiniteLossError if a loss since the last check was not finite; then start a new check."""
+        all_finite, self._all_finite = self._all_finite, None
+        if all_finite is not None and not bool(all_finite):
+            raise NonFiniteLossError(
+                f"training loss is {what} epoch {self.current_epoch}, step {self.global_step}: "
+                "lower optim.lr, check the data, or use trainer.precision=32-true")
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -173,6 +190,7 @@ class IDCClassifier(pl.LightningModule):
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
+        self.raise_if_not_finite()
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
