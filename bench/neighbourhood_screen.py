@@ -24,10 +24,14 @@ Rule (fixed 2026-12-02, before the candidate's first run): candidate "neighbourh
 only. A `better` neighbourhood view would next be confirmed in the recipe's own configuration (two-seed ensemble +
 context, seeds 1 and 3) under the same rule before the recipe changes.
 
-    python bench/neighbourhood_screen.py                  # train the missing runs (about 15-25 min each)
-    python bench/neighbourhood_screen.py --verdict        # -> docs/neighbourhood_screen.md
-    python bench/neighbourhood_screen.py --verdict --check-slide-stain --tracking-uri sqlite:////work/study/mlflow.db
-    # the new chooser applied after the fact to the slide-stain screen's seeds 1 and 2 (a check of the rule)
+    python bench/neighbourhood_screen.py       # train the missing runs (about 15-25 min each) into ./mlflow.db
+    python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE   # -> docs/neighbourhood_screen.md
+    python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE \
+        --check-slide-stain sqlite:///SLIDE_STORE   # the chooser applied after the fact to the slide-stain screen
+
+The study ran in a clone (/work/study2, its store `mlflow.db`); the baseline's two runs were made there by
+`python bench/recipe_study.py --only "baseline (bce)" --rerun` at fae241b (the default path is unchanged since) and
+copied into this file's results.
 """
 
 from __future__ import annotations
@@ -92,9 +96,11 @@ def validation_predictions(client: MlflowClient, run_id: str) -> pd.DataFrame:
         return pd.read_csv(client.download_artifacts(run_id, "cv/val_predictions.csv", folder))
 
 
-def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[int], client: MlflowClient
-           ) -> tuple[pd.DataFrame, str]:
-    """Per seed: both runs' `METRIC` and the gain; then the bootstrap interval and the call, as markdown."""
+def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[int], client: MlflowClient,
+           candidate_client: MlflowClient | None = None) -> tuple[pd.DataFrame, str]:
+    """Per seed: both runs' `METRIC` and the gain; then the bootstrap interval and the call, as markdown. The
+    candidate's predictions come from `candidate_client` when its runs are in another store."""
+    clients = {candidate: candidate_client or client, reference: client}
     by_run = runs.set_index(["strategy", "seed"])
     rows, predictions = [], {candidate: [], reference: []}
     for seed in seeds:
@@ -102,7 +108,8 @@ def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[i
         rows.append({"seed": seed, candidate: f"{by_run.loc[(candidate, seed), METRIC]:.4f}",
                      reference: f"{by_run.loc[(reference, seed), METRIC]:.4f}", "gain": f"{gain:+.4f}"})
         for strategy in (candidate, reference):
-            predictions[strategy].append(validation_predictions(client, by_run.loc[(strategy, seed), "run_id"]))
+            predictions[strategy].append(validation_predictions(clients[strategy],
+                                                                by_run.loc[(strategy, seed), "run_id"]))
     mean, low, high = paired_patient_bootstrap(predictions[candidate], predictions[reference])
     call = verdict([float(r["gain"]) for r in rows], low, high)
     patients = len(np.unique(np.concatenate([f["patient"].astype(str) for f in predictions[reference]])))
@@ -128,8 +135,9 @@ def main() -> None:
     parser.add_argument("--verdict", action="store_true", help="decide from the runs done (no training)")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT / 'mlflow.db'}",
                         help="the store holding the runs' validation predictions")
-    parser.add_argument("--check-slide-stain", action="store_true",
-                        help="apply the chooser to the slide-stain screen's seeds 1 and 2 (with --verdict)")
+    parser.add_argument("--check-slide-stain", metavar="STORE",
+                        help="with --verdict: apply the chooser to the slide-stain screen's seeds 1 and 2, whose runs "
+                             "are in this tracking store")
     args = parser.parse_args()
     if not args.verdict:
         for strategy in (REFERENCE, CANDIDATE):
@@ -143,7 +151,7 @@ def main() -> None:
         stain = pd.read_csv(PROJECT / "bench" / "results" / "recipe_study.csv")
         candidate = "slide reinhard (exploratory)"
         runs = pd.concat([runs[runs["strategy"] == REFERENCE], stain[stain["strategy"] == candidate]])
-        table, text = decide(runs, candidate, REFERENCE, SEEDS, client)
+        table, text = decide(runs, candidate, REFERENCE, SEEDS, client, MlflowClient(args.check_slide_stain))
         print(f"{table.to_markdown(index=False)}\n\n{text}")
         return
     table, text = decide(runs, CANDIDATE, REFERENCE, SEEDS, client)
