@@ -138,3 +138,17 @@ def test_janowczyk_split_on_the_real_sample_reports_the_missing_test_patients(ma
     cfg = make_cfg("data=idc", f"data.root={SHARED_SAMPLE}", tiny=False)
     data = prepare_data(cfg.data, cfg.split)
     assert len(data.index) == 12900 and data.cache.counts()["padded"] > 0
+
+
+def test_a_config_saved_before_the_neighbourhood_option_trains_without_it(make_cfg):
+    """A run resumed from an older saved config has no data.neighbourhood: it means none, not a crash."""
+    from omegaconf import open_dict
+
+    from idclab.training import make_model_and_data
+
+    cfg = make_cfg()
+    with open_dict(cfg):
+        del cfg.data["neighbourhood"]
+    data = prepare_data(cfg.data, cfg.split)
+    datamodule, classifier = make_model_and_data(cfg, OmegaConf.to_container(cfg, resolve=True), data)
+    assert datamodule.neighbourhood == 0 and classifier.input_rings == 0

@@ -10,10 +10,11 @@ from idclab.data.neighbourhood import (
     alone,
     assemble,
     check_rings,
+    in_chunks,
     input_channels,
     mosaic_blocks,
     neighbour_rows,
-    with_neighbourhood,
+    rings_of,
 )
 
 
@@ -39,10 +40,11 @@ def test_unusable_rows_are_missing_neighbours_and_a_duplicate_position_resolves_
     assert cells[2, 4] == 2  # a patch's centre is always itself
 
 
-def test_rings_2_look_two_patches_away():
-    cells = neighbour_rows(np.array(["a", "a"]), np.array([1, 101]), np.array([1, 1]), rings=2)
-    assert cells.shape == (2, 25)
+def test_rings_2_look_two_patches_away_across_and_down():
+    cells = neighbour_rows(np.array(["a", "a", "a"]), np.array([1, 101, 1]), np.array([1, 1, 101]), rings=2)
+    assert cells.shape == (3, 25)  # row-major over dy, dx in -2..2: index 5 * (dy + 2) + (dx + 2)
     assert cells[0, 12] == 0 and cells[0, 14] == 1 and cells[1, 10] == 0  # (dy 0, dx +2) and (dy 0, dx -2)
+    assert cells[0, 22] == 2 and cells[2, 2] == 0  # (dy +2, dx 0): y grows down the slide, and back
 
 
 @pytest.mark.parametrize("bad", [-1, 3, 1.0, True, "1"])
@@ -77,15 +79,24 @@ def test_assemble_keeps_the_patch_and_adds_its_tiled_neighbourhood_averaged_down
     assert (out[0, 17:33, 17:33, 4] == 0).all()  # the centre tile keeps the patch's own colours
 
 
-def test_with_neighbourhood_finds_neighbours_among_the_patches_given_or_uses_each_patch_alone():
-    images = np.stack([np.full((50, 50, 3), value, dtype=np.uint8) for value in (0, 240)])
-    placed = with_neighbourhood(images, 1, np.array(["a", "a"]), np.array([1, 51]), np.array([1, 1]))
-    lonely = with_neighbourhood(images, 1)
-    assert placed.shape == lonely.shape == (2, 50, 50, 6)
+def test_in_chunks_finds_neighbours_among_the_patches_given_or_shows_each_patch_alone():
+    images = np.stack([np.full((50, 50, 3), value, dtype=np.uint8) for value in (0, 240, 120)])
+    positions = (np.array(["a", "a", "b"]), np.array([1, 51, 1]), np.array([1, 1, 1]))
+    placed = np.concatenate(list(in_chunks(images, 1, positions)))
+    lonely = np.concatenate(list(in_chunks(images, 1)))
+    assert placed.shape == lonely.shape == (3, 50, 50, 6)
     assert placed[0, 20, 45, 3] == 240 and lonely[0, 20, 45, 3] == 0  # patch 0's right-hand neighbour is patch 1
     assert np.array_equal(lonely[..., 3:], images)  # alone, the coarse view of a uniform patch is the patch
-    assert with_neighbourhood(images, 0) is images
-    assert alone(2, 1)[:, 4].tolist() == [0, 1]
+    one_by_one = np.concatenate(list(in_chunks(images, 1, positions, size=1)))
+    assert np.array_equal(one_by_one, placed)  # chunks change the memory, not the views
+    assert [len(c) for c in in_chunks(images, 0, size=2)] == [2, 1] and alone(2, 1)[:, 4].tolist() == [0, 1]
+
+
+def test_rings_of_reads_the_saved_config_and_refuses_a_data_that_is_not_a_mapping():
+    assert rings_of({"data": {"neighbourhood": 2}}) == 2
+    assert rings_of({"data": {"root": "x"}}) == 0 and rings_of({}) == 0  # saved before the option existed
+    with pytest.raises(ValueError, match="data must be a mapping"):
+        rings_of({"data": "os.system"})
 
 
 @pytest.mark.slow
@@ -102,6 +113,7 @@ def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(m
     from idclab.data.datamodule import PatchDataModule, prepare_data
     from idclab.data.decode import decode_patch
     from idclab.evaluation import evaluate
+    from idclab.prediction import predict_files
     from idclab.training import train
 
     cfg = make_cfg("data.neighbourhood=1", "logger.log_model=true", "trainer.limit_test_batches=1.0")
@@ -138,7 +150,12 @@ def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(m
     patches = np.stack([decode_patch(r["file"])[0] for r in first])  # padded to 50x50 as in the cache
     positions = {"patient": [r["patient"] for r in first], "x": [int(r["x"]) for r in first],
                  "y": [int(r["y"]) for r in first]}
-    placed = served.predict(patches, params=positions)["probability"].to_numpy()
-    assert placed == pytest.approx([float(r["probability"]) for r in first], abs=1e-5)
-    alone = served.predict(patches)["probability"].to_numpy()
-    assert not np.allclose(placed, alone, atol=1e-3)  # without positions each patch is shown alone: the view matters
+    placed = served.predict(patches, params=positions)
+    assert placed["probability"].to_numpy() == pytest.approx([float(r["probability"]) for r in first], abs=1e-5)
+    assert placed["in_context"].all()
+    lonely = served.predict(patches)
+    assert not lonely["in_context"].any()
+    # without positions each patch is shown alone: the view matters
+    assert not np.allclose(placed["probability"], lonely["probability"], atol=1e-3)
+    small_batches = predict_files(classifier, folder, batch_size=3)  # batches cut across slides change nothing
+    assert [p.probability for p in small_batches] == pytest.approx([float(r["probability"]) for r in rows], abs=1e-5)

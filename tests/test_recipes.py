@@ -197,9 +197,10 @@ def test_a_non_finite_loss_is_caught_at_once_on_the_cpu_and_by_the_next_check_on
     classifier._trainer.global_step = 2
     with pytest.raises(NonFiniteLossError, match="NaN or infinite by epoch 0, step 2"):
         classifier.check_loss(torch.tensor(1.0).as_subclass(DeviceLoss))  # the third step's check reads them all
-    classifier._all_finite = torch.tensor(False)
-    with pytest.raises(NonFiniteLossError):  # a bad loss since the last check fails the epoch's end too
-        classifier.raise_if_not_finite()
+    for hook in (classifier.on_validation_start, classifier.raise_if_not_finite):
+        classifier._all_finite = torch.tensor(False)  # a bad loss since the last check: found before validation
+        with pytest.raises(NonFiniteLossError):  # (and checkpointing) and at the epoch's end
+            hook()
 
 
 def test_training_callbacks_follow_the_config(make_cfg):

@@ -99,6 +99,11 @@ def test_a_neighbourhood_config_builds_a_six_channel_model_and_a_bad_one_is_refu
     bad = write_checkpoint(tmp_path / "bad.ckpt", copy.deepcopy(CONFIG) | {"data": {"neighbourhood": "os.system"}})
     with pytest.raises(CheckpointError, match="data.neighbourhood must be an integer"):
         load_classifier(bad)
+    mixed = {"ensemble": [torch.load(tmp_path / "six.ckpt", weights_only=True),
+                          torch.load(write_checkpoint(tmp_path / "plain.ckpt", CONFIG), weights_only=True)]}
+    torch.save(mixed, tmp_path / "mixed.ckpt")
+    with pytest.raises(CheckpointError, match="members see different neighbourhoods"):
+        load_classifier(tmp_path / "mixed.ckpt")
     three = write_checkpoint(tmp_path / "three.ckpt", config)  # 3-channel weights saved with a neighbourhood config
     with pytest.raises(CheckpointError, match="does not match the model config"):
         load_classifier(three)

@@ -189,6 +189,9 @@ class IDCClassifier(pl.LightningModule):
         self.log_dict(shown, prog_bar=True, sync_dist=True)
         metrics.reset()
 
+    def on_validation_start(self) -> None:
+        self.raise_if_not_finite()  # before validation and checkpointing see weights a NaN loss has spoilt
+
     def on_train_epoch_end(self) -> None:
         self.raise_if_not_finite()
         self._log_epoch_metrics("train")

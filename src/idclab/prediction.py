@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,10 @@ import torch
 
 from idclab.data.decode import decode_patch
 from idclab.data.layout import parse_patch_name
-from idclab.data.neighbourhood import with_neighbourhood
+from idclab.data.neighbourhood import alone, assemble, neighbour_rows
 from idclab.module import IDCClassifier
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 
@@ -43,63 +45,80 @@ def collect_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def decoded(paths: list[Path], results: list[Prediction]) -> Iterator[tuple[Prediction, np.ndarray]]:
-    """Each readable file's prediction row and pixels, one at a time; a row is appended to `results` for every
-    path, with the error of one that is missing, unreadable or larger than 50x50 (rejected from its header)."""
-    for path in paths:
-        prediction = Prediction(str(path))
-        results.append(prediction)
-        if not path.is_file():
-            prediction.error = "no such file"
-            continue
-        array, status = decode_patch(path)
-        if array is None:
-            prediction.error = f"{status.value}: not a readable image of at most 50x50 pixels"
-            continue
-        yield prediction, array
+def read(prediction: Prediction) -> np.ndarray | None:
+    """The pixels of the prediction's file, or None with its error set (missing, unreadable, or larger than 50x50:
+    rejected from its header, never decoded)."""
+    path = Path(prediction.file)
+    if not path.is_file():
+        prediction.error = "no such file"
+        return None
+    array, status = decode_patch(path)
+    if array is None:
+        prediction.error = f"{status.value}: not a readable image of at most 50x50 pixels"
+    return array
 
 
-def in_neighbourhoods(patches: list[tuple[Prediction, np.ndarray]], rings: int
-                      ) -> list[tuple[Prediction, np.ndarray]]:
-    """The patches with their neighbourhood view (6 channels): neighbours are found among the patches given, by the
-    patient and coordinates in their Kaggle file names; a file without them is shown alone."""
-    if not patches:
-        return patches
-    names = [parse_patch_name(Path(p.file).name) for p, _ in patches]
-    patients = np.array([n.patient if n else f"\0unplaced {i}" for i, n in enumerate(names)])
-    xs, ys = (np.array([getattr(n, axis) if n else 0 for n in names]) for axis in ("x", "y"))
-    arrays = with_neighbourhood(np.stack([a for _, a in patches]), rings, patients, xs, ys)
-    return [(p, array) for (p, _), array in zip(patches, arrays, strict=True)]
+def alone_batches(predictions: list[Prediction], batch_size: int) -> Iterator[tuple[list[Prediction], np.ndarray]]:
+    """Batches of the readable files' patches (N x 50 x 50 x 3), decoded as they are needed."""
+    pending: list[tuple[Prediction, np.ndarray]] = []
+    for prediction in predictions:
+        array = read(prediction)
+        if array is not None:
+            pending.append((prediction, array))
+        if pending and (len(pending) == batch_size or prediction is predictions[-1]):
+            yield [p for p, _ in pending], np.stack([a for _, a in pending])
+            pending = []
+
+
+def slides(predictions: list[Prediction]) -> list[list[Prediction]]:
+    """The predictions grouped by the patient in their Kaggle file names, in order of first appearance; the files
+    without such a name form a last group."""
+    groups: dict[str | None, list[Prediction]] = {}
+    for prediction in predictions:
+        parsed = parse_patch_name(Path(prediction.file).name)
+        groups.setdefault(parsed.patient if parsed else None, []).append(prediction)
+    return [group for patient, group in groups.items() if patient is not None] + [groups.get(None, [])]
+
+
+def neighbourhood_batches(predictions: list[Prediction], rings: int, batch_size: int
+                          ) -> Iterator[tuple[list[Prediction], np.ndarray]]:
+    """Batches of the readable files' patches with their neighbourhood view (N x 50 x 50 x 6), one slide decoded
+    at a time: neighbours are found among the files of the same patient by their names' coordinates; a file
+    without Kaggle coordinates is shown alone (with a warning: the model rarely saw that in training)."""
+    for group in slides(predictions):
+        placed = [(p, array) for p in group if (array := read(p)) is not None]
+        if not placed:
+            continue
+        names = [parse_patch_name(Path(p.file).name) for p, _ in placed]
+        if names[0] is None:
+            log.warning("%d file(s) without Kaggle coordinates in their names: this model (data.neighbourhood=%d) "
+                        "sees each of them without its neighbours", len(placed), rings)
+            cells = alone(len(placed), rings)
+        else:
+            cells = neighbour_rows(np.array([n.patient for n in names]), np.array([n.x for n in names]),
+                                   np.array([n.y for n in names]), rings)
+        images = np.stack([a for _, a in placed])
+        for start in range(0, len(placed), batch_size):
+            chunk = slice(start, start + batch_size)
+            yield [p for p, _ in placed[chunk]], assemble(images, cells[chunk])
 
 
 @torch.no_grad()
 def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str | Path],
                   batch_size: int = 256) -> list[Prediction]:
-    """Predict every file of `collect_files(inputs)`; one that is missing, unreadable or larger than 50x50 gets
-    an error row (oversized files are rejected from their header, never decoded). A model with a neighbourhood view
-    (`data.neighbourhood`) decodes all the files first, to find each patch's neighbours among them."""
+    """Predict every file of `collect_files(inputs)`, in that order; one that is missing, unreadable or larger
+    than 50x50 gets an error row. A model with a neighbourhood view (`data.neighbourhood`) is shown each patch with
+    its neighbours among the files of the same patient (one slide in memory at a time)."""
     classifier.eval()
-    results: list[Prediction] = []
-    pending: list[tuple[Prediction, np.ndarray]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        batch = torch.from_numpy(np.stack([a for _, a in pending]).transpose(0, 3, 1, 2).copy())
+    results = [Prediction(str(path)) for path in collect_files(inputs)]
+    rings = classifier.input_rings
+    batches = neighbourhood_batches(results, rings, batch_size) if rings else alone_batches(results, batch_size)
+    for predictions, pixels in batches:
+        batch = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
         probs = classifier.probabilities(batch.to(classifier.device)).cpu().numpy()
-        for (prediction, _), prob in zip(pending, probs, strict=True):
+        for prediction, prob in zip(predictions, probs, strict=True):
             prediction.probability = prediction.patch_probability = float(prob)
             prediction.label = int(prob >= classifier.alone_threshold)
-        pending.clear()
-
-    patches = decoded(collect_files(inputs), results)
-    if classifier.input_rings:
-        patches = in_neighbourhoods(list(patches), classifier.input_rings)
-    for prediction, array in patches:
-        pending.append((prediction, array))
-        if len(pending) == batch_size:
-            flush()
-    flush()
     if classifier.uses_context:
         apply_context(results, classifier)
     return results

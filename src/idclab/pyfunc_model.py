@@ -45,11 +45,12 @@ def slide_positions(params: dict | None, count: int) -> tuple[np.ndarray, np.nda
 class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
     """Input: uint8 RGB patches, an array N x 50 x 50 x 3, and optionally params `patient`, `x`, `y` (one value
     for every patch of the request, or none). Output: a DataFrame with `probability` (P(IDC)), `label` (1 = IDC
-    at the threshold applied), `patch_probability` (P(IDC) of the patch alone) and `in_context` (whether the
+    at the threshold applied), `patch_probability` (P(IDC) before any blending) and `in_context` (whether the
     patch was scored with its neighbours). A model tuned with spatial context given positions blends every patch
     with its neighbours among those sent and labels at its threshold; without positions, each patch is scored
     alone and labelled at the threshold tuned without context. A model with a neighbourhood view
-    (`data.neighbourhood`) is shown each patch's neighbours among those sent, given positions (else none)."""
+    (`data.neighbourhood`) is shown each patch's neighbours among those sent given positions; without them it sees
+    each patch alone, which it rarely saw in training (`in_context` false)."""
 
     _skip_type_hint_validation = True  # the logged signature describes the input; MLflow need not wrap predict
 
@@ -60,16 +61,15 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
 
     # model_input: np.ndarray, a hint MLflow infers no signature from (it comes from the input example)
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> pd.DataFrame:
-        from idclab.data.neighbourhood import with_neighbourhood
+        from idclab.data.neighbourhood import in_chunks
 
         pixels = np.asarray(model_input, dtype=np.uint8)
         positions = slide_positions(params, len(pixels))
-        if self.classifier.input_rings:  # neighbourhood views from the patches sent (each alone without positions)
-            pixels = with_neighbourhood(pixels, self.classifier.input_rings, *(positions or ()))
-        images = torch.from_numpy(np.ascontiguousarray(pixels))
-        with torch.no_grad():
-            alone = self.classifier.probabilities(images.permute(0, 3, 1, 2)).numpy().astype(np.float64)
-        in_context = positions is not None and self.classifier.uses_context
+        with torch.no_grad():  # a neighbourhood model sees each patch's neighbours among those sent (given positions)
+            alone = np.concatenate([np.empty(0), *(
+                self.classifier.probabilities(torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2))
+                .numpy().astype(np.float64) for chunk in in_chunks(pixels, self.classifier.input_rings, positions))])
+        in_context = positions is not None and (self.classifier.uses_context or self.classifier.input_rings > 0)
         if in_context:
             probs, threshold = self.classifier.blend(alone, *positions), self.classifier.threshold
         else:

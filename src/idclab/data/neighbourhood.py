@@ -11,7 +11,7 @@ normalises each view's colours alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,8 +39,11 @@ def check_rings(rings: object) -> int:
 
 def rings_of(config: Mapping[str, Any]) -> int:
     """The neighbourhood rings a run config (a plain dict) gives its model's input: `data.neighbourhood`, 0 when
-    absent (configs saved before the option existed)."""
-    return check_rings((config.get("data") or {}).get("neighbourhood", 0))
+    absent (configs saved before the option existed); ValueError for a `data` that is not a mapping."""
+    data = config.get("data") or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"data must be a mapping, got {data!r}")
+    return check_rings(data.get("neighbourhood", 0))
 
 
 def neighbour_rows(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, rings: int,
@@ -108,12 +111,12 @@ def mosaic_blocks(mosaic: np.ndarray, factor: int) -> np.ndarray:
     return ((blocks + factor * factor // 2) // (factor * factor)).astype(np.uint8)
 
 
-def with_neighbourhood(images: np.ndarray, rings: int, patients: np.ndarray | None = None,
-                       xs: np.ndarray | None = None, ys: np.ndarray | None = None) -> np.ndarray:
-    """6-channel patches for a stack of 3-channel ones (N x 50 x 50 x 3), their neighbourhoods found among them
-    by (patient, x, y) when given, else each patch alone; `rings` 0 returns `images` as they are."""
-    if check_rings(rings) == 0:
-        return images
-    if patients is None:
-        return assemble(images, alone(len(images), rings))
-    return assemble(images, neighbour_rows(patients, xs, ys, rings))
+def in_chunks(images: np.ndarray, rings: int, positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+              size: int = 1024) -> Iterator[np.ndarray]:
+    """A stack of 3-channel patches (N x 50 x 50 x 3) in chunks of `size`, with their neighbourhood view
+    (6 channels) when `rings` > 0: neighbours found among them by `positions` (patient, x, y) when given, else
+    each patch alone. Chunks bound the memory (each view reads (2r+1)^2 patches)."""
+    if check_rings(rings):
+        cells = neighbour_rows(*positions, rings) if positions is not None else alone(len(images), rings)
+    for start in range(0, len(images), size):
+        yield assemble(images, cells[start:start + size]) if rings else images[start:start + size]
