@@ -63,14 +63,15 @@ def paired_patient_bootstrap(candidate: Sequence[pd.DataFrame], reference: Seque
     """The mean over seeds of the candidate's pooled validation AUROC minus the reference's, and its 95% interval
     over `resamples` draws of the validation patients with replacement (one draw for all runs; every row of a
     drawn patient counts once per time it is drawn). Each frame: one run's `cv/val_predictions.csv` (patient,
-    target, probability); `candidate[i]` and `reference[i]` are the same seed's runs."""
+    target, and the patches' own P(IDC), `patch_probability`, or `probability` in older files: `METRIC` is
+    computed before spatial context); `candidate[i]` and `reference[i]` are the same seed's runs."""
     runs = [*candidate, *reference]
     patients = np.unique(np.concatenate([frame["patient"].astype(str).to_numpy() for frame in runs]))
     codes = [np.searchsorted(patients, frame["patient"].astype(str).to_numpy()) for frame in runs]
     half = len(candidate)
 
     def gain(weights: np.ndarray) -> float:
-        scores = [roc_auc_score(frame["target"], frame["probability"], sample_weight=weights[code])
+        scores = [roc_auc_score(frame["target"], frame[own_probability(frame)], sample_weight=weights[code])
                   for frame, code in zip(runs, codes, strict=True)]
         return float(np.mean(np.subtract(scores[:half], scores[half:])))
 
@@ -78,6 +79,11 @@ def paired_patient_bootstrap(candidate: Sequence[pd.DataFrame], reference: Seque
     draws = [gain(np.bincount(rng.integers(0, len(patients), len(patients)), minlength=len(patients)))
              for _ in range(resamples)]
     return gain(np.ones(len(patients))), float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))
+
+
+def own_probability(frame: pd.DataFrame) -> str:
+    """The column of a validation-predictions frame holding the patches' own P(IDC), before spatial context."""
+    return "patch_probability" if "patch_probability" in frame else "probability"
 
 
 def verdict(gains: Sequence[float], low: float, high: float, seed_range: float = SEED_RANGE) -> str:

@@ -192,6 +192,8 @@ def test_the_paired_patient_bootstrap_centres_on_the_mean_gain_over_seeds_and_se
     assert mean == pytest.approx((3 / 16 + 0.0) / 2)
     assert 0 <= low < mean < high <= 0.5  # which patients are drawn changes the gain
     assert paired_patient_bootstrap(reference, reference, resamples=50) == (0.0, 0.0, 0.0)
+    blended = perfect.assign(patch_probability=same["probability"])  # a run with context: its patches' own P(IDC)
+    assert paired_patient_bootstrap([blended], [same], resamples=10)[0] == 0.0
 
 
 def test_the_gain_comes_from_the_patients_drawn():
