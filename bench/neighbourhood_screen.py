@@ -24,10 +24,20 @@ Rule (fixed 2026-12-02, before the candidate's first run): candidate "neighbourh
 only. A `better` neighbourhood view would next be confirmed in the recipe's own configuration (two-seed ensemble +
 context, seeds 1 and 3) under the same rule before the recipe changes.
 
+Confirmation (fixed 2026-12-02, before the screen's candidate runs finished, to run only if the screen calls it
+`better`): "2-seed ensemble + neighbourhood + context" (`ensemble.members=2 data.neighbourhood=1
+context=neighbours`, the study's 6 epochs) against the recipe's model as measured, "2-seed ensemble + context"
+(`recipe_study.csv`, seeds 1 and 3, store /work/study), by the same rule (both seeds' gains beyond 0.0051, the
+bootstrap interval of the mean gain above 0). `better` there adds `data.neighbourhood=1` to
+`conf/experiment/recipe.yaml` (if the recipe still trains on the pool within 30 minutes).
+
     python bench/neighbourhood_screen.py       # train the missing runs (about 15-25 min each) into ./mlflow.db
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE   # -> docs/neighbourhood_screen.md
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE \
-        --check-slide-stain sqlite:///SLIDE_STORE   # the chooser applied after the fact to the slide-stain screen
+        --check-slide-stain --reference-store sqlite:///SLIDE_STORE   # the chooser applied to the slide-stain screen
+    python bench/neighbourhood_screen.py --confirm     # the confirmation's runs, into ./mlflow.db
+    python bench/neighbourhood_screen.py --verdict --confirm --tracking-uri sqlite:///STORE \
+        --reference-store sqlite:///RECIPE_STORE      # -> docs/neighbourhood_confirm.md
 
 The study ran in a clone (/work/study2, its store `mlflow.db`); the baseline's two runs were made there by
 `python bench/recipe_study.py --only "baseline (bce)" --rerun` at fae241b (the default path is unchanged since) and
@@ -39,6 +49,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,37 +147,63 @@ def summary(runs: pd.DataFrame, strategies: Sequence[str], seeds: Sequence[int])
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A candidate against a reference on the same seeds; the reference's rows come from `reference_results`."""
+
+    candidate: str
+    reference: str
+    seeds: tuple[int, ...]
+    reference_results: Path
+    title: str
+    doc: Path
+
+
+SCREEN = Stage(CANDIDATE, REFERENCE, SEEDS, RESULTS, "Neighbourhood view screen", DOC)
+CONFIRM = Stage("2-seed ensemble + neighbourhood + context", "2-seed ensemble + context", (1, 3),
+                PROJECT / "bench" / "results" / "recipe_study.csv", "Neighbourhood view in the recipe's configuration",
+                PROJECT / "docs" / "neighbourhood_confirm.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verdict", action="store_true", help="decide from the runs done (no training)")
+    parser.add_argument("--confirm", action="store_true", help="the confirmation in the recipe's configuration")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT / 'mlflow.db'}",
-                        help="the store holding the runs' validation predictions")
-    parser.add_argument("--check-slide-stain", metavar="STORE",
-                        help="with --verdict: apply the chooser to the slide-stain screen's seeds 1 and 2, whose runs "
-                             "are in this tracking store")
+                        help="the store holding the candidate's runs (and the screen's reference runs)")
+    parser.add_argument("--reference-store", metavar="STORE",
+                        help="with --verdict: the store holding the reference's runs, if not --tracking-uri")
+    parser.add_argument("--check-slide-stain", action="store_true",
+                        help="with --verdict: apply the chooser to the slide-stain screen's seeds 1 and 2 against the "
+                             "screen's baseline (candidate runs in --reference-store)")
     args = parser.parse_args()
+    stage = CONFIRM if args.confirm else SCREEN
     if not args.verdict:
-        for strategy in (REFERENCE, CANDIDATE):
-            for seed in SEEDS:
+        strategies = (stage.candidate,) if args.confirm else (stage.reference, stage.candidate)
+        for strategy in strategies:
+            for seed in stage.seeds:
                 if not ((done(RESULTS)["strategy"] == strategy) & (done(RESULTS)["seed"] == seed)).any():
                     run_one(strategy, seed, RESULTS)
         return
     client = MlflowClient(args.tracking_uri)
-    runs = done(RESULTS)
+    other = MlflowClient(args.reference_store) if args.reference_store else client
     if args.check_slide_stain:
         stain = pd.read_csv(PROJECT / "bench" / "results" / "recipe_study.csv")
         candidate = "slide reinhard (exploratory)"
-        runs = pd.concat([runs[runs["strategy"] == REFERENCE], stain[stain["strategy"] == candidate]])
-        table, text = decide(runs, candidate, REFERENCE, SEEDS, client, MlflowClient(args.check_slide_stain))
+        runs = pd.concat([done(RESULTS).query("strategy == @REFERENCE"), stain.query("strategy == @candidate")])
+        table, text = decide(runs, candidate, REFERENCE, SEEDS, client, other)
         print(f"{table.to_markdown(index=False)}\n\n{text}")
         return
-    table, text = decide(runs, CANDIDATE, REFERENCE, SEEDS, client)
-    doc = (f"# Neighbourhood view screen\n\nRule and commands in `bench/neighbourhood_screen.py` (fixed before the "
+    reference = done(stage.reference_results).query("strategy == @stage.reference")
+    runs = pd.concat([done(RESULTS).query("strategy == @stage.candidate"), reference], ignore_index=True)
+    table, text = decide(runs, stage.candidate, stage.reference, stage.seeds, other, client)
+    doc = (f"# {stage.title}\n\nRule and commands in `bench/neighbourhood_screen.py` (fixed before the "
            f"candidate's runs). Mean ± std over seeds; OOF columns are the estimate (max-F1 threshold; `radius_1` "
-           f"with spatial context).\n\n{summary(runs, (REFERENCE, CANDIDATE), SEEDS).to_markdown(index=False)}\n\n"
+           f"with spatial context).\n\n"
+           f"{summary(runs, (stage.reference, stage.candidate), stage.seeds).to_markdown(index=False)}\n\n"
            f"Decision by `{METRIC}`, paired by seed:\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n"
            f"{text}\n")
-    DOC.write_text(doc)
+    stage.doc.write_text(doc)
     print(doc)
 
 
