@@ -89,6 +89,7 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # screen (bench/neighbourhood_screen.py, its own results file): the 3x3 patches around each one as input
     "neighbourhood 1": ["data.neighbourhood=1"],
     "2-seed ensemble + neighbourhood + context": ["ensemble.members=2", "data.neighbourhood=1", "context=neighbours"],
+    "neighbourhood 2": ["data.neighbourhood=2"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
@@ -195,7 +196,8 @@ CHOSEN_ELSEWHERE = {name: "chosen by the seed-ensemble study (docs/seed_ensemble
 CHOSEN_ELSEWHERE["2-seed ensemble, 12 epochs cosine+ema + context"] = "stage 3: docs/schedule_ensemble_study.md"
 CHOSEN_ELSEWHERE["slide reinhard (exploratory)"] = "a screen: see bench/slide_stain.py"
 CHOSEN_ELSEWHERE["neighbourhood 1"] = "a screen: see bench/neighbourhood_screen.py"
-CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood + context"] = "confirmation: see bench/neighbourhood_screen.py"
+CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood + context"] = "exploratory: see bench/neighbourhood_screen.py"
+CHOSEN_ELSEWHERE["neighbourhood 2"] = "exploratory: see bench/neighbourhood_screen.py"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
