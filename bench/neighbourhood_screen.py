@@ -36,7 +36,12 @@ of the mean gain is [-0.0076, +0.0247]: **not separated**, so the confirmation d
 unchanged. Exploratory follow-ups (fixed before they ran; estimates for the next session, no decision, written
 to this file's results with `--explore`): "2-seed ensemble + neighbourhood + context" seed 1 (the recipe's
 configuration, against the recipe's measured seed 1), then "neighbourhood 2" seed 1 (the 5x5 view, against
-"neighbourhood 1" seed 1).
+"neighbourhood 1" seed 1), then the recipe's configuration with the view on seed 3 (added after seed 1's result,
+before its run: a second seed of the same estimate).
+
+Seed 1 in the recipe's configuration (2026-12-02): pooled validation AUROC 0.9040 against the recipe's 0.8966
+(+0.0074, patient-bootstrap interval [-0.0101, +0.0236]); out of fold AUROC 0.921 [0.891, 0.950] against 0.911,
+BAC 0.826 against 0.810 (Youden's threshold 0.840 against 0.833), F1 0.730 against 0.710; 23.9 min against 24.4.
 
     python bench/neighbourhood_screen.py       # train the missing runs (about 15-25 min each) into ./mlflow.db
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE   # -> docs/neighbourhood_screen.md
@@ -167,7 +172,8 @@ class Stage:
     doc: Path
 
 
-EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood 2", 1))
+EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood 2", 1),
+               ("2-seed ensemble + neighbourhood + context", 3))
 SCREEN = Stage(CANDIDATE, REFERENCE, SEEDS, RESULTS, "Neighbourhood view screen", DOC)
 CONFIRM = Stage("2-seed ensemble + neighbourhood + context", "2-seed ensemble + context", (1, 3),
                 PROJECT / "bench" / "results" / "recipe_study.csv", "Neighbourhood view in the recipe's configuration",
