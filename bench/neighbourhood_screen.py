@@ -43,6 +43,15 @@ Seed 1 in the recipe's configuration (2026-12-02): pooled validation AUROC 0.904
 (+0.0074, patient-bootstrap interval [-0.0101, +0.0236]); out of fold AUROC 0.921 [0.891, 0.950] against 0.911,
 BAC 0.826 against 0.810 (Youden's threshold 0.840 against 0.833), F1 0.730 against 0.710; 23.9 min against 24.4.
 
+"neighbourhood 2" seed 1 (2026-12-02, exploratory): pooled validation AUROC 0.9087 against the baseline's 0.8928
+(+0.0159, interval [+0.0023, +0.0275]) and neighbourhood 1's 0.9005 (+0.0082, [-0.0010, +0.0163]); out of fold
+AUROC 0.928 [0.905, 0.948], BAC 0.832 (Youden 0.853), F1 0.738. A lead, chosen on seed 1's validation patients, so
+its confirmation must come from a new run: rule (fixed 2026-12-02, before seed 2 ran) `--rings-2`: "neighbourhood 2"
+is `better` than the baseline when its seed 2 alone exceeds the baseline's seed 2 by more than 0.0051 in
+`cv_val_pooled_auroc` and that seed's own patient-bootstrap interval lies above 0; the two seeds' mean gain and
+interval are reported beside it. A `better` here earns the view a confirmation in the recipe's configuration (as
+above, with `data.neighbourhood=2`) before the recipe changes.
+
     python bench/neighbourhood_screen.py       # train the missing runs (about 15-25 min each) into ./mlflow.db
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE   # -> docs/neighbourhood_screen.md
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE \
@@ -174,6 +183,7 @@ class Stage:
 
 EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood 2", 1),
                ("2-seed ensemble + neighbourhood + context", 3))
+RINGS_2 = ("neighbourhood 2", 2)  # the lead's confirming run (`--rings-2`)
 SCREEN = Stage(CANDIDATE, REFERENCE, SEEDS, RESULTS, "Neighbourhood view screen", DOC)
 CONFIRM = Stage("2-seed ensemble + neighbourhood + context", "2-seed ensemble + context", (1, 3),
                 PROJECT / "bench" / "results" / "recipe_study.csv", "Neighbourhood view in the recipe's configuration",
@@ -185,6 +195,8 @@ def main() -> None:
     parser.add_argument("--verdict", action="store_true", help="decide from the runs done (no training)")
     parser.add_argument("--confirm", action="store_true", help="the confirmation in the recipe's configuration")
     parser.add_argument("--explore", action="store_true", help="the exploratory follow-ups' runs (no decision)")
+    parser.add_argument("--rings-2", action="store_true",
+                        help="the 5x5 view's confirming run, or with --verdict its call")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT / 'mlflow.db'}",
                         help="the store holding the candidate's runs (and the screen's reference runs)")
     parser.add_argument("--reference-store", metavar="STORE",
@@ -194,8 +206,8 @@ def main() -> None:
                              "screen's baseline (candidate runs in --reference-store)")
     args = parser.parse_args()
     stage = CONFIRM if args.confirm else SCREEN
-    if args.explore:
-        for strategy, seed in EXPLORATORY:
+    if args.explore or (args.rings_2 and not args.verdict):
+        for strategy, seed in [RINGS_2] if args.rings_2 else EXPLORATORY:
             if not ((done(RESULTS)["strategy"] == strategy) & (done(RESULTS)["seed"] == seed)).any():
                 run_one(strategy, seed, RESULTS)
         return
