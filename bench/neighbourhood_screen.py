@@ -169,6 +169,23 @@ def summary(runs: pd.DataFrame, strategies: Sequence[str], seeds: Sequence[int])
     return pd.DataFrame(rows)
 
 
+def rings_2_verdict(client: MlflowClient) -> None:
+    """The 5x5 view's call by its confirming seed alone, both seeds reported (docs/neighbourhood_rings2.md)."""
+    runs = done(RESULTS)
+    candidate, seed = RINGS_2
+    confirming, call_text = decide(runs, candidate, REFERENCE, (seed,), client)  # the rule: this seed alone
+    both, both_text = decide(runs, candidate, REFERENCE, SEEDS, client)
+    doc = (f"# The 5x5 neighbourhood view (`data.neighbourhood=2`): confirming seed\n\nRule in "
+           f"`bench/neighbourhood_screen.py` (fixed before seed {seed} ran; seed 1 was the exploratory lead). "
+           f"Mean ± std over seeds; OOF columns are the estimate.\n\n"
+           f"{summary(runs, (REFERENCE, 'neighbourhood 1', candidate), SEEDS).to_markdown(index=False)}\n\n"
+           f"Per seed, by `{METRIC}`:\n\n{both.to_markdown(index=False, disable_numparse=True)}\n\n"
+           f"Seed {seed} alone, the rule: {call_text}\n\nBoth seeds, reported only: "
+           f"{both_text.split(' **Call')[0]}\n")
+    (PROJECT / "docs" / "neighbourhood_rings2.md").write_text(doc)
+    print(doc)
+
+
 @dataclass(frozen=True)
 class Stage:
     """A candidate against a reference on the same seeds; the reference's rows come from `reference_results`."""
@@ -220,6 +237,9 @@ def main() -> None:
         return
     client = MlflowClient(args.tracking_uri)
     other = MlflowClient(args.reference_store) if args.reference_store else client
+    if args.rings_2:
+        rings_2_verdict(client)
+        return
     if args.check_slide_stain:
         stain = pd.read_csv(PROJECT / "bench" / "results" / "recipe_study.csv")
         candidate = "slide reinhard (exploratory)"
