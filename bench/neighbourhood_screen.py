@@ -50,7 +50,8 @@ its confirmation must come from a new run: rule (fixed 2026-12-02, before seed 2
 is `better` than the baseline when its seed 2 alone exceeds the baseline's seed 2 by more than 0.0051 in
 `cv_val_pooled_auroc` and that seed's own patient-bootstrap interval lies above 0; the two seeds' mean gain and
 interval are reported beside it. A `better` here earns the view a confirmation in the recipe's configuration (as
-above, with `data.neighbourhood=2`) before the recipe changes.
+above, with `data.neighbourhood=2`) before the recipe changes: "2-seed ensemble + neighbourhood 2 + context", seeds
+1 and 3, against "2-seed ensemble + context", by the confirmation's rule (`--confirm --rings-2`).
 
     python bench/neighbourhood_screen.py       # train the missing runs (about 15-25 min each) into ./mlflow.db
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE   # -> docs/neighbourhood_screen.md
@@ -202,6 +203,10 @@ EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood
                ("2-seed ensemble + neighbourhood + context", 3))
 RINGS_2 = ("neighbourhood 2", 2)  # the lead's confirming run (`--rings-2`)
 SCREEN = Stage(CANDIDATE, REFERENCE, SEEDS, RESULTS, "Neighbourhood view screen", DOC)
+CONFIRM_2 = Stage("2-seed ensemble + neighbourhood 2 + context", "2-seed ensemble + context", (1, 3),
+                  PROJECT / "bench" / "results" / "recipe_study.csv",
+                  "The 5x5 neighbourhood view in the recipe's configuration",
+                  PROJECT / "docs" / "neighbourhood_rings2_confirm.md")
 CONFIRM = Stage("2-seed ensemble + neighbourhood + context", "2-seed ensemble + context", (1, 3),
                 PROJECT / "bench" / "results" / "recipe_study.csv", "Neighbourhood view in the recipe's configuration",
                 PROJECT / "docs" / "neighbourhood_confirm.md")
@@ -222,8 +227,8 @@ def main() -> None:
                         help="with --verdict: apply the chooser to the slide-stain screen's seeds 1 and 2 against the "
                              "screen's baseline (candidate runs in --reference-store)")
     args = parser.parse_args()
-    stage = CONFIRM if args.confirm else SCREEN
-    if args.explore or (args.rings_2 and not args.verdict):
+    stage = (CONFIRM_2 if args.rings_2 else CONFIRM) if args.confirm else SCREEN
+    if args.explore or (args.rings_2 and not args.verdict and not args.confirm):
         for strategy, seed in [RINGS_2] if args.rings_2 else EXPLORATORY:
             if not ((done(RESULTS)["strategy"] == strategy) & (done(RESULTS)["seed"] == seed)).any():
                 run_one(strategy, seed, RESULTS)
@@ -237,7 +242,7 @@ def main() -> None:
         return
     client = MlflowClient(args.tracking_uri)
     other = MlflowClient(args.reference_store) if args.reference_store else client
-    if args.rings_2:
+    if args.rings_2 and not args.confirm:
         rings_2_verdict(client)
         return
     if args.check_slide_stain:

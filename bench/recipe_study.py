@@ -90,6 +90,7 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "neighbourhood 1": ["data.neighbourhood=1"],
     "2-seed ensemble + neighbourhood + context": ["ensemble.members=2", "data.neighbourhood=1", "context=neighbours"],
     "neighbourhood 2": ["data.neighbourhood=2"],
+    "2-seed ensemble + neighbourhood 2 + context": ["ensemble.members=2", "data.neighbourhood=2", "context=neighbours"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
@@ -197,7 +198,8 @@ CHOSEN_ELSEWHERE["2-seed ensemble, 12 epochs cosine+ema + context"] = "stage 3: 
 CHOSEN_ELSEWHERE["slide reinhard (exploratory)"] = "a screen: see bench/slide_stain.py"
 CHOSEN_ELSEWHERE["neighbourhood 1"] = "a screen: see bench/neighbourhood_screen.py"
 CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood + context"] = "exploratory: see bench/neighbourhood_screen.py"
-CHOSEN_ELSEWHERE["neighbourhood 2"] = "exploratory: see bench/neighbourhood_screen.py"
+CHOSEN_ELSEWHERE["neighbourhood 2"] = "a screen: see bench/neighbourhood_screen.py"
+CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood 2 + context"] = "confirmation: see bench/neighbourhood_screen.py"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
