@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--explore", action="store_true", help="the exploratory follow-ups' runs (no decision)")
     parser.add_argument("--rings-2", action="store_true",
                         help="the 5x5 view's confirming run, or with --verdict its call")
+    parser.add_argument("--seed", type=int, help="train only this seed of the stage (a session's time is limited)")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT / 'mlflow.db'}",
                         help="the store holding the candidate's runs (and the screen's reference runs)")
     parser.add_argument("--reference-store", metavar="STORE",
@@ -236,7 +237,7 @@ def main() -> None:
     if not args.verdict:
         strategies = (stage.candidate,) if args.confirm else (stage.reference, stage.candidate)
         for strategy in strategies:
-            for seed in stage.seeds:
+            for seed in stage.seeds if args.seed is None else (args.seed,):
                 if not ((done(RESULTS)["strategy"] == strategy) & (done(RESULTS)["seed"] == seed)).any():
                     run_one(strategy, seed, RESULTS)
         return
