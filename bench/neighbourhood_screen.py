@@ -51,7 +51,8 @@ is `better` than the baseline when its seed 2 alone exceeds the baseline's seed 
 `cv_val_pooled_auroc` and that seed's own patient-bootstrap interval lies above 0; the two seeds' mean gain and
 interval are reported beside it. A `better` here earns the view a confirmation in the recipe's configuration (as
 above, with `data.neighbourhood=2`) before the recipe changes: "2-seed ensemble + neighbourhood 2 + context", seeds
-1 and 3, against "2-seed ensemble + context", by the confirmation's rule (`--confirm --rings-2`).
+1 and 3, against "2-seed ensemble + context", by the confirmation's rule (`--confirm --rings-2`). Seed 1 was
+started on 2026-12-02 and stopped at 20.7 min (2 of 5 folds; about 50 min per seed), at the session's end.
 
     python bench/neighbourhood_screen.py       # train the missing runs (about 15-25 min each) into ./mlflow.db
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE   # -> docs/neighbourhood_screen.md
