@@ -66,9 +66,10 @@ def load_classifier(path: str | Path) -> IDCClassifier:
         except ValueError as error:
             raise CheckpointError(f"{path}: {error}") from error
         classifiers = [classifier_from(member, path) for member in members]
-        if len({member.input_rings for member in classifiers}) > 1:
-            raise CheckpointError(f"{path}: the ensemble's members see different neighbourhoods "
-                                  f"({sorted({m.input_rings for m in classifiers})} rings): they cannot share inputs")
+        rings = sorted({member.input_rings for member in classifiers})
+        if len(rings) > 1:
+            raise CheckpointError(f"{path}: the ensemble's members see different neighbourhoods ({rings} rings): "
+                                  "they cannot share inputs")
         return EnsembleClassifier(classifiers, threshold, **record, **context).eval()
     return classifier_from(checkpoint, path)
 

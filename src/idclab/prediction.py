@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from idclab.data.decode import decode_patch
-from idclab.data.layout import parse_patch_name
-from idclab.data.neighbourhood import alone, assemble, neighbour_rows
+from idclab.data.layout import PatchName, parse_patch_name
+from idclab.data.neighbourhood import in_chunks
 from idclab.module import IDCClassifier
 
 log = logging.getLogger(__name__)
@@ -62,21 +62,22 @@ def alone_batches(predictions: list[Prediction], batch_size: int) -> Iterator[tu
     """Batches of the readable files' patches (N x 50 x 50 x 3), decoded as they are needed."""
     pending: list[tuple[Prediction, np.ndarray]] = []
     for prediction in predictions:
-        array = read(prediction)
-        if array is not None:
+        if (array := read(prediction)) is not None:
             pending.append((prediction, array))
-        if pending and (len(pending) == batch_size or prediction is predictions[-1]):
+        if len(pending) == batch_size:
             yield [p for p, _ in pending], np.stack([a for _, a in pending])
             pending = []
+    if pending:
+        yield [p for p, _ in pending], np.stack([a for _, a in pending])
 
 
-def slides(predictions: list[Prediction]) -> list[list[Prediction]]:
-    """The predictions grouped by the patient in their Kaggle file names, in order of first appearance; the files
-    without such a name form a last group."""
-    groups: dict[str | None, list[Prediction]] = {}
+def slides(predictions: list[Prediction]) -> list[list[tuple[Prediction, PatchName | None]]]:
+    """The predictions with their parsed names, grouped by the patient in their Kaggle file names in order of first
+    appearance; the files without such a name form a last group."""
+    groups: dict[str | None, list[tuple[Prediction, PatchName | None]]] = {}
     for prediction in predictions:
         parsed = parse_patch_name(Path(prediction.file).name)
-        groups.setdefault(parsed.patient if parsed else None, []).append(prediction)
+        groups.setdefault(parsed.patient if parsed else None, []).append((prediction, parsed))
     return [group for patient, group in groups.items() if patient is not None] + [groups.get(None, [])]
 
 
@@ -86,21 +87,19 @@ def neighbourhood_batches(predictions: list[Prediction], rings: int, batch_size:
     at a time: neighbours are found among the files of the same patient by their names' coordinates; a file
     without Kaggle coordinates is shown alone (with a warning: the model rarely saw that in training)."""
     for group in slides(predictions):
-        placed = [(p, array) for p in group if (array := read(p)) is not None]
+        placed = [(p, name, array) for p, name in group if (array := read(p)) is not None]
         if not placed:
             continue
-        names = [parse_patch_name(Path(p.file).name) for p, _ in placed]
+        names = [name for _, name, _ in placed]
+        positions = None
         if names[0] is None:
             log.warning("%d file(s) without Kaggle coordinates in their names: this model (data.neighbourhood=%d) "
                         "sees each of them without its neighbours", len(placed), rings)
-            cells = alone(len(placed), rings)
         else:
-            cells = neighbour_rows(np.array([n.patient for n in names]), np.array([n.x for n in names]),
-                                   np.array([n.y for n in names]), rings)
-        images = np.stack([a for _, a in placed])
-        for start in range(0, len(placed), batch_size):
-            chunk = slice(start, start + batch_size)
-            yield [p for p, _ in placed[chunk]], assemble(images, cells[chunk])
+            positions = tuple(np.array([getattr(n, axis) for n in names]) for axis in ("patient", "x", "y"))
+        views = in_chunks(np.stack([a for *_, a in placed]), rings, positions, batch_size)
+        for start, chunk in zip(range(0, len(placed), batch_size), views, strict=True):
+            yield [p for p, *_ in placed[start:start + batch_size]], chunk
 
 
 @torch.no_grad()
