@@ -54,6 +54,15 @@ above, with `data.neighbourhood=2`) before the recipe changes: "2-seed ensemble 
 1 and 3, against "2-seed ensemble + context", by the confirmation's rule (`--confirm --rings-2`). Seed 1 was
 started on 2026-12-02 and stopped at 20.7 min (2 of 5 folds; about 50 min per seed), at the session's end.
 
+Amendment (2026-12-02, next session, before any confirmation run finished): the machine was replaced and both
+study stores went with it, so the reference's validation predictions (which the patient bootstrap needs) are gone.
+The confirmation's reference, "2-seed ensemble + context" seeds 1 and 3, is re-run at the current code (its
+default path unchanged since it was measured) into this file's results; the rule is otherwise as fixed above. From
+now on every run's pooled validation and out-of-fold predictions are kept in the repository
+(`bench/results/predictions/<run_id>-{val,oof}.csv.gz`, `recipe_study.keep_predictions`) and verdicts read them
+first, so no decision depends on a store again. `--confirm --rings-2 [--seed N]` trains the reference's and then
+the candidate's run of each seed.
+
     python bench/neighbourhood_screen.py       # train the missing runs (about 15-25 min each) into ./mlflow.db
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE   # -> docs/neighbourhood_screen.md
     python bench/neighbourhood_screen.py --verdict --tracking-uri sqlite:///STORE \
@@ -78,7 +87,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from recipe_study import SEEDS, done, mean_std, run_one
+from recipe_study import PREDICTIONS, SEEDS, done, mean_std, run_one
 from sklearn.metrics import roc_auc_score
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -131,8 +140,11 @@ def verdict(gains: Sequence[float], low: float, high: float, seed_range: float =
     return "not separated"
 
 
-def validation_predictions(client: MlflowClient, run_id: str) -> pd.DataFrame:
-    """A cross-validation parent run's pooled validation predictions (`cv/val_predictions.csv`)."""
+def validation_predictions(client: MlflowClient, run_id: str, kept: Path = PREDICTIONS) -> pd.DataFrame:
+    """A cross-validation parent run's pooled validation predictions: the copy kept in the repository
+    (`recipe_study.keep_predictions`), else `cv/val_predictions.csv` from the run's store."""
+    if (kept / f"{run_id}-val.csv.gz").is_file():
+        return pd.read_csv(kept / f"{run_id}-val.csv.gz")
     with tempfile.TemporaryDirectory() as folder:
         return pd.read_csv(client.download_artifacts(run_id, "cv/val_predictions.csv", folder))
 
@@ -205,7 +217,7 @@ EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood
 RINGS_2 = ("neighbourhood 2", 2)  # the lead's confirming run (`--rings-2`)
 SCREEN = Stage(CANDIDATE, REFERENCE, SEEDS, RESULTS, "Neighbourhood view screen", DOC)
 CONFIRM_2 = Stage("2-seed ensemble + neighbourhood 2 + context", "2-seed ensemble + context", (1, 3),
-                  PROJECT / "bench" / "results" / "recipe_study.csv",
+                  RESULTS,  # the reference re-run here (the amendment above)
                   "The 5x5 neighbourhood view in the recipe's configuration",
                   PROJECT / "docs" / "neighbourhood_rings2_confirm.md")
 CONFIRM = Stage("2-seed ensemble + neighbourhood + context", "2-seed ensemble + context", (1, 3),
@@ -236,9 +248,10 @@ def main() -> None:
                 run_one(strategy, seed, RESULTS)
         return
     if not args.verdict:
-        strategies = (stage.candidate,) if args.confirm else (stage.reference, stage.candidate)
-        for strategy in strategies:
-            for seed in stage.seeds if args.seed is None else (args.seed,):
+        reruns_reference = stage.reference_results == RESULTS
+        strategies = (stage.reference, stage.candidate) if reruns_reference else (stage.candidate,)
+        for seed in stage.seeds if args.seed is None else (args.seed,):
+            for strategy in strategies:
                 if not ((done(RESULTS)["strategy"] == strategy) & (done(RESULTS)["seed"] == seed)).any():
                     run_one(strategy, seed, RESULTS)
         return

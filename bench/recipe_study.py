@@ -100,6 +100,8 @@ CONFIRM_STRATEGIES = ("baseline (bce)", "12 epochs cosine+ema", "oversample")  #
 CONFIRM_SEEDS = (3, 4)
 CONFIRM_METRIC = "cv_val_pooled_auroc"
 CONTEXTS = ("none", "radius_1", "radius_2")  # the rows of cv/context_rules.csv
+PREDICTIONS = PROJECT / "bench" / "results" / "predictions"  # each run's pooled predictions, kept in the repository
+KEPT_COLUMNS = ("patient", "target", "probability", "patch_probability", "x", "y", "fold")
 COLUMNS = ["oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc", "best_val_auprc", "cv_test_f1_mean",
            "cv_test_f1_std", "oof_f1_ci_low", "oof_f1_ci_high", "oof_balanced_accuracy_ci_low",
            "oof_balanced_accuracy_ci_high", "oof_auroc_ci_low", "oof_auroc_ci_high",
@@ -133,6 +135,10 @@ def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
     row = {"strategy": strategy, "seed": seed, "run_id": parent.info.run_id, "minutes": round(minutes, 1),
            "overrides": " ".join(STRATEGIES[strategy])}
     row |= {name: parent.data.metrics.get(name) for name in COLUMNS}
+    with tempfile.TemporaryDirectory() as folder:
+        for split in ("val", "oof"):
+            client.download_artifacts(parent.info.run_id, f"cv/{split}_predictions.csv", folder)
+        keep_predictions(Path(folder), parent.info.run_id)
     try:  # bookkeeping must not lose a finished run: --backfill can add these later
         row |= last_epochs_val_auprc(client, experiment.experiment_id, parent.info.run_id)
     except (ValueError, ZeroDivisionError, MlflowException) as error:
@@ -144,6 +150,20 @@ def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
     table.to_csv(results, index=False)
     print(f"{strategy} seed {seed}: OOF F1 {row['oof_f1']:.4f} BAC {row['oof_balanced_accuracy']:.4f} "
           f"AUROC {row['oof_auroc']:.4f} in {minutes:.1f} min", flush=True)
+
+
+def keep_predictions(source: Path, run_id: str, kept: Path = PREDICTIONS) -> list[Path]:
+    """Copy a cross-validation run's pooled validation and out-of-fold predictions (`source`/cv/*_predictions.csv)
+    into `kept` as `<run_id>-val.csv.gz` and `<run_id>-oof.csv.gz`: patient, target, P(IDC) to 6 decimals,
+    position and fold, no file paths. A paired verdict must not depend on a store a new machine does not have."""
+    kept.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split in ("val", "oof"):
+        frame = pd.read_csv(source / "cv" / f"{split}_predictions.csv")
+        frame = frame[[c for c in KEPT_COLUMNS if c in frame]].round(6)
+        written.append(kept / f"{run_id}-{split}.csv.gz")
+        frame.to_csv(written[-1], index=False)
+    return written
 
 
 def last_epochs_val_auprc(client: MlflowClient, experiment_id: str, parent_id: str) -> dict[str, float]:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from neighbourhood_screen import paired_patient_bootstrap, verdict  # noqa: E402
-from recipe_study import separated  # noqa: E402
+from neighbourhood_screen import paired_patient_bootstrap, validation_predictions, verdict  # noqa: E402
+from recipe_study import keep_predictions, separated  # noqa: E402
 from tta_study import verdicts  # noqa: E402
 
 
@@ -215,3 +215,27 @@ def test_the_gain_comes_from_the_patients_drawn():
 ])
 def test_the_neighbourhood_verdict_needs_both_seeds_and_the_patient_interval(gains, low, high, call):
     assert verdict(gains, low, high, seed_range=0.0051) == call
+
+
+class NoStore:
+    """A tracking client whose store is gone (a new machine): any download fails."""
+
+    def download_artifacts(self, run_id, path, folder):
+        raise OSError(f"no store holds run {run_id}")
+
+
+def test_a_runs_pooled_predictions_are_kept_in_the_repository_and_read_back_without_the_store(tmp_path):
+    frame = validation_run([0.1234567, 0.9, 0.2, 0.8, 0.3, 0.7, 0.1, 0.6]).assign(
+        patch_probability=[0.2, 0.8, 0.3, 0.7, 0.4, 0.6, 0.2, 0.5], x=range(8), y=range(8), path="p.png", fold=0)
+    folder = tmp_path / "run"
+    (folder / "cv").mkdir(parents=True)
+    frame.to_csv(folder / "cv" / "val_predictions.csv", index=False)
+    frame.to_csv(folder / "cv" / "oof_predictions.csv", index=False)
+    kept = keep_predictions(folder, "abc123", tmp_path / "kept")
+    assert sorted(p.name for p in kept) == ["abc123-oof.csv.gz", "abc123-val.csv.gz"]
+    back = validation_predictions(NoStore(), "abc123", tmp_path / "kept")
+    assert list(back.columns) == ["patient", "target", "probability", "patch_probability", "x", "y", "fold"]
+    assert back["probability"].iloc[0] == pytest.approx(0.123457)  # 6 decimals: a ranking needs no more
+    assert paired_patient_bootstrap([back], [frame], resamples=5)[0] == 0.0
+    with pytest.raises(OSError, match="no store"):  # neither kept nor in a store: said so
+        validation_predictions(NoStore(), "other", tmp_path / "kept")
