@@ -1,4 +1,5 @@
-"""Loader throughput (images/s, augment=basic, no model): naive PNG decoding every epoch vs the cache.
+"""Loader throughput (images/s, augment=basic, no model): naive PNG decoding every epoch vs the cache, then the
+cost of the neighbourhood view (`data.neighbourhood` 0 to 3) as a ratio to the patch alone, same run.
 
 python bench/loader_throughput.py [--dataset synthetic|sample]
 """
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from idclab.data.augment import basic
 from idclab.data.datamodule import PatchDataModule, PreparedData
 from idclab.data.decode import pad_to_patch
+from idclab.data.neighbourhood import MAX_RINGS
 from idclab.data.split import PatientSplit
 
 BATCH = 128
@@ -71,7 +73,18 @@ def main() -> None:
     cache_best = max(s for n, _, s in table if n.startswith("cache"))
     print(f"SUMMARY loader: cache {cache_best:.0f} img/s vs naive {naive_best:.0f} img/s = "
           f"{cache_best / naive_best:.1f}x (target >= 10x)")
-
+    print("\nNeighbourhood view (cache + per-batch flips, 0 workers): views built once per dataset ((2r+1)^2 reads "
+          "per patch), then served like the patch")
+    alone = None
+    for rings in range(MAX_RINGS + 1):
+        module = PatchDataModule(data, BATCH, 0, augmentation=basic(batched=True), neighbourhood=rings)
+        start = time.perf_counter()
+        _ = module.views
+        built = time.perf_counter() - start
+        speed = images_per_second(module.train_dataloader(), limit)
+        alone = alone or speed
+        print(f"data.neighbourhood={rings}: built in {built:5.1f} s ({len(index) / max(built, 1e-9):>8.0f} images/s), "
+              f"then {speed:>8.0f} images/s, {alone / speed:4.1f}x the patch alone's time")
 
 if __name__ == "__main__":
     main()

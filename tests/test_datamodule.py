@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -126,6 +128,18 @@ def test_a_neighbourhood_adds_the_coarse_view_of_each_patch_slide_around_it(make
     train_images, _, _ = next(iter(PatchDataModule(data, 16, augmentation=basic(), neighbourhood=1)
                                    .train_dataloader()))
     assert train_images.shape[1] == 6  # augmentation moves both views together (RandomDihedral: any channels)
+
+
+def test_the_neighbourhood_views_are_built_once_per_cache_and_shared_by_every_fold(make_cfg):
+    """Assembling (2r+1)^2 patches per item every epoch cost 8-21x the patch alone (bench/loader_throughput.py):
+    the views are built once, per rings, and every data module over the same cache (folds, members) reuses them."""
+    cfg = make_cfg()
+    data = prepare_data(cfg.data, cfg.split)
+    first = PatchDataModule(data, 16, neighbourhood=2)
+    fold = PatchDataModule(replace(data, split=data.split), 16, neighbourhood=2)
+    assert first.views is fold.views and first.views.shape == (len(data.index), 50, 50, 3)
+    assert PatchDataModule(data, 16, neighbourhood=1).views is not first.views
+    assert PatchDataModule(data, 16).views is None
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from idclab.data.neighbourhood import (
     alone,
     assemble,
     check_rings,
+    coarse_views,
     in_chunks,
     input_channels,
     mosaic_blocks,
@@ -47,14 +48,26 @@ def test_rings_2_look_two_patches_away_across_and_down():
     assert cells[0, 22] == 2 and cells[2, 2] == 0  # (dy +2, dx 0): y grows down the slide, and back
 
 
-@pytest.mark.parametrize("bad", [-1, 3, 1.0, True, "1"])
+def test_rings_3_give_the_7x7_patches_around_each_one_averaged_over_7x7_pixel_blocks():
+    images = np.stack([np.full((50, 50, 3), value, dtype=np.uint8) for value in (70, 7)])
+    cells = neighbour_rows(np.array(["a", "a"]), np.array([1, 151]), np.array([1, 151]), rings=3)
+    assert cells.shape == (2, 49) and cells[0, 48] == 1 and cells[1, 0] == 0  # (dy +3, dx +3) and back
+    coarse = assemble(images, cells)[0, :, :, 3]
+    # the 350 px mosaic in 7 x 7 blocks: each tile 50/7 px wide; the last tile (rows and columns 43-49) is row 1's,
+    # the rest patch 0's own fill, and the blocks that straddle a border blend the two
+    assert coarse[:42, :42].tolist() == np.full((42, 42), 70).tolist()
+    assert coarse[43:, 43:].tolist() == np.full((7, 7), 7).tolist()
+    assert 7 < coarse[42, 42] < 70
+
+
+@pytest.mark.parametrize("bad", [-1, 4, 1.0, True, "1"])
 def test_rings_out_of_range_are_refused_naming_the_setting(bad):
     with pytest.raises(ValueError, match="data.neighbourhood"):
         check_rings(bad)
 
 
 def test_input_channels_add_a_view_only_with_neighbours():
-    assert input_channels(0) == 3 and input_channels(1) == 6 and input_channels(2) == 6
+    assert input_channels(0) == 3 and input_channels(1) == 6 and input_channels(3) == 6
 
 
 def test_mosaic_blocks_are_rounded_means():
@@ -77,6 +90,15 @@ def test_assemble_keeps_the_patch_and_adds_its_tiled_neighbourhood_averaged_down
     assert coarse[17:33, 34:].tolist() == np.full((16, 16), 90).tolist()  # tile (0, +1): row 1
     assert coarse[34:, 34:].tolist() == np.full((16, 16), 30).tolist()  # missing: filled with the centre patch
     assert (out[0, 17:33, 17:33, 4] == 0).all()  # the centre tile keeps the patch's own colours
+
+
+def test_coarse_views_are_the_assembled_views_of_every_row_in_any_chunks():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 50, 50, 3), dtype=np.uint8)
+    cells = neighbour_rows(np.array(["a"] * 4), np.array([1, 51, 1, 51]), np.array([1, 1, 51, 51]), rings=1)
+    views = coarse_views(images, cells, size=3)
+    assert views.shape == (4, 50, 50, 3) and views.dtype == np.uint8
+    assert np.array_equal(views, assemble(images, cells)[..., 3:])
 
 
 def test_in_chunks_finds_neighbours_among_the_patches_given_or_shows_each_patch_alone():

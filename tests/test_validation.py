@@ -34,8 +34,8 @@ BAD = [
     ("logger.system_metrics_interval=0", "logger.system_metrics_interval must be null or a number of seconds > 0"),
     ("trainer.precision=bf16-true", "trainer.precision must be one of 32-true, 32, 16-mixed, 16, bf16-mixed, bf16"),
     ("trainer.precision=64-true", "trainer.precision must be one of 32-true"),
-    ("data.neighbourhood=3", "data.neighbourhood must be an integer from 0 to 2"),
-    ("data.neighbourhood=-1", "data.neighbourhood must be an integer from 0 to 2"),
+    ("data.neighbourhood=4", "data.neighbourhood must be an integer from 0 to 3"),
+    ("data.neighbourhood=-1", "data.neighbourhood must be an integer from 0 to 3"),
     ("data.neighbourhood=1 augment=stain", "augment=stain jitters the colours of one 3-channel patch"),
 ]
 

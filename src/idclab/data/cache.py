@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -53,6 +53,8 @@ class PatchCache:
     key: str
     images: np.ndarray  # N x 50 x 50 x 3 uint8, memory-mapped read-only
     status: np.ndarray  # N strings, PatchStatus values
+    views: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    """Neighbourhood views of these pixels by rings, built once per process (`PatchDataModule.views`)."""
 
     @property
     def usable(self) -> np.ndarray:

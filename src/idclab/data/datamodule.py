@@ -22,7 +22,7 @@ from torch.utils.data import (
 from idclab.data.augment import Augmentation
 from idclab.data.cache import PatchCache, check_bad_patches, load_or_build
 from idclab.data.layout import DataLayoutError, PatchIndex, require_root, scan
-from idclab.data.neighbourhood import assemble, check_rings, neighbour_rows
+from idclab.data.neighbourhood import check_rings, coarse_views, neighbour_rows
 from idclab.data.sampling import Shuffle
 from idclab.data.split import EXTERNAL_PREFIX, PatientSplit, make_split
 from idclab.data.synthetic import SyntheticSpec, generate
@@ -97,17 +97,17 @@ class PatchBatches(Dataset):
     int64 index rows), the rows naming each patch so predictions are matched to patches by row, not position.
 
     Rows are read from the memory map in sorted order (one fancy-indexing copy per batch), then
-    augmented per patch (albumentations) and/or per batch (tensor ops). With `cells` (each index row's
-    neighbourhood, `idclab.data.neighbourhood.neighbour_rows`), C = 6: the patch and its neighbourhood view.
+    augmented per patch (albumentations) and/or per batch (tensor ops). With `views` (each index row's
+    neighbourhood view, `idclab.data.neighbourhood.coarse_views`), C = 6: the patch, then its view.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
-                 augmentation: Augmentation | None = None, cells: np.ndarray | None = None):
+                 augmentation: Augmentation | None = None, views: np.ndarray | None = None):
         self.images = images
         self.labels = labels
         self.rows = rows
         self.augmentation = augmentation or Augmentation()
-        self.cells = cells
+        self.views = views
         self._seeded_for: int | None = None
 
     def __len__(self) -> int:
@@ -124,12 +124,13 @@ class PatchBatches(Dataset):
 
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = self.rows[np.asarray(positions)]
-        if self.cells is not None:
-            pixels = assemble(self.images, self.cells[rows])
-        else:
-            order = np.argsort(rows, kind="stable")
-            pixels = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
-            pixels[order] = self.images[rows[order]]
+        order = np.argsort(rows, kind="stable")
+        sources = [self.images] if self.views is None else [self.images, self.views]
+        pixels = np.empty((len(rows), *self.images.shape[1:3], sum(s.shape[-1] for s in sources)), dtype=np.uint8)
+        channel = 0
+        for source in sources:  # each read in row order, into its channels
+            pixels[order, ..., channel:channel + source.shape[-1]] = source[rows[order]]
+            channel += source.shape[-1]
         if self.augmentation.per_sample is not None:
             self._seed_per_sample_augmentation()
             for i in range(len(pixels)):
@@ -172,15 +173,18 @@ class PatchDataModule(pl.LightningDataModule):
         self.sampler_factory = sampler_factory
         self.seed = seed
         self.neighbourhood = check_rings(neighbourhood)
-        self._cells: np.ndarray | None = None
 
     @property
-    def cells(self) -> np.ndarray | None:
-        """Each index row's neighbourhood rows (found once), or None without a neighbourhood view."""
-        if self.neighbourhood and self._cells is None:
-            index = self.data.index
-            self._cells = neighbour_rows(index.patients, index.xs, index.ys, self.neighbourhood, self.data.cache.usable)
-        return self._cells
+    def views(self) -> np.ndarray | None:
+        """Each index row's neighbourhood view (N x 50 x 50 x 3), or None without one: built on first use and
+        kept with the cache, so folds and ensemble members over the same data build it once."""
+        if not self.neighbourhood:
+            return None
+        cache, index = self.data.cache, self.data.index
+        if self.neighbourhood not in cache.views:
+            cells = neighbour_rows(index.patients, index.xs, index.ys, self.neighbourhood, cache.usable)
+            cache.views[self.neighbourhood] = coarse_views(cache.images, cells)
+        return cache.views[self.neighbourhood]
 
     def train_class_counts(self) -> list[int]:
         """Negative and positive patch counts in the training split."""
@@ -189,7 +193,7 @@ class PatchDataModule(pl.LightningDataModule):
     def dataset(self, split: str, train: bool = False) -> PatchBatches:
         """The batch dataset of one split; `train=True` applies the augmentation."""
         return PatchBatches(self.data.cache.images, self.data.index.labels, self.data.split.rows[split],
-                            self.augmentation if train else None, self.cells)
+                            self.augmentation if train else None, self.views)
 
     def _loader(self, dataset: PatchBatches, sampler: Sampler) -> DataLoader:
         batches = EpochBatchSampler(sampler, self.batch_size, drop_last=False)
