@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from idclab.crossval import (
     context_rules,
     cross_fitted,
     ensemble_operating_point,
+    fold_split,
     patient_folds,
     patient_table,
     pooled_metrics,
@@ -40,6 +42,24 @@ def test_folds_group_patients_and_cover_each_once():
     assert all(len(fold) == 2 for fold in folds)
     assert patient_folds(PATIENTS, LABELS, 5, seed=0) == folds
     assert patient_folds(PATIENTS, LABELS, 5, seed=1) != folds
+
+
+def test_next_fold_validation_has_every_patient_validate_exactly_once():
+    """cv.val=next_fold: fold k is tuned on fold k+1's patients (the last on the first's) and trained on the rest,
+    so the validation predictions pooled over folds hold every patient once, not a random ~half of them twice."""
+    data = SimpleNamespace(index=SimpleNamespace(patients=PATIENTS, labels=LABELS))
+    pool = np.arange(len(PATIENTS))
+    folds = patient_folds(PATIENTS, LABELS, folds=5, seed=0)
+    validated = []
+    for fold, patients in enumerate(folds):
+        split = fold_split(data, pool, folds, fold, "next_fold", seed=fold)
+        assert split.patients["test"] == patients and split.patients["val"] == folds[(fold + 1) % 5]
+        assert sorted(split.patients["train"]) == sorted(set(PATIENTS) - set(patients) - set(folds[(fold + 1) % 5]))
+        assert set(PATIENTS[split.rows["val"]]) == set(folds[(fold + 1) % 5])
+        validated += split.patients["val"]
+    assert sorted(validated) == sorted(set(PATIENTS))
+    shared = fold_split(data, pool, folds, 0, 0.25, seed=0)  # a share: drawn from the four other folds
+    assert len(shared.patients["val"]) == 2 and not set(shared.patients["val"]) & set(folds[0])
 
 
 def test_pooled_metrics_label_each_patch_at_its_own_fold_threshold():
@@ -175,7 +195,8 @@ def test_patient_table_ranks_patients_by_their_misclassified_patches():
 
 @pytest.mark.slow
 def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg, tmp_path):
-    cfg = make_cfg("cv.folds=3", "split.train=0.8", "split.val=0.2", "split.test=0", "logger.log_model=true",
+    cfg = make_cfg("cv.folds=3", "cv.val=next_fold", "split.train=0.8", "split.val=0.2", "split.test=0",
+                   "logger.log_model=true",
                    "report.bootstrap_resamples=20", "threshold=sensitivity", "threshold.target_sensitivity=0.8")
     score = train(cfg)
     assert 0 <= score <= 1
@@ -207,6 +228,11 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     assert patients["errors"].sum() == metrics["oof_fp"] + metrics["oof_fn"]
     val = pd.read_csv(local / "val_predictions.csv")
     assert set(val.columns) >= {"fold", "patient", "file", "x", "y", "probability"} and val["fold"].nunique() == 3
+    # cv.val=next_fold: each patient validated once, in the fold before its own (the 2-fold runs use a share)
+    val_fold = val.groupby("patient")["fold"].agg(["nunique", "first"])
+    assert val_fold["nunique"].max() == 1
+    own_fold = patients.set_index("patient")["fold"]
+    assert (val_fold.loc[own_fold.index, "first"] == (own_fold - 1) % 3).all()
     assert metrics["cv_val_pooled_auroc"] == pytest.approx(roc_auc_score(val["target"], val["probability"]))
     ensemble = load_classifier(parent.data.tags["best_checkpoint"])
     assert isinstance(ensemble, EnsembleClassifier) and len(ensemble.model) == 3

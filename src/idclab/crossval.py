@@ -3,11 +3,11 @@
 The patients of the training and validation splits form the cross-validation pool; the split's test
 patients (if any) stay held out. Folds are drawn with scikit-learn's `StratifiedGroupKFold` (grouped by
 patient, stratified by class); in each fold a share `cv.val` of the remaining patients (stratified by
-their IDC share) picks the epoch and the threshold, and the fold's own patients are predicted once, out
-of fold. The fold models together form an ensemble (mean P(IDC), threshold = mean of the fold
-thresholds; with spatial context, the mean weight and each fold's threshold re-tuned at it), saved as one
-weights-only checkpoint, tested on the held-out test patients when there are any, and logged as the
-parent's MLflow model.
+their IDC share), or with `cv.val=next_fold` the next fold's patients, picks the epoch and the threshold,
+and the fold's own patients are predicted once, out of fold. The fold models together form an ensemble
+(mean P(IDC), threshold = mean of the fold thresholds; with spatial context, the mean weight and each
+fold's threshold re-tuned at it), saved as one weights-only checkpoint, tested on the held-out test
+patients when there are any, and logged as the parent's MLflow model.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from idclab.training import (
     run_tags,
     sweep_parent,
 )
-from idclab.validation import ConfigError
+from idclab.validation import NEXT_FOLD, ConfigError
 
 if TYPE_CHECKING:  # only tracking.py talks to MLflow; this is a type name
     from mlflow.tracking import MlflowClient
@@ -62,15 +62,24 @@ def patient_folds(patients: np.ndarray, labels: np.ndarray, folds: int, seed: in
     return [sorted(np.unique(patients[test]).tolist()) for _, test in splitter.split(patients, labels, patients)]
 
 
-def fold_split(data: PreparedData, pool: np.ndarray, fold_patients: list[str], val: float, seed: int
-               ) -> PatientSplit:
-    """Fold split over the pool rows: test = the fold's patients, val = a stratified share of the rest."""
+def fold_split(data: PreparedData, pool: np.ndarray, folds: Sequence[list[str]], fold: int, val: float | str,
+               seed: int) -> PatientSplit:
+    """Fold `fold`'s split over the pool rows: test = its patients; val = the next fold's patients when `val` is
+    `NEXT_FOLD` (over all folds, every patient validates once), else a stratified share `val` of the rest."""
     patients, labels = data.index.patients, data.index.labels
+    fold_patients = folds[fold]
     out_of_fold = pool[np.isin(patients[pool], fold_patients)]
     inner = pool[~np.isin(patients[pool], fold_patients)]
-    nested = stratified_patient_split(patients[inner], labels[inner], {"train": 1 - val, "val": val}, seed)
-    rows = {"train": inner[nested.rows["train"]], "val": inner[nested.rows["val"]], "test": out_of_fold}
-    names = {"train": nested.patients["train"], "val": nested.patients["val"], "test": list(fold_patients)}
+    if val == NEXT_FOLD:
+        held = np.isin(patients[inner], folds[(fold + 1) % len(folds)])
+        rows = {"train": inner[~held], "val": inner[held], "test": out_of_fold}
+        names = {"train": sorted(np.unique(patients[inner[~held]]).tolist()),
+                 "val": list(folds[(fold + 1) % len(folds)])}
+    else:
+        nested = stratified_patient_split(patients[inner], labels[inner], {"train": 1 - val, "val": val}, seed)
+        rows = {"train": inner[nested.rows["train"]], "val": inner[nested.rows["val"]], "test": out_of_fold}
+        names = {"train": nested.patients["train"], "val": nested.patients["val"]}
+    names["test"] = list(fold_patients)
     split = PatientSplit(names, rows, {"fold_of": "cv"})
     split.check_disjoint()
     return split
@@ -317,7 +326,7 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                     system_metrics=cfg.logger.system_metrics_interval) as parent:
         log_inputs(parent, config, data)
         for fold, fold_patients in enumerate(folds):
-            split = fold_split(data, pool, fold_patients, cfg.cv.val, cfg.cv.seed + fold)
+            split = fold_split(data, pool, folds, fold, cfg.cv.val, cfg.cv.seed + fold)
             fold_data = replace(data, split=split)
             print(f"Fold {fold + 1}/{len(folds)}: {len(split.patients['train'])} train, "
                   f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients")

@@ -23,6 +23,7 @@ Rule = tuple[str, Callable[[Any], bool], str]
 
 NUMBER = (int, float)
 SCHEDULES = ("none", "cosine", "onecycle")
+NEXT_FOLD = "next_fold"  # cv.val: each fold validates on the next fold's patients
 
 
 def _is_int(value: Any) -> bool:
@@ -93,6 +94,9 @@ TRAIN_RULES: list[Rule] = [
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("ensemble.members", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("cv.folds", lambda v: v is None or (_is_int(v) and v >= 2), "null or an integer >= 2"),
+    ("cv.val", lambda v: v == NEXT_FOLD or (_is_number(v) and 0 < v < 1), f"a fraction in (0, 1) or {NEXT_FOLD}"),
+    ("cv.seed", _is_int, "an integer"),
     PRECISION_RULE,
     SYSTEM_METRICS_RULE,
 ]
@@ -149,11 +153,14 @@ def check_recipe(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "data.neighbourhood", default=0) and cfg.augment.name == "stain":
         raise ConfigError("augment=stain jitters the colours of one 3-channel patch: with data.neighbourhood > 0 use "
                           "augment=basic or none (or data.neighbourhood=0)")
+    folds = OmegaConf.select(cfg, "cv.folds")
+    if folds is not None and folds < 3 and OmegaConf.select(cfg, "cv.val") == NEXT_FOLD:
+        raise ConfigError(f"cv.val=next_fold needs cv.folds >= 3 (a fold to test, the next to validate, the rest to "
+                          f"train), got cv.folds={folds}")
     averaging = OmegaConf.select(cfg, "averaging.name", default="none")
     if averaging == "swa" and OmegaConf.select(cfg, "early_stopping.patience") is not None:
         raise ConfigError("averaging=swa averages the last epochs: set early_stopping.patience=null")
     members = OmegaConf.select(cfg, "ensemble.members", default=1)
-    folds = OmegaConf.select(cfg, "cv.folds")
     for asked, what in ((members > 1, f"ensemble.members={members} trains its members"),
                         (bool(folds), f"cv.folds={folds} runs its folds")):
         if asked and not one_device(cfg.trainer):
