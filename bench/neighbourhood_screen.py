@@ -70,6 +70,17 @@ the candidate's run of each seed.
     python bench/neighbourhood_screen.py --confirm     # the confirmation's runs, into ./mlflow.db
     python bench/neighbourhood_screen.py --verdict --confirm --tracking-uri sqlite:///STORE \
         --reference-store sqlite:///RECIPE_STORE      # -> docs/neighbourhood_confirm.md
+    python bench/neighbourhood_screen.py --confirm --rings-2 [--seed N]   # the 5x5 confirmation (amended above)
+    python bench/neighbourhood_screen.py --rings-3 [--seed N]             # the 7x7 screen (below)
+    python bench/neighbourhood_screen.py --verdict --rings-3              # -> docs/neighbourhood_rings3.md
+
+The 7x7 screen (rule fixed 2026-12-02, before any run of it, when `data.neighbourhood=3` was added): the 3x3 view
+gained over the patch alone and the 5x5 over the 3x3 (+0.0082 on seed 1, exploratory), so a wider view may gain
+again. "neighbourhood 3" (`data.neighbourhood=3`) against "neighbourhood 2", both run at the same code into their
+own file (`bench/results/neighbourhood_rings3.csv`; the 5x5 rows above lost their predictions with the old store),
+seeds 1 and 2, the study's settings; `better` by the screen's rule (both seeds' `cv_val_pooled_auroc` gains beyond
+0.0051 and the paired patient-bootstrap interval of the mean gain above 0). A `better` 7x7 view would then need its
+own confirmation in the recipe's configuration before the recipe uses it.
 
 The study ran in a clone (/work/study2, its store `mlflow.db`); the baseline's two runs were made there by
 `python bench/recipe_study.py --only "baseline (bce)" --rerun` at fae241b (the default path is unchanged since) and
@@ -210,6 +221,7 @@ class Stage:
     reference_results: Path
     title: str
     doc: Path
+    results: Path = RESULTS  # the candidate's rows (and the reference's, when `reference_results` is this file)
 
 
 EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood 2", 1),
@@ -220,6 +232,10 @@ CONFIRM_2 = Stage("2-seed ensemble + neighbourhood 2 + context", "2-seed ensembl
                   RESULTS,  # the reference re-run here (the amendment above)
                   "The 5x5 neighbourhood view in the recipe's configuration",
                   PROJECT / "docs" / "neighbourhood_rings2_confirm.md")
+RINGS_3_RESULTS = PROJECT / "bench" / "results" / "neighbourhood_rings3.csv"
+RINGS_3 = Stage("neighbourhood 3", "neighbourhood 2", SEEDS, RINGS_3_RESULTS,
+                "The 7x7 neighbourhood view against the 5x5",
+                PROJECT / "docs" / "neighbourhood_rings3.md", RINGS_3_RESULTS)
 CONFIRM = Stage("2-seed ensemble + neighbourhood + context", "2-seed ensemble + context", (1, 3),
                 PROJECT / "bench" / "results" / "recipe_study.csv", "Neighbourhood view in the recipe's configuration",
                 PROJECT / "docs" / "neighbourhood_confirm.md")
@@ -232,6 +248,7 @@ def main() -> None:
     parser.add_argument("--explore", action="store_true", help="the exploratory follow-ups' runs (no decision)")
     parser.add_argument("--rings-2", action="store_true",
                         help="the 5x5 view's confirming run, or with --verdict its call")
+    parser.add_argument("--rings-3", action="store_true", help="the 7x7 screen's runs, or with --verdict its call")
     parser.add_argument("--seed", type=int, help="train only this seed of the stage (a session's time is limited)")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{PROJECT / 'mlflow.db'}",
                         help="the store holding the candidate's runs (and the screen's reference runs)")
@@ -241,19 +258,20 @@ def main() -> None:
                         help="with --verdict: apply the chooser to the slide-stain screen's seeds 1 and 2 against the "
                              "screen's baseline (candidate runs in --reference-store)")
     args = parser.parse_args()
-    stage = (CONFIRM_2 if args.rings_2 else CONFIRM) if args.confirm else SCREEN
+    stage = RINGS_3 if args.rings_3 else (CONFIRM_2 if args.rings_2 else CONFIRM) if args.confirm else SCREEN
     if args.explore or (args.rings_2 and not args.verdict and not args.confirm):
         for strategy, seed in [RINGS_2] if args.rings_2 else EXPLORATORY:
             if not ((done(RESULTS)["strategy"] == strategy) & (done(RESULTS)["seed"] == seed)).any():
                 run_one(strategy, seed, RESULTS)
         return
     if not args.verdict:
-        reruns_reference = stage.reference_results == RESULTS
+        reruns_reference = stage.reference_results == stage.results
         strategies = (stage.reference, stage.candidate) if reruns_reference else (stage.candidate,)
         for seed in stage.seeds if args.seed is None else (args.seed,):
             for strategy in strategies:
-                if not ((done(RESULTS)["strategy"] == strategy) & (done(RESULTS)["seed"] == seed)).any():
-                    run_one(strategy, seed, RESULTS)
+                finished = done(stage.results)
+                if not ((finished["strategy"] == strategy) & (finished["seed"] == seed)).any():
+                    run_one(strategy, seed, stage.results)
         return
     client = MlflowClient(args.tracking_uri)
     other = MlflowClient(args.reference_store) if args.reference_store else client
@@ -275,7 +293,7 @@ def main() -> None:
         print(doc)
         return
     reference = done(stage.reference_results).query("strategy == @stage.reference")
-    runs = pd.concat([done(RESULTS).query("strategy == @stage.candidate"), reference], ignore_index=True)
+    runs = pd.concat([done(stage.results).query("strategy == @stage.candidate"), reference], ignore_index=True)
     table, text = decide(runs, stage.candidate, stage.reference, stage.seeds, other, client)
     doc = (f"# {stage.title}\n\nRule and commands in `bench/neighbourhood_screen.py` (fixed before the "
            f"candidate's runs). Mean ± std over seeds; OOF columns are the estimate (max-F1 threshold; `radius_1` "

@@ -91,6 +91,7 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "2-seed ensemble + neighbourhood + context": ["ensemble.members=2", "data.neighbourhood=1", "context=neighbours"],
     "neighbourhood 2": ["data.neighbourhood=2"],
     "2-seed ensemble + neighbourhood 2 + context": ["ensemble.members=2", "data.neighbourhood=2", "context=neighbours"],
+    "neighbourhood 3": ["data.neighbourhood=3"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
@@ -220,6 +221,7 @@ CHOSEN_ELSEWHERE["neighbourhood 1"] = "a screen: see bench/neighbourhood_screen.
 CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood + context"] = "exploratory: see bench/neighbourhood_screen.py"
 CHOSEN_ELSEWHERE["neighbourhood 2"] = "a screen: see bench/neighbourhood_screen.py"
 CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood 2 + context"] = "confirmation: see bench/neighbourhood_screen.py"
+CHOSEN_ELSEWHERE["neighbourhood 3"] = "a screen: see bench/neighbourhood_screen.py"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
