@@ -133,15 +133,19 @@ def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     (parent,) = client.search_runs([experiment.experiment_id], "tags.cv = 'parent'",
                                    order_by=["attributes.start_time DESC"], max_results=1)
-    row = {"strategy": strategy, "seed": seed, "run_id": parent.info.run_id, "minutes": round(minutes, 1),
+    record(client, parent.info.run_id, strategy, seed, minutes, results)
+
+
+def record(client: MlflowClient, run_id: str, strategy: str, seed: int, minutes: float, results: Path) -> None:
+    """Write a finished cross-validation's row (its parent run's metrics) to `results`, replacing an earlier row of
+    the same strategy and seed, and keep its predictions in the repository (`keep_predictions`)."""
+    parent = client.get_run(run_id)
+    row = {"strategy": strategy, "seed": seed, "run_id": run_id, "minutes": round(minutes, 1),
            "overrides": " ".join(STRATEGIES[strategy])}
     row |= {name: parent.data.metrics.get(name) for name in COLUMNS}
-    with tempfile.TemporaryDirectory() as folder:
-        for split in ("val", "oof"):
-            client.download_artifacts(parent.info.run_id, f"cv/{split}_predictions.csv", folder)
-        keep_predictions(Path(folder), parent.info.run_id)
+    keep_predictions(client, run_id)
     try:  # bookkeeping must not lose a finished run: --backfill can add these later
-        row |= last_epochs_val_auprc(client, experiment.experiment_id, parent.info.run_id)
+        row |= last_epochs_val_auprc(client, parent.info.experiment_id, run_id)
     except (ValueError, ZeroDivisionError, MlflowException) as error:
         print(f"last-epoch validation AUPRC not read ({error}); run --backfill later", flush=True)
     previous = done(results)
@@ -153,17 +157,18 @@ def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
           f"AUROC {row['oof_auroc']:.4f} in {minutes:.1f} min", flush=True)
 
 
-def keep_predictions(source: Path, run_id: str, kept: Path = PREDICTIONS) -> list[Path]:
-    """Copy a cross-validation run's pooled validation and out-of-fold predictions (`source`/cv/*_predictions.csv)
-    into `kept` as `<run_id>-val.csv.gz` and `<run_id>-oof.csv.gz`: patient, target, P(IDC) to 6 decimals,
-    position and fold, no file paths. A paired verdict must not depend on a store a new machine does not have."""
+def keep_predictions(client: MlflowClient, run_id: str, kept: Path = PREDICTIONS) -> list[Path]:
+    """Copy a cross-validation run's pooled validation and out-of-fold predictions (`cv/*_predictions.csv`) into
+    `kept` as `<run_id>-val.csv.gz` and `<run_id>-oof.csv.gz`: patient, target, P(IDC) to 6 decimals, position and
+    fold, no file paths. A paired verdict must not depend on a store a new machine does not have."""
     kept.mkdir(parents=True, exist_ok=True)
     written = []
-    for split in ("val", "oof"):
-        frame = pd.read_csv(source / "cv" / f"{split}_predictions.csv")
-        frame = frame[[c for c in KEPT_COLUMNS if c in frame]].round(6)
-        written.append(kept / f"{run_id}-{split}.csv.gz")
-        frame.to_csv(written[-1], index=False)
+    with tempfile.TemporaryDirectory() as folder:
+        for split in ("val", "oof"):
+            frame = pd.read_csv(client.download_artifacts(run_id, f"cv/{split}_predictions.csv", folder))
+            frame = frame[[c for c in KEPT_COLUMNS if c in frame]].round(6)
+            written.append(kept / f"{run_id}-{split}.csv.gz")
+            frame.to_csv(written[-1], index=False)
     return written
 
 

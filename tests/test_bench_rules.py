@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from neighbourhood_screen import paired_patient_bootstrap, validation_predictions, verdict  # noqa: E402
@@ -224,16 +225,18 @@ class NoStore:
         raise OSError(f"no store holds run {run_id}")
 
 
-def test_a_runs_pooled_predictions_are_kept_in_the_repository_and_read_back_without_the_store(tmp_path):
+def test_a_runs_pooled_predictions_are_kept_in_the_repository_and_read_back_without_the_store(tmp_path, new_store):
     frame = validation_run([0.1234567, 0.9, 0.2, 0.8, 0.3, 0.7, 0.1, 0.6]).assign(
-        patch_probability=[0.2, 0.8, 0.3, 0.7, 0.4, 0.6, 0.2, 0.5], x=range(8), y=range(8), path="p.png", fold=0)
-    folder = tmp_path / "run"
-    (folder / "cv").mkdir(parents=True)
-    frame.to_csv(folder / "cv" / "val_predictions.csv", index=False)
-    frame.to_csv(folder / "cv" / "oof_predictions.csv", index=False)
-    kept = keep_predictions(folder, "abc123", tmp_path / "kept")
-    assert sorted(p.name for p in kept) == ["abc123-oof.csv.gz", "abc123-val.csv.gz"]
-    back = validation_predictions(NoStore(), "abc123", tmp_path / "kept")
+        patch_probability=[0.2, 0.8, 0.3, 0.7, 0.4, 0.6, 0.2, 0.5], x=range(8), y=range(8), file="p.png", fold=0)
+    (tmp_path / "cv").mkdir()
+    frame.to_csv(tmp_path / "cv" / "val_predictions.csv", index=False)
+    frame.to_csv(tmp_path / "cv" / "oof_predictions.csv", index=False)
+    client = MlflowClient(new_store(tmp_path))
+    run_id = client.create_run(client.create_experiment("study", f"file:{tmp_path / 'artifacts'}")).info.run_id
+    client.log_artifacts(run_id, str(tmp_path / "cv"), "cv")  # as cross-validation logs them
+    kept = keep_predictions(client, run_id, tmp_path / "kept")
+    assert sorted(p.name for p in kept) == [f"{run_id}-oof.csv.gz", f"{run_id}-val.csv.gz"]
+    back = validation_predictions(NoStore(), run_id, tmp_path / "kept")
     assert list(back.columns) == ["patient", "target", "probability", "patch_probability", "x", "y", "fold"]
     assert back["probability"].iloc[0] == pytest.approx(0.123457)  # 6 decimals: a ranking needs no more
     assert paired_patient_bootstrap([back], [frame], resamples=5)[0] == 0.0
