@@ -182,6 +182,14 @@ def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[i
     return pd.DataFrame(rows), text
 
 
+def paired_seeds(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[int]
+                 ) -> tuple[list[int], list[int]]:
+    """The `seeds` both strategies have finished, and those still missing (a stage decides on all or none)."""
+    finished = [s for s in seeds if all(((runs["strategy"] == name) & (runs["seed"] == s)).any()
+                                        for name in (candidate, reference))]
+    return finished, [s for s in seeds if s not in finished]
+
+
 def summary(runs: pd.DataFrame, strategies: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
     """Mean ± std over `seeds` of the reported columns, with the OOF patient-bootstrap intervals' means."""
     rows = []
@@ -294,11 +302,17 @@ def main() -> None:
         return
     reference = done(stage.reference_results).query("strategy == @stage.reference")
     runs = pd.concat([done(stage.results).query("strategy == @stage.candidate"), reference], ignore_index=True)
-    table, text = decide(runs, stage.candidate, stage.reference, stage.seeds, other, client)
+    finished, missing = paired_seeds(runs, stage.candidate, stage.reference, stage.seeds)
+    if not finished:
+        raise SystemExit(f"no seed of {stage.seeds} has both {stage.candidate!r} and {stage.reference!r} finished")
+    table, text = decide(runs, stage.candidate, stage.reference, finished, other, client)
+    if missing:  # the rule needs every seed: what is done is reported, not decided
+        text = (f"{text.split(' **Call')[0]}\n\n**Incomplete: seed(s) {', '.join(map(str, missing))} not run yet, so "
+                f"no call** (the rule needs seeds {', '.join(map(str, stage.seeds))}).")
     doc = (f"# {stage.title}\n\nRule and commands in `bench/neighbourhood_screen.py` (fixed before the "
            f"candidate's runs). Mean ± std over seeds; OOF columns are the estimate (max-F1 threshold; `radius_1` "
            f"with spatial context).\n\n"
-           f"{summary(runs, (stage.reference, stage.candidate), stage.seeds).to_markdown(index=False)}\n\n"
+           f"{summary(runs, (stage.reference, stage.candidate), finished).to_markdown(index=False)}\n\n"
            f"Decision by `{METRIC}`, paired by seed:\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n"
            f"{text}\n")
     stage.doc.write_text(doc)

@@ -10,7 +10,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from neighbourhood_screen import paired_patient_bootstrap, validation_predictions, verdict  # noqa: E402
+from neighbourhood_screen import (  # noqa: E402
+    paired_patient_bootstrap,
+    paired_seeds,
+    validation_predictions,
+    verdict,
+)
 from recipe_study import keep_predictions, separated  # noqa: E402
 from tta_study import verdicts  # noqa: E402
 
@@ -242,3 +247,9 @@ def test_a_runs_pooled_predictions_are_kept_in_the_repository_and_read_back_with
     assert paired_patient_bootstrap([back], [frame], resamples=5)[0] == 0.0
     with pytest.raises(OSError, match="no store"):  # neither kept nor in a store: said so
         validation_predictions(NoStore(), "other", tmp_path / "kept")
+
+
+def test_a_stage_is_decided_only_on_seeds_both_arms_finished_and_says_which_are_missing():
+    runs = pd.DataFrame({"strategy": ["cand", "ref", "ref", "cand"], "seed": [1, 1, 3, 5]})
+    assert paired_seeds(runs, "cand", "ref", (1, 3)) == ([1], [3])
+    assert paired_seeds(runs, "cand", "ref", (5,)) == ([], [5])
