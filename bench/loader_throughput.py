@@ -83,8 +83,9 @@ def main() -> None:
         built = time.perf_counter() - start
         speed = images_per_second(module.train_dataloader(), limit)
         alone = alone or speed
-        print(f"data.neighbourhood={rings}: built in {built:5.1f} s ({len(index) / max(built, 1e-9):>8.0f} images/s), "
-              f"then {speed:>8.0f} images/s, {alone / speed:4.1f}x the patch alone's time")
+        building = f"built in {built:4.1f} s ({len(index) / built:>5.0f} images/s)" if rings else "no view to build"
+        print(f"data.neighbourhood={rings}: {building:<34} then {speed:>7.0f} images/s, "
+              f"{alone / speed:4.1f}x the patch alone's time")
 
 if __name__ == "__main__":
     main()
