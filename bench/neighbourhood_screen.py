@@ -98,7 +98,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from recipe_study import PREDICTIONS, SEEDS, done, mean_std, run_one
+from recipe_study import PREDICTIONS, SEEDS, done, mean_std, rows_of, run_one
 from sklearn.metrics import roc_auc_score
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -185,8 +185,7 @@ def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[i
 def paired_seeds(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[int]
                  ) -> tuple[list[int], list[int]]:
     """The `seeds` both strategies have finished, and those still missing (a stage decides on all or none)."""
-    finished = [s for s in seeds if all(((runs["strategy"] == name) & (runs["seed"] == s)).any()
-                                        for name in (candidate, reference))]
+    finished = [s for s in seeds if all(rows_of(runs, name, s).any() for name in (candidate, reference))]
     return finished, [s for s in seeds if s not in finished]
 
 
@@ -269,7 +268,7 @@ def main() -> None:
     stage = RINGS_3 if args.rings_3 else (CONFIRM_2 if args.rings_2 else CONFIRM) if args.confirm else SCREEN
     if args.explore or (args.rings_2 and not args.verdict and not args.confirm):
         for strategy, seed in [RINGS_2] if args.rings_2 else EXPLORATORY:
-            if not ((done(RESULTS)["strategy"] == strategy) & (done(RESULTS)["seed"] == seed)).any():
+            if not rows_of(done(RESULTS), strategy, seed).any():
                 run_one(strategy, seed, RESULTS)
         return
     if not args.verdict:
@@ -277,8 +276,7 @@ def main() -> None:
         strategies = (stage.reference, stage.candidate) if reruns_reference else (stage.candidate,)
         for seed in stage.seeds if args.seed is None else (args.seed,):
             for strategy in strategies:
-                finished = done(stage.results)
-                if not ((finished["strategy"] == strategy) & (finished["seed"] == seed)).any():
+                if not rows_of(done(stage.results), strategy, seed).any():
                     run_one(strategy, seed, stage.results)
         return
     client = MlflowClient(args.tracking_uri)

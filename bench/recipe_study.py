@@ -118,6 +118,11 @@ def done(results: Path = RESULTS) -> pd.DataFrame:
     return pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=["strategy", "seed"])
 
 
+def rows_of(runs: pd.DataFrame, strategy: str, seed: int) -> pd.Series:
+    """The rows of `runs` (a results table) for one strategy and seed."""
+    return (runs["strategy"] == strategy) & (runs["seed"] == seed)
+
+
 def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
     """Train one cross-validation and append its parent run's metrics to `results`."""
     overrides = [*COMMON, *STRATEGIES[strategy], f"seed={seed}"]
@@ -149,7 +154,7 @@ def record(client: MlflowClient, run_id: str, strategy: str, seed: int, minutes:
     except (ValueError, ZeroDivisionError, MlflowException) as error:
         print(f"last-epoch validation AUPRC not read ({error}); run --backfill later", flush=True)
     previous = done(results)
-    previous = previous[~((previous["strategy"] == strategy) & (previous["seed"] == seed))]  # a re-run replaces
+    previous = previous[~rows_of(previous, strategy, seed)]  # a re-run replaces
     table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True)
     results.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(results, index=False)
@@ -368,7 +373,7 @@ def main() -> None:
     for strategy in args.only or strategies:  # both seeds of a strategy before the next: pairs complete early
         for seed in seeds if args.confirm else STRATEGY_SEEDS.get(strategy, seeds):
             previous = done(results)
-            if ((previous["strategy"] == strategy) & (previous["seed"] == seed)).any() and not args.rerun:
+            if rows_of(previous, strategy, seed).any() and not args.rerun:
                 continue
             run_one(strategy, seed, results)
 
