@@ -99,7 +99,8 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from recipe_study import PREDICTIONS, SEEDS, done, mean_std, rows_of, run_one
-from sklearn.metrics import roc_auc_score
+
+from idclab.metrics import RankedPatches
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT / "bench" / "results" / "neighbourhood_screen.csv"
@@ -125,9 +126,10 @@ def paired_patient_bootstrap(candidate: Sequence[pd.DataFrame], reference: Seque
     codes = [np.searchsorted(patients, frame["patient"].astype(str).to_numpy()) for frame in runs]
     half = len(candidate)
 
+    ranked = [RankedPatches(frame["target"].to_numpy(), frame[own_probability(frame)].to_numpy()) for frame in runs]
+
     def gain(weights: np.ndarray) -> float:
-        scores = [roc_auc_score(frame["target"], frame[own_probability(frame)], sample_weight=weights[code])
-                  for frame, code in zip(runs, codes, strict=True)]
+        scores = [run.auroc(weights[code]) for run, code in zip(ranked, codes, strict=True)]
         return float(np.mean(np.subtract(scores[:half], scores[half:])))
 
     rng = np.random.default_rng(seed)

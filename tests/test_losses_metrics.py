@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from idclab.losses import bce, focal, weighted_bce
-from idclab.metrics import BinaryMetrics, binary_metrics, interval_lines, report
+from idclab.metrics import BinaryMetrics, RankedPatches, binary_metrics, interval_lines, report
 
 LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0])
 TARGETS = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
@@ -92,3 +92,17 @@ def test_a_patch_exactly_at_the_threshold_is_labelled_idc_as_everywhere_else():
     values = binary_metrics(torch.tensor([0.9, 0.1, 0.9, 0.8]), torch.tensor([1, 1, 1, 0]), threshold=0.9)
     assert (values["tp"], values["fn"], values["fp"], values["tn"]) == (2, 1, 0, 1)
     assert values["f1"] == pytest.approx(0.8) and values["recall"] == pytest.approx(2 / 3)
+
+
+def test_ranked_patches_give_the_weighted_auroc_of_any_weighting_with_ties_counting_half():
+    ranked = RankedPatches(np.array([0, 1, 0, 1, 1]), np.array([0.1, 0.4, 0.4, 0.8, 0.2]))
+    # positive-negative pairs weighted by the product of weights: 0.4>0.1 (2), 0.4=0.4 (half of 2), 0.8 beats both
+    # (1 + 1), 0.2>0.1 (3), 0.2<0.4 (0): 8 of 6 x 2
+    assert ranked.auroc(np.array([1, 2, 1, 1, 3])) == pytest.approx(8 / 12)
+    assert ranked.auroc(np.ones(5)) == pytest.approx(roc_auc_score([0, 1, 0, 1, 1], [0.1, 0.4, 0.4, 0.8, 0.2]))
+    assert np.isnan(ranked.auroc(np.array([0, 1, 0, 1, 1])))  # no negative weighted in: undefined
+    rng = np.random.default_rng(0)
+    targets, probs = rng.integers(0, 2, 500), rng.integers(0, 40, 500) / 40  # many ties
+    weights = rng.integers(0, 4, 500).astype(float)
+    assert RankedPatches(targets, probs).auroc(weights) == pytest.approx(
+        roc_auc_score(targets, probs, sample_weight=weights), abs=1e-12)
