@@ -151,7 +151,7 @@ def record(client: MlflowClient, run_id: str, strategy: str, seed: int, minutes:
     keep_predictions(client, run_id)
     try:  # bookkeeping must not lose a finished run: --backfill can add these later
         row |= last_epochs_val_auprc(client, parent.info.experiment_id, run_id)
-    except (ValueError, ZeroDivisionError, MlflowException) as error:
+    except (ValueError, MlflowException) as error:
         print(f"last-epoch validation AUPRC not read ({error}); run --backfill later", flush=True)
     previous = done(results)
     previous = previous[~rows_of(previous, strategy, seed)]  # a re-run replaces
@@ -179,11 +179,14 @@ def keep_predictions(client: MlflowClient, run_id: str, kept: Path = PREDICTIONS
 
 def last_epochs_val_auprc(client: MlflowClient, experiment_id: str, parent_id: str) -> dict[str, float]:
     """Mean over folds of the validation AUPRC at the last epoch and over the last 3 epochs: unlike the best
-    epoch's, these are not a maximum over epochs, which favours noisy or longer training curves."""
+    epoch's, these are not a maximum over epochs, which favours noisy or longer training curves. Empty when no fold
+    logged a curve (a seed ensemble's folds: the curves are its members')."""
     folds = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     curves = [[m.value for m in sorted(client.get_metric_history(f.info.run_id, "val_auprc"), key=lambda m: m.step)]
               for f in folds]
     curves = [c for c in curves if c]
+    if not curves:
+        return {}
     return {"last_val_auprc": sum(c[-1] for c in curves) / len(curves),
             "last3_val_auprc": sum(sum(c[-3:]) / len(c[-3:]) for c in curves) / len(curves)}
 

@@ -2,6 +2,7 @@
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from neighbourhood_screen import (  # noqa: E402
     validation_predictions,
     verdict,
 )
-from recipe_study import keep_predictions, separated  # noqa: E402
+from recipe_study import keep_predictions, last_epochs_val_auprc, separated  # noqa: E402
 from tta_study import verdicts  # noqa: E402
 
 
@@ -253,3 +254,23 @@ def test_a_stage_is_decided_only_on_seeds_both_arms_finished_and_says_which_are_
     runs = pd.DataFrame({"strategy": ["cand", "ref", "ref", "cand"], "seed": [1, 1, 3, 5]})
     assert paired_seeds(runs, "cand", "ref", (1, 3)) == ([1], [3])
     assert paired_seeds(runs, "cand", "ref", (5,)) == ([], [5])
+
+
+class FoldCurves:
+    """A tracking client whose cross-validation folds logged the given `val_auprc` curves (empty: a seed ensemble's
+    fold, whose curves are its members')."""
+
+    def __init__(self, curves):
+        self.curves = curves
+
+    def search_runs(self, experiments, query):
+        return [SimpleNamespace(info=SimpleNamespace(run_id=str(fold))) for fold in range(len(self.curves))]
+
+    def get_metric_history(self, run_id, key):
+        return [SimpleNamespace(step=step, value=value) for step, value in enumerate(self.curves[int(run_id)])]
+
+
+def test_last_epochs_validation_auprc_averages_folds_and_is_absent_when_no_fold_logged_a_curve():
+    values = last_epochs_val_auprc(FoldCurves([[0.1, 0.5, 0.6, 0.7], [0.2, 0.3]]), "1", "parent")
+    assert values == pytest.approx({"last_val_auprc": (0.7 + 0.3) / 2, "last3_val_auprc": (0.6 + 0.25) / 2})
+    assert last_epochs_val_auprc(FoldCurves([[], []]), "1", "parent") == {}
