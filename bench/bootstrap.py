@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, default=min(KEPT.glob("*-oof.csv.gz"), default=None))
     args = parser.parse_args()
     if args.predictions is None or not args.predictions.is_file():
-        raise SystemExit(f"no predictions file: {args.predictions}")
+        parser.error(f"no predictions file: {args.predictions}")  # exit code 2
     frame = pd.read_csv(args.predictions)
     targets, probs = frame["target"].to_numpy(), frame["probability"].to_numpy()
     names, patient_of = np.unique(frame["patient"].astype(str), return_inverse=True)
