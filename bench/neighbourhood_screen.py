@@ -231,6 +231,7 @@ class Stage:
     title: str
     doc: Path
     results: Path = RESULTS  # the candidate's rows (and the reference's, when `reference_results` is this file)
+    script: str = "bench/neighbourhood_screen.py"  # where the stage's rule is written
 
 
 EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood 2", 1),
@@ -274,12 +275,7 @@ def main() -> None:
                 run_one(strategy, seed, RESULTS)
         return
     if not args.verdict:
-        reruns_reference = stage.reference_results == stage.results
-        strategies = (stage.reference, stage.candidate) if reruns_reference else (stage.candidate,)
-        for seed in stage.seeds if args.seed is None else (args.seed,):
-            for strategy in strategies:
-                if not rows_of(done(stage.results), strategy, seed).any():
-                    run_one(strategy, seed, stage.results)
+        train_stage(stage, stage.seeds if args.seed is None else (args.seed,))
         return
     client = MlflowClient(args.tracking_uri)
     other = MlflowClient(args.reference_store) if args.reference_store else client
@@ -300,23 +296,39 @@ def main() -> None:
         CHECK_DOC.write_text(doc)
         print(doc)
         return
+    print(stage_verdict(stage, other, client))
+
+
+def train_stage(stage: Stage, seeds: Sequence[int]) -> None:
+    """Train the stage's missing runs of `seeds` (the reference's too when its rows belong to the stage's file)."""
+    reruns_reference = stage.reference_results == stage.results
+    strategies = (stage.reference, stage.candidate) if reruns_reference else (stage.candidate,)
+    for seed in seeds:
+        for strategy in strategies:
+            if not rows_of(done(stage.results), strategy, seed).any():
+                run_one(strategy, seed, stage.results)
+
+
+def stage_verdict(stage: Stage, client: MlflowClient, candidate_client: MlflowClient | None = None) -> str:
+    """Decide a stage from its finished runs (no call while a seed is missing), write `stage.doc`, return it.
+    Predictions not kept in the repository come from `client`'s store (the candidate's from `candidate_client`)."""
     reference = done(stage.reference_results).query("strategy == @stage.reference")
     runs = pd.concat([done(stage.results).query("strategy == @stage.candidate"), reference], ignore_index=True)
     finished, missing = paired_seeds(runs, stage.candidate, stage.reference, stage.seeds)
     if not finished:
         raise SystemExit(f"no seed of {stage.seeds} has both {stage.candidate!r} and {stage.reference!r} finished")
-    table, text = decide(runs, stage.candidate, stage.reference, finished, other, client)
+    table, text = decide(runs, stage.candidate, stage.reference, finished, client, candidate_client)
     if missing:  # the rule needs every seed: what is done is reported, not decided
         text = (f"{text.split(' **Call')[0]}\n\n**Incomplete: seed(s) {', '.join(map(str, missing))} not run yet, so "
                 f"no call** (the rule needs seeds {', '.join(map(str, stage.seeds))}).")
-    doc = (f"# {stage.title}\n\nRule and commands in `bench/neighbourhood_screen.py` (fixed before the "
+    doc = (f"# {stage.title}\n\nRule and commands in `{stage.script}` (fixed before the "
            f"candidate's runs). Mean ± std over seeds; OOF columns are the estimate (max-F1 threshold; `radius_1` "
            f"with spatial context).\n\n"
            f"{summary(runs, (stage.reference, stage.candidate), finished).to_markdown(index=False)}\n\n"
            f"Decision by `{METRIC}`, paired by seed:\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n"
            f"{text}\n")
     stage.doc.write_text(doc)
-    print(doc)
+    return doc
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "neighbourhood 2": ["data.neighbourhood=2"],
     "2-seed ensemble + neighbourhood 2 + context": ["ensemble.members=2", "data.neighbourhood=2", "context=neighbours"],
     "neighbourhood 3": ["data.neighbourhood=3"],
+    # screen (bench/epochs_screen.py): the recipe as committed, its 10 epochs restored after the study's 6
+    "recipe (10 epochs)": ["experiment=recipe", "trainer.max_epochs=10"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
@@ -235,6 +237,7 @@ CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood + context"] = "exploratory: se
 CHOSEN_ELSEWHERE["neighbourhood 2"] = "a screen: see bench/neighbourhood_screen.py"
 CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood 2 + context"] = "confirmation: see bench/neighbourhood_screen.py"
 CHOSEN_ELSEWHERE["neighbourhood 3"] = "a screen: see bench/neighbourhood_screen.py"
+CHOSEN_ELSEWHERE["recipe (10 epochs)"] = "a screen: see bench/epochs_screen.py"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

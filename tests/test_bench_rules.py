@@ -12,8 +12,10 @@ from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from neighbourhood_screen import (  # noqa: E402
+    Stage,
     paired_patient_bootstrap,
     paired_seeds,
+    stage_verdict,
     validation_predictions,
     verdict,
 )
@@ -254,6 +256,39 @@ def test_a_stage_is_decided_only_on_seeds_both_arms_finished_and_says_which_are_
     runs = pd.DataFrame({"strategy": ["cand", "ref", "ref", "cand"], "seed": [1, 1, 3, 5]})
     assert paired_seeds(runs, "cand", "ref", (1, 3)) == ([1], [3])
     assert paired_seeds(runs, "cand", "ref", (5,)) == ([], [5])
+
+
+class StoredPredictions:
+    """A tracking client whose store holds each run's `cv/val_predictions.csv` (runs keyed by id)."""
+
+    def __init__(self, frames):
+        self.frames = frames
+
+    def download_artifacts(self, run_id, path, folder):
+        self.frames[run_id].to_csv(Path(folder) / "val_predictions.csv", index=False)
+        return str(Path(folder) / "val_predictions.csv")
+
+
+def test_a_stage_reads_the_candidate_and_reference_rows_from_their_own_files_and_writes_its_call(tmp_path):
+    patients = [f"p{i}" for i in range(20)]
+    wrong = pd.DataFrame({"patient": np.repeat(patients, 2), "target": [0, 1] * 20, "probability": [0.6, 0.4] * 20})
+    right = wrong.assign(probability=[0.4, 0.6] * 20)  # every patient's positive now above its negative
+    columns = {"minutes": 1.0, "oof_auroc": 0.9, "oof_balanced_accuracy": 0.8,
+               "oof_rule_youden_balanced_accuracy": 0.8, "oof_context_radius_1_auroc": 0.9,
+               "oof_context_radius_1_balanced_accuracy": 0.8, "oof_auroc_ci_low": 0.8, "oof_auroc_ci_high": 0.95}
+    pd.DataFrame([{"strategy": "ref", "seed": s, "run_id": f"r{s}", "cv_val_pooled_auroc": 0.0, **columns}
+                  for s in (1, 3)]).to_csv(tmp_path / "reference.csv", index=False)
+    pd.DataFrame([{"strategy": "cand", "seed": 1, "run_id": "c1", "cv_val_pooled_auroc": 1.0, **columns}]
+                 ).to_csv(tmp_path / "candidate.csv", index=False)
+    stage = Stage("cand", "ref", (1, 3), tmp_path / "reference.csv", "A test stage", tmp_path / "stage.md",
+                  tmp_path / "candidate.csv", "bench/a_screen.py")
+    client = StoredPredictions({"r1": wrong, "r3": wrong, "c1": right, "c3": right})
+    assert "Incomplete: seed(s) 3 not run yet, so no call" in stage_verdict(stage, client)
+    frame = pd.read_csv(tmp_path / "candidate.csv")
+    pd.concat([frame, frame.assign(seed=3, run_id="c3")]).to_csv(tmp_path / "candidate.csv", index=False)
+    doc = stage_verdict(stage, client)
+    assert "**Call: better.**" in doc and "Mean gain +1.0000" in doc and "`bench/a_screen.py`" in doc
+    assert (tmp_path / "stage.md").read_text() == doc
 
 
 class FoldCurves:
