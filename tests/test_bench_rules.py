@@ -309,3 +309,15 @@ def test_last_epochs_validation_auprc_averages_folds_and_is_absent_when_no_fold_
     values = last_epochs_val_auprc(FoldCurves([[0.1, 0.5, 0.6, 0.7], [0.2, 0.3]]), "1", "parent")
     assert values == pytest.approx({"last_val_auprc": (0.7 + 0.3) / 2, "last3_val_auprc": (0.6 + 0.25) / 2})
     assert last_epochs_val_auprc(FoldCurves([[], []]), "1", "parent") == {}
+
+
+def test_a_pooled_auroc_splits_exactly_into_same_patient_and_cross_patient_pairs():
+    from patient_offsets import within_and_across
+    # patient a ranks its own pair right (0.3 < 0.4), b too (0.8 < 0.9), but a's positive is below b's negative
+    parts = within_and_across(np.array([0, 1, 0, 1]), np.array([0.3, 0.4, 0.8, 0.9]), np.array(list("aabb")))
+    # pairs: (a+, a-) win, (b+, b-) win, (a+, b-) loss, (b+, a-) win: pooled 3/4, within 2/2, across 1/2
+    assert parts == pytest.approx({"pooled": 0.75, "within": 1.0, "across": 0.5, "within_share": 0.5})
+    tied = within_and_across(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.5, 0.5]), np.array(list("aabb")))
+    assert tied["pooled"] == tied["within"] == tied["across"] == pytest.approx(0.5)
+    apart = within_and_across(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.5, 0.9]), np.array(list("aabb")))
+    assert np.isnan(apart["within"]) and apart["across"] == apart["pooled"] == pytest.approx(3 / 4)
