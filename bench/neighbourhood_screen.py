@@ -120,7 +120,10 @@ def paired_patient_bootstrap(candidate: Sequence[pd.DataFrame], reference: Seque
     over `resamples` draws of the validation patients with replacement (one draw for all runs; every row of a
     drawn patient counts once per time it is drawn). Each frame: one run's `cv/val_predictions.csv` (patient,
     target, and the patches' own P(IDC), `patch_probability`, or `probability` in older files: `METRIC` is
-    computed before spatial context); `candidate[i]` and `reference[i]` are the same seed's runs."""
+    computed before spatial context); `candidate[i]` and `reference[i]` are the same seed's runs. A draw without
+    both classes (no AUROC) is left out of the interval."""
+    if len(candidate) != len(reference):
+        raise ValueError(f"{len(candidate)} candidate runs against {len(reference)} reference runs: pair them by seed")
     runs = [*candidate, *reference]
     patients = np.unique(np.concatenate([frame["patient"].astype(str).to_numpy() for frame in runs]))
     codes = [np.searchsorted(patients, frame["patient"].astype(str).to_numpy()) for frame in runs]
@@ -133,8 +136,9 @@ def paired_patient_bootstrap(candidate: Sequence[pd.DataFrame], reference: Seque
         return float(np.mean(np.subtract(scores[:half], scores[half:])))
 
     rng = np.random.default_rng(seed)
-    draws = [gain(np.bincount(rng.integers(0, len(patients), len(patients)), minlength=len(patients)))
-             for _ in range(resamples)]
+    draws = np.array([gain(np.bincount(rng.integers(0, len(patients), len(patients)), minlength=len(patients)))
+                      for _ in range(resamples)])
+    draws = draws[~np.isnan(draws)]  # a draw without both classes has no AUROC
     return gain(np.ones(len(patients))), float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))
 
 
@@ -168,16 +172,17 @@ def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[i
     candidate's predictions come from `candidate_client` when its runs are in another store."""
     clients = {candidate: candidate_client or client, reference: client}
     by_run = runs.set_index(["strategy", "seed"])
-    rows, predictions = [], {candidate: [], reference: []}
+    rows, gains, predictions = [], [], {candidate: [], reference: []}
     for seed in seeds:
         gain = by_run.loc[(candidate, seed), METRIC] - by_run.loc[(reference, seed), METRIC]
+        gains.append(gain)  # the rule reads it unrounded
         rows.append({"seed": seed, candidate: f"{by_run.loc[(candidate, seed), METRIC]:.4f}",
                      reference: f"{by_run.loc[(reference, seed), METRIC]:.4f}", "gain": f"{gain:+.4f}"})
         for strategy in (candidate, reference):
             predictions[strategy].append(validation_predictions(clients[strategy],
                                                                 by_run.loc[(strategy, seed), "run_id"]))
     mean, low, high = paired_patient_bootstrap(predictions[candidate], predictions[reference])
-    call = verdict([float(r["gain"]) for r in rows], low, high)
+    call = verdict(gains, low, high)
     patients = len(np.unique(np.concatenate([f["patient"].astype(str) for f in predictions[reference]])))
     text = (f"Mean gain {mean:+.4f}, 95% patient-bootstrap interval [{low:+.4f}, {high:+.4f}] ({RESAMPLES} draws of "
             f"{patients} validation patients); seed range {SEED_RANGE}. **Call: {call}.**")

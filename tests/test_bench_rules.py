@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from neighbourhood_screen import (  # noqa: E402
     Stage,
+    decide,
     paired_patient_bootstrap,
     paired_seeds,
     stage_verdict,
@@ -321,3 +322,29 @@ def test_a_pooled_auroc_splits_exactly_into_same_patient_and_cross_patient_pairs
     assert tied["pooled"] == tied["within"] == tied["across"] == pytest.approx(0.5)
     apart = within_and_across(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.5, 0.9]), np.array(list("aabb")))
     assert np.isnan(apart["within"]) and apart["across"] == apart["pooled"] == pytest.approx(3 / 4)
+
+
+def test_the_rule_reads_the_gains_unrounded(tmp_path):
+    """A gain of 0.00514 is beyond a seed range of 0.0051 even though it prints as +0.0051."""
+    patients = [f"p{i}" for i in range(20)]
+    wrong = pd.DataFrame({"patient": np.repeat(patients, 2), "target": [0, 1] * 20, "probability": [0.6, 0.4] * 20})
+    right = wrong.assign(probability=[0.4, 0.6] * 20)
+    runs = pd.DataFrame([{"strategy": name, "seed": seed, "run_id": f"{name}{seed}", "cv_val_pooled_auroc": value}
+                         for name, seed, value in [("ref", 1, 0.9), ("ref", 3, 0.9), ("cand", 1, 0.90514),
+                                                   ("cand", 3, 0.92)]])
+    client = StoredPredictions({"ref1": wrong, "ref3": wrong, "cand1": right, "cand3": right})
+    table, text = decide(runs, "cand", "ref", (1, 3), client)
+    assert table["gain"].tolist() == ["+0.0051", "+0.0200"] and "**Call: better.**" in text
+
+
+def test_the_paired_bootstrap_needs_a_reference_run_for_every_candidate_run():
+    run = validation_run([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.1, 0.6])
+    with pytest.raises(ValueError, match="2 candidate runs against 1 reference"):
+        paired_patient_bootstrap([run, run], [run], resamples=5)
+
+
+def test_a_paired_draw_without_both_classes_is_left_out_of_the_interval():
+    # patient a holds the negatives, b the positives: a draw of one of them alone has no AUROC
+    run = pd.DataFrame({"patient": list("aabb"), "target": [0, 0, 1, 1], "probability": [0.1, 0.2, 0.8, 0.9]})
+    assert paired_patient_bootstrap([run], [run.assign(probability=[0.1, 0.9, 0.8, 0.2])], resamples=50) == (
+        pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5))

@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from idclab.losses import bce, focal, weighted_bce
-from idclab.metrics import BinaryMetrics, RankedPatches, binary_metrics, interval_lines, report
+from idclab.metrics import BinaryMetrics, RankedPatches, binary_metrics, interval_lines, patient_bootstrap, report
 
 LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0])
 TARGETS = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])
@@ -106,3 +106,15 @@ def test_ranked_patches_give_the_weighted_auroc_of_any_weighting_with_ties_count
     weights = rng.integers(0, 4, 500).astype(float)
     assert RankedPatches(targets, probs).auroc(weights) == pytest.approx(
         roc_auc_score(targets, probs, sample_weight=weights), abs=1e-12)
+
+
+def test_ranked_patches_refuse_a_missing_probability():
+    with pytest.raises(ValueError, match="P\\(IDC\\) is NaN for 1 patch"):
+        RankedPatches(np.array([0, 1]), np.array([0.2, np.nan]))
+
+
+def test_a_bootstrap_draw_without_both_classes_counts_for_no_metric():
+    # a: one negative at 0.2, b: one positive at 0.8, both right. A draw of a alone (or b alone) has no F1,
+    # balanced accuracy or AUROC worth the name: every draw that counts is perfect.
+    intervals = patient_bootstrap(np.array([0, 1]), np.array([0.2, 0.8]), np.array(["a", "b"]), 0.5, resamples=200)
+    assert intervals == {"f1": (1.0, 1.0), "balanced_accuracy": (1.0, 1.0), "auroc": (1.0, 1.0)}

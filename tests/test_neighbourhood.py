@@ -41,6 +41,12 @@ def test_unusable_rows_are_missing_neighbours_and_a_duplicate_position_resolves_
     assert cells[2, 4] == 2  # a patch's centre is always itself
 
 
+def test_no_usable_row_leaves_every_patch_alone():
+    cells = neighbour_rows(np.array(["a", "a"]), np.array([1, 51]), np.array([1, 1]), rings=1,
+                           usable=np.array([False, False]))
+    assert cells.tolist() == [[-1, -1, -1, -1, 0, -1, -1, -1, -1], [-1, -1, -1, -1, 1, -1, -1, -1, -1]]
+
+
 def test_rings_2_look_two_patches_away_across_and_down():
     cells = neighbour_rows(np.array(["a", "a", "a"]), np.array([1, 101, 1]), np.array([1, 1, 101]), rings=2)
     assert cells.shape == (3, 25)  # row-major over dy, dx in -2..2: index 5 * (dy + 2) + (dx + 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from idclab.training import train
-from idclab.validation import ConfigError, validate_evaluate_config, validate_train_config
+from idclab.validation import ConfigError, config_warnings, validate_evaluate_config, validate_train_config
 
 BAD = [
     ("optim.lr=-0.001", "optim.lr must be a number > 0"),
@@ -77,3 +77,13 @@ def test_evaluate_runs_on_one_device(make_cfg, devices):
         validate_evaluate_config(make_cfg(devices, config_name="evaluate"))
     assert "\n" not in str(error.value)
     validate_evaluate_config(make_cfg("trainer.devices=auto", "trainer.accelerator=cpu", config_name="evaluate"))
+
+
+def test_a_leaky_split_with_a_neighbourhood_view_is_flagged(make_cfg):
+    """split=patches puts one slide's patches in train and test; a neighbourhood view then also shows each training
+    patch the pixels of test patches around it."""
+    (warning,) = config_warnings(make_cfg("split=patches", "data.neighbourhood=1"))
+    assert "split=patches" in warning and "data.neighbourhood=1" in warning
+    assert config_warnings(make_cfg("split=patches")) == []
+    assert config_warnings(make_cfg("data.neighbourhood=1")) == []
+    assert len(config_warnings(make_cfg("sampler=oversample", "loss=weighted"))) == 1  # double correction too

@@ -134,6 +134,9 @@ class RankedPatches:
     half, for a small part of the time."""
 
     def __init__(self, targets: np.ndarray, probs: np.ndarray):
+        missing = int(np.isnan(probs).sum())
+        if missing:  # NaN would rank above every probability and tie with itself: refused, as sklearn does
+            raise ValueError(f"P(IDC) is NaN for {missing} patch(es): no AUROC")
         levels, self.level_of = np.unique(probs, return_inverse=True)
         self.levels = len(levels)
         self.positive = np.asarray(targets) == 1
@@ -153,7 +156,8 @@ def patient_bootstrap(targets: np.ndarray, probs: np.ndarray, patients: np.ndarr
                       resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
     """95% percentile intervals of F1, balanced accuracy and AUROC, resampling patients (not patches).
 
-    Each resample draws patients with replacement; a patch counts as many times as its patient was drawn.
+    Each resample draws patients with replacement; a patch counts as many times as its patient was drawn. A draw
+    without both classes counts for no metric (its recall or specificity is undefined).
     """
     names, patient_of = np.unique(patients, return_inverse=True)
     rng = np.random.default_rng(seed)
@@ -166,12 +170,11 @@ def patient_bootstrap(targets: np.ndarray, probs: np.ndarray, patients: np.ndarr
     for _ in range(resamples):
         draws = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))
         tp, fp, fn, tn = (float(draws @ per_patient[k]) for k in ("tp", "fp", "fn", "tn"))
-        summary = confusion_counts(tn, fp, fn, tp)
+        if not (tp + fn and tn + fp):
+            continue
         samples["f1"].append(_ratio(2 * tp, 2 * tp + fp + fn))
-        samples["balanced_accuracy"].append(summary["balanced_accuracy"])
-        auroc = ranked.auroc(draws[patient_of])
-        if not np.isnan(auroc):
-            samples["auroc"].append(auroc)
+        samples["balanced_accuracy"].append(confusion_counts(tn, fp, fn, tp)["balanced_accuracy"])
+        samples["auroc"].append(ranked.auroc(draws[patient_of]))
     return {name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (float("nan"),) * 2
             for name, v in samples.items()}
 

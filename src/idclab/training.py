@@ -53,7 +53,7 @@ from idclab.tracking import (
     log_model,
     run_status,
 )
-from idclab.validation import double_correction, require_both_classes, validate_train_config
+from idclab.validation import config_warnings, require_both_classes, validate_train_config
 
 log = logging.getLogger(__name__)
 MEMBER_FILE = "member.json"  # in a seed ensemble member's folder once it is trained: a resumed run keeps it
@@ -147,8 +147,7 @@ def train(cfg: DictConfig) -> float:
         validate_train_config(cfg)  # a run state is data: its options go through the same checks
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     print(OmegaConf.to_yaml(config))
-    warning = double_correction(cfg)
-    if warning:
+    for warning in config_warnings(cfg):
         warnings.warn(warning, stacklevel=1)
     pl.seed_everything(cfg.seed, workers=True)
     data = prepare_data(cfg.data, cfg.split, allow_empty_test=bool(cfg.cv.folds))

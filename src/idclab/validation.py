@@ -209,6 +209,21 @@ def reweights_classes(loss_cfg: DictConfig) -> bool:
     return loss_cfg.name in ("weighted", "class_balanced")
 
 
+def config_warnings(cfg: DictConfig) -> list[str]:
+    """What a valid config may not mean to do: each a one-line warning."""
+    return [w for w in (double_correction(cfg), leaky_neighbourhood(cfg)) if w]
+
+
+def leaky_neighbourhood(cfg: DictConfig) -> str | None:
+    """A warning when the leaky patch-level split meets a neighbourhood view: a training patch's view then also
+    holds the pixels of test patches beside it, so the test metrics are inflated twice."""
+    rings = cfg.data.get("neighbourhood", 0)
+    if cfg.split.name != "patches" or not rings:
+        return None
+    return (f"split=patches with data.neighbourhood={rings}: training patches see test patches' pixels in their "
+            "neighbourhood view as well as their slides; the test metrics are leaky twice over")
+
+
 def double_correction(cfg: DictConfig) -> str | None:
     """A warning when a class-balancing sampler meets a class re-weighting loss (unless allowed)."""
     sampler = cfg.sampler.name

@@ -61,10 +61,12 @@ def neighbour_rows(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, rings: 
     first = ~keys.duplicated()
     keys, candidates = keys[first], candidates[first]
     cells = np.full((n, side * side), -1, dtype=np.int64)
+    cells[:, side * side // 2] = np.arange(n)
+    if not len(candidates):  # nothing decoded: every patch alone
+        return cells
     offsets = range(-rings, rings + 1)
     for k, (dy, dx) in enumerate((dy, dx) for dy in offsets for dx in offsets):
         if dy == dx == 0:
-            cells[:, k] = np.arange(n)
             continue
         found = keys.get_indexer(pd.MultiIndex.from_arrays([codes, xs + dx * PATCH_STEP, ys + dy * PATCH_STEP]))
         cells[:, k] = np.where(found >= 0, candidates[np.maximum(found, 0)], -1)
