@@ -92,8 +92,11 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     "neighbourhood 2": ["data.neighbourhood=2"],
     "2-seed ensemble + neighbourhood 2 + context": ["ensemble.members=2", "data.neighbourhood=2", "context=neighbours"],
     "neighbourhood 3": ["data.neighbourhood=3"],
-    # screen (bench/epochs_screen.py): the recipe as committed, its 10 epochs restored after the study's 6
+    # screens (bench/recipe_screens.py): the recipe as committed, its 10 epochs restored after the study's 6; the
+    # 5x5 view with a cosine schedule and EMA weights
     "recipe (10 epochs)": ["experiment=recipe", "trainer.max_epochs=10"],
+    "neighbourhood 2 cosine+ema": ["data.neighbourhood=2", "optim.schedule=cosine", "optim.warmup_epochs=1",
+                                   "averaging=ema"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
@@ -237,7 +240,8 @@ CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood + context"] = "exploratory: se
 CHOSEN_ELSEWHERE["neighbourhood 2"] = "a screen: see bench/neighbourhood_screen.py"
 CHOSEN_ELSEWHERE["2-seed ensemble + neighbourhood 2 + context"] = "confirmation: see bench/neighbourhood_screen.py"
 CHOSEN_ELSEWHERE["neighbourhood 3"] = "a screen: see bench/neighbourhood_screen.py"
-CHOSEN_ELSEWHERE["recipe (10 epochs)"] = "a screen: see bench/epochs_screen.py"
+CHOSEN_ELSEWHERE["recipe (10 epochs)"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema"] = "a screen: see bench/recipe_screens.py"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
