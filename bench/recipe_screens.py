@@ -41,6 +41,28 @@ rule) before the recipe changes.
 
     python bench/recipe_screens.py schedule [--seed N]   # about 12-16 min each
     python bench/recipe_screens.py schedule --verdict    # -> docs/schedule_screen.md
+
+## Length: 20 epochs of cosine+EMA with the 5x5 view, against 6
+
+Why: with the view, the 6-epoch cosine+EMA models' validation AUROC still rose at the last epoch in 3 of 5 folds
+(seed 1, run a8d2c0ce's fold runs, epoch 1 -> 6: 0.888 -> 0.914, 0.930 -> 0.952, 0.757 -> 0.799; flat in one
+fold, 0.944, and 0.922 at epoch 3 -> 0.920 in the other), and 6 -> 10
+epochs at a constant rate gained +0.0057 / +0.0104 (not separated). The recipe trains 2 members x 10 epochs in
+about 7 of its 30 minutes on the pool (bench/results/recipe_time_pool.txt), so longer training is affordable. The
+target (pooled OOF AUROC 0.95, from 0.934) asks for gains no screen so far has given; this one tests whether the
+models are simply undertrained.
+
+Rule (fixed 2026-12-02, before any run of this screen): candidate "neighbourhood 2 cosine+ema, 20 epochs"
+(`data.neighbourhood=2 trainer.max_epochs=20 optim.schedule=cosine optim.warmup_epochs=1 averaging=ema`, single
+models) against "neighbourhood 2 cosine+ema" (6 epochs; `bench/results/schedule_screen.csv`, predictions kept),
+seeds 1 and 2, the same folds (`cv.seed=0`). `better` when both seeds' `cv_val_pooled_auroc` gains exceed 0.0051
+and the paired patient-bootstrap interval of the mean gain lies above 0; `worse` with the signs reversed;
+otherwise not separated. Only `better` earns a confirmation in the recipe's configuration (2-seed ensemble,
+context, Youden; cosine+EMA at 20 epochs against the recipe as committed; seeds 1 and 3, same rule) before the
+recipe changes, and that configuration's training on the pool must then be timed within 30 minutes.
+
+    python bench/recipe_screens.py length [--seed N]   # about 35-40 min each
+    python bench/recipe_screens.py length --verdict    # -> docs/length_screen.md
 """
 
 from __future__ import annotations
@@ -62,6 +84,11 @@ STAGES = {
                       "Cosine learning rate with EMA weights, with the 5x5 view (single models)",
                       PROJECT / "docs" / "schedule_screen.md", PROJECT / "bench" / "results" / "schedule_screen.csv",
                       SCRIPT),
+    "length": Stage("neighbourhood 2 cosine+ema, 20 epochs", "neighbourhood 2 cosine+ema", (1, 2),
+                    PROJECT / "bench" / "results" / "schedule_screen.csv",
+                    "Twenty epochs of cosine+EMA with the 5x5 view, against six (single models)",
+                    PROJECT / "docs" / "length_screen.md", PROJECT / "bench" / "results" / "length_screen.csv",
+                    SCRIPT),
 }
 
 
