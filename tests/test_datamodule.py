@@ -130,6 +130,17 @@ def test_a_neighbourhood_adds_the_coarse_view_of_each_patch_slide_around_it(make
     assert train_images.shape[1] == 6  # augmentation moves both views together (RandomDihedral: any channels)
 
 
+def test_several_views_are_served_smallest_first_after_the_patch(make_cfg):
+    cfg = make_cfg("data.batch_size=16")
+    data = prepare_data(cfg.data, cfg.split)
+    images, _, rows = next(iter(PatchDataModule(data, 16, neighbourhood=[2, 1]).val_dataloader()))
+    assert images.shape == (len(rows), 9, 50, 50)
+    index, cached = data.index, np.asarray(data.cache.images)
+    cells = neighbour_rows(index.patients, index.xs, index.ys, 2, data.cache.usable)
+    expected = assemble(cached, cells[rows.numpy()], views=(1, 2))
+    assert torch.equal(images.permute(0, 2, 3, 1), torch.from_numpy(expected))
+
+
 def test_the_neighbourhood_views_are_built_once_per_cache_and_shared_by_every_fold(make_cfg):
     """Assembling (2r+1)^2 patches per item every epoch cost 8-21x the patch alone (bench/loader_throughput.py):
     the views are built once, per rings, and every data module over the same cache (folds, members) reuses them."""
@@ -137,9 +148,11 @@ def test_the_neighbourhood_views_are_built_once_per_cache_and_shared_by_every_fo
     data = prepare_data(cfg.data, cfg.split)
     first = PatchDataModule(data, 16, neighbourhood=2)
     fold = PatchDataModule(replace(data, split=data.split), 16, neighbourhood=2)
-    assert first.views is fold.views and first.views.shape == (len(data.index), 50, 50, 3)
-    assert PatchDataModule(data, 16, neighbourhood=1).views is not first.views
-    assert PatchDataModule(data, 16).views is None
+    assert first.views[0] is fold.views[0] and len(first.views) == 1
+    assert first.views[0].shape == (len(data.index), 50, 50, 3)
+    assert PatchDataModule(data, 16, neighbourhood=1).views[0] is not first.views[0]
+    assert PatchDataModule(data, 16, neighbourhood=[1, 2]).views[1] is first.views[0]  # each ring count's view once
+    assert PatchDataModule(data, 16).views == ()
 
 
 @pytest.mark.slow
@@ -165,4 +178,4 @@ def test_a_config_saved_before_the_neighbourhood_option_trains_without_it(make_c
         del cfg.data["neighbourhood"]
     data = prepare_data(cfg.data, cfg.split)
     datamodule, classifier = make_model_and_data(cfg, OmegaConf.to_container(cfg, resolve=True), data)
-    assert datamodule.neighbourhood == 0 and classifier.input_rings == 0
+    assert datamodule.neighbourhood == () and classifier.input_rings == ()

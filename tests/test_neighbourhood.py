@@ -1,4 +1,5 @@
-"""Neighbourhood input: which rows surround a patch, and the 6-channel patches built from them."""
+"""Neighbourhood input: which rows surround a patch, and the 6-channel (or, with several views, wider) patches built
+from them."""
 
 from pathlib import Path
 
@@ -66,14 +67,20 @@ def test_rings_3_give_the_7x7_patches_around_each_one_averaged_over_7x7_pixel_bl
     assert 7 < coarse[42, 42] < 70
 
 
-@pytest.mark.parametrize("bad", [-1, 4, 1.0, True, "1"])
+@pytest.mark.parametrize("bad", [-1, 4, 1.0, True, "1", [0, 1], [1, 1], [2, 4], [1, "2"], (True,), {"a": 1}])
 def test_rings_out_of_range_are_refused_naming_the_setting(bad):
     with pytest.raises(ValueError, match="data.neighbourhood"):
         check_rings(bad)
 
 
-def test_input_channels_add_a_view_only_with_neighbours():
-    assert input_channels(0) == 3 and input_channels(1) == 6 and input_channels(3) == 6
+def test_rings_read_as_the_views_a_patch_is_shown_with_smallest_first():
+    assert check_rings(0) == check_rings([]) == () and check_rings(2) == (2,)
+    assert check_rings([2, 1]) == (1, 2) and check_rings((1, 3)) == (1, 3)
+
+
+def test_input_channels_add_one_view_per_ring_count():
+    assert input_channels(()) == 3 and input_channels((1,)) == 6 and input_channels((3,)) == 6
+    assert input_channels((1, 2)) == 9 and input_channels((1, 2, 3)) == 12
 
 
 def test_mosaic_blocks_are_rounded_means():
@@ -98,6 +105,19 @@ def test_assemble_keeps_the_patch_and_adds_its_tiled_neighbourhood_averaged_down
     assert (out[0, 17:33, 17:33, 4] == 0).all()  # the centre tile keeps the patch's own colours
 
 
+def test_several_views_stack_each_ring_count_s_view_smallest_first_from_the_widest_cells():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (9, 50, 50, 3), dtype=np.uint8)
+    patients, xs, ys = np.array(["a"] * 9), np.tile([1, 51, 101], 3), np.repeat([1, 51, 101], 3)
+    wide, narrow = neighbour_rows(patients, xs, ys, rings=2), neighbour_rows(patients, xs, ys, rings=1)
+    both = assemble(images, wide, views=(1, 2))
+    assert both.shape == (9, 50, 50, 9)
+    assert np.array_equal(both[..., :6], assemble(images, narrow))  # the patch, then its 3x3 view
+    assert np.array_equal(both[..., 6:], assemble(images, wide)[..., 3:])  # then its 5x5 view
+    with pytest.raises(ValueError, match="cells"):
+        assemble(images, narrow, views=(1, 2))  # a 5x5 view needs 5x5 cells
+
+
 def test_coarse_views_are_the_assembled_views_of_every_row_in_any_chunks():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, 50, 50, 3), dtype=np.uint8)
@@ -110,25 +130,29 @@ def test_coarse_views_are_the_assembled_views_of_every_row_in_any_chunks():
 def test_in_chunks_finds_neighbours_among_the_patches_given_or_shows_each_patch_alone():
     images = np.stack([np.full((50, 50, 3), value, dtype=np.uint8) for value in (0, 240, 120)])
     positions = (np.array(["a", "a", "b"]), np.array([1, 51, 1]), np.array([1, 1, 1]))
-    placed = np.concatenate(list(in_chunks(images, 1, positions)))
-    lonely = np.concatenate(list(in_chunks(images, 1)))
+    placed = np.concatenate(list(in_chunks(images, (1,), positions)))
+    lonely = np.concatenate(list(in_chunks(images, (1,))))
     assert placed.shape == lonely.shape == (3, 50, 50, 6)
     assert placed[0, 20, 45, 3] == 240 and lonely[0, 20, 45, 3] == 0  # patch 0's right-hand neighbour is patch 1
     assert np.array_equal(lonely[..., 3:], images)  # alone, the coarse view of a uniform patch is the patch
-    one_by_one = np.concatenate(list(in_chunks(images, 1, positions, size=1)))
+    one_by_one = np.concatenate(list(in_chunks(images, (1,), positions, size=1)))
     assert np.array_equal(one_by_one, placed)  # chunks change the memory, not the views
-    assert [len(c) for c in in_chunks(images, 0, size=2)] == [2, 1] and alone(2, 1)[:, 4].tolist() == [0, 1]
+    assert [len(c) for c in in_chunks(images, (), size=2)] == [2, 1] and alone(2, 1)[:, 4].tolist() == [0, 1]
+    both = np.concatenate(list(in_chunks(images, (1, 2), positions)))
+    assert both.shape == (3, 50, 50, 9) and np.array_equal(both[..., :6], placed)
 
 
 def test_rings_of_reads_the_saved_config_and_refuses_a_data_that_is_not_a_mapping():
-    assert rings_of({"data": {"neighbourhood": 2}}) == 2
-    assert rings_of({"data": {"root": "x"}}) == 0 and rings_of({}) == 0  # saved before the option existed
+    assert rings_of({"data": {"neighbourhood": 2}}) == (2,) and rings_of({"data": {"neighbourhood": [2, 1]}}) == (1, 2)
+    assert rings_of({"data": {"root": "x"}}) == () and rings_of({}) == ()  # saved before the option existed
     with pytest.raises(ValueError, match="data must be a mapping"):
         rings_of({"data": "os.system"})
 
 
 @pytest.mark.slow
-def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(make_cfg, tmp_path, data_dir):
+@pytest.mark.parametrize(("setting", "views"), [("1", (1,)), ("[1,2]", (1, 2))])
+def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(make_cfg, tmp_path, data_dir,
+                                                                              setting, views):
     """The view is built from the cache's index at test and evaluate, from the files' names at predict and from the
     request's positions when served: the same patches get the same P(IDC) every way."""
     import csv
@@ -144,14 +168,14 @@ def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(m
     from idclab.prediction import predict_files
     from idclab.training import train
 
-    cfg = make_cfg("data.neighbourhood=1", "logger.log_model=true", "trainer.limit_test_batches=1.0")
+    cfg = make_cfg(f"data.neighbourhood={setting}", "logger.log_model=true", "trainer.limit_test_batches=1.0")
     train(cfg)
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
-    assert run.data.params["data.neighbourhood"] == "1"
+    assert run.data.params["data.neighbourhood"] == setting.replace(",", ", ")
     checkpoint = run.data.tags["best_checkpoint"]
     classifier = load_classifier(checkpoint)
-    assert classifier.input_rings == 1
+    assert classifier.input_rings == views
     evaluated = evaluate(make_cfg(f"ckpt_path={checkpoint}", config_name="evaluate"))
     assert evaluated["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)
 
@@ -164,7 +188,7 @@ def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(m
         rows = list(csv.DictReader(handle))
     data = prepare_data(cfg.data, cfg.split)  # the patches as test and evaluate serve them, from the cache
     test_rows = data.split.rows["test"]
-    views = PatchDataModule(data, 16, neighbourhood=1).dataset("test")[list(range(len(test_rows)))][0]
+    views = PatchDataModule(data, 16, neighbourhood=views).dataset("test")[list(range(len(test_rows)))][0]
     with torch.no_grad():
         from_cache = dict(zip((data.index.paths[r] for r in test_rows), classifier.probabilities(views).numpy(),
                               strict=True))

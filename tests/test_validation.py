@@ -42,6 +42,8 @@ BAD = [
     ("trainer.precision=64-true", "trainer.precision must be one of 32-true"),
     ("data.neighbourhood=4", "data.neighbourhood must be an integer from 0 to 3"),
     ("data.neighbourhood=-1", "data.neighbourhood must be an integer from 0 to 3"),
+    ("data.neighbourhood=[1,1]", "data.neighbourhood must be an integer from 0 to 3"),
+    ("data.neighbourhood=[1,4]", "data.neighbourhood must be an integer from 0 to 3"),
     ("data.neighbourhood=1 augment=stain", "augment=stain jitters the colours of one 3-channel patch"),
 ]
 

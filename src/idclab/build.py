@@ -66,9 +66,10 @@ def load_classifier(path: str | Path) -> IDCClassifier:
         except ValueError as error:
             raise CheckpointError(f"{path}: {error}") from error
         classifiers = [classifier_from(member, path) for member in members]
-        rings = sorted({member.input_rings for member in classifiers})
-        if len(rings) > 1:
-            raise CheckpointError(f"{path}: the ensemble's members see different neighbourhoods ({rings} rings): "
+        views = sorted({member.input_rings for member in classifiers})
+        if len(views) > 1:
+            raise CheckpointError(f"{path}: the ensemble's members see different neighbourhoods (views of "
+                                  f"{' and '.join(str(list(v)) for v in views)} rings): "
                                   "they cannot share inputs")
         return EnsembleClassifier(classifiers, threshold, **record, **context).eval()
     return classifier_from(checkpoint, path)

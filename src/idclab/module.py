@@ -56,7 +56,7 @@ class IDCClassifier(pl.LightningModule):
         self.tta = False
         self.finite_check_steps = FINITE_CHECK_STEPS
         self._all_finite: torch.Tensor | None = None  # on the device: were the losses since the last check finite?
-        self.input_rings = rings_of(config)  # > 0: patches come with their neighbourhood view (6 channels)
+        self.input_rings = rings_of(config)  # non-empty: patches come with neighbourhood views (3 channels each)
         self.example_input_array = torch.zeros(1, input_channels(self.input_rings), 50, 50, dtype=torch.uint8)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -69,7 +69,7 @@ class IDCClassifier(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of uint8 N x C x H x W images (channels_last on CUDA, where it is faster); with a
-        neighbourhood view (C = 6), each 3-channel view is stain-normalised and standardised alike."""
+        neighbourhood views (C = 6, 9, ...), each 3-channel view is stain-normalised and standardised alike."""
         views = images.float().div_(255.0).split(3, dim=1)
         x = torch.cat([self.stain(view).sub_(self.mean).div_(self.std) for view in views], dim=1)
         if x.is_cuda:

@@ -13,7 +13,7 @@ import torch
 
 from idclab.data.decode import decode_patch
 from idclab.data.layout import PatchName, parse_patch_name
-from idclab.data.neighbourhood import in_chunks
+from idclab.data.neighbourhood import Views, in_chunks
 from idclab.module import IDCClassifier
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,10 @@ def slides(predictions: list[Prediction]) -> list[list[tuple[Prediction, PatchNa
     return [group for patient, group in groups.items() if patient is not None] + [groups.get(None, [])]
 
 
-def neighbourhood_batches(predictions: list[Prediction], rings: int, batch_size: int
+def neighbourhood_batches(predictions: list[Prediction], views: Views, batch_size: int
                           ) -> Iterator[tuple[list[Prediction], np.ndarray]]:
-    """Batches of the readable files' patches with their neighbourhood view (N x 50 x 50 x 6), one slide decoded
+    """Batches of the readable files' patches with their neighbourhood `views` (N x 50 x 50 x 3(1 + V)), one slide
+    decoded
     at a time: neighbours are found among the files of the same patient by their names' coordinates; a file
     without Kaggle coordinates is shown alone (with a warning: the model rarely saw that in training)."""
     for group in slides(predictions):
@@ -93,12 +94,12 @@ def neighbourhood_batches(predictions: list[Prediction], rings: int, batch_size:
         names = [name for _, name, _ in placed]
         positions = None
         if names[0] is None:
-            log.warning("%d file(s) without Kaggle coordinates in their names: this model (data.neighbourhood=%d) "
-                        "sees each of them without its neighbours", len(placed), rings)
+            log.warning("%d file(s) without Kaggle coordinates in their names: this model (neighbourhood views of %s "
+                        "rings) sees each of them without its neighbours", len(placed), list(views))
         else:
             positions = tuple(np.array([getattr(n, axis) for n in names]) for axis in ("patient", "x", "y"))
-        views = in_chunks(np.stack([a for *_, a in placed]), rings, positions, batch_size)
-        for start, chunk in zip(range(0, len(placed), batch_size), views, strict=True):
+        chunks = in_chunks(np.stack([a for *_, a in placed]), views, positions, batch_size)
+        for start, chunk in zip(range(0, len(placed), batch_size), chunks, strict=True):
             yield [p for p, *_ in placed[start:start + batch_size]], chunk
 
 
@@ -110,8 +111,8 @@ def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str |
     its neighbours among the files of the same patient (one slide in memory at a time)."""
     classifier.eval()
     results = [Prediction(str(path)) for path in collect_files(inputs)]
-    rings = classifier.input_rings
-    batches = neighbourhood_batches(results, rings, batch_size) if rings else alone_batches(results, batch_size)
+    views = classifier.input_rings
+    batches = neighbourhood_batches(results, views, batch_size) if views else alone_batches(results, batch_size)
     for predictions, pixels in batches:
         batch = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
         probs = classifier.probabilities(batch.to(classifier.device)).cpu().numpy()

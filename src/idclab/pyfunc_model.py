@@ -69,7 +69,7 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
             alone = np.concatenate([np.empty(0), *(
                 self.classifier.probabilities(torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2))
                 .numpy().astype(np.float64) for chunk in in_chunks(pixels, self.classifier.input_rings, positions))])
-        in_context = positions is not None and (self.classifier.uses_context or self.classifier.input_rings > 0)
+        in_context = positions is not None and (self.classifier.uses_context or bool(self.classifier.input_rings))
         if in_context:
             probs, threshold = self.classifier.blend(alone, *positions), self.classifier.threshold
         else:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from idclab import registry
 from idclab.context import MAX_RADIUS
 from idclab.data.layout import DataLayoutError, require_root
-from idclab.data.neighbourhood import MAX_RINGS
+from idclab.data.neighbourhood import MAX_RINGS, check_rings
 from idclab.thresholds import METHODS as THRESHOLD_METHODS
 
 
@@ -28,6 +28,15 @@ NEXT_FOLD = "next_fold"  # cv.val: each fold validates on the next fold's patien
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_views(value: Any) -> bool:
+    """A valid `data.neighbourhood` (`idclab.data.neighbourhood.check_rings`)."""
+    try:
+        check_rings(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_number(value: Any) -> bool:
@@ -47,8 +56,9 @@ TRAIN_RULES: list[Rule] = [
     ("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("data.strict", lambda v: isinstance(v, bool), "true or false"),
-    ("data.neighbourhood", lambda v: _is_int(v) and 0 <= v <= MAX_RINGS,
-     f"an integer from 0 to {MAX_RINGS} (rings of patches)"),
+    ("data.neighbourhood", lambda v: _is_views(v),
+     f"an integer from 0 to {MAX_RINGS} (rings of patches) or a list of distinct integers from 1 to {MAX_RINGS} "
+     "(one view each)"),
     ("data.decode_workers", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
     ("data.synthetic.n_patients", lambda v: _is_int(v) and v >= 3, "an integer >= 3"),
     ("data.synthetic.min_grid", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
@@ -151,8 +161,8 @@ def check_recipe(cfg: DictConfig) -> None:
     if schedule != "none" and warmup >= cfg.trainer.max_epochs > 0:
         raise ConfigError(f"optim.warmup_epochs ({warmup}) must be < trainer.max_epochs ({cfg.trainer.max_epochs})")
     if OmegaConf.select(cfg, "data.neighbourhood", default=0) and cfg.augment.name == "stain":
-        raise ConfigError("augment=stain jitters the colours of one 3-channel patch: with data.neighbourhood > 0 use "
-                          "augment=basic or none (or data.neighbourhood=0)")
+        raise ConfigError("augment=stain jitters the colours of one 3-channel patch: with a neighbourhood view "
+                          "(data.neighbourhood) use augment=basic or none (or data.neighbourhood=0)")
     folds = OmegaConf.select(cfg, "cv.folds")
     if folds is not None and folds < 3 and OmegaConf.select(cfg, "cv.val") == NEXT_FOLD:
         raise ConfigError(f"cv.val=next_fold needs cv.folds >= 3 (a fold to test, the next to validate, the rest to "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,11 +98,11 @@ class PatchBatches(Dataset):
 
     Rows are read from the memory map in sorted order (one fancy-indexing copy per batch), then
     augmented per patch (albumentations) and/or per batch (tensor ops). With `views` (each index row's
-    neighbourhood view, `idclab.data.neighbourhood.coarse_views`), C = 6: the patch, then its view.
+    neighbourhood views, `idclab.data.neighbourhood.coarse_views`), C = 3 + 3 per view: the patch, then its views.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray,
-                 augmentation: Augmentation | None = None, views: np.ndarray | None = None):
+                 augmentation: Augmentation | None = None, views: Sequence[np.ndarray] = ()):
         self.images = images
         self.labels = labels
         self.rows = rows
@@ -125,7 +125,7 @@ class PatchBatches(Dataset):
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = self.rows[np.asarray(positions)]
         order = np.argsort(rows, kind="stable")
-        sources = [self.images] if self.views is None else [self.images, self.views]
+        sources = [self.images, *self.views]
         pixels = np.empty((len(rows), *self.images.shape[1:3], sum(s.shape[-1] for s in sources)), dtype=np.uint8)
         channel = 0
         for source in sources:  # each read in row order, into its channels
@@ -159,12 +159,13 @@ def channel_stats(images: np.ndarray, rows: np.ndarray, seed: int, max_rows: int
 
 class PatchDataModule(pl.LightningDataModule):
     """Serves train (augmented, optionally re-sampled), val and test patches from the cache; with `neighbourhood`
-    rings > 0, each with its neighbourhood view (6 channels, `idclab.data.neighbourhood`)."""
+    (`data.neighbourhood`: rings, or a list of them), each with its neighbourhood views (3 more channels each,
+    `idclab.data.neighbourhood`)."""
 
     def __init__(self, data: PreparedData, batch_size: int, num_workers: int = 0,
                  augmentation: Augmentation | None = None,
                  sampler_factory: Callable[[np.ndarray, int], Sampler | None] | None = None, seed: int = 0,
-                 neighbourhood: int = 0):
+                 neighbourhood: int | Sequence[int] = 0):
         super().__init__()
         self.data = data
         self.batch_size = batch_size
@@ -175,16 +176,16 @@ class PatchDataModule(pl.LightningDataModule):
         self.neighbourhood = check_rings(neighbourhood)
 
     @property
-    def views(self) -> np.ndarray | None:
-        """Each index row's neighbourhood view (N x 50 x 50 x 3), or None without one: built on first use and
-        kept with the cache, so folds and ensemble members over the same data build it once."""
-        if not self.neighbourhood:
-            return None
+    def views(self) -> tuple[np.ndarray, ...]:
+        """Each index row's neighbourhood views (N x 50 x 50 x 3 per ring count), none without `neighbourhood`:
+        each built on first use and kept with the cache, so folds and ensemble members over the same data build
+        it once."""
         cache, index = self.data.cache, self.data.index
-        if self.neighbourhood not in cache.views:
-            cells = neighbour_rows(index.patients, index.xs, index.ys, self.neighbourhood, cache.usable)
-            cache.views[self.neighbourhood] = coarse_views(cache.images, cells)
-        return cache.views[self.neighbourhood]
+        for rings in self.neighbourhood:
+            if rings not in cache.views:
+                cells = neighbour_rows(index.patients, index.xs, index.ys, rings, cache.usable)
+                cache.views[rings] = coarse_views(cache.images, cells)
+        return tuple(cache.views[rings] for rings in self.neighbourhood)
 
     def train_class_counts(self) -> list[int]:
         """Negative and positive patch counts in the training split."""

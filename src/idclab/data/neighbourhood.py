@@ -1,17 +1,18 @@
-"""Neighbourhood input: each patch served with a coarse view of the slide around it, as three more channels.
+"""Neighbourhood input: each patch served with coarse views of the slide around it, as more channels.
 
 A 50x50 patch shows a few cells; whether they are invasive often shows in the tissue around them. With
 `data.neighbourhood=r` (rings of patches, 1 to `MAX_RINGS`: 3x3 to 7x7), a patch comes with the (2r+1) x (2r+1)
 patches centred on it on its slide (same patient, from the x/y in the Kaggle file names), tiled and averaged down
-to 50x50 (block means of 2r+1 pixels a side): channels 4-6 of a 6-channel patch. A neighbour that is not in the
-data (or did not decode) is filled with the patch itself, so a patch without known neighbours sees a coarse
-view of itself. Flips and rotations move both views together (both are centred on the patch); the model
-normalises each view's colours alike.
+to 50x50 (block means of 2r+1 pixels a side): channels 4-6 of a 6-channel patch. A list of ring counts (e.g.
+`[1, 2]`) gives one such view each, smallest first: the 3x3 view at a third of the resolution, then the 5x5 at a
+fifth (9 channels). A neighbour that is not in the data (or did not decode) is filled with the patch itself, so a
+patch without known neighbours sees a coarse view of itself. Flips and rotations move all views together (all are
+centred on the patch); the model normalises each view's colours alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,23 +24,32 @@ from idclab.data.decode import PATCH_SIZE
 
 MAX_RINGS = 3
 CHANNELS = 3  # per view
+Views = tuple[int, ...]  # the ring counts of a patch's neighbourhood views, smallest first; () for none
 
 
-def input_channels(rings: int) -> int:
-    """Channels of a model's input: the patch's 3, plus 3 for its neighbourhood when `rings` > 0."""
-    return CHANNELS * (2 if rings > 0 else 1)
+def input_channels(views: Views) -> int:
+    """Channels of a model's input: the patch's 3, plus 3 per neighbourhood view."""
+    return CHANNELS * (1 + len(views))
 
 
-def check_rings(rings: object) -> int:
-    """`rings` as an int from 0 to `MAX_RINGS` (ValueError naming the setting otherwise)."""
-    if not (isinstance(rings, int) and not isinstance(rings, bool) and 0 <= rings <= MAX_RINGS):
-        raise ValueError(f"data.neighbourhood must be an integer from 0 to {MAX_RINGS} (rings of patches), "
-                         f"got {rings!r}")
-    return rings
+def check_rings(rings: object) -> Views:
+    """`data.neighbourhood` as the ring counts of its views: an int from 0 (none) to `MAX_RINGS` gives one view (or
+    none), a list of distinct ints from 1 to `MAX_RINGS` one view each, smallest first (ValueError naming the
+    setting otherwise); an empty list means none, as 0 does."""
+    def is_count(value: object, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_RINGS
+
+    if is_count(rings, 0):
+        return (rings,) if rings else ()
+    if (isinstance(rings, Sequence) and not isinstance(rings, str) and all(is_count(r, 1) for r in rings)
+            and len(set(rings)) == len(rings)):
+        return tuple(sorted(rings))
+    raise ValueError(f"data.neighbourhood must be an integer from 0 to {MAX_RINGS} (rings of patches) or a list of "
+                     f"distinct integers from 1 to {MAX_RINGS} (one view each), got {rings!r}")
 
 
-def rings_of(config: Mapping[str, Any]) -> int:
-    """The neighbourhood rings a run config (a plain dict) gives its model's input: `data.neighbourhood`, 0 when
+def rings_of(config: Mapping[str, Any]) -> Views:
+    """The neighbourhood views a run config (a plain dict) gives its model's input: `data.neighbourhood`, none when
     absent (configs saved before the option existed); ValueError for a `data` that is not a mapping."""
     data = config.get("data") or {}
     if not isinstance(data, Mapping):
@@ -47,12 +57,20 @@ def rings_of(config: Mapping[str, Any]) -> int:
     return check_rings(data.get("neighbourhood", 0))
 
 
+def tile_side(rings: int) -> int:
+    """Patches a side of the square of `rings` rings around a patch: 2r + 1 (ValueError for anything but one ring
+    count from 0 to `MAX_RINGS`)."""
+    if isinstance(rings, Sequence):
+        raise ValueError(f"one ring count is needed here, got {rings!r}")
+    return 2 * max(check_rings(rings), default=0) + 1
+
+
 def neighbour_rows(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, rings: int,
                    usable: np.ndarray | None = None) -> np.ndarray:
     """An N x (2r+1)^2 int64 array: entry [i, k] is the row of the patch of i's patient at offset k (row-major
     over dy, then dx, each from -r to r patch steps), or -1 when there is none (or it is not `usable`); the
     centre entry is i itself. A position listed twice resolves to its first usable row."""
-    side = 2 * check_rings(rings) + 1
+    side = tile_side(rings)
     n = len(patients)
     _, codes = np.unique(np.asarray(patients).astype(str), return_inverse=True)
     xs, ys = np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64)
@@ -75,7 +93,7 @@ def neighbour_rows(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, rings: 
 
 def alone(count: int, rings: int) -> np.ndarray:
     """The cells of `count` patches with no known neighbours (each sees itself only)."""
-    side = 2 * check_rings(rings) + 1
+    side = tile_side(rings)
     cells = np.full((count, side * side), -1, dtype=np.int64)
     cells[:, side * side // 2] = np.arange(count)
     return cells
@@ -94,22 +112,30 @@ def coarse_views(images: np.ndarray, cells: np.ndarray, size: int = 1024) -> np.
     return views
 
 
-def assemble(images: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """B x 50 x 50 x 6 uint8 patches from the rows `cells` (B x (2r+1)^2, see `neighbour_rows`) of `images`
-    (N x 50 x 50 x 3 uint8, e.g. the memory-mapped cache): the centre patch, then its neighbourhood tiled and
-    averaged down to 50x50 (rounded), missing neighbours (-1) filled with the centre patch."""
+def assemble(images: np.ndarray, cells: np.ndarray, views: Views | None = None) -> np.ndarray:
+    """B x 50 x 50 x 3(1 + V) uint8 patches from the rows `cells` (B x (2r+1)^2, see `neighbour_rows`) of `images`
+    (N x 50 x 50 x 3 uint8, e.g. the memory-mapped cache): the centre patch, then its neighbourhood of each ring
+    count in `views` (default: the cells' own r) tiled and averaged down to 50x50 (rounded), missing neighbours (-1)
+    filled with the centre patch."""
     count, tiles = cells.shape
     side = int(round(tiles ** 0.5))
     if side * side != tiles or side % 2 == 0:
         raise ValueError(f"cells must hold an odd square number of rows per patch, got {tiles}")
+    views = views or (side // 2,)
+    if 2 * max(views) + 1 > side:
+        raise ValueError(f"cells of {side}x{side} patches cannot give a view of {max(views)} rings")
     filled = np.where(cells >= 0, cells, cells[:, tiles // 2:tiles // 2 + 1])
     unique, inverse = np.unique(filled, return_inverse=True)  # each row read once, in order (memory map)
     pixels = np.asarray(images[unique])[inverse.reshape(-1)]
     mosaic = pixels.reshape(count, side, side, PATCH_SIZE, PATCH_SIZE, CHANNELS)
     mosaic = mosaic.transpose(0, 1, 3, 2, 4, 5)  # B, cy, py, cx, px, C: tiles side by side
-    coarse = mosaic_blocks(mosaic.reshape(count, side * PATCH_SIZE, side * PATCH_SIZE, CHANNELS), side)
+    mosaic = mosaic.reshape(count, side * PATCH_SIZE, side * PATCH_SIZE, CHANNELS)
     centre = pixels.reshape(count, tiles, PATCH_SIZE, PATCH_SIZE, CHANNELS)[:, tiles // 2]
-    return np.concatenate([centre, coarse], axis=-1)
+    coarse = []
+    for rings in views:  # the inner (2r+1)^2 tiles of the mosaic, averaged down
+        inner = slice((side // 2 - rings) * PATCH_SIZE, (side // 2 + rings + 1) * PATCH_SIZE)
+        coarse.append(mosaic_blocks(np.ascontiguousarray(mosaic[:, inner, inner]), 2 * rings + 1))
+    return np.concatenate([centre, *coarse], axis=-1)
 
 
 def mosaic_blocks(mosaic: np.ndarray, factor: int) -> np.ndarray:
@@ -127,12 +153,13 @@ def mosaic_blocks(mosaic: np.ndarray, factor: int) -> np.ndarray:
     return ((blocks + factor * factor // 2) // (factor * factor)).astype(np.uint8)
 
 
-def in_chunks(images: np.ndarray, rings: int, positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+def in_chunks(images: np.ndarray, views: Views, positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
               size: int = 1024) -> Iterator[np.ndarray]:
-    """A stack of 3-channel patches (N x 50 x 50 x 3) in chunks of `size`, with their neighbourhood view
-    (6 channels) when `rings` > 0: neighbours found among them by `positions` (patient, x, y) when given, else
+    """A stack of 3-channel patches (N x 50 x 50 x 3) in chunks of `size`, with their neighbourhood `views` (3
+    channels each) when there are any: neighbours found among them by `positions` (patient, x, y) when given, else
     each patch alone. Chunks bound the memory (each view reads (2r+1)^2 patches)."""
-    if check_rings(rings):
-        cells = neighbour_rows(*positions, rings) if positions is not None else alone(len(images), rings)
+    if views:
+        widest = max(views)
+        cells = neighbour_rows(*positions, widest) if positions is not None else alone(len(images), widest)
     for start in range(0, len(images), size):
-        yield assemble(images, cells[start:start + size]) if rings else images[start:start + size]
+        yield assemble(images, cells[start:start + size], views) if views else images[start:start + size]
