@@ -63,6 +63,25 @@ recipe changes, and that configuration's training on the pool must then be timed
 
     python bench/recipe_screens.py length [--seed N]   # about 35-40 min each
     python bench/recipe_screens.py length --verdict    # -> docs/length_screen.md
+
+## Views: the 3x3 view beside the 5x5, against the 5x5 alone
+
+Why: the 5x5 view (each neighbour 10 px a side) is the largest gain measured so far; the 3x3 (17 px) gained less
+and the 7x7 (7 px) scored below the 5x5, not separated (docs/neighbourhood_screen.md, docs/neighbourhood_rings3.md): the view's
+resolution seems to matter as much as its reach. `data.neighbourhood=[1,2]` shows both: the 8 nearest neighbours
+at a third of the resolution and the 5x5 at a fifth (9 input channels; only the first convolution grows).
+
+Rule (fixed 2026-12-02, before any run of this screen, while the length screen's first seed ran): candidate
+"neighbourhood 1+2 cosine+ema" (`data.neighbourhood=[1,2] optim.schedule=cosine optim.warmup_epochs=1
+averaging=ema`, single models, the studies' 6 epochs) against "neighbourhood 2 cosine+ema"
+(`bench/results/schedule_screen.csv`, predictions kept), seeds 1 and 2, the same folds. `better` when both seeds'
+`cv_val_pooled_auroc` gains exceed 0.0051 and the paired patient-bootstrap interval of the mean gain lies above 0;
+`worse` with the signs reversed; otherwise not separated. Only `better` earns a confirmation in the recipe's
+configuration (2-seed ensemble, context, Youden, the recipe's schedule and epochs, `data.neighbourhood=[1,2]`
+against the recipe as committed; seeds 1 and 3, same rule) before the recipe changes.
+
+    python bench/recipe_screens.py views [--seed N]   # about 12-16 min each
+    python bench/recipe_screens.py views --verdict    # -> docs/views_screen.md
 """
 
 from __future__ import annotations
@@ -89,6 +108,10 @@ STAGES = {
                     "Twenty epochs of cosine+EMA with the 5x5 view, against six (single models)",
                     PROJECT / "docs" / "length_screen.md", PROJECT / "bench" / "results" / "length_screen.csv",
                     SCRIPT),
+    "views": Stage("neighbourhood 1+2 cosine+ema", "neighbourhood 2 cosine+ema", (1, 2),
+                   PROJECT / "bench" / "results" / "schedule_screen.csv",
+                   "The 3x3 view beside the 5x5, against the 5x5 alone (single models, cosine+EMA)",
+                   PROJECT / "docs" / "views_screen.md", PROJECT / "bench" / "results" / "views_screen.csv", SCRIPT),
 }
 
 

@@ -100,6 +100,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # the same trained 20 epochs (the recipe's 30-minute budget allows 2 members x 40)
     "neighbourhood 2 cosine+ema, 20 epochs": ["data.neighbourhood=2", "trainer.max_epochs=20", "optim.schedule=cosine",
                                               "optim.warmup_epochs=1", "averaging=ema"],
+    # two views: the 3x3 neighbourhood at a third of the resolution beside the 5x5 at a fifth
+    "neighbourhood 1+2 cosine+ema": ["data.neighbourhood=[1,2]", "optim.schedule=cosine", "optim.warmup_epochs=1",
+                                     "averaging=ema"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
@@ -246,6 +249,7 @@ CHOSEN_ELSEWHERE["neighbourhood 3"] = "a screen: see bench/neighbourhood_screen.
 CHOSEN_ELSEWHERE["recipe (10 epochs)"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, 20 epochs"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["neighbourhood 1+2 cosine+ema"] = "a screen: see bench/recipe_screens.py"
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
