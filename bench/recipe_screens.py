@@ -68,8 +68,9 @@ recipe changes, and that configuration's training on the pool must then be timed
 
 Why: the 5x5 view (each neighbour 10 px a side) is the largest gain measured so far; the 3x3 (17 px) gained less
 and the 7x7 (7 px) scored below the 5x5, not separated (docs/neighbourhood_screen.md,
-docs/neighbourhood_rings3.md): the view's resolution seems to matter as much as its reach. `data.neighbourhood=[1,2]` shows both: the 8 nearest neighbours
-at a third of the resolution and the 5x5 at a fifth (9 input channels; only the first convolution grows).
+docs/neighbourhood_rings3.md): the view's resolution seems to matter as much as its reach.
+`data.neighbourhood=[1,2]` shows both: the 8 nearest neighbours at a third of the resolution and the 5x5 at a
+fifth (9 input channels; only the first convolution grows).
 
 Rule (fixed 2026-12-02, before any run of this screen, while the length screen's first seed ran): candidate
 "neighbourhood 1+2 cosine+ema" (`data.neighbourhood=[1,2] optim.schedule=cosine optim.warmup_epochs=1

@@ -96,7 +96,8 @@ def test_a_neighbourhood_config_builds_a_six_channel_model_and_a_bad_one_is_refu
                 "hyper_parameters": {"config": config, "class_counts": [30, 10], "mean": [0.5] * 3,
                                      "std": [0.2] * 3}}, tmp_path / "six.ckpt")
     assert load_classifier(tmp_path / "six.ckpt").input_rings == (1,)
-    multi = build_classifier(copy.deepcopy(CONFIG) | {"data": {"neighbourhood": [1, 2]}}, [30, 10], [0.5] * 3, [0.2] * 3)
+    multi = build_classifier(copy.deepcopy(CONFIG) | {"data": {"neighbourhood": [1, 2]}}, [30, 10], [0.5] * 3,
+                             [0.2] * 3)
     assert multi.input_rings == (1, 2) and multi.model.features[0][0].in_channels == 9
     bad = write_checkpoint(tmp_path / "bad.ckpt", copy.deepcopy(CONFIG) | {"data": {"neighbourhood": "os.system"}})
     with pytest.raises(CheckpointError, match="data.neighbourhood must be an integer"):
