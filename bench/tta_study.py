@@ -77,7 +77,7 @@ def fold_frames(checkpoint: str, fold: int, trainer: pl.Trainer, cached: dict) -
     names = classifier.hparams["split_patients"]
     rows = {s: usable[np.isin(data.index.patients[usable], names[s])] for s in ("train", "val", "test")}
     fold_data = replace(data, split=PatientSplit(names, rows, {"fold_of": "cv"}))
-    datamodule = PatchDataModule(fold_data, 256, neighbourhood=classifier.input_rings)
+    datamodule = PatchDataModule(fold_data, 256, neighbourhood=classifier.input_views)
     frames = {}
     for tta in (False, True):
         classifier.tta = tta

@@ -84,7 +84,7 @@ class ContextClassifier:
     device = torch.device("cpu")
     threshold, alone_threshold = 0.5, 0.7
     uses_context, context_weight, context_radius = True, 0.5, 1
-    input_rings = 0
+    input_views = ()
     blend = IDCClassifier.blend
 
     def eval(self) -> "ContextClassifier":

@@ -178,4 +178,4 @@ def test_a_config_saved_before_the_neighbourhood_option_trains_without_it(make_c
         del cfg.data["neighbourhood"]
     data = prepare_data(cfg.data, cfg.split)
     datamodule, classifier = make_model_and_data(cfg, OmegaConf.to_container(cfg, resolve=True), data)
-    assert datamodule.neighbourhood == () and classifier.input_rings == ()
+    assert datamodule.neighbourhood == () and classifier.input_views == ()

@@ -64,7 +64,7 @@ class FakeClassifier:
     device = torch.device("cpu")
     threshold = alone_threshold = 0.5
     uses_context = False
-    input_rings = 0
+    input_views = ()
 
     def eval(self) -> "FakeClassifier":
         return self

@@ -16,7 +16,7 @@ from idclab.data.neighbourhood import (
     input_channels,
     mosaic_blocks,
     neighbour_rows,
-    rings_of,
+    views_of,
 )
 
 
@@ -142,11 +142,11 @@ def test_in_chunks_finds_neighbours_among_the_patches_given_or_shows_each_patch_
     assert both.shape == (3, 50, 50, 9) and np.array_equal(both[..., :6], placed)
 
 
-def test_rings_of_reads_the_saved_config_and_refuses_a_data_that_is_not_a_mapping():
-    assert rings_of({"data": {"neighbourhood": 2}}) == (2,) and rings_of({"data": {"neighbourhood": [2, 1]}}) == (1, 2)
-    assert rings_of({"data": {"root": "x"}}) == () and rings_of({}) == ()  # saved before the option existed
+def test_views_of_reads_the_saved_config_and_refuses_a_data_that_is_not_a_mapping():
+    assert views_of({"data": {"neighbourhood": 2}}) == (2,) and views_of({"data": {"neighbourhood": [2, 1]}}) == (1, 2)
+    assert views_of({"data": {"root": "x"}}) == () and views_of({}) == ()  # saved before the option existed
     with pytest.raises(ValueError, match="data must be a mapping"):
-        rings_of({"data": "os.system"})
+        views_of({"data": "os.system"})
 
 
 @pytest.mark.slow
@@ -175,7 +175,7 @@ def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(m
     assert run.data.params["data.neighbourhood"] == setting.replace(",", ", ")
     checkpoint = run.data.tags["best_checkpoint"]
     classifier = load_classifier(checkpoint)
-    assert classifier.input_rings == views
+    assert classifier.input_views == views
     evaluated = evaluate(make_cfg(f"ckpt_path={checkpoint}", config_name="evaluate"))
     assert evaluated["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)
 

@@ -87,7 +87,7 @@ def test_an_honest_checkpoint_loads_with_its_threshold(tmp_path: Path):
 def test_a_neighbourhood_config_builds_a_six_channel_model_and_a_bad_one_is_refused(tmp_path: Path):
     config = copy.deepcopy(CONFIG) | {"data": {"neighbourhood": 1}}
     classifier = build_classifier(config, [30, 10], [0.5] * 3, [0.2] * 3)
-    assert classifier.input_rings == (1,) and classifier.model.features[0][0].in_channels == 6
+    assert classifier.input_views == (1,) and classifier.model.features[0][0].in_channels == 6
     patch = torch.randint(0, 256, (2, 3, 50, 50), dtype=torch.uint8)
     view = torch.randint(0, 256, (2, 3, 50, 50), dtype=torch.uint8)
     with torch.no_grad():  # the second view is an input: changing it changes the logits
@@ -95,10 +95,10 @@ def test_a_neighbourhood_config_builds_a_six_channel_model_and_a_bad_one_is_refu
     torch.save({"state_dict": classifier.state_dict(),
                 "hyper_parameters": {"config": config, "class_counts": [30, 10], "mean": [0.5] * 3,
                                      "std": [0.2] * 3}}, tmp_path / "six.ckpt")
-    assert load_classifier(tmp_path / "six.ckpt").input_rings == (1,)
+    assert load_classifier(tmp_path / "six.ckpt").input_views == (1,)
     multi = build_classifier(copy.deepcopy(CONFIG) | {"data": {"neighbourhood": [1, 2]}}, [30, 10], [0.5] * 3,
                              [0.2] * 3)
-    assert multi.input_rings == (1, 2) and multi.model.features[0][0].in_channels == 9
+    assert multi.input_views == (1, 2) and multi.model.features[0][0].in_channels == 9
     bad = write_checkpoint(tmp_path / "bad.ckpt", copy.deepcopy(CONFIG) | {"data": {"neighbourhood": "os.system"}})
     with pytest.raises(CheckpointError, match="data.neighbourhood must be an integer"):
         load_classifier(bad)

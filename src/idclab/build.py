@@ -9,7 +9,7 @@ import torch
 
 from idclab import registry
 from idclab.context import MAX_RADIUS
-from idclab.data.neighbourhood import input_channels, rings_of
+from idclab.data.neighbourhood import input_channels, views_of
 from idclab.data.split import SPLITS
 from idclab.ensemble import ENSEMBLE_KEY, EnsembleClassifier
 from idclab.module import IDCClassifier
@@ -26,7 +26,7 @@ def build_classifier(config: dict[str, Any], class_counts: list[int], mean: list
     """The LightningModule for a resolved run config (a plain dict); model and loss come from the registry.
     `split_patients`, `data_fingerprint` (see `PreparedData.record`) and the tuned spatial `context`
     (context_weight, context_radius, patch_threshold) are saved with it."""
-    model = registry.build("model", config["model"], in_channels=input_channels(rings_of(config)))
+    model = registry.build("model", config["model"], in_channels=input_channels(views_of(config)))
     criterion = registry.build("loss", config["loss"], class_counts=class_counts)
     stain = registry.build("stain", registry.group_config(config, "stain"))  # its fitted target: in the state dict
     optim = config["optim"]
@@ -66,7 +66,7 @@ def load_classifier(path: str | Path) -> IDCClassifier:
         except ValueError as error:
             raise CheckpointError(f"{path}: {error}") from error
         classifiers = [classifier_from(member, path) for member in members]
-        views = sorted({member.input_rings for member in classifiers})
+        views = sorted({member.input_views for member in classifiers})
         if len(views) > 1:
             raise CheckpointError(f"{path}: the ensemble's members see different neighbourhoods (views of "
                                   f"{' and '.join(str(list(v)) for v in views)} rings): "

@@ -393,7 +393,7 @@ def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, mem
     if len(data.split.rows["test"]):
         ensemble = load_ensemble(path)
         datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers,
-                                     neighbourhood=ensemble.input_rings)
+                                     neighbourhood=ensemble.input_views)
         test_and_report(evaluation_trainer(cfg, out_dir, parent), ensemble, datamodule, out_dir / "test", parent,
                         **report_options(cfg.report))
     if cfg.logger.log_model:

@@ -77,7 +77,7 @@ def evaluate(cfg: DictConfig) -> dict:
         if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
             datamodule = PatchDataModule(evaluation_data(cfg, classifier, needs_test=False), cfg.batch_size,
                                          classifier.hparams["config"]["data"]["num_workers"],
-                                         neighbourhood=classifier.input_rings)
+                                         neighbourhood=classifier.input_views)
             trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
             print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
         predictions = predict_files(classifier, cfg.predict, cfg.batch_size)
@@ -91,7 +91,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     data = evaluation_data(cfg, classifier)
     datamodule = PatchDataModule(data, cfg.batch_size, classifier.hparams["config"]["data"]["num_workers"],
-                                 neighbourhood=classifier.input_rings)
+                                 neighbourhood=classifier.input_views)
     tags = {KIND_TAG: "evaluate", "checkpoint": source}
     if source_run:
         tags[SOURCE_RUN_TAG] = source_run.info.run_id

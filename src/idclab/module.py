@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from idclab.context import neighbour_matrix, smooth
-from idclab.data.neighbourhood import input_channels, rings_of
+from idclab.data.neighbourhood import input_channels, views_of
 from idclab.metrics import BinaryMetrics, binary_metrics
 from idclab.schedules import make_scheduler, scheduled
 from idclab.stain import NoStain, StainNormaliser
@@ -56,8 +56,8 @@ class IDCClassifier(pl.LightningModule):
         self.tta = False
         self.finite_check_steps = FINITE_CHECK_STEPS
         self._all_finite: torch.Tensor | None = None  # on the device: were the losses since the last check finite?
-        self.input_rings = rings_of(config)  # non-empty: patches come with neighbourhood views (3 channels each)
-        self.example_input_array = torch.zeros(1, input_channels(self.input_rings), 50, 50, dtype=torch.uint8)
+        self.input_views = views_of(config)  # non-empty: patches come with neighbourhood views (3 channels each)
+        self.example_input_array = torch.zeros(1, input_channels(self.input_views), 50, 50, dtype=torch.uint8)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.metrics = nn.ModuleDict({f"{stage}_metrics": BinaryMetrics(threshold, unique_rows=stage != "train")

@@ -84,8 +84,7 @@ def slides(predictions: list[Prediction]) -> list[list[tuple[Prediction, PatchNa
 def neighbourhood_batches(predictions: list[Prediction], views: Views, batch_size: int
                           ) -> Iterator[tuple[list[Prediction], np.ndarray]]:
     """Batches of the readable files' patches with their neighbourhood `views` (N x 50 x 50 x 3(1 + V)), one slide
-    decoded
-    at a time: neighbours are found among the files of the same patient by their names' coordinates; a file
+    decoded at a time: neighbours are found among the files of the same patient by their names' coordinates; a file
     without Kaggle coordinates is shown alone (with a warning: the model rarely saw that in training)."""
     for group in slides(predictions):
         placed = [(p, name, array) for p, name in group if (array := read(p)) is not None]
@@ -111,7 +110,7 @@ def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str |
     its neighbours among the files of the same patient (one slide in memory at a time)."""
     classifier.eval()
     results = [Prediction(str(path)) for path in collect_files(inputs)]
-    views = classifier.input_rings
+    views = classifier.input_views
     batches = neighbourhood_batches(results, views, batch_size) if views else alone_batches(results, batch_size)
     for predictions, pixels in batches:
         batch = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())

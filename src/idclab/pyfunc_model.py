@@ -68,8 +68,8 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
         with torch.no_grad():  # a neighbourhood model sees each patch's neighbours among those sent (given positions)
             alone = np.concatenate([np.empty(0), *(
                 self.classifier.probabilities(torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2))
-                .numpy().astype(np.float64) for chunk in in_chunks(pixels, self.classifier.input_rings, positions))])
-        in_context = positions is not None and (self.classifier.uses_context or bool(self.classifier.input_rings))
+                .numpy().astype(np.float64) for chunk in in_chunks(pixels, self.classifier.input_views, positions))])
+        in_context = positions is not None and (self.classifier.uses_context or bool(self.classifier.input_views))
         if in_context:
             probs, threshold = self.classifier.blend(alone, *positions), self.classifier.threshold
         else:

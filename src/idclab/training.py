@@ -24,7 +24,7 @@ from idclab.build import build_classifier, load_classifier, store_threshold
 from idclab.callbacks import CtrlCGuard, training_callbacks
 from idclab.context import neighbour_matrix, smooth, tune_weight
 from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats, prepare_data
-from idclab.data.neighbourhood import rings_of
+from idclab.data.neighbourhood import views_of
 from idclab.data.sampling import deferred
 from idclab.ensemble import ENSEMBLE_FILE, EnsembleClassifier, save_ensemble
 from idclab.fileutil import write_json
@@ -205,7 +205,7 @@ def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedD
     augmentation = registry.build("augment", config["augment"])
     sampler_factory = deferred(registry.factory("sampler", config["sampler"]), OmegaConf.select(cfg, "drw.start_epoch"))
     datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation, sampler_factory, seed,
-                                 rings_of(config))
+                                 views_of(config))
     mean, std = channel_stats(data.cache.images, data.split.rows["train"], seed)
     classifier = build_classifier(config, datamodule.train_class_counts(), mean, std, **data.record())
     fit_stain(classifier.stain, data.cache.images, data.split.rows["train"], seed)
@@ -307,7 +307,7 @@ def fit_members(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run
         paths.append(fitted.best_path)
         datamodule = fitted.datamodule
     return paths, datamodule or PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers,
-                                                neighbourhood=rings_of(config))
+                                                neighbourhood=views_of(config))
 
 
 def trained_member(record: Path, run_id: str) -> str | None:

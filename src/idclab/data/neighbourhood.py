@@ -48,7 +48,7 @@ def check_rings(rings: object) -> Views:
                      f"distinct integers from 1 to {MAX_RINGS} (one view each), got {rings!r}")
 
 
-def rings_of(config: Mapping[str, Any]) -> Views:
+def views_of(config: Mapping[str, Any]) -> Views:
     """The neighbourhood views a run config (a plain dict) gives its model's input: `data.neighbourhood`, none when
     absent (configs saved before the option existed); ValueError for a `data` that is not a mapping."""
     data = config.get("data") or {}
