@@ -83,6 +83,27 @@ against the recipe as committed; seeds 1 and 3, same rule) before the recipe cha
 
     python bench/recipe_screens.py views [--seed N]   # about 12-16 min each
     python bench/recipe_screens.py views --verdict    # -> docs/views_screen.md
+
+## Width: IDCNet a third wider with the 5x5 view
+
+Why: the view doubles the input (six channels: the patch and its 5x5 neighbourhood) while the model kept the
+162 K parameters (widths 24-48-96) chosen for the patch alone. The one capacity test so far ("residual wide",
+widths 32-64-128 with residual convs, no view) was not separated and lower out of fold; with the view's richer input
+the question is open. Issue 12 asks what capacity buys.
+
+Rule (fixed 2026-12-03, before any run of this screen, after the views screen's verdict and while the length
+screen's first seed ran): candidate "neighbourhood 2 cosine+ema, wide" (`data.neighbourhood=2
+model.widths=[32,64,128] optim.schedule=cosine optim.warmup_epochs=1 averaging=ema`, single models, the studies'
+6 epochs; 290 K parameters, about 1.8 times the convolutions' work; plain convs, so the residual variant's effect
+is not mixed in) against "neighbourhood 2 cosine+ema" (`bench/results/schedule_screen.csv`, predictions kept),
+seeds 1 and 2, the same folds. `better` when both seeds'
+`cv_val_pooled_auroc` gains exceed 0.0051 and the paired patient-bootstrap interval of the mean gain lies above 0;
+`worse` with the signs reversed; otherwise not separated. Only `better` earns a confirmation in the recipe's
+configuration (2-seed ensemble, context, Youden, the recipe's epochs, widths 32-64-128 against the recipe as
+committed; seeds 1 and 3, same rule), timed within the 30 minutes, before the recipe changes.
+
+    python bench/recipe_screens.py width [--seed N]   # about 18-22 min each
+    python bench/recipe_screens.py width --verdict    # -> docs/width_screen.md
 """
 
 from __future__ import annotations
@@ -113,6 +134,10 @@ STAGES = {
                    PROJECT / "bench" / "results" / "schedule_screen.csv",
                    "The 3x3 view beside the 5x5, against the 5x5 alone (single models, cosine+EMA)",
                    PROJECT / "docs" / "views_screen.md", PROJECT / "bench" / "results" / "views_screen.csv", SCRIPT),
+    "width": Stage("neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
+                   PROJECT / "bench" / "results" / "schedule_screen.csv",
+                   "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)",
+                   PROJECT / "docs" / "width_screen.md", PROJECT / "bench" / "results" / "width_screen.csv", SCRIPT),
 }
 
 

@@ -103,6 +103,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # two views: the 3x3 neighbourhood at a third of the resolution beside the 5x5 at a fifth
     "neighbourhood 1+2 cosine+ema": ["data.neighbourhood=[1,2]", "optim.schedule=cosine", "optim.warmup_epochs=1",
                                      "averaging=ema"],
+    # capacity for the view's wider input: IDCNet a third wider
+    "neighbourhood 2 cosine+ema, wide": ["data.neighbourhood=2", "model.widths=[32,64,128]", "optim.schedule=cosine",
+                                         "optim.warmup_epochs=1", "averaging=ema"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
