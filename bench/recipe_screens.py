@@ -64,6 +64,22 @@ recipe changes, and that configuration's training on the pool must then be timed
     python bench/recipe_screens.py length [--seed N]   # about 35-40 min each
     python bench/recipe_screens.py length --verdict    # -> docs/length_screen.md
 
+## Length, confirmed in the recipe's configuration
+
+The length screen called 20 epochs of cosine+EMA `better` (docs/length_screen.md: +0.0088 / +0.0076, interval
+[+0.0016, +0.0173]). Its rule, fixed before its runs, asks for this confirmation before the recipe changes.
+Candidate "recipe, 20 epochs cosine+ema" (`experiment=recipe trainer.max_epochs=20 optim.schedule=cosine
+optim.warmup_epochs=1 averaging=ema`: 2-seed ensemble, 5x5 view, context, Youden's threshold) against "recipe (10
+epochs)" (the recipe as committed; `bench/results/epochs_screen.csv`, predictions kept), seeds 1 and 3 (members
+{1, 2} and {3, 4}), the same folds. `better` when both seeds' `cv_val_pooled_auroc` gains exceed 0.0051 and the
+paired patient-bootstrap interval of the mean gain lies above 0; `worse` reversed; otherwise not separated. Only
+`better` changes the recipe (to 20 epochs of cosine+EMA), and only if its training on the whole pool, timed as in
+bench/results/recipe_time_pool.txt (`/usr/bin/time -v python train.py experiment=recipe ...`), stays within 30
+minutes; otherwise the recipe stays as committed.
+
+    python bench/recipe_screens.py length-confirm [--seed N]   # about 65-70 min each
+    python bench/recipe_screens.py length-confirm --verdict    # -> docs/length_confirm.md
+
 ## Views: the 3x3 view beside the 5x5, against the 5x5 alone
 
 Why: the 5x5 view (each neighbour 10 px a side) is the largest gain measured so far; the 3x3 (17 px) gained less
@@ -130,6 +146,12 @@ STAGES = {
                     "Twenty epochs of cosine+EMA with the 5x5 view, against six (single models)",
                     PROJECT / "docs" / "length_screen.md", PROJECT / "bench" / "results" / "length_screen.csv",
                     SCRIPT),
+    "length-confirm": Stage("recipe, 20 epochs cosine+ema", "recipe (10 epochs)", (1, 3),
+                            PROJECT / "bench" / "results" / "epochs_screen.csv",
+                            "Twenty epochs of cosine+EMA in the recipe's configuration, against the recipe as "
+                            "committed",
+                            PROJECT / "docs" / "length_confirm.md",
+                            PROJECT / "bench" / "results" / "length_confirm.csv", SCRIPT),
     "views": Stage("neighbourhood 1+2 cosine+ema", "neighbourhood 2 cosine+ema", (1, 2),
                    PROJECT / "bench" / "results" / "schedule_screen.csv",
                    "The 3x3 view beside the 5x5, against the 5x5 alone (single models, cosine+EMA)",

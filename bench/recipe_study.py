@@ -100,6 +100,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # the same trained 20 epochs (the recipe's 30-minute budget allows 2 members x 40)
     "neighbourhood 2 cosine+ema, 20 epochs": ["data.neighbourhood=2", "trainer.max_epochs=20", "optim.schedule=cosine",
                                               "optim.warmup_epochs=1", "averaging=ema"],
+    # the length screen's confirmation in the recipe's configuration (bench/recipe_screens.py length-confirm)
+    "recipe, 20 epochs cosine+ema": ["experiment=recipe", "trainer.max_epochs=20", "optim.schedule=cosine",
+                                     "optim.warmup_epochs=1", "averaging=ema"],
     # two views: the 3x3 neighbourhood at a third of the resolution beside the 5x5 at a fifth
     "neighbourhood 1+2 cosine+ema": ["data.neighbourhood=[1,2]", "optim.schedule=cosine", "optim.warmup_epochs=1",
                                      "averaging=ema"],
