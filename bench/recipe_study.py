@@ -256,6 +256,9 @@ CHOSEN_ELSEWHERE["recipe (10 epochs)"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, 20 epochs"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 1+2 cosine+ema"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, wide"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["recipe, 20 epochs cosine+ema"] = "confirmation: see bench/recipe_screens.py"
+STUDY_STRATEGIES = tuple(name for name in STRATEGIES if name not in CHOSEN_ELSEWHERE)  # what the study runs itself
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -366,7 +369,8 @@ def write_markdown(table: pd.DataFrame, path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", action="store_true", help="print the results so far and exit")
-    parser.add_argument("--only", nargs="*", help="run only these strategies")
+    parser.add_argument("--only", nargs="*", help="run only these strategies (any of STRATEGIES; without it, the "
+                        "study's own, not those its screens and confirmations run)")
     parser.add_argument("--backfill", action="store_true",
                         help="add the last-epoch and pooled validation columns to older rows in the store")
     parser.add_argument("--rerun", action="store_true", help="run them again even if done (replaces their rows)")
@@ -393,7 +397,7 @@ def main() -> None:
     if not POOL.is_dir():
         raise SystemExit(f"{POOL} is not present")
     strategies, seeds, results = ((CONFIRM_STRATEGIES, CONFIRM_SEEDS, CONFIRM_RESULTS) if args.confirm
-                                  else (STRATEGIES, SEEDS, RESULTS))
+                                  else (STUDY_STRATEGIES, SEEDS, RESULTS))
     for strategy in args.only or strategies:  # both seeds of a strategy before the next: pairs complete early
         for seed in seeds if args.confirm else STRATEGY_SEEDS.get(strategy, seeds):
             previous = done(results)

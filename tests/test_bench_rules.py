@@ -348,3 +348,13 @@ def test_a_paired_draw_without_both_classes_is_left_out_of_the_interval():
     run = pd.DataFrame({"patient": list("aabb"), "target": [0, 0, 1, 1], "probability": [0.1, 0.2, 0.8, 0.9]})
     assert paired_patient_bootstrap([run], [run.assign(probability=[0.1, 0.9, 0.8, 0.2])], resamples=50) == (
         pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5))
+
+
+def test_the_recipe_study_runs_only_its_own_strategies_and_leaves_every_screens_to_its_script():
+    import recipe_screens
+    from recipe_study import CHOSEN_ELSEWHERE, STRATEGIES, STUDY_STRATEGIES
+
+    screened = {name for stage in recipe_screens.STAGES.values() for name in (stage.candidate, stage.reference)}
+    assert screened <= STRATEGIES.keys() and screened <= CHOSEN_ELSEWHERE.keys()
+    assert not screened & set(STUDY_STRATEGIES)
+    assert STUDY_STRATEGIES[0] == "baseline (bce)" and len(STUDY_STRATEGIES) == 13  # stage 1's strategies
