@@ -112,11 +112,11 @@ screen's first seed ran): candidate "neighbourhood 2 cosine+ema, wide" (`data.ne
 model.widths=[32,64,128] optim.schedule=cosine optim.warmup_epochs=1 averaging=ema`, single models, the studies'
 6 epochs; 290 K parameters, about 1.8 times the convolutions' work; plain convs, so the residual variant's effect
 is not mixed in) against "neighbourhood 2 cosine+ema" (`bench/results/schedule_screen.csv`, predictions kept),
-seeds 1 and 2, the same folds. `better` when both seeds'
-`cv_val_pooled_auroc` gains exceed 0.0051 and the paired patient-bootstrap interval of the mean gain lies above 0;
-`worse` with the signs reversed; otherwise not separated. Only `better` earns a confirmation in the recipe's
-configuration (2-seed ensemble, context, Youden, the recipe's epochs, widths 32-64-128 against the recipe as
-committed; seeds 1 and 3, same rule), timed within the 30 minutes, before the recipe changes.
+seeds 1 and 2, the same folds. `better` when both seeds' `cv_val_pooled_auroc` gains exceed 0.0051 and the paired
+patient-bootstrap interval of the mean gain lies above 0; `worse` with the signs reversed; otherwise not separated.
+Only `better` earns a confirmation in the recipe's configuration (2-seed ensemble, context, Youden, the recipe's
+epochs, widths 32-64-128 against the recipe as committed; seeds 1 and 3, same rule), timed within the 30 minutes,
+before the recipe changes.
 
     python bench/recipe_screens.py width [--seed N]   # about 18-22 min each
     python bench/recipe_screens.py width --verdict    # -> docs/width_screen.md
@@ -128,38 +128,38 @@ import argparse
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from neighbourhood_screen import RESULTS, RINGS_3_RESULTS, Stage, stage_verdict, train_stage
+from neighbourhood_screen import Stage, stage_verdict, train_stage
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCRIPT = "bench/recipe_screens.py"
+
+
+def screen(stem: str, candidate: str, reference: str, seeds: tuple[int, ...], reference_csv: str, title: str) -> Stage:
+    """A stage of this script: its rows in `bench/results/<stem>.csv`, its call in `docs/<stem>.md`."""
+    results = PROJECT / "bench" / "results"
+    return Stage(candidate, reference, seeds, results / reference_csv, title, PROJECT / "docs" / f"{stem}.md",
+                 results / f"{stem}.csv", SCRIPT)
+
+
 STAGES = {
-    "epochs": Stage("recipe (10 epochs)", "2-seed ensemble + neighbourhood 2 + context", (1, 3), RESULTS,
-                    "The recipe at 10 epochs against its model at the studies' 6",
-                    PROJECT / "docs" / "epochs_screen.md", PROJECT / "bench" / "results" / "epochs_screen.csv",
-                    SCRIPT),
-    "schedule": Stage("neighbourhood 2 cosine+ema", "neighbourhood 2", (1, 2), RINGS_3_RESULTS,
-                      "Cosine learning rate with EMA weights, with the 5x5 view (single models)",
-                      PROJECT / "docs" / "schedule_screen.md", PROJECT / "bench" / "results" / "schedule_screen.csv",
-                      SCRIPT),
-    "length": Stage("neighbourhood 2 cosine+ema, 20 epochs", "neighbourhood 2 cosine+ema", (1, 2),
-                    PROJECT / "bench" / "results" / "schedule_screen.csv",
-                    "Twenty epochs of cosine+EMA with the 5x5 view, against six (single models)",
-                    PROJECT / "docs" / "length_screen.md", PROJECT / "bench" / "results" / "length_screen.csv",
-                    SCRIPT),
-    "length-confirm": Stage("recipe, 20 epochs cosine+ema", "recipe (10 epochs)", (1, 3),
-                            PROJECT / "bench" / "results" / "epochs_screen.csv",
-                            "Twenty epochs of cosine+EMA in the recipe's configuration, against the recipe as "
-                            "committed",
-                            PROJECT / "docs" / "length_confirm.md",
-                            PROJECT / "bench" / "results" / "length_confirm.csv", SCRIPT),
-    "views": Stage("neighbourhood 1+2 cosine+ema", "neighbourhood 2 cosine+ema", (1, 2),
-                   PROJECT / "bench" / "results" / "schedule_screen.csv",
-                   "The 3x3 view beside the 5x5, against the 5x5 alone (single models, cosine+EMA)",
-                   PROJECT / "docs" / "views_screen.md", PROJECT / "bench" / "results" / "views_screen.csv", SCRIPT),
-    "width": Stage("neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
-                   PROJECT / "bench" / "results" / "schedule_screen.csv",
-                   "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)",
-                   PROJECT / "docs" / "width_screen.md", PROJECT / "bench" / "results" / "width_screen.csv", SCRIPT),
+    "epochs": screen("epochs_screen", "recipe (10 epochs)", "2-seed ensemble + neighbourhood 2 + context", (1, 3),
+                     "neighbourhood_screen.csv", "The recipe at 10 epochs against its model at the studies' 6"),
+    "schedule": screen("schedule_screen", "neighbourhood 2 cosine+ema", "neighbourhood 2", (1, 2),
+                       "neighbourhood_rings3.csv",
+                       "Cosine learning rate with EMA weights, with the 5x5 view (single models)"),
+    "length": screen("length_screen", "neighbourhood 2 cosine+ema, 20 epochs", "neighbourhood 2 cosine+ema", (1, 2),
+                     "schedule_screen.csv",
+                     "Twenty epochs of cosine+EMA with the 5x5 view, against six (single models)"),
+    "length-confirm": screen("length_confirm", "recipe, 20 epochs cosine+ema", "recipe (10 epochs)", (1, 3),
+                             "epochs_screen.csv",
+                             "Twenty epochs of cosine+EMA in the recipe's configuration, against the recipe as "
+                             "committed"),
+    "views": screen("views_screen", "neighbourhood 1+2 cosine+ema", "neighbourhood 2 cosine+ema", (1, 2),
+                    "schedule_screen.csv",
+                    "The 3x3 view beside the 5x5, against the 5x5 alone (single models, cosine+EMA)"),
+    "width": screen("width_screen", "neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
+                    "schedule_screen.csv",
+                    "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)"),
 }
 
 
