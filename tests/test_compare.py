@@ -13,7 +13,15 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from idclab.compare import axis_limits, main, markdown, project_tracking_uri, summarise_sweep
+from idclab.compare import (
+    CompareError,
+    axis_limits,
+    check_metric,
+    main,
+    markdown,
+    project_tracking_uri,
+    summarise_sweep,
+)
 from idclab.tracking import KIND_TAG, PARENT_TAG
 
 # (loss, seed): (best_val_auprc, test_f1). Validation ranks focal > bce > weighted; test F1 alone would not.
@@ -88,6 +96,15 @@ def test_markdown_shows_n_a_for_a_group_of_one(store):
     assert "| weighted | 1 | 1 | 0.800 ± n/a |" in text
     assert "| focal | 2 | 1 2 | 0.910 ± 0.014 |" in text
     assert "± 0.000" not in text and "ranked by best_val_auprc" in text
+
+
+@pytest.mark.parametrize("metric", ["test_f1", "oof_auroc", "cv_test_auroc_mean"])
+def test_groups_are_never_ranked_on_the_patients_they_report(metric):
+    """Test and out-of-fold metrics are measured on the reported patients: ranking on them would select on test."""
+    runs = pd.DataFrame({f"metrics.{metric}": [0.9], "metrics.best_val_auprc": [0.8]})
+    with pytest.raises(CompareError, match=f"{metric} is not a validation metric"):
+        check_metric(runs, metric)
+    check_metric(runs, "best_val_auprc")
 
 
 def test_axis_never_magnifies_differences_below_the_seed_spread():

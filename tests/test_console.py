@@ -109,7 +109,7 @@ def test_a_logged_run_prints_one_line_per_epoch_without_noise(tmp_path, data_dir
                         r"val_bac \d\.\d{4}  \d+\.\d s", lines[1])
     assert re.search(r"Total FLOPs: \d", done.stdout)
     assert not [noise for noise in NOISE if noise in done.stdout + done.stderr]
-    done = run("evaluate.py", "select.metric=nope", root=tmp_path)
+    done = run("evaluate.py", "select.metric=val_nope", root=tmp_path)
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
-    assert "'nope'" in line and "best_val_auprc" in line and "train first" not in line
+    assert "'val_nope'" in line and "best_val_auprc" in line and "train first" not in line

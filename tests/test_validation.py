@@ -71,6 +71,16 @@ def test_evaluate_values_are_checked(make_cfg):
         validate_evaluate_config(make_cfg("trainer.precision=16-true", config_name="evaluate"))
 
 
+@pytest.mark.parametrize("metric", ["test_auroc", "oof_auroc", "cv_test_f1_mean", "train_loss"])
+def test_evaluate_selects_only_on_validation_metrics(make_cfg, metric):
+    """The best run is chosen on validation; a test or out-of-fold metric would select on the reported patients."""
+    with pytest.raises(ConfigError, match="select.metric must be a validation metric") as error:
+        validate_evaluate_config(make_cfg(f"select.metric={metric}", config_name="evaluate"))
+    assert "\n" not in str(error.value)
+    for metric in ("val_loss", "best_val_auprc", "cv_val_pooled_auroc"):
+        validate_evaluate_config(make_cfg(f"select.metric={metric}", config_name="evaluate"))
+
+
 @pytest.mark.parametrize("devices", ["trainer.devices=2", "+trainer.num_nodes=2", "trainer.devices=auto"])
 def test_evaluate_runs_on_one_device(make_cfg, devices):
     """Under DDP every process would run all of evaluate.py (two evaluation runs, a TTA threshold tuned on part of

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from idclab.tracking import KIND_TAG, open_experiment, run_status, sweep_runs, training_runs
+from idclab.validation import is_validation_metric
 
 if TYPE_CHECKING:
     from idclab.tracking import MlflowClient
@@ -88,9 +89,10 @@ def metric_names(runs: pd.DataFrame) -> list[str]:
 
 
 def check_metric(runs: pd.DataFrame, metric: str) -> None:
-    """Refuse to rank on a test metric or on a metric the runs do not have."""
-    if metric.startswith("test_"):
-        raise CompareError(f"{metric} is a test metric: rank on a validation metric (e.g. {DEFAULT_METRIC})")
+    """Refuse to rank on a metric not measured on validation patients, or on one the runs do not have."""
+    if not is_validation_metric(metric):
+        raise CompareError(f"{metric} is not a validation metric: rank on one measured on validation patients "
+                           f"(e.g. {DEFAULT_METRIC}), never on the patients a run reports")
     if f"metrics.{metric}" not in runs.columns:
         raise LookupError(f"no run has metric {metric!r}; metrics: {', '.join(metric_names(runs))}")
 

@@ -43,6 +43,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
+VALIDATION_METRIC_PREFIXES = ("val_", "best_val_", "cv_val_")
+
+
+def is_validation_metric(name: Any) -> bool:
+    """A metric measured on validation patients: the only kind a run or a group of runs may be selected on (test and
+    out-of-fold metrics are measured on the patients they report)."""
+    return isinstance(name, str) and name.startswith(VALIDATION_METRIC_PREFIXES)
+
+
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")  # "*-true" half or double precision would cast
 # the model's weights but not the float32 images the stain and colour maths make
 PRECISION_RULE: Rule = ("trainer.precision", lambda v: str(v) in PRECISIONS,
@@ -113,6 +122,8 @@ TRAIN_RULES: list[Rule] = [
 
 EVALUATE_RULES: list[Rule] = [
     ("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("select.metric", is_validation_metric,
+     f"a validation metric ({', '.join(prefix + '*' for prefix in VALIDATION_METRIC_PREFIXES)})"),
     ("select.mode", lambda v: v in ("min", "max"), "min or max"),
     ("split_from", lambda v: v in ("recorded", "fresh"), "recorded or fresh"),
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
