@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -86,6 +87,37 @@ def test_each_epoch_lands_in_mlflow_once_across_a_kill_and_resume(make_cfg, monk
     train(make_cfg(f"resume={run.info.run_id}", "trainer.max_epochs=3"))
     for key in EPOCH_METRICS:
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [0, 1, 2], key
+
+
+class RunsCode:
+    """Unpickling this object calls os.makedirs(marker): what a hostile checkpoint on a shared server could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.marker),)
+
+
+@pytest.mark.slow
+def test_a_resumed_checkpoint_cannot_run_code_even_where_torch_would_unpickle(make_cfg, monkeypatch, tmp_path):
+    """Lightning loads `last.ckpt` to resume; with weights_only left unset an older torch (or
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1) would unpickle whatever the file names. The run ends FAILED, nothing runs."""
+    cfg = make_cfg("trainer.max_epochs=3")
+    cut_after_last_checkpoint(monkeypatch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(cfg)
+    monkeypatch.undo()
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    last = Path(run.data.tags["output_dir"]) / "checkpoints" / "last.ckpt"
+    marker = tmp_path / "code-ran"
+    torch.save(torch.load(last, weights_only=True) | {"extra": RunsCode(marker)}, last)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(pickle.UnpicklingError):
+        train(make_cfg(f"resume={run.info.run_id}", "trainer.max_epochs=3"))
+    assert not marker.exists()
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
 
 
 def run_train_raising(tmp_path: Path, error: str) -> subprocess.CompletedProcess:

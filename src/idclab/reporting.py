@@ -85,7 +85,8 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     """
     index = datamodule.data.index
     classifier.positions = (index.patients, index.xs, index.ys)  # for spatial context, when the model uses it
-    results = dict(trainer.test(classifier, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0])
+    results = dict(trainer.test(classifier, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False,
+                                weights_only=True)[0])
     probs = classifier.test_probs.numpy()
     targets = classifier.test_targets.numpy().astype(int)
     threshold = classifier.threshold

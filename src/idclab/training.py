@@ -97,7 +97,8 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
     validation patch with its neighbours first, and the threshold is tuned on those blended probabilities;
     the threshold tuned without context is kept for patches scored alone.
     """
-    batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path)
+    batches = trainer.predict(classifier, dataloaders=datamodule.val_dataloader(), ckpt_path=best_path,
+                              weights_only=True)
     probs, rows = (torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
     patch_probs = probs
     targets = datamodule.data.index.labels[rows]  # matched to each prediction by its row, not its position
@@ -165,7 +166,7 @@ def train(cfg: DictConfig) -> float:
     if is_worker_process():  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
         datamodule, classifier = make_model_and_data(cfg, config, data)
         trainer, _ = make_trainer(cfg, out_dir, logger=False)
-        trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         return float("nan")
     run_name = ",".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
@@ -229,7 +230,7 @@ def fit_member(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run:
     """Fit one classifier on train, keeping its best epoch on val (metrics logged to `run` after `prefix`)."""
     datamodule, classifier = make_model_and_data(cfg, config, data, seed)
     trainer, checkpoint = make_trainer(cfg, out_dir, logger=run.lightning_logger(prefix))
-    trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     trainer = single_process(trainer, cfg, run, out_dir)
     score = checkpoint.best_model_score
     best_score = float(score) if score is not None else float("nan")
