@@ -110,7 +110,7 @@ the question is open. Issue 12 asks what capacity buys.
 Rule (fixed 2026-12-03, before any run of this screen, after the views screen's verdict and while the length
 screen's first seed ran): candidate "neighbourhood 2 cosine+ema, wide" (`data.neighbourhood=2
 model.widths=[32,64,128] optim.schedule=cosine optim.warmup_epochs=1 averaging=ema`, single models, the studies'
-6 epochs; 290 K parameters, about 1.8 times the convolutions' work; plain convs, so the residual variant's effect
+6 epochs; 288 K parameters, about 1.8 times the convolutions' work; plain convs, so the residual variant's effect
 is not mixed in) against "neighbourhood 2 cosine+ema" (`bench/results/schedule_screen.csv`, predictions kept),
 seeds 1 and 2, the same folds. `better` when both seeds' `cv_val_pooled_auroc` gains exceed 0.0051 and the paired
 patient-bootstrap interval of the mean gain lies above 0; `worse` with the signs reversed; otherwise not separated.
