@@ -71,7 +71,7 @@ def fold_frames(checkpoint: str, fold: int, trainer: pl.Trainer, cached: dict) -
     key = config["data"]["root"]
     if key not in cached:  # scan and decode once; each fold then selects its recorded patients
         cached[key] = prepare_data(OmegaConf.create(config["data"]), OmegaConf.create(config["split"]),
-                                   allow_empty_test=True)
+                                   required=("train", "val"))
     data = cached[key]
     usable = np.flatnonzero(data.cache.usable)
     names = classifier.hparams["split_patients"]

@@ -194,6 +194,19 @@ def test_patient_table_ranks_patients_by_their_misclassified_patches():
 
 
 @pytest.mark.slow
+def test_a_cross_validation_ensemble_is_evaluated_on_its_held_out_test_patients(make_cfg):
+    """The fold ensemble records no validation patients of its own (all trained some member): evaluate.py tests
+    its recorded test patients all the same, as training did, and names a missing test split in one line."""
+    train(make_cfg("cv.folds=2", "split.train=0.6", "split.val=0.2", "split.test=0.2", "logger.log_model=false"))
+    client = MlflowClient(make_cfg().logger.tracking_uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id], "tags.cv = 'parent'")
+    evaluate(make_cfg(f"ckpt_path={parent.data.tags['best_checkpoint']}", config_name="evaluate"))
+    (evaluation,) = client.search_runs([client.get_experiment_by_name("idc-eval").experiment_id])
+    for name in ("test_auroc", "test_f1", "test_tp", "test_fn"):
+        assert evaluation.data.metrics[name] == pytest.approx(parent.data.metrics[name]), name
+
+
+@pytest.mark.slow
 def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg, tmp_path):
     cfg = make_cfg("cv.folds=3", "cv.val=next_fold", "split.train=0.8", "split.val=0.2", "split.test=0",
                    "logger.log_model=true",
@@ -244,4 +257,6 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
         with pytest.raises(ConfigError, match="records no validation patients"):
             evaluate(make_cfg("tta=true", "register.name=cv-model", f"split_from={split_from}",
                               config_name="evaluate"))
+    with pytest.raises(ConfigError, match="records no test patients"):  # split.test=0: the estimate is out of fold
+        evaluate(make_cfg("register.name=cv-model", config_name="evaluate"))
     assert client.search_registered_models() == []

@@ -65,6 +65,8 @@ def evaluate(cfg: DictConfig) -> dict:
     classifier.tta = bool(cfg.tta)
     if classifier.tta:
         require_validation_patients(classifier)
+    # the patients it will be tested (or TTA re-tuned) on are checked before anything is registered
+    data = evaluation_data(cfg, classifier, needs_test=not cfg.predict) if classifier.tta or not cfg.predict else None
     version = None
     if cfg.register.name:
         if source_run is None:
@@ -75,7 +77,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     if cfg.predict:
         if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
-            datamodule = PatchDataModule(evaluation_data(cfg, classifier, needs_test=False), cfg.batch_size,
+            datamodule = PatchDataModule(data, cfg.batch_size,
                                          classifier.hparams["config"]["data"]["num_workers"],
                                          neighbourhood=classifier.input_views)
             trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
@@ -89,7 +91,6 @@ def evaluate(cfg: DictConfig) -> dict:
         print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
         return {"predicted": len(predictions) - failed, "failed": failed, "threshold": classifier.threshold}
 
-    data = evaluation_data(cfg, classifier)
     datamodule = PatchDataModule(data, cfg.batch_size, classifier.hparams["config"]["data"]["num_workers"],
                                  neighbourhood=classifier.input_views)
     tags = {KIND_TAG: "evaluate", "checkpoint": source}
@@ -137,7 +138,8 @@ def evaluation_data(cfg: DictConfig, classifier: IDCClassifier, needs_test: bool
     if cfg.split_from == "recorded":
         split_cfg = recorded_split(classifier, split_cfg, needs_val=bool(cfg.tta), needs_test=needs_test)
     root = require_root(cfg.data.root) if cfg.data.root else None
-    return prepare_data(data_cfg, split_cfg, allow_empty_test=not needs_test, root=root)
+    required = ("test",) * needs_test + ("val",) * (bool(cfg.tta) or not needs_test)
+    return prepare_data(data_cfg, split_cfg, required=required, root=root)
 
 
 def require_validation_patients(classifier: IDCClassifier) -> None:
@@ -162,6 +164,9 @@ def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: 
     if split_cfg.name == "patches":
         raise ConfigError("split=patches assigns patches, not patients: patient lists cannot rebuild it; "
                           "use split_from=fresh")
+    if needs_test and not patients.get("test"):
+        raise ConfigError("this model records no test patients (a cross-validation run without a held-out test "
+                          "split: its estimate is the out-of-fold report); score patches with predict=[...]")
     required = (["val"] if needs_val else []) + (["test"] if needs_test else [])
     return OmegaConf.create({"name": "recorded", "root": split_cfg.get("root"), **patients, "required": required})
 

@@ -70,12 +70,16 @@ def resolve_root(data_cfg: Any) -> Path:
     return require_root(data_cfg.root)
 
 
-def prepare_data(data_cfg: Any, split_cfg: Any, allow_empty_test: bool = False, root: Path | None = None
+ALL_SPLITS = ("train", "val", "test")
+
+
+def prepare_data(data_cfg: Any, split_cfg: Any, required: tuple[str, ...] = ALL_SPLITS, root: Path | None = None
                  ) -> PreparedData:
     """Scan, decode (once, into the cache) and split the dataset a data and a split config describe.
 
-    `allow_empty_test` lets cross-validation run without a held-out test split (folds give the estimate);
-    `root` scans that folder instead of the config's (evaluation on data moved since training).
+    `required`: the splits that must hold patches (cross-validation needs no held-out test split, the folds give
+    the estimate; evaluation needs only the splits it uses); `root` scans that folder instead of the config's
+    (evaluation on data moved since training).
     """
     index = scan(root or resolve_root(data_cfg), strict=data_cfg.strict)
     options = {k: v for k, v in split_cfg.items() if k not in ("name", "root")}
@@ -87,7 +91,7 @@ def prepare_data(data_cfg: Any, split_cfg: Any, allow_empty_test: bool = False, 
     split = make_split(index.patients[usable], index.labels[usable], split_cfg.name, **options)
     split.rows = {s: usable[rows] for s, rows in split.rows.items()}
     for name, rows in split.rows.items():
-        if rows.size == 0 and not (name == "test" and allow_empty_test):
+        if rows.size == 0 and name in required:
             raise DataLayoutError(f"the {name} split is empty: add patients or change the split settings")
     return PreparedData(source=data_cfg.source, index=index, cache=cache, split=split)
 
