@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from PIL import Image
 
 from idclab.data.datamodule import resolve_root
 from idclab.data.layout import DataLayoutError
-from idclab.evaluation import evaluate
+from idclab.data.split import PatientSplit
+from idclab.evaluation import evaluate, leave_out_fitted_patients
 from idclab.training import train
 
 
@@ -254,8 +257,28 @@ def test_evaluate_tests_the_recorded_patients_after_the_data_changed(make_cfg, t
     with pytest.raises(DataLayoutError, match=rf"recorded test patients {missing}\b.*new patients: 99999") as error:
         evaluate(eval_cfg(make_cfg, f"paths.output_dir={tmp_path / 'missing'}"))
     assert "split_from=fresh" in str(error.value) and "\n" not in str(error.value)
-    results = evaluate(eval_cfg(make_cfg, "split_from=fresh", f"paths.output_dir={tmp_path / 'fresh'}"))
-    assert "test_f1" in results
+    # the fresh split reshuffles the patients: its one test patient is one the model trained on, so it is refused
+    with pytest.raises(DataLayoutError, match="every test patient of the fresh split was one this model") as error:
+        evaluate(eval_cfg(make_cfg, "split_from=fresh", f"paths.output_dir={tmp_path / 'fresh'}"))
+    (fitted,) = re.search(r"\((\d+)\)", str(error.value)).groups()
+    assert fitted in trained["patients"]["train"] + trained["patients"]["val"] and "\n" not in str(error.value)
+
+
+def test_a_fresh_split_never_tests_the_patients_a_model_was_fitted_on():
+    """split_from=fresh: recorded train and val patients leave the fresh test split, recorded train patients the
+    fresh validation split (where TTA re-tunes the threshold); the others stay, and the left-out are named."""
+    patients = np.array(["a", "a", "b", "c", "c", "d", "e"])
+    split = PatientSplit({"train": ["d", "e"], "val": ["a"], "test": ["b", "c"]},
+                         {"train": np.array([5, 6]), "val": np.array([0, 1]), "test": np.array([2, 3, 4])})
+    data = SimpleNamespace(index=SimpleNamespace(patients=patients), split=split)
+    model = SimpleNamespace(hparams={"split_patients": {"train": ["a", "b"], "val": ["d"], "test": ["c", "e"]}})
+    leave_out_fitted_patients(model, data, required=("test",))
+    assert split.patients["test"] == ["c"] and split.rows["test"].tolist() == [3, 4]
+    assert split.patients["val"] == [] and split.rows["val"].size == 0  # "a" trained it (unused without TTA)
+    assert split.notes["left_out_trained_patients"] == ["a", "b"]
+    split.patients["val"], split.rows["val"] = ["a"], np.array([0, 1])
+    with pytest.raises(DataLayoutError, match=r"every val patient of the fresh split .* \(a\)"):  # TTA needs val
+        leave_out_fitted_patients(model, data, required=("test", "val"))
 
 
 @pytest.mark.slow

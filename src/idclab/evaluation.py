@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from idclab.build import CheckpointError, load_classifier
 from idclab.data.datamodule import PatchDataModule, PreparedData, prepare_data
-from idclab.data.layout import require_root
+from idclab.data.layout import DataLayoutError, require_root
 from idclab.module import IDCClassifier
 from idclab.prediction import format_table, predict_files, write_csv, write_heatmaps
 from idclab.reporting import report_options, test_and_report
@@ -139,7 +140,35 @@ def evaluation_data(cfg: DictConfig, classifier: IDCClassifier, needs_test: bool
         split_cfg = recorded_split(classifier, split_cfg, needs_val=bool(cfg.tta), needs_test=needs_test)
     root = require_root(cfg.data.root) if cfg.data.root else None
     required = ("test",) * needs_test + ("val",) * (bool(cfg.tta) or not needs_test)
-    return prepare_data(data_cfg, split_cfg, required=required, root=root)
+    data = prepare_data(data_cfg, split_cfg, required=required, root=root)
+    if cfg.split_from == "fresh":
+        leave_out_fitted_patients(classifier, data, required)
+    return data
+
+
+def leave_out_fitted_patients(classifier: IDCClassifier, data: PreparedData, required: tuple[str, ...]) -> None:
+    """A fresh split reshuffles the patients: the ones the checkpoint records as trained on (or validated on, for
+    test) are left out of its test and validation splits, and named, so the model is never tested, nor its TTA
+    threshold tuned, on patients it learned from."""
+    recorded = classifier.hparams.get("split_patients") or {}
+    trained = {str(p) for p in recorded.get("train", [])}
+    fitted = {"test": trained | {str(p) for p in recorded.get("val", [])}, "val": trained}
+    left_out: list[str] = []
+    for split, seen in fitted.items():
+        drop = [str(p) for p in data.split.patients.get(split, []) if str(p) in seen]
+        if not drop:
+            continue
+        rows = data.split.rows[split]
+        data.split.rows[split] = rows[~np.isin(data.index.patients[rows].astype(str), drop)]
+        data.split.patients[split] = [p for p in data.split.patients[split] if str(p) not in seen]
+        left_out += drop
+        if split in required and not data.split.rows[split].size:
+            raise DataLayoutError(f"split_from=fresh: every {split} patient of the fresh split was one this model "
+                                  f"was fitted on ({', '.join(drop)}); add patients or use split_from=recorded")
+    if left_out:
+        data.split.notes["left_out_trained_patients"] = sorted(left_out)
+        print(f"split_from=fresh: left out {len(left_out)} patients the model was fitted on: "
+              f"{', '.join(sorted(left_out))}")
 
 
 def require_validation_patients(classifier: IDCClassifier) -> None:
