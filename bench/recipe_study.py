@@ -52,6 +52,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from idclab.fileutil import whole_file
+
 PROJECT = Path(__file__).resolve().parents[1]
 POOL = PROJECT.parent / "shared" / "data" / "idc-pool"
 RESULTS = PROJECT / "bench" / "results" / "recipe_study.csv"
@@ -135,6 +137,13 @@ def done(results: Path = RESULTS) -> pd.DataFrame:
     return pd.read_csv(results) if results.is_file() else pd.DataFrame(columns=["strategy", "seed"])
 
 
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """Write a results table whole (`idclab.fileutil.whole_file`): a kill mid-write must not lose the record of the
+    runs already done, which `done` reads to skip them."""
+    with whole_file(path) as partial:
+        table.to_csv(partial, index=False)
+
+
 def rows_of(runs: pd.DataFrame, strategy: str, seed: int) -> pd.Series:
     """The rows of `runs` (a results table) for one strategy and seed."""
     return (runs["strategy"] == strategy) & (runs["seed"] == seed)
@@ -145,17 +154,22 @@ def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
     overrides = [*COMMON, *STRATEGIES[strategy], f"seed={seed}"]
     start = time.time()
     entry = ENTRIES.get(strategy, PROJECT / "train.py")
+    store = f"sqlite:///{PROJECT / 'mlflow.db'}"  # whatever MLFLOW_TRACKING_URI says: the run is looked up here
     code = subprocess.call([sys.executable, str(entry), *overrides], cwd=PROJECT,
-                           env=os.environ | {"IDCLAB_ROOT": str(PROJECT)})
+                           env=os.environ | {"IDCLAB_ROOT": str(PROJECT), "MLFLOW_TRACKING_URI": store})
     minutes = (time.time() - start) / 60
     if code != 0:
         print(f"{strategy} seed {seed}: exit {code} after {minutes:.1f} min", flush=True)
         return
-    client = MlflowClient(f"sqlite:///{PROJECT / 'mlflow.db'}")
+    client = MlflowClient(store)
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    (parent,) = client.search_runs([experiment.experiment_id], "tags.cv = 'parent'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
-    record(client, parent.info.run_id, strategy, seed, minutes, results)
+    parents = client.search_runs([experiment.experiment_id], "tags.cv = 'parent' and attributes.status = 'FINISHED' "
+                                 f"and attributes.start_time >= {int(start * 1000)}")
+    if len(parents) != 1:  # another job wrote to the store meanwhile: no row is better than a wrong one
+        print(f"{strategy} seed {seed}: {len(parents)} finished cross-validations started since this one; not "
+              f"recorded (add it with record() once you know its run id)", flush=True)
+        return
+    record(client, parents[0].info.run_id, strategy, seed, minutes, results)
 
 
 def record(client: MlflowClient, run_id: str, strategy: str, seed: int, minutes: float, results: Path) -> None:
@@ -173,8 +187,7 @@ def record(client: MlflowClient, run_id: str, strategy: str, seed: int, minutes:
     previous = done(results)
     previous = previous[~rows_of(previous, strategy, seed)]  # a re-run replaces
     table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(results, index=False)
+    write_table(table, results)
     print(f"{strategy} seed {seed}: OOF F1 {row['oof_f1']:.4f} BAC {row['oof_balanced_accuracy']:.4f} "
           f"AUROC {row['oof_auroc']:.4f} in {minutes:.1f} min", flush=True)
 
@@ -190,7 +203,7 @@ def keep_predictions(client: MlflowClient, run_id: str, kept: Path = PREDICTIONS
             frame = pd.read_csv(client.download_artifacts(run_id, f"cv/{split}_predictions.csv", folder))
             frame = frame[[c for c in KEPT_COLUMNS if c in frame]].round(6)
             written.append(kept / f"{run_id}-{split}.csv.gz")
-            frame.to_csv(written[-1], index=False)
+            write_table(frame, written[-1])
     return written
 
 
@@ -236,7 +249,7 @@ def backfill() -> None:
                 table.loc[i, name] = value
         except (OSError, MlflowException) as error:  # a run from before validation predictions were saved
             print(f"{table.loc[i, 'strategy']} seed {table.loc[i, 'seed']}: no pooled validation ({error})")
-    table.to_csv(RESULTS, index=False)
+    write_table(table, RESULTS)
 
 
 METRICS = ["best_val_auprc", "oof_f1", "oof_balanced_accuracy", "oof_auroc", "oof_auprc"]

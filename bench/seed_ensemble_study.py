@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from recipe_study import write_table
 
 from idclab.crossval import context_rules, radius_neighbours
 from idclab.reporting import threshold_free
@@ -104,7 +105,7 @@ def main() -> None:
         val, oof = (averaged([saved[s][k] for s in seeds]) for k in (0, 1))
         tables.append(scored(ensemble_name(seeds), val, oof))
     results = pd.concat(tables, ignore_index=True)
-    results.to_csv(RESULTS, index=False)
+    write_table(results, RESULTS)
     columns = ["model", "context", METRIC, "val_crossfit_auprc", "auroc", "auprc", "f1", "balanced_accuracy"]
     print(results[columns].to_markdown(index=False, floatfmt=".4f"))
     print()

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from recipe_study import separated  # the study's rule: beyond the seed range, every seed
+from recipe_study import separated, write_table  # the study's rule: beyond the seed range, every seed
 from scipy.sparse import coo_matrix, csr_matrix
 
 from idclab.context import row_normalised
@@ -120,7 +120,7 @@ def report(results: pd.DataFrame, path: Path) -> None:
     """Warn unless the none/radius 1 rows reproduce the runs, write `results` to `path`, print the verdicts."""
     if not results["reproduces_run"].all():
         print("Warning: the none/radius 1 rows differ from the runs' cv/context_rules.csv", file=sys.stderr)
-    results.to_csv(path, index=False)
+    write_table(results, path)
     print(verdicts(results).to_markdown(index=False))
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from recipe_study import write_table
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -138,7 +139,7 @@ def study(client: MlflowClient, run_id: str, seed: int) -> tuple[pd.DataFrame, p
 def main() -> None:
     client, runs = saved_runs(__doc__)
     tables, diagnostics = zip(*(study(client, run.run_id, int(run.seed)) for run in runs.itertuples()), strict=True)
-    pd.concat(diagnostics).to_csv(HALVES, index=False)
+    write_table(pd.concat(diagnostics), HALVES)
     report(pd.concat(tables), RESULTS)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from recipe_study import write_table
 
 from idclab.crossval import (
     MatrixBuilder,
@@ -101,8 +102,7 @@ def main() -> None:
                     for kind in ("val_predictions", "oof_predictions"))
         tables.append(scored_run(val, oof).assign(seed=seed))
     table = pd.concat(tables, ignore_index=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS, index=False)
+    write_table(table, RESULTS)
     means = table.groupby("rule", sort=False).agg(["mean", "std"])
     shown = pd.DataFrame({name: [f"{m:.4f} ± {s:.4f}" for m, s in means[name].to_numpy()]
                           for name in table.columns if name not in ("rule", "seed")}, index=means.index)

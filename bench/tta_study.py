@@ -31,7 +31,7 @@ import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
-from recipe_study import separated  # the study's rule: beyond the seed range, every seed
+from recipe_study import separated, write_table  # the study's rule: beyond the seed range, every seed
 
 from idclab.build import load_classifier
 from idclab.crossval import FOLD_TAG, context_rules, patch_frame
@@ -155,7 +155,8 @@ def main() -> None:
             print(f"{args.strategy}, seed {run.seed} (run {run.run_id})", flush=True)
             table = study(client, run.run_id, int(run.seed))
             table["reproduces_run"] = reproduces(client, table, run.run_id)
-            table.to_csv(RESULTS, mode="a", header=not RESULTS.exists(), index=False)
+            earlier = pd.read_csv(RESULTS) if RESULTS.exists() else None
+            write_table(pd.concat([earlier, table], ignore_index=True), RESULTS)  # whole, never a half row
     print(verdicts(pd.read_csv(RESULTS)).to_markdown(index=False))
 
 

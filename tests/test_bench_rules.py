@@ -20,6 +20,7 @@ from neighbourhood_screen import (  # noqa: E402
     validation_predictions,
     verdict,
 )
+import recipe_study  # noqa: E402
 from recipe_study import keep_predictions, last_epochs_val_auprc, separated  # noqa: E402
 from tta_study import verdicts  # noqa: E402
 
@@ -251,6 +252,35 @@ def test_a_runs_pooled_predictions_are_kept_in_the_repository_and_read_back_with
     assert paired_patient_bootstrap([back], [frame], resamples=5)[0] == 0.0
     with pytest.raises(OSError, match="no store"):  # neither kept nor in a store: said so
         validation_predictions(NoStore(), "other", tmp_path / "kept")
+
+
+def test_a_study_records_the_run_its_own_training_made_in_the_projects_store(tmp_path, new_store, monkeypatch):
+    """The training subprocess logs to the project's store whatever MLFLOW_TRACKING_URI says, and the row is the
+    cross-validation it started: not an older one, and none when it cannot tell which."""
+    uri = new_store(tmp_path)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(recipe_study.EXPERIMENT)
+
+    def cross_validation() -> str:
+        run_id = client.create_run(experiment, tags={"cv": "parent"}).info.run_id
+        client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    older = cross_validation()
+    recorded, made = [], []
+
+    def training(command, cwd, env):
+        assert env["MLFLOW_TRACKING_URI"] == uri  # the project's store, not the caller's
+        made.extend(cross_validation() for _ in range(runs))
+        return 0
+
+    monkeypatch.setattr(recipe_study, "PROJECT", tmp_path)
+    monkeypatch.setattr(recipe_study, "record", lambda client, run_id, *rest: recorded.append(run_id))
+    monkeypatch.setattr(recipe_study.subprocess, "call", training)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    for runs in (1, 0, 2):  # its own run; none (the older runs are not taken for it); two: which one is unknown
+        recipe_study.run_one("baseline (bce)", 1, tmp_path / "results.csv")
+    assert recorded == made[:1] and older not in recorded
 
 
 def test_a_stage_is_decided_only_on_seeds_both_arms_finished_and_says_which_are_missing():

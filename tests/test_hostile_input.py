@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image, ImageFile
@@ -17,6 +18,7 @@ from PIL import Image, ImageFile
 from idclab.data.cache import BadPatchError, CacheError, check_bad_patches, load_or_build
 from idclab.data.decode import PatchStatus, decode_patch
 from idclab.data.layout import DataLayoutError, patch_file_name, scan
+from idclab.fileutil import whole_file
 from idclab.prediction import collect_files, predict_files
 
 
@@ -188,3 +190,20 @@ def test_file_lock_needs_no_fcntl(tmp_path):
             f"with file_lock(__import__('pathlib').Path({str(tmp_path / 'x.lock')!r})): print('locked')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "locked", result.stderr
+
+
+def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """A write that fails half-way (a kill, a full disk) leaves the previous file as it was and no partial file;
+    the temporary name keeps the extension, so pandas, matplotlib and numpy still infer the format from it."""
+    table = tmp_path / "ledger.csv.gz"
+    pd.DataFrame({"run": ["a"]}).to_csv(table, index=False)
+    with pytest.raises(OSError, match="disk full"), whole_file(table) as partial:
+        partial.write_bytes(b"half a ro")
+        raise OSError("disk full")
+    assert pd.read_csv(table)["run"].tolist() == ["a"] and [p.name for p in tmp_path.iterdir()] == [table.name]
+    with whole_file(table) as partial:
+        pd.DataFrame({"run": ["a", "b"]}).to_csv(partial, index=False)
+    assert pd.read_csv(table)["run"].tolist() == ["a", "b"]  # still gzip: read back by its name
+    with whole_file(tmp_path / "new" / "arrays.npz") as partial:
+        np.savez_compressed(partial, x=np.arange(3))
+    assert np.load(tmp_path / "new" / "arrays.npz")["x"].tolist() == [0, 1, 2]

@@ -12,6 +12,7 @@ from idclab.context import MAX_RADIUS
 from idclab.data.neighbourhood import input_channels, views_of
 from idclab.data.split import SPLITS
 from idclab.ensemble import ENSEMBLE_KEY, EnsembleClassifier
+from idclab.fileutil import whole_file
 from idclab.module import IDCClassifier
 from idclab.thresholds import METHODS as THRESHOLD_METHODS
 
@@ -154,6 +155,5 @@ def store_threshold(path: str | Path, threshold: float, method: str, **context: 
     checkpoint["hyper_parameters"]["threshold"] = float(threshold)
     checkpoint["hyper_parameters"]["threshold_method"] = method
     checkpoint["hyper_parameters"].update(context)
-    partial = path.with_suffix(".ckpt.partial")
-    torch.save(checkpoint, partial)
-    partial.replace(path)
+    with whole_file(path) as partial:
+        torch.save(checkpoint, partial)

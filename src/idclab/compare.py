@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from idclab.fileutil import whole_file, write_text
+from idclab.plots import save_figure
 from idclab.tracking import KIND_TAG, open_experiment, run_status, sweep_runs, training_runs
 from idclab.validation import is_validation_metric
 
@@ -247,10 +249,10 @@ def compare(tracking_uri: str, experiment: str, sweep: str | None = None, every_
 
 def write(table: pd.DataFrame, figure: Figure, out_dir: Path) -> None:
     """comparison.md, comparison.csv (means and stds as numbers) and comparison.png in `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "comparison.md").write_text(markdown(table))
-    table.to_csv(out_dir / "comparison.csv", index=False)
-    figure.savefig(out_dir / "comparison.png", dpi=110)
+    write_text(out_dir / "comparison.md", markdown(table))
+    with whole_file(out_dir / "comparison.csv") as partial:
+        table.to_csv(partial, index=False)
+    save_figure(figure, out_dir / "comparison.png")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

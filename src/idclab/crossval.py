@@ -12,13 +12,11 @@ patients when there are any, and logged as the parent's MLflow model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -31,8 +29,9 @@ from idclab.context import neighbour_matrix, smooth, tune_weight
 from idclab.data.datamodule import PatchDataModule, PreparedData
 from idclab.data.split import PatientSplit, stratified_patient_split
 from idclab.ensemble import ENSEMBLE_FILE, load_ensemble, save_ensemble
+from idclab.fileutil import whole_file, write_json, write_text
 from idclab.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
-from idclab.plots import pr_figure, roc_figure
+from idclab.plots import pr_figure, roc_figure, save_figure
 from idclab.reporting import report_options, test_and_report, threshold_free
 from idclab.thresholds import METHODS, rule_of, tune_threshold
 from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
@@ -280,19 +279,15 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
             f"validation patients (same models):\n{contexts.to_string(index=False, float_format='%.4f')}\n\n"
             f"The {len(worst)} patients with the most misclassified patches ({worst_share:.0%} of all errors; every "
             f"patient in cv/oof_patients.csv):\n{worst.to_string(index=False, float_format='%.3f')}\n")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "oof_report.txt").write_text(text)
-    (out_dir / "oof_metrics.json").write_text(json.dumps(metrics, indent=2))
-    folds.to_csv(out_dir / "folds.csv", index=False)
-    predictions.to_csv(out_dir / "oof_predictions.csv", index=False)
-    val.to_csv(out_dir / "val_predictions.csv", index=False)
-    compared.to_csv(out_dir / "threshold_rules.csv", index=False)
-    contexts.to_csv(out_dir / "context_rules.csv", index=False)
-    patients_table.to_csv(out_dir / "oof_patients.csv", index=False)
-    for name, figure in (("oof_roc_curve.png", roc_figure(targets, probs, float(np.mean(thresholds)))),
-                         ("oof_pr_curve.png", pr_figure(targets, probs, float(np.mean(thresholds))))):
-        figure.savefig(out_dir / name, dpi=110)
-        plt.close(figure)
+    write_text(out_dir / "oof_report.txt", text)
+    write_json(out_dir / "oof_metrics.json", metrics)
+    tables = {"folds.csv": folds, "oof_predictions.csv": predictions, "val_predictions.csv": val,
+              "threshold_rules.csv": compared, "context_rules.csv": contexts, "oof_patients.csv": patients_table}
+    for name, table in tables.items():
+        with whole_file(out_dir / name) as partial:
+            table.to_csv(partial, index=False)
+    save_figure(roc_figure(targets, probs, float(np.mean(thresholds))), out_dir / "oof_roc_curve.png")
+    save_figure(pr_figure(targets, probs, float(np.mean(thresholds))), out_dir / "oof_pr_curve.png")
     return metrics, text
 
 

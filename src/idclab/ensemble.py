@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from idclab.fileutil import whole_file
 from idclab.module import IDCClassifier
 
 ENSEMBLE_KEY = "ensemble"
@@ -49,10 +50,8 @@ def save_ensemble(members: list[Path], threshold: float, path: Path, record: dic
         checkpoints.extend(checkpoint.get(ENSEMBLE_KEY, [checkpoint]))
     payload = {ENSEMBLE_KEY: [{"state_dict": c["state_dict"], "hyper_parameters": c["hyper_parameters"]}
                               for c in checkpoints], "threshold": float(threshold), **record, **(context or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".ckpt.partial")
-    torch.save(payload, partial)
-    partial.replace(path)
+    with whole_file(path) as partial:
+        torch.save(payload, partial)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Small file-system helpers: an inter-process lock, whole-file JSON writes and content hashing."""
+"""Small file-system helpers: an inter-process lock, whole-file writes and content hashing."""
 
 from __future__ import annotations
 
@@ -29,9 +29,28 @@ def stable_hash(obj: object, length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def write_json(path: Path, value: object) -> None:
-    """Write `value` as JSON to `path` whole: into a temporary file, then renamed (a kill leaves no half file)."""
+@contextmanager
+def whole_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` for the block to write; renamed to `path` when the block succeeds, removed
+    when it fails, so a reader finds the old file or the new one, never half of one. The temporary name keeps the
+    extension (`x.partial.csv.gz`), from which pandas, matplotlib and numpy infer the format."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=2))
-    partial.replace(path)
+    name, dot, extension = path.name.partition(".")
+    partial = path.with_name(f"{name}.partial{dot}{extension}")
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole (`whole_file`)."""
+    with whole_file(path) as partial:
+        partial.write_text(text)
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write `value` as JSON to `path` whole (`whole_file`)."""
+    write_text(path, json.dumps(value, indent=2))

@@ -14,6 +14,7 @@ import torch
 from idclab.data.decode import decode_patch
 from idclab.data.layout import PatchName, parse_patch_name
 from idclab.data.neighbourhood import Views, in_chunks
+from idclab.fileutil import whole_file
 from idclab.module import IDCClassifier
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,7 @@ def apply_context(predictions: list[Prediction], classifier: IDCClassifier) -> N
 def write_csv(predictions: list[Prediction], path: Path) -> None:
     """file, patient, x, y, probability, label, error, patch_probability (patient/x/y when the name carries
     them; patch_probability is P(IDC) before spatial context, equal to probability without it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with whole_file(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "patient", "x", "y", "probability", "label", "error", "patch_probability"])
         for p in predictions:
@@ -170,9 +170,8 @@ def write_heatmaps(predictions: list[Prediction], folder: Path, threshold: float
     The patches are decoded again here, one patient at a time, rather than kept from prediction, so a
     folder of many whole slides never has to fit in memory.
     """
-    import matplotlib.pyplot as plt
 
-    from idclab.plots import slide_heatmap_figure
+    from idclab.plots import save_figure, slide_heatmap_figure
 
     by_patient: dict[str, list[tuple[int, int, float, str]]] = {}
     for p in predictions:
@@ -185,8 +184,5 @@ def write_heatmaps(predictions: list[Prediction], folder: Path, threshold: float
         images = np.stack([decode_patch(file)[0] for *_, file in items])
         figure = slide_heatmap_figure(images, xs, ys, probs, None, threshold,
                                       f"Patient {patient}: P(IDC) of {len(items)} patches")
-        folder.mkdir(parents=True, exist_ok=True)
-        figure.savefig(folder / f"{patient}.png", dpi=110)
-        plt.close(figure)
-        written.append(folder / f"{patient}.png")
+        written.append(save_figure(figure, folder / f"{patient}.png"))
     return written

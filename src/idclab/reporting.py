@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -14,6 +12,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from idclab.data.datamodule import PatchDataModule
+from idclab.fileutil import whole_file, write_json, write_text
 from idclab.metrics import (
     binary_metrics,
     expected_calibration_error,
@@ -29,6 +28,7 @@ from idclab.plots import (
     gallery_figure,
     pr_figure,
     roc_figure,
+    save_figure,
     slide_heatmap_figure,
 )
 from idclab.tracking import TrackedRun
@@ -117,11 +117,11 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
                f"At threshold 0.5: F1 {at_half['f1']:.4f}, balanced accuracy {at_half['balanced_accuracy']:.4f}, "
                f"recall {at_half['recall']:.4f}, precision {at_half['precision']:.4f}\n{context_line}")
     print("\n" + summary)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "classification_report.txt").write_text(summary)
-    (out_dir / "classification_report.json").write_text(json.dumps(as_dict, indent=2))
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
-    np.savez_compressed(out_dir / "predictions.npz", probs=probs, targets=targets, patients=patients)
+    write_text(out_dir / "classification_report.txt", summary)
+    write_json(out_dir / "classification_report.json", as_dict)
+    write_json(out_dir / "metrics.json", results)
+    with whole_file(out_dir / "predictions.npz") as partial:
+        np.savez_compressed(partial, probs=probs, targets=targets, patients=patients)
     cells = [int(results[f"test_{k}"]) for k in ("tn", "fp", "fn", "tp")]
     figures = {
         "confusion_matrix.png": confusion_matrix_figure(*cells, threshold=threshold),
@@ -132,9 +132,7 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
         **heatmaps(datamodule, rows, targets, probs, threshold, heatmap_patients),
     }
     for name, figure in figures.items():
-        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out_dir / name, dpi=110)
-        plt.close(figure)
+        save_figure(figure, out_dir / name)
     if run is not None:  # at the step Lightning logged the other test metrics with
         run.log_metrics(extra, step=trainer.current_epoch)
         for path in sorted(out_dir.rglob("*")):

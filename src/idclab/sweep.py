@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from idclab.fileutil import write_json
 from idclab.tracking import KIND_TAG, TrackedRun, connect, sweep_children
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,7 @@ class SweepParentRun(Callback):
         params = config.hydra.sweeper.get("params")
         if params:
             self.run.log_json(OmegaConf.to_container(params), "sweep/params.json")
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        partial = sweep_dir / f"{PARENT_FILE}.partial"
-        partial.write_text(json.dumps({"run_id": self.run.run_id}))
-        partial.replace(sweep_dir / PARENT_FILE)
+        write_json(sweep_dir / PARENT_FILE, {"run_id": self.run.run_id})
         atexit.register(self.finish, ended=False)
         print(f"Sweep parent MLflow run {self.run.run_id} ({name})")
 
