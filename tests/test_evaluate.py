@@ -94,6 +94,23 @@ def test_evaluate_a_given_checkpoint(make_cfg, trained):
 
 
 @pytest.mark.slow
+def test_a_checkpoint_cannot_choose_where_evaluation_writes_or_how_many_processes_it_starts(make_cfg, trained,
+                                                                                             tmp_path):
+    """A synthetic-trained model's data are regenerated under the evaluating project's own folder, whatever folder
+    the checkpoint's config names; worker counts come from the evaluate config too."""
+    client = MlflowClient(trained.logger.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name("idc").experiment_id])[0]
+    checkpoint = torch.load(run.data.tags["best_checkpoint"], weights_only=True)
+    victim = tmp_path / "someone-elses-folder"
+    checkpoint["hyper_parameters"]["config"]["data"] |= {"generated_dir": str(victim), "num_workers": 3}
+    torch.save(checkpoint, tmp_path / "shared.ckpt")
+    regenerated = tmp_path / "ours"
+    results = evaluate(eval_cfg(make_cfg, f"ckpt_path={tmp_path / 'shared.ckpt'}",
+                                f"data.generated_dir={regenerated}", f"paths.output_dir={tmp_path / 'out'}"))
+    assert "test_auroc" in results and not victim.exists() and any(regenerated.rglob("*.png"))
+
+
+@pytest.mark.slow
 def test_evaluate_without_runs_says_to_train_first(make_cfg):
     with pytest.raises(LookupError, match="train first"):
         evaluate(eval_cfg(make_cfg))

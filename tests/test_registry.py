@@ -73,6 +73,24 @@ def test_a_checkpoint_naming_a_callable_runs_nothing(tmp_path: Path):
     assert not victim.exists()
 
 
+@pytest.mark.parametrize(("section", "message"), [
+    ({"data": {"root": "${oc.env:HOME}"}}, r"data.root holds an interpolation"),  # OmegaConf would call a resolver
+    ({"split": {"name": "stratified", "train": "${oc.decode:'0.7'}"}}, r"split.train holds an interpolation"),
+    ({"data": {"num_workers": 100000}}, r"data.num_workers must be an integer from 0 to"),
+    ({"data": {"decode_workers": 100000}}, r"data.decode_workers must be null or an integer from 1 to"),
+    ({"split": {"name": "stratified", "train": 7}}, r"split.train must be a fraction in \[0, 1\]"),
+    ({"data": {"source": "synthetic", "synthetic": {"n_patients": 5, "rm_rf": "/"}}},
+     r"data.synthetic holds unknown keys: rm_rf"),
+])
+def test_a_checkpoints_data_and_split_settings_are_plain_checked_values(tmp_path: Path, section, message):
+    """A checkpoint's config also drives evaluation's data and split: interpolations (resolvers the file would
+    name), process counts and values training would refuse are refused when it is loaded, naming the key."""
+    path = write_checkpoint(tmp_path / "odd.ckpt", copy.deepcopy(CONFIG) | section)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_classifier(path)
+    assert "\n" not in str(error.value)
+
+
 def test_a_checkpoint_with_odd_hyperparameters_is_refused(tmp_path: Path):
     path = write_checkpoint(tmp_path / "odd.ckpt", CONFIG, mean="os.system")
     with pytest.raises(CheckpointError, match="mean must be 3 numbers"):

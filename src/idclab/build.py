@@ -15,6 +15,7 @@ from idclab.ensemble import ENSEMBLE_KEY, EnsembleClassifier
 from idclab.fileutil import whole_file
 from idclab.module import IDCClassifier
 from idclab.thresholds import METHODS as THRESHOLD_METHODS
+from idclab.validation import check_saved_config
 
 
 class CheckpointError(RuntimeError):
@@ -116,6 +117,7 @@ def check_hparams(hparams: dict[str, Any]) -> None:
         raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {hparams['threshold_method']!r}")
     check_record(hparams)
     context_of(hparams)
+    check_saved_config(hparams["config"])
     registry.check(hparams["config"])
 
 

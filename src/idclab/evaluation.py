@@ -79,7 +79,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.predict:
         if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
             datamodule = PatchDataModule(data, cfg.batch_size,
-                                         classifier.hparams["config"]["data"]["num_workers"],
+                                         cfg.data.num_workers,
                                          neighbourhood=classifier.input_views)
             trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
             print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
@@ -92,7 +92,7 @@ def evaluate(cfg: DictConfig) -> dict:
         print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
         return {"predicted": len(predictions) - failed, "failed": failed, "threshold": classifier.threshold}
 
-    datamodule = PatchDataModule(data, cfg.batch_size, classifier.hparams["config"]["data"]["num_workers"],
+    datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers,
                                  neighbourhood=classifier.input_views)
     tags = {KIND_TAG: "evaluate", "checkpoint": source}
     if source_run:
@@ -134,7 +134,8 @@ def evaluation_data(cfg: DictConfig, classifier: IDCClassifier, needs_test: bool
     `needs_test=False` when only the validation patients are used (TTA before `predict`)."""
     config = classifier.hparams["config"]
     data_cfg = OmegaConf.create(config["data"])
-    data_cfg.cache_dir = cfg.data.cache_dir
+    for key in ("cache_dir", "generated_dir", "decode_workers"):  # paths and process counts: this project's own
+        data_cfg[key] = cfg.data[key]
     split_cfg = OmegaConf.create(config["split"])
     if cfg.split_from == "recorded":
         split_cfg = recorded_split(classifier, split_cfg, needs_val=bool(cfg.tta), needs_test=needs_test)

@@ -53,7 +53,7 @@ from idclab.tracking import (
     log_model,
     run_status,
 )
-from idclab.validation import config_warnings, require_both_classes, validate_train_config
+from idclab.validation import check_saved_config, config_warnings, require_both_classes, validate_train_config
 
 log = logging.getLogger(__name__)
 MEMBER_FILE = "member.json"  # in a seed ensemble member's folder once it is trained: a resumed run keeps it
@@ -144,8 +144,9 @@ def train(cfg: DictConfig) -> float:
         if ignored:
             warnings.warn(f"resuming with the config the run started with; ignored: {', '.join(ignored)}",
                           stacklevel=1)
+        check_saved_config(resume.config)  # a run state is data: plain values, then the same checks
         cfg = OmegaConf.create(resume.config)
-        validate_train_config(cfg)  # a run state is data: its options go through the same checks
+        validate_train_config(cfg)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     print(OmegaConf.to_yaml(config))
     for warning in config_warnings(cfg):

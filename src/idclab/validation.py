@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -12,6 +13,7 @@ from idclab import registry
 from idclab.context import MAX_RADIUS
 from idclab.data.layout import DataLayoutError, require_root
 from idclab.data.neighbourhood import MAX_RINGS, check_rings
+from idclab.data.synthetic import SyntheticSpec
 from idclab.thresholds import METHODS as THRESHOLD_METHODS
 
 
@@ -58,17 +60,19 @@ PRECISION_RULE: Rule = ("trainer.precision", lambda v: str(v) in PRECISIONS,
                         f"one of {', '.join(PRECISIONS)} (full or mixed precision)")
 SYSTEM_METRICS_RULE: Rule = ("logger.system_metrics_interval", lambda v: v is None or (_is_number(v) and v > 0),
                              "null or a number of seconds > 0")
+MAX_WORKERS = 256  # processes a data loader or the decoder may start
 TRAIN_RULES: list[Rule] = [
     ("seed", _is_int, "an integer"),
     ("optim.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optim.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("data.num_workers", lambda v: _is_int(v) and 0 <= v <= MAX_WORKERS, f"an integer from 0 to {MAX_WORKERS}"),
     ("data.strict", lambda v: isinstance(v, bool), "true or false"),
     ("data.neighbourhood", lambda v: _is_views(v),
      f"an integer from 0 to {MAX_RINGS} (rings of patches) or a list of distinct integers from 1 to {MAX_RINGS} "
      "(one view each)"),
-    ("data.decode_workers", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    ("data.decode_workers", lambda v: v is None or (_is_int(v) and 1 <= v <= MAX_WORKERS),
+     f"null or an integer from 1 to {MAX_WORKERS}"),
     ("data.synthetic.n_patients", lambda v: _is_int(v) and v >= 3, "an integer >= 3"),
     ("data.synthetic.min_grid", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.synthetic.max_grid", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
@@ -126,6 +130,9 @@ EVALUATE_RULES: list[Rule] = [
      f"a validation metric ({', '.join(prefix + '*' for prefix in VALIDATION_METRIC_PREFIXES)})"),
     ("select.mode", lambda v: v in ("min", "max"), "min or max"),
     ("split_from", lambda v: v in ("recorded", "fresh"), "recorded or fresh"),
+    ("data.num_workers", lambda v: _is_int(v) and 0 <= v <= MAX_WORKERS, f"an integer from 0 to {MAX_WORKERS}"),
+    ("data.decode_workers", lambda v: v is None or (_is_int(v) and 1 <= v <= MAX_WORKERS),
+     f"null or an integer from 1 to {MAX_WORKERS}"),
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     PRECISION_RULE,
@@ -140,6 +147,32 @@ def _check(cfg: DictConfig, rules: list[Rule]) -> None:
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a nested mapping/list."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from _leaves(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            yield from _leaves(item, f"{key}[{number}]")
+    else:
+        yield key, value
+
+
+def check_saved_config(config: dict[str, Any]) -> None:
+    """A run config read from a file (a checkpoint, a run state) before anything uses it: plain values only (an
+    `${...}` interpolation would make OmegaConf call the resolver it names), values the training checks accept,
+    and a synthetic spec of known keys. ConfigError naming the key."""
+    for key, value in _leaves(config):
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(f"{key} holds an interpolation ({value!r}): a saved config holds plain values only")
+    _check(OmegaConf.create(config), TRAIN_RULES)
+    synthetic = (config.get("data") or {}).get("synthetic") or {}
+    unknown = sorted(set(synthetic) - {spec.name for spec in fields(SyntheticSpec)})
+    if unknown:
+        raise ConfigError(f"data.synthetic holds unknown keys: {', '.join(unknown)}")
 
 
 def validate_train_config(cfg: DictConfig) -> None:
