@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import recipe_study  # noqa: E402
 from neighbourhood_screen import (  # noqa: E402
     Stage,
     decide,
@@ -20,7 +21,6 @@ from neighbourhood_screen import (  # noqa: E402
     validation_predictions,
     verdict,
 )
-import recipe_study  # noqa: E402
 from recipe_study import keep_predictions, last_epochs_val_auprc, separated  # noqa: E402
 from tta_study import verdicts  # noqa: E402
 
