@@ -269,16 +269,18 @@ def test_a_study_records_the_run_its_own_training_made_in_the_projects_store(tmp
     older = cross_validation()
     recorded, made = [], []
 
+    made_per_call = iter((1, 0, 2))  # its own run; none (the older runs are not taken for it); two: which one?
+
     def training(command, cwd, env):
         assert env["MLFLOW_TRACKING_URI"] == uri  # the project's store, not the caller's
-        made.extend(cross_validation() for _ in range(runs))
+        made.extend(cross_validation() for _ in range(next(made_per_call)))
         return 0
 
     monkeypatch.setattr(recipe_study, "PROJECT", tmp_path)
     monkeypatch.setattr(recipe_study, "record", lambda client, run_id, *rest: recorded.append(run_id))
     monkeypatch.setattr(recipe_study.subprocess, "call", training)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
-    for runs in (1, 0, 2):  # its own run; none (the older runs are not taken for it); two: which one is unknown
+    for _ in range(3):
         recipe_study.run_one("baseline (bce)", 1, tmp_path / "results.csv")
     assert recorded == made[:1] and older not in recorded
 
