@@ -150,7 +150,7 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     import numpy as np
 
     from idclab.build import load_classifier
-    from idclab.tracking import download_model_checkpoint, model_source_run, synthetic_example
+    from idclab.tracking import fetch_model, synthetic_example
 
     cfg = make_cfg("logger.log_model=true")
     train(cfg)
@@ -163,9 +163,9 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     assert version.run_id == run.info.run_id and version.source == model_uri
     (registered,) = evaluation_runs(client)
     assert registered.info.run_name == f"register idc-classifier v{version.version}"
-    checkpoint = download_model_checkpoint(client, "models:/idc-classifier@champion", tmp_path / "dl")
+    checkpoint, source_run = fetch_model(client, "models:/idc-classifier@champion", tmp_path / "dl")
     classifier = load_classifier(checkpoint)
-    assert model_source_run(client, "models:/idc-classifier@champion").info.run_id == run.info.run_id
+    assert source_run.info.run_id == run.info.run_id
     model_files = {p.name for p in checkpoint.parents[1].rglob("*")}
     assert "python_model.pkl" not in model_files and "pyfunc_model.py" in model_files  # logged from code
     example = json.loads(next(checkpoint.parents[1].rglob("input_example.json")).read_text())

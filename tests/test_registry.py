@@ -95,6 +95,26 @@ def test_a_checkpoint_with_odd_hyperparameters_is_refused(tmp_path: Path):
     path = write_checkpoint(tmp_path / "odd.ckpt", CONFIG, mean="os.system")
     with pytest.raises(CheckpointError, match="mean must be 3 numbers"):
         load_classifier(path)
+    for fingerprint in ({"cache_key": "abc"}, {"cache_key": 3, "patches": {}}, {"cache_key": "k", "patches": {"x": 1}}):
+        path = write_checkpoint(tmp_path / "odd.ckpt", CONFIG, data_fingerprint=fingerprint)
+        with pytest.raises(CheckpointError, match="data_fingerprint must hold"):
+            load_classifier(path)
+    write_checkpoint(tmp_path / "ok.ckpt", CONFIG, data_fingerprint={"cache_key": "k", "patches": {"test": 4}})
+    load_classifier(tmp_path / "ok.ckpt")
+
+
+@pytest.mark.parametrize("state", [None, "weights", {"model.fc.weight": "not a tensor"}])
+def test_a_checkpoint_without_usable_weights_is_one_line(tmp_path: Path, state):
+    path = write_checkpoint(tmp_path / "ok.ckpt", CONFIG)
+    checkpoint = torch.load(path, weights_only=True)
+    if state is None:
+        del checkpoint["state_dict"]
+    else:
+        checkpoint["state_dict"] = state
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="weights") as error:
+        load_classifier(path)
+    assert "\n" not in str(error.value)
 
 
 def test_an_honest_checkpoint_loads_with_its_threshold(tmp_path: Path):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from idclab.callbacks import CtrlCGuard
 from idclab.termination import CtrlC
-from idclab.tracking import TrackedRun
+from idclab.tracking import RunNotFoundError, TrackedRun, fetch_model
 
 SPLITS = {"train": pd.DataFrame({"patient": ["8863"], "label": [1]})}
 
@@ -92,3 +94,12 @@ def test_a_served_model_requires_public_versions_not_local_builds():
     versions = {"python": "3.11.7", "platform": "Linux", "idclab": "0.1", "torch": "2.14.1+cu130",
                 "torchvision": "0.29.1+cpu", "mlflow": "3.17.2", "pillow": "not installed"}
     assert pip_requirements(versions) == ["torch==2.14.1", "torchvision==0.29.1", "mlflow==3.17.2"]
+
+
+@pytest.mark.parametrize("uri", ["models:/nope@champion", "models:/nope/3", "runs:/0123456789abcdef/model"])
+def test_a_model_that_is_not_there_is_one_line_naming_it(tmp_path, new_store, uri):
+    """A wrong model name, alias, version or run is the user's to fix: RunNotFoundError (exit 2), not a trace."""
+    client = MlflowClient(new_store(tmp_path))
+    with pytest.raises(RunNotFoundError, match=re.escape(uri)) as error:
+        fetch_model(client, uri, tmp_path / "downloaded")
+    assert "\n" not in str(error.value)

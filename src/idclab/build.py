@@ -89,10 +89,15 @@ def classifier_from(checkpoint: dict[str, Any], path: Path) -> IDCClassifier:
                                       hparams.get("data_fingerprint"), **context_of(hparams))
     except (registry.OptionError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} holds a config idclab cannot rebuild: {error}") from error
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds no weights (state_dict) idclab can load")
     try:
-        classifier.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} does not match the model config saved in it: {error}") from error
+        classifier.load_state_dict(state)
+    except (RuntimeError, TypeError) as error:
+        detail = " ".join(str(error).split())  # one line
+        raise CheckpointError(f"{path} does not match the model config saved in it (weights: "
+                              f"{detail[:300]}{'...' if len(detail) > 300 else ''})") from error
     if "threshold_method" in hparams:  # the rule the threshold was tuned with (re-tuned for TTA by evaluate.py)
         classifier.hparams["threshold_method"] = hparams["threshold_method"]
     return classifier.eval()
@@ -145,8 +150,14 @@ def check_record(hparams: dict[str, Any]) -> None:
     if patients is not None and not (isinstance(patients, dict) and set(patients) <= set(SPLITS) and all(
             isinstance(names, list) and all(isinstance(n, str) for n in names) for names in patients.values())):
         raise ValueError(f"split_patients must map {', '.join(SPLITS)} to lists of patient ids")
-    if not isinstance(hparams.get("data_fingerprint", {}), (dict, type(None))):
-        raise ValueError("data_fingerprint is not a mapping")
+    fingerprint = hparams.get("data_fingerprint")
+    if fingerprint is None:
+        return
+    counts = fingerprint.get("patches") if isinstance(fingerprint, dict) else None
+    if not (isinstance(fingerprint, dict) and isinstance(fingerprint.get("cache_key"), str)
+            and isinstance(counts, dict) and set(counts) <= set(SPLITS)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in counts.values())):
+        raise ValueError("data_fingerprint must hold a cache_key string and patch counts per split")
 
 
 def store_threshold(path: str | Path, threshold: float, method: str, **context: float | int) -> None:

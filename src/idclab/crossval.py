@@ -360,8 +360,10 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
 def ensemble_operating_point(val: pd.DataFrame, rule: tuple[str, dict[str, Any]], radius: int, weight: float
                              ) -> tuple[float, float]:
     """The ensemble's threshold and its threshold without context: the means over folds of the thresholds `rule`
-    gives on each fold's validation patches blended at the ensemble's `weight`, and on them alone (so every
-    fold's threshold is tuned in the conditions the ensemble uses it in)."""
+    gives on each fold's validation patches blended at the ensemble's `weight`, and on them alone (context or
+    not, as the ensemble applies it). An approximation: each is tuned on one fold model's P(IDC), while the
+    ensemble averages every fold model's; no patient is left to tune on the average itself, since every pool
+    patient trained some member."""
     method, options = rule
     blended, alone = [], []
     for _, fold_val in val.groupby("fold"):

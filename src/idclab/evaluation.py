@@ -22,9 +22,8 @@ from idclab.tracking import (
     TrackedRun,
     checkpoint_of,
     connect,
-    download_model_checkpoint,
+    fetch_model,
     find_best_run,
-    model_source_run,
     register_model,
 )
 from idclab.training import choose_threshold
@@ -41,8 +40,8 @@ def select_model(cfg: DictConfig, client: MlflowClient, out_dir: Path) -> tuple[
     """The classifier to use, the training run it came from (if known) and where it was loaded from:
     `model_uri`, else `ckpt_path`, else the best finished run of the experiment by `select.metric`."""
     if cfg.model_uri:
-        checkpoint = download_model_checkpoint(client, cfg.model_uri, out_dir / "downloaded")
-        return load_classifier(checkpoint), model_source_run(client, cfg.model_uri), cfg.model_uri
+        checkpoint, source_run = fetch_model(client, cfg.model_uri, out_dir / "downloaded")
+        return load_classifier(checkpoint), source_run, cfg.model_uri
     source_run = None
     if cfg.ckpt_path:
         ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()

@@ -423,17 +423,25 @@ def download_model_checkpoint(client: MlflowClient, model_uri: str, download_dir
     return path
 
 
-def model_source_run(client: MlflowClient, model_uri: str) -> Run | None:
-    """The training run a registered model version came from (for `models:/NAME@ALIAS` or `models:/NAME/N`)."""
-    if not model_uri.startswith("models:/"):
-        return None
-    name, _, ref = model_uri.removeprefix("models:/").partition("@")
-    if ref:
-        version = client.get_model_version_by_alias(name, ref)
-    else:
-        name, _, number = name.partition("/")
-        version = client.get_model_version(name, number)
-    return client.get_run(version.run_id) if version.run_id else None
+def fetch_model(client: MlflowClient, model_uri: str, download_dir: str | Path) -> tuple[Path, Run | None]:
+    """The checkpoint inside an MLflow model and, for a registered version, the training run it came from. An
+    alias is resolved once, to the version it points at now, so both come from that version even if the alias
+    moves meanwhile. A model, alias, version or run that does not exist is a RunNotFoundError naming the URI."""
+    try:
+        source_run = None
+        if model_uri.startswith("models:/"):
+            name, _, alias = model_uri.removeprefix("models:/").partition("@")
+            if alias:
+                version = client.get_model_version_by_alias(name, alias)
+            else:
+                name, _, number = name.partition("/")
+                version = client.get_model_version(name, number)
+            model_uri = f"models:/{version.name}/{version.version}"
+            source_run = client.get_run(version.run_id) if version.run_id else None
+        return download_model_checkpoint(client, model_uri, download_dir), source_run
+    except MlflowException as error:
+        raise RunNotFoundError(f"no MLflow model {model_uri} at {client.tracking_uri}: "
+                               f"{str(error).splitlines()[0]}") from error
 
 
 def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:
