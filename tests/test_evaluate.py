@@ -21,6 +21,7 @@ from idclab.data.layout import DataLayoutError
 from idclab.data.split import PatientSplit
 from idclab.evaluation import evaluate, leave_out_fitted_patients
 from idclab.training import train
+from idclab.validation import ConfigError
 
 
 @pytest.fixture
@@ -143,6 +144,13 @@ def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_p
     assert good["patient"] and int(good["x"]) >= 1
     heatmaps = list((tmp_path / "out" / "heatmaps").glob("*.png"))
     assert {h.stem for h in heatmaps} == {r["patient"] for r in rows if r["probability"]}
+    # nothing predictable at all is a failure the user can fix: one line, and the CSV of errors is still written
+    (tmp_path / "empty").mkdir()
+    for inputs, message in [(f"[{tmp_path / 'missing.png'},{folder / 'notes.png'}]", "none of the 2 files"),
+                            (f"[{tmp_path / 'empty'}]", "no file to predict")]:
+        with pytest.raises(ConfigError, match=message) as error:
+            evaluate(eval_cfg(make_cfg, f"predict={inputs}", f"paths.output_dir={tmp_path / 'nothing'}"))
+        assert "\n" not in str(error.value)
 
 
 @pytest.mark.slow

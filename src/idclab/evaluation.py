@@ -13,7 +13,7 @@ from idclab.build import CheckpointError, load_classifier
 from idclab.data.datamodule import PatchDataModule, PreparedData, prepare_data
 from idclab.data.layout import DataLayoutError, require_root
 from idclab.module import IDCClassifier
-from idclab.prediction import format_table, predict_files, write_csv, write_heatmaps
+from idclab.prediction import IMAGE_SUFFIXES, format_table, predict_files, write_csv, write_heatmaps
 from idclab.reporting import report_options, test_and_report
 from idclab.tracking import (
     KIND_TAG,
@@ -89,6 +89,13 @@ def evaluate(cfg: DictConfig) -> dict:
             print(f"Heatmap: {name}")
         failed = sum(p.error is not None for p in predictions)
         print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
+        if not predictions:
+            raise ConfigError(f"predict: no file to predict in {', '.join(map(str, cfg.predict))} (image files: "
+                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        if failed == len(predictions):
+            first = predictions[0]
+            raise ConfigError(f"predict: none of the {failed} files could be predicted ({first.file}: {first.error}; "
+                              f"every error in {out_dir / 'predictions.csv'})")
         return {"predicted": len(predictions) - failed, "failed": failed, "threshold": classifier.threshold}
 
     datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers,
