@@ -90,7 +90,8 @@ def evaluate(cfg: DictConfig) -> dict:
         failed = sum(p.error is not None for p in predictions)
         print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
         if not predictions:
-            raise ConfigError(f"predict: no file to predict in {', '.join(map(str, cfg.predict))} (image files: "
+            named = [cfg.predict] if isinstance(cfg.predict, str) else list(cfg.predict)
+            raise ConfigError(f"predict: no file to predict in {', '.join(map(str, named))} (image files: "
                               f"{', '.join(sorted(IMAGE_SUFFIXES))})")
         if failed == len(predictions):
             first = predictions[0]
