@@ -49,7 +49,7 @@ def test_scan_missing_root_explains_layout(tmp_path):
 
 def test_scan_empty_root_explains_layout(tmp_path):
     (tmp_path / "10" / "0").mkdir(parents=True)  # an empty patient folder
-    with pytest.raises(DataLayoutError, match="No patch files found"):
+    with pytest.raises(DataLayoutError, match="no patch files found"):
         scan(tmp_path)
 
 

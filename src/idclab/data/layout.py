@@ -19,14 +19,9 @@ import pandas as pd
 log = logging.getLogger(__name__)
 PATCH_NAME = re.compile(r"^(?P<patient>[^_/]+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png$")
 
-EXPECTED_LAYOUT = """\
-Expected the Kaggle "Breast Histopathology Images" layout:
-  <root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png
-e.g. <root>/10253/1/10253_idx5_x1001_y1001_class1.png
-Download it with:
-  kaggle datasets download -d paultimothymooney/breast-histopathology-images
-  unzip breast-histopathology-images.zip -d PATH
-then run: python train.py data=idc data.root=PATH"""
+EXPECTED_LAYOUT = ("expected the Kaggle \"Breast Histopathology Images\" layout "
+                   "<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png (kaggle datasets download -d "
+                   "paultimothymooney/breast-histopathology-images, unzipped into PATH)")
 
 
 class DataLayoutError(RuntimeError):
@@ -95,10 +90,10 @@ class PatchIndex:
 def require_root(root: str | Path | None) -> Path:
     """The given data root as an absolute path; DataLayoutError if it is unset or not a folder."""
     if not root:
-        raise DataLayoutError(f"data.root is not set: pass data.root=PATH.\n{EXPECTED_LAYOUT}")
+        raise DataLayoutError(f"data.root is not set: pass data.root=PATH; {EXPECTED_LAYOUT}")
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
-        raise DataLayoutError(f"Data root {path} does not exist or is not a folder.\n{EXPECTED_LAYOUT}")
+        raise DataLayoutError(f"data root {path} does not exist or is not a folder; {EXPECTED_LAYOUT}")
     return path
 
 
@@ -148,7 +143,7 @@ def scan(root: str | Path, strict: bool = False) -> PatchIndex:
         skipped["unreadable_folder"] += len(unreadable)
         report_unreadable(root, sorted(unreadable), strict)
     if not found:
-        raise DataLayoutError(f"No patch files found under {root}.\n{EXPECTED_LAYOUT}")
+        raise DataLayoutError(f"no patch files found under {root}; {EXPECTED_LAYOUT}")
     keys = sorted(found)
     return PatchIndex(
         root=root,
