@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -103,3 +104,49 @@ def test_a_model_that_is_not_there_is_one_line_naming_it(tmp_path, new_store, ur
     with pytest.raises(RunNotFoundError, match=re.escape(uri)) as error:
         fetch_model(client, uri, tmp_path / "downloaded")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_that_fails_while_opening_is_not_left_running(tmp_path, new_store, monkeypatch, resume):
+    """A failure after the run exists in the store but before the `with` block (the system-metrics monitor, a
+    tag) still ends the run, FAILED with the error: no run stays RUNNING."""
+    client = MlflowClient(new_store(tmp_path))
+    experiment = client.create_experiment("idc")
+    earlier = None
+    if resume:
+        earlier = client.create_run(experiment).info.run_id
+        client.set_terminated(earlier, "KILLED")
+
+    def broken(self):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr("idclab.tracking.SystemMetricsMonitor.start", broken)
+    with pytest.raises(OSError, match="no /proc"), TrackedRun(client, experiment, "run", {}, earlier, None, 10.0):
+        pass
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "FAILED" and "no /proc" in run.data.tags["error"]
+
+
+def test_a_sweep_parent_that_fails_before_its_jobs_is_not_left_running(tmp_path, new_store, monkeypatch):
+    from omegaconf import OmegaConf
+
+    import idclab.sweep
+    from idclab.sweep import SweepParentRun
+
+    uri = new_store(tmp_path)
+    config = OmegaConf.create({
+        "logger": {"tracking_uri": uri, "experiment_name": "idc", "artifact_location": str(tmp_path / "mlruns")},
+        "hydra": {"sweep": {"dir": str(tmp_path / "multirun")}, "overrides": {"task": ["loss=focal,bce"]},
+                  "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+                  "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}}})
+    monkeypatch.setattr(idclab.sweep.HydraConfig, "instance", lambda: SimpleNamespace(set_config=lambda c: None))
+
+    def full_disk(path, value):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(idclab.sweep, "write_json", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        SweepParentRun().on_multirun_start(config)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert run.info.status == "FAILED" and "No space" in run.data.tags["error"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,21 @@ class SweepParentRun(Callback):
                                         config.logger.artifact_location)
         name = sweep_name(config)
         tags = {KIND_TAG: "sweep", "sweep": str(sweep_dir.resolve()), "overrides": name.removeprefix("sweep ")}
-        self.run = TrackedRun(client, experiment_id, name, tags, system_metrics=None).__enter__()
-        self.run.log_params({"sweep.overrides": " ".join(config.hydra.overrides.task),
-                             "sweep.launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
-                             "sweep.sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1]})
-        params = config.hydra.sweeper.get("params")
-        if params:
-            self.run.log_json(OmegaConf.to_container(params), "sweep/params.json")
-        write_json(sweep_dir / PARENT_FILE, {"run_id": self.run.run_id})
+        self.run = run = TrackedRun(client, experiment_id, name, tags, system_metrics=None).__enter__()
+        try:  # the parent is RUNNING from here: a failure before the jobs start ends it FAILED
+            run.log_params({"sweep.overrides": " ".join(config.hydra.overrides.task),
+                            "sweep.launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
+                            "sweep.sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1]})
+            params = config.hydra.sweeper.get("params")
+            if params:
+                run.log_json(OmegaConf.to_container(params), "sweep/params.json")
+            write_json(sweep_dir / PARENT_FILE, {"run_id": run.run_id})
+        except BaseException:
+            self.run = None
+            run.__exit__(*sys.exc_info())
+            raise
         atexit.register(self.finish, ended=False)
-        print(f"Sweep parent MLflow run {self.run.run_id} ({name})")
+        print(f"Sweep parent MLflow run {run.run_id} ({name})")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.finish(ended=True)
@@ -79,18 +85,19 @@ class SweepParentRun(Callback):
         if self.run is None:
             return
         run, self.run = self.run, None
-        children = sweep_children(run.client, run.experiment_id, run.run_id)
-        counts = children["status"].value_counts().to_dict() if len(children) else {}
-        run.log_metrics({f"children_{status.lower()}": float(n) for status, n in counts.items()}
-                        | {"children": float(len(children))})
-        try:
+        counts: dict[str, int] = {}
+        try:  # the summary must never leave the parent RUNNING
+            children = sweep_children(run.client, run.experiment_id, run.run_id)
+            counts = children["status"].value_counts().to_dict() if len(children) else {}
+            run.log_metrics({f"children_{status.lower()}": float(n) for status, n in counts.items()}
+                            | {"children": float(len(children))})
             self._log_comparison(run)
-        except Exception as error:  # the summary must never leave the parent RUNNING
+        except Exception as error:
             log.warning("could not summarise the sweep: %s", error)
         status = "FAILED" if counts.get("FAILED") else "FINISHED" if ended else "KILLED"
         run.close(status)
         print(f"Sweep {run.run_name}: {counts.get('FINISHED', 0)} finished, {counts.get('FAILED', 0)} failed "
-              f"of {len(children)}; parent run {run.run_id} {status}")
+              f"of {sum(counts.values())}; parent run {run.run_id} {status}")
 
     def _log_comparison(self, run: TrackedRun) -> None:
         from idclab.compare import markdown, summarise_sweep

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -151,18 +152,24 @@ class TrackedRun:
         self._monitor: SystemMetricsMonitor | None = None
 
     def __enter__(self) -> TrackedRun:
-        if self.run_id:  # continue an interrupted run: same run, metrics carry on
+        resumed = bool(self.run_id)
+        if resumed:  # continue an interrupted run: same run, metrics carry on
             self.client.update_run(self.run_id, status="RUNNING")
-            self.set_tags({**self.tags, "resumed": "true"})
         else:
             self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name,
                                                  tags=self.tags).info.run_id
-        log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id, self.experiment_id)
-        if self.system_metrics:  # CPU, memory, disk, network and (with pynvml) GPU, every `system_metrics` s
-            self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics,
-                                                 resume_logging=bool(self.tags.get("resumed")),
-                                                 tracking_uri=self.client.tracking_uri)
-            self._monitor.start()
+        try:  # the run is RUNNING from here: a failure before the `with` block still ends it
+            if resumed:
+                self.set_tags({**self.tags, "resumed": "true"})
+            log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id, self.experiment_id)
+            if self.system_metrics:  # CPU, memory, disk, network and (with pynvml) GPU, every `system_metrics` s
+                self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics,
+                                                     resume_logging=resumed, tracking_uri=self.client.tracking_uri)
+                self._monitor.start()
+        except BaseException:
+            self._monitor = None
+            self.__exit__(*sys.exc_info())
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
