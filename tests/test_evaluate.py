@@ -72,6 +72,20 @@ def test_evaluate_picks_the_best_run_and_logs_a_linked_evaluation_run(make_cfg, 
 
 
 @pytest.mark.slow
+def test_evaluate_loads_the_checkpoint_a_run_logged_not_a_file_its_tag_now_names(make_cfg, trained):
+    """Tags on a shared server can be changed after the run: the `best_checkpoint` tag pointed at another run's
+    file must not be evaluated (and recorded) as this run's model."""
+    client = MlflowClient(trained.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(trained.logger.experiment_name)
+    best, other = sorted(client.search_runs([experiment.experiment_id], "tags.`idclab.kind` = 'train'"),
+                         key=lambda r: -r.data.metrics["best_val_auprc"])
+    client.set_tag(best.info.run_id, "best_checkpoint", other.data.tags["best_checkpoint"])
+    results = evaluate(eval_cfg(make_cfg))
+    assert results["test_auroc"] == pytest.approx(best.data.metrics["test_auroc"], abs=1e-6)
+    assert results["test_auroc"] != pytest.approx(other.data.metrics["test_auroc"], abs=1e-6)
+
+
+@pytest.mark.slow
 def test_evaluate_selects_by_another_metric_and_downloads_a_missing_checkpoint(make_cfg, trained):
     client = MlflowClient(trained.logger.tracking_uri)
     experiment = client.get_experiment_by_name(trained.logger.experiment_name)

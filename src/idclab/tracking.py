@@ -473,12 +473,19 @@ def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode:
 
 
 def checkpoint_of(client: MlflowClient, run: Run, download_dir: str | Path) -> Path:
-    """A local path to the run's best checkpoint: its recorded path, else downloaded from the artifacts."""
+    """A local copy of the run's best checkpoint: the artifact the run logged (the one its `best_checkpoint` tag
+    names, when it logged several), downloaded; the tag's local file only for a run that logged none
+    (`logger.log_checkpoint=false`). A tag can be changed after the run, its artifacts cannot be replaced."""
     recorded = run.data.tags.get(CHECKPOINT_TAG)
+    logged = {Path(a.path).name: a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    if logged:
+        chosen = logged.get(Path(recorded).name) if recorded else None
+        if chosen is None and len(logged) > 1:
+            raise RunNotFoundError(f"run {run.info.run_id} logged checkpoints {', '.join(sorted(logged))} and its "
+                                   f"{CHECKPOINT_TAG} tag names none of them: pass ckpt_path=... instead")
+        os.makedirs(download_dir, exist_ok=True)
+        return Path(client.download_artifacts(run.info.run_id, chosen or next(iter(logged.values())),
+                                              str(download_dir)))
     if recorded and Path(recorded).is_file():
         return Path(recorded)
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
-    if not artifacts:
-        raise RunNotFoundError(f"run {run.info.run_id} has no checkpoint file or artifact")
-    os.makedirs(download_dir, exist_ok=True)
-    return Path(client.download_artifacts(run.info.run_id, artifacts[0], str(download_dir)))
+    raise RunNotFoundError(f"run {run.info.run_id} has no checkpoint file or artifact")
