@@ -15,6 +15,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import PROJECT, TINY_TRAINER
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from test_reliability import SLOW_EPOCHS, only_run, start_training, wait_for_epochs
@@ -74,9 +75,8 @@ def cut_after_last_checkpoint(monkeypatch) -> None:
     monkeypatch.setattr(pl.Trainer, "save_checkpoint", power_cut)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cut", [cut_after_validation, cut_after_last_checkpoint])
-def test_each_epoch_lands_in_mlflow_once_across_a_kill_and_resume(make_cfg, monkeypatch, cut):
+def interrupted_run(make_cfg, monkeypatch, cut) -> tuple[MlflowClient, Run]:
+    """A 3-epoch run cut in epoch 1 by `cut`, and its store's client."""
     cfg = make_cfg("trainer.max_epochs=3")
     cut(monkeypatch)
     with pytest.raises(RuntimeError, match="power cut"):
@@ -84,6 +84,13 @@ def test_each_epoch_lands_in_mlflow_once_across_a_kill_and_resume(make_cfg, monk
     monkeypatch.undo()
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    return client, run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cut", [cut_after_validation, cut_after_last_checkpoint])
+def test_each_epoch_lands_in_mlflow_once_across_a_kill_and_resume(make_cfg, monkeypatch, cut):
+    client, run = interrupted_run(make_cfg, monkeypatch, cut)
     train(make_cfg(f"resume={run.info.run_id}", "trainer.max_epochs=3"))
     for key in EPOCH_METRICS:
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [0, 1, 2], key
@@ -103,13 +110,7 @@ class RunsCode:
 def test_a_resumed_checkpoint_cannot_run_code_even_where_torch_would_unpickle(make_cfg, monkeypatch, tmp_path):
     """Lightning loads `last.ckpt` to resume; with weights_only left unset an older torch (or
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1) would unpickle whatever the file names. The run ends FAILED, nothing runs."""
-    cfg = make_cfg("trainer.max_epochs=3")
-    cut_after_last_checkpoint(monkeypatch)
-    with pytest.raises(RuntimeError, match="power cut"):
-        train(cfg)
-    monkeypatch.undo()
-    client = MlflowClient(cfg.logger.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    client, run = interrupted_run(make_cfg, monkeypatch, cut_after_last_checkpoint)
     last = Path(run.data.tags["output_dir"]) / "checkpoints" / "last.ckpt"
     marker = tmp_path / "code-ran"
     torch.save(torch.load(last, weights_only=True) | {"extra": RunsCode(marker)}, last)
