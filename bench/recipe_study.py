@@ -111,6 +111,10 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # capacity for the view's wider input: IDCNet a third wider
     "neighbourhood 2 cosine+ema, wide": ["data.neighbourhood=2", "model.widths=[32,64,128]", "optim.schedule=cosine",
                                          "optim.warmup_epochs=1", "averaging=ema"],
+    # AdamW's decoupled weight decay at a usual strength (the default 1e-4 is far below it)
+    "neighbourhood 2 cosine+ema, weight decay 0.05": ["data.neighbourhood=2", "optim.weight_decay=0.05",
+                                                      "optim.schedule=cosine", "optim.warmup_epochs=1",
+                                                      "averaging=ema"],
 }
 ENTRIES = {"slide reinhard (exploratory)": PROJECT / "bench" / "slide_stain.py"}  # default: train.py
 SEEDS = (1, 2)
@@ -270,6 +274,7 @@ CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema"] = "a screen: see bench/recipe_scr
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, 20 epochs"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 1+2 cosine+ema"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, wide"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, weight decay 0.05"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["recipe, 20 epochs cosine+ema"] = "confirmation: see bench/recipe_screens.py"
 STUDY_STRATEGIES = tuple(name for name in STRATEGIES if name not in CHOSEN_ELSEWHERE)  # what the study runs itself
 
