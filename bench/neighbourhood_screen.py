@@ -157,6 +157,20 @@ def verdict(gains: Sequence[float], low: float, high: float, seed_range: float =
     return "not separated"
 
 
+def settled(gains: Sequence[float], seed_range: float = SEED_RANGE) -> bool:
+    """Whether the seeds done already fix the call at `not separated`, whatever the missing seeds give: `verdict`
+    asks every seed to pass the seed range the same way, so one gain within it (or gains beyond it on both sides)
+    decides."""
+    return any(abs(g) <= seed_range for g in gains) or (any(g > seed_range for g in gains)
+                                                        and any(g < -seed_range for g in gains))
+
+
+def seed_gains(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[int]) -> list[float]:
+    """Per seed, the candidate's `METRIC` minus the reference's (unrounded: the rule reads these)."""
+    by_run = runs.set_index(["strategy", "seed"])[METRIC]
+    return [float(by_run.loc[(candidate, seed)] - by_run.loc[(reference, seed)]) for seed in seeds]
+
+
 def validation_predictions(client: MlflowClient, run_id: str, kept: Path = PREDICTIONS) -> pd.DataFrame:
     """A cross-validation parent run's pooled validation predictions: the copy kept in the repository
     (`recipe_study.keep_predictions`), else `cv/val_predictions.csv` from the run's store."""
@@ -172,10 +186,8 @@ def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[i
     candidate's predictions come from `candidate_client` when its runs are in another store."""
     clients = {candidate: candidate_client or client, reference: client}
     by_run = runs.set_index(["strategy", "seed"])
-    rows, gains, predictions = [], [], {candidate: [], reference: []}
-    for seed in seeds:
-        gain = by_run.loc[(candidate, seed), METRIC] - by_run.loc[(reference, seed), METRIC]
-        gains.append(gain)  # the rule reads it unrounded
+    rows, gains, predictions = [], seed_gains(runs, candidate, reference, seeds), {candidate: [], reference: []}
+    for seed, gain in zip(seeds, gains, strict=True):
         rows.append({"seed": seed, candidate: f"{by_run.loc[(candidate, seed), METRIC]:.4f}",
                      reference: f"{by_run.loc[(reference, seed), METRIC]:.4f}", "gain": f"{gain:+.4f}"})
         for strategy in (candidate, reference):
@@ -323,7 +335,13 @@ def stage_verdict(stage: Stage, client: MlflowClient, candidate_client: MlflowCl
     if not finished:
         raise SystemExit(f"no seed of {stage.seeds} has both {stage.candidate!r} and {stage.reference!r} finished")
     table, text = decide(runs, stage.candidate, stage.reference, finished, client, candidate_client)
-    if missing:  # the rule needs every seed: what is done is reported, not decided
+    gains = seed_gains(runs, stage.candidate, stage.reference, finished)
+    if missing and settled(gains):  # the seeds done already fix the call
+        text = (f"{text.split(' **Call')[0]}\n\n**Call: not separated**, before seed(s) "
+                f"{', '.join(map(str, missing))}: the rule asks every seed's gain to pass the seed range the same way, "
+                f"and {', '.join(f'seed {s} gained {g:+.4f}' for s, g in zip(finished, gains, strict=True))}, so no "
+                f"remaining seed can change the call (they were not run).")
+    elif missing:  # the rule needs every seed: what is done is reported, not decided
         text = (f"{text.split(' **Call')[0]}\n\n**Incomplete: seed(s) {', '.join(map(str, missing))} not run yet, so "
                 f"no call** (the rule needs seeds {', '.join(map(str, stage.seeds))}).")
     doc = (f"# {stage.title}\n\nRule and commands in `{stage.script}` (fixed before the "

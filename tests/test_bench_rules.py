@@ -17,6 +17,7 @@ from neighbourhood_screen import (  # noqa: E402
     decide,
     paired_patient_bootstrap,
     paired_seeds,
+    settled,
     stage_verdict,
     validation_predictions,
     verdict,
@@ -289,6 +290,17 @@ def test_a_stage_is_decided_only_on_seeds_both_arms_finished_and_says_which_are_
     runs = pd.DataFrame({"strategy": ["cand", "ref", "ref", "cand"], "seed": [1, 1, 3, 5]})
     assert paired_seeds(runs, "cand", "ref", (1, 3)) == ([1], [3])
     assert paired_seeds(runs, "cand", "ref", (5,)) == ([], [5])
+
+
+@pytest.mark.parametrize(("gains", "is_settled"), [
+    ([0.0041], True),             # within the seed range (0.0051): no later seed can make every seed pass it
+    ([-0.003], True),
+    ([0.009, -0.008], True),      # beyond it on both sides: neither better nor worse can hold
+    ([0.009], False),             # a later seed could still pass (better) or not
+    ([-0.009, -0.007], False),
+])
+def test_a_call_is_settled_early_only_when_no_missing_seed_can_change_it(gains, is_settled):
+    assert settled(gains, seed_range=0.0051) is is_settled
 
 
 class StoredPredictions:
