@@ -154,7 +154,7 @@ def rows_of(runs: pd.DataFrame, strategy: str, seed: int) -> pd.Series:
 
 
 def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
-    """Train one cross-validation and append its parent run's metrics to `results`."""
+    """Train one cross-validation and record its parent run's metrics in `results` (`record`)."""
     overrides = [*COMMON, *STRATEGIES[strategy], f"seed={seed}"]
     start = time.time()
     entry = ENTRIES.get(strategy, PROJECT / "train.py")

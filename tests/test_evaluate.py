@@ -16,10 +16,12 @@ from conftest import TINY_TRAINER
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+import idclab.data.datamodule
+import idclab.evaluation
 from idclab.data.datamodule import resolve_root
 from idclab.data.layout import DataLayoutError
 from idclab.data.split import PatientSplit
-from idclab.evaluation import evaluate, leave_out_fitted_patients
+from idclab.evaluation import evaluate, evaluation_data, leave_out_fitted_patients
 from idclab.training import train
 from idclab.validation import ConfigError
 
@@ -110,19 +112,34 @@ def test_evaluate_a_given_checkpoint(make_cfg, trained):
 
 @pytest.mark.slow
 def test_a_checkpoint_cannot_choose_where_evaluation_writes_or_how_many_processes_it_starts(make_cfg, trained,
-                                                                                             tmp_path):
+                                                                                             tmp_path, monkeypatch):
     """A synthetic-trained model's data are regenerated under the evaluating project's own folder, whatever folder
     the checkpoint's config names; worker counts come from the evaluate config too."""
     client = MlflowClient(trained.logger.tracking_uri)
     run = client.search_runs([client.get_experiment_by_name("idc").experiment_id])[0]
     checkpoint = torch.load(run.data.tags["best_checkpoint"], weights_only=True)
     victim = tmp_path / "someone-elses-folder"
-    checkpoint["hyper_parameters"]["config"]["data"] |= {"generated_dir": str(victim), "num_workers": 3}
+    checkpoint["hyper_parameters"]["config"]["data"] |= {"generated_dir": str(victim), "num_workers": 3,
+                                                          "decode_workers": 64}
     torch.save(checkpoint, tmp_path / "shared.ckpt")
     regenerated = tmp_path / "ours"
-    results = evaluate(eval_cfg(make_cfg, f"ckpt_path={tmp_path / 'shared.ckpt'}",
+    started = {}
+    module, build = idclab.evaluation.PatchDataModule, idclab.data.datamodule.load_or_build
+
+    def data_module(data, batch_size, num_workers, **options):
+        started["loader"] = num_workers
+        return module(data, batch_size, num_workers, **options)
+
+    def cache(index, cache_dir, decode_workers):
+        started["decoder"] = decode_workers
+        return build(index, cache_dir, decode_workers)
+
+    monkeypatch.setattr(idclab.evaluation, "PatchDataModule", data_module)
+    monkeypatch.setattr(idclab.data.datamodule, "load_or_build", cache)
+    results = evaluate(eval_cfg(make_cfg, f"ckpt_path={tmp_path / 'shared.ckpt'}", "data.decode_workers=1",
                                 f"data.generated_dir={regenerated}", f"paths.output_dir={tmp_path / 'out'}"))
     assert "test_auroc" in results and not victim.exists() and any(regenerated.rglob("*.png"))
+    assert started == {"loader": 0, "decoder": 1}  # the evaluate config's, not the checkpoint's 3 and 64
 
 
 @pytest.mark.slow
@@ -161,10 +178,12 @@ def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_p
     # nothing predictable at all is a failure the user can fix: one line, and the CSV of errors is still written
     (tmp_path / "empty").mkdir()
     for inputs, message in [(f"[{tmp_path / 'missing.png'},{folder / 'notes.png'}]", "none of the 2 files"),
-                            (f"[{tmp_path / 'empty'}]", "no file to predict")]:
+                            (f"[{tmp_path / 'empty'},{tmp_path / 'missing.png'}]", "no file to predict")]:
         with pytest.raises(ConfigError, match=message) as error:
-            evaluate(eval_cfg(make_cfg, f"predict={inputs}", f"paths.output_dir={tmp_path / 'nothing'}"))
+            evaluate(eval_cfg(make_cfg, f"predict={inputs}", f"paths.output_dir={tmp_path / 'nothing'}",
+                              "register.name=not-registered"))
         assert "\n" not in str(error.value)
+    assert client.search_registered_models() == []  # nothing to predict is found before registering
 
 
 @pytest.mark.slow
@@ -318,6 +337,18 @@ def test_a_fresh_split_never_tests_the_patients_a_model_was_fitted_on():
     split.patients["val"], split.rows["val"] = ["a"], np.array([0, 1])
     with pytest.raises(DataLayoutError, match=r"every val patient of the fresh split .* \(a\)"):  # TTA needs val
         leave_out_fitted_patients(model, data, required=("test", "val"))
+    unknown = SimpleNamespace(hparams={})  # saved before patient lists were recorded: said, and noted with the data
+    leave_out_fitted_patients(unknown, data, required=("test",))
+    assert split.notes["fitted_patients_unknown"] is True and split.patients["test"] == ["c"]
+
+
+def test_a_model_trained_on_a_patch_split_is_refused_for_evaluation(make_cfg):
+    """split=patches put patches of every patient in training: no split of the data can test it on unseen
+    patients, recorded or fresh."""
+    model = SimpleNamespace(hparams={"config": {"data": {"source": "synthetic"}, "split": {"name": "patches"}}})
+    for split_from in ("recorded", "fresh"):
+        with pytest.raises(ConfigError, match="split=patches.*no patient is unseen"):
+            evaluation_data(eval_cfg(make_cfg, f"split_from={split_from}"), model)
 
 
 @pytest.mark.slow

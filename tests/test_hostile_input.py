@@ -202,8 +202,16 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
         raise OSError("disk full")
     assert pd.read_csv(table)["run"].tolist() == ["a"] and [p.name for p in tmp_path.iterdir()] == [table.name]
     with whole_file(table) as partial:
+        assert partial.name.startswith(".ledger.") and partial.name.endswith(".partial.csv.gz")  # hidden, own pid
         pd.DataFrame({"run": ["a", "b"]}).to_csv(partial, index=False)
     assert pd.read_csv(table)["run"].tolist() == ["a", "b"]  # still gzip: read back by its name
     with whole_file(tmp_path / "new" / "arrays.npz") as partial:
         np.savez_compressed(partial, x=np.arange(3))
     assert np.load(tmp_path / "new" / "arrays.npz")["x"].tolist() == [0, 1, 2]
+
+
+def test_a_folder_to_predict_gives_its_images_but_not_hidden_leftovers(tmp_path):
+    for name in ("b.png", "a.PNG", ".a.1234.partial.png", "._b.png", "notes.txt", ".cache/c.png", "sub/d.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in collect_files(tmp_path)] == ["a.PNG", "b.png", "sub/d.png"]

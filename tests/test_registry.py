@@ -81,6 +81,11 @@ def test_a_checkpoint_naming_a_callable_runs_nothing(tmp_path: Path):
     ({"split": {"name": "stratified", "train": 7}}, r"split.train must be a fraction in \[0, 1\]"),
     ({"data": {"source": "synthetic", "synthetic": {"n_patients": 5, "rm_rf": "/"}}},
      r"data.synthetic holds unknown keys: rm_rf"),
+    ({"data": {"neighbourhood": ("${oc.env:HOME}",)}}, r"data.neighbourhood\[0\] holds an interpolation"),  # a tuple
+    ({"data": {"strict": "???"}}, r"data.strict holds an interpolation"),  # OmegaConf's missing value
+    ({"data": {"batch_size": torch.tensor(3)}}, r"data.batch_size holds a Tensor"),
+    ({"data": {"synthetic": {"n_patients": 10**9}}}, r"data.synthetic.n_patients must be an integer from 3 to"),
+    ({"split": {"name": "os.system"}}, r"split.name must be one of"),
 ])
 def test_a_checkpoints_data_and_split_settings_are_plain_checked_values(tmp_path: Path, section, message):
     """A checkpoint's config also drives evaluation's data and split: interpolations (resolvers the file would

@@ -13,7 +13,7 @@ from idclab.build import CheckpointError, load_classifier
 from idclab.data.datamodule import PatchDataModule, PreparedData, prepare_data
 from idclab.data.layout import DataLayoutError, require_root
 from idclab.module import IDCClassifier
-from idclab.prediction import IMAGE_SUFFIXES, format_table, predict_files, write_csv, write_heatmaps
+from idclab.prediction import IMAGE_SUFFIXES, collect_files, format_table, predict_files, write_csv, write_heatmaps
 from idclab.reporting import report_options, test_and_report
 from idclab.tracking import (
     KIND_TAG,
@@ -65,40 +65,17 @@ def evaluate(cfg: DictConfig) -> dict:
     classifier.tta = bool(cfg.tta)
     if classifier.tta:
         require_validation_patients(classifier)
-    # the patients it will be tested (or TTA re-tuned) on are checked before anything is registered
+    if cfg.register.name and source_run is None:
+        raise RunNotFoundError("register.name needs a training run: let evaluate.py select the best run")
+    # the patients it will be tested (or TTA re-tuned) on, or the files to predict, are checked before anything is
+    # registered; a model is registered only once it has predicted something or before its test run
     data = evaluation_data(cfg, classifier, needs_test=not cfg.predict) if classifier.tta or not cfg.predict else None
-    version = None
-    if cfg.register.name:
-        if source_run is None:
-            raise RunNotFoundError("register.name needs a training run: let evaluate.py select the best run")
-        version = register_model(client, source_run, cfg.register.name, cfg.register.alias)
-        print(f"Registered models:/{cfg.register.name}@{cfg.register.alias} (version {version}) "
-              f"from run {source_run.info.run_id}")
-
     if cfg.predict:
-        if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
-            datamodule = PatchDataModule(data, cfg.batch_size,
-                                         cfg.data.num_workers,
-                                         neighbourhood=classifier.input_views)
-            trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
-            print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
-        predictions = predict_files(classifier, cfg.predict, cfg.batch_size)
-        print(format_table(predictions))
-        write_csv(predictions, out_dir / "predictions.csv")
-        for name in write_heatmaps(predictions, out_dir / "heatmaps", classifier.threshold):
-            print(f"Heatmap: {name}")
-        failed = sum(p.error is not None for p in predictions)
-        print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
-        if not predictions:
-            named = [cfg.predict] if isinstance(cfg.predict, str) else list(cfg.predict)
-            raise ConfigError(f"predict: no file to predict in {', '.join(map(str, named))} (image files: "
-                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-        if failed == len(predictions):
-            first = predictions[0]
-            raise ConfigError(f"predict: none of the {failed} files could be predicted ({first.file}: {first.error}; "
-                              f"every error in {out_dir / 'predictions.csv'})")
-        return {"predicted": len(predictions) - failed, "failed": failed, "threshold": classifier.threshold}
-
+        require_files(cfg.predict)
+        results = predict_and_write(cfg, classifier, data, out_dir)
+        register(client, cfg, source_run)
+        return results
+    version = register(client, cfg, source_run)
     datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers,
                                  neighbourhood=classifier.input_views)
     tags = {KIND_TAG: "evaluate", "checkpoint": source}
@@ -119,6 +96,46 @@ def evaluate(cfg: DictConfig) -> dict:
                                   **report_options(cfg.report))
         print(f"Evaluation run {run.run_id} logged; outputs in {out_dir}")
     return results
+
+
+def register(client: MlflowClient, cfg: DictConfig, source_run: Run | None) -> int | None:
+    """Register the source run's model as `register.name` (alias `register.alias`) when asked; its version."""
+    if not cfg.register.name or source_run is None:
+        return None
+    version = register_model(client, source_run, cfg.register.name, cfg.register.alias)
+    print(f"Registered models:/{cfg.register.name}@{cfg.register.alias} (version {version}) "
+          f"from run {source_run.info.run_id}")
+    return version
+
+
+def predict_and_write(cfg: DictConfig, classifier: IDCClassifier, data: PreparedData | None, out_dir: Path) -> dict:
+    """P(IDC) of the `predict` files: printed, `predictions.csv` and slide heatmaps; ConfigError when none could be
+    predicted. With TTA, the threshold is first re-tuned with TTA on the validation patients (`data`)."""
+    if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
+        datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers, neighbourhood=classifier.input_views)
+        trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
+        print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
+    predictions = predict_files(classifier, cfg.predict, cfg.batch_size)
+    print(format_table(predictions))
+    write_csv(predictions, out_dir / "predictions.csv")
+    for name in write_heatmaps(predictions, out_dir / "heatmaps", classifier.threshold):
+        print(f"Heatmap: {name}")
+    failed = sum(p.error is not None for p in predictions)
+    print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
+    if failed == len(predictions):
+        first = predictions[0]
+        raise ConfigError(f"predict: none of the {failed} files could be predicted ({first.file}: {first.error}; "
+                          f"every error in {out_dir / 'predictions.csv'})")
+    return {"predicted": len(predictions) - failed, "failed": failed, "threshold": classifier.threshold}
+
+
+def require_files(inputs: str | list[str]) -> None:
+    """ConfigError (one line) unless the `predict` inputs name at least one existing file or image in a folder."""
+    files = collect_files(inputs)
+    if not any(path.is_file() for path in files):
+        named = [inputs] if isinstance(inputs, str) else list(inputs)
+        raise ConfigError(f"predict: no file to predict in {', '.join(map(str, named))} (missing, or folders without "
+                          f"image files: {', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
 def run_name(cfg: DictConfig, source_run: Run | None, version: int | None) -> str:
@@ -144,6 +161,9 @@ def evaluation_data(cfg: DictConfig, classifier: IDCClassifier, needs_test: bool
     for key in ("cache_dir", "generated_dir", "decode_workers"):  # paths and process counts: this project's own
         data_cfg[key] = cfg.data[key]
     split_cfg = OmegaConf.create(config["split"])
+    if split_cfg.name == "patches":
+        raise ConfigError("the model was trained on split=patches, which puts patches of every patient in training: "
+                          "no patient is unseen, so evaluate.py cannot test it honestly (train with a patient split)")
     if cfg.split_from == "recorded":
         split_cfg = recorded_split(classifier, split_cfg, needs_val=bool(cfg.tta), needs_test=needs_test)
     root = require_root(cfg.data.root) if cfg.data.root else None
@@ -158,7 +178,12 @@ def leave_out_fitted_patients(classifier: IDCClassifier, data: PreparedData, req
     """A fresh split reshuffles the patients: the ones the checkpoint records as trained on (or validated on, for
     test) are left out of its test and validation splits, and named, so the model is never tested, nor its TTA
     threshold tuned, on patients it learned from."""
-    recorded = classifier.hparams.get("split_patients") or {}
+    recorded = classifier.hparams.get("split_patients")
+    if recorded is None:  # saved before idclab recorded them: nothing to leave out, and the run says so
+        data.split.notes["fitted_patients_unknown"] = True
+        print("Warning: split_from=fresh on a checkpoint that records no patient lists: its test patients may "
+              "include ones it was trained on (noted as fitted_patients_unknown)")
+        return
     trained = {str(p) for p in recorded.get("train", [])}
     fitted = {"test": trained | {str(p) for p in recorded.get("val", [])}, "val": trained}
     left_out: list[str] = []
@@ -196,11 +221,9 @@ def recorded_split(classifier: IDCClassifier, split_cfg: DictConfig, needs_val: 
     validation is used, and the validation ones when TTA re-tunes the threshold, must all be in the data)."""
     patients = classifier.hparams.get("split_patients")
     if patients is None:
-        raise CheckpointError("the checkpoint records no patient lists (saved before idclab recorded them, or "
-                              "an ensemble): test a fresh split of the data with split_from=fresh")
-    if split_cfg.name == "patches":
-        raise ConfigError("split=patches assigns patches, not patients: patient lists cannot rebuild it; "
-                          "use split_from=fresh")
+        raise CheckpointError("the checkpoint records no patient lists (saved before idclab recorded them): test "
+                              "a fresh split of the data with split_from=fresh (it cannot leave out the patients "
+                              "the model was trained on)")
     if needs_test and not patients.get("test"):
         raise ConfigError("this model records no test patients (a cross-validation run without a held-out test "
                           "split: its estimate is the out-of-fold report); score patches with predict=[...]")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,14 +31,15 @@ def stable_hash(obj: object, length: int = 12) -> str:
 
 
 @contextmanager
-def whole_file(path: Path) -> Iterator[Path]:
+def whole_file(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` for the block to write; renamed to `path` when the block succeeds, removed
-    when it fails, so a reader finds the old file or the new one, never half of one. The temporary name keeps the
-    extension (`x.partial.csv.gz`), from which pandas, matplotlib and numpy infer the format."""
+    when it fails, so a reader finds the old file or the new one, never half of one. The temporary name is hidden,
+    unique to the process and keeps the extension (`.x.1234.partial.csv.gz`), from which pandas, matplotlib and
+    numpy infer the format."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    name, dot, extension = path.name.partition(".")
-    partial = path.with_name(f"{name}.partial{dot}{extension}")
+    name, dot, extension = path.name.lstrip(".").partition(".")
+    partial = path.with_name(f".{name}.{os.getpid()}.partial{dot}{extension}")
     try:
         yield partial
         partial.replace(path)
@@ -45,12 +47,12 @@ def whole_file(path: Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-def write_text(path: Path, text: str) -> None:
+def write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` whole (`whole_file`)."""
     with whole_file(path) as partial:
         partial.write_text(text)
 
 
-def write_json(path: Path, value: object) -> None:
+def write_json(path: str | Path, value: object) -> None:
     """Write `value` as JSON to `path` whole (`whole_file`)."""
     write_text(path, json.dumps(value, indent=2))

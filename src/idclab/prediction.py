@@ -33,14 +33,16 @@ class Prediction:
 
 
 def collect_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The files named, plus every image file found (recursively, sorted) in the folders named.
+    """The files named, plus every image file found (recursively, sorted) in the folders named, hidden ones (a
+    leftover `.x.partial.png`, macOS `._x.png`) aside.
 
     A single path (e.g. `predict=/path/file.png` without brackets) is one input, not a sequence of characters.
     """
     files: list[Path] = []
     for item in map(Path, [inputs] if isinstance(inputs, (str, Path)) else inputs):
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                                and not any(part.startswith(".") for part in p.relative_to(item).parts)))
         else:
             files.append(item)
     return files
@@ -170,7 +172,6 @@ def write_heatmaps(predictions: list[Prediction], folder: Path, threshold: float
     The patches are decoded again here, one patient at a time, rather than kept from prediction, so a
     folder of many whole slides never has to fit in memory.
     """
-
     from idclab.plots import save_figure, slide_heatmap_figure
 
     by_patient: dict[str, list[tuple[int, int, float, str]]] = {}

@@ -85,7 +85,7 @@ class SweepParentRun(Callback):
         if self.run is None:
             return
         run, self.run = self.run, None
-        counts: dict[str, int] = {}
+        counts: dict[str, int] | None = None
         try:  # the summary must never leave the parent RUNNING
             children = sweep_children(run.client, run.experiment_id, run.run_id)
             counts = children["status"].value_counts().to_dict() if len(children) else {}
@@ -94,7 +94,11 @@ class SweepParentRun(Callback):
             self._log_comparison(run)
         except Exception as error:
             log.warning("could not summarise the sweep: %s", error)
-        status = "FAILED" if counts.get("FAILED") else "FINISHED" if ended else "KILLED"
+            run.set_tags({"summary_error": str(error)[:5000]})
+        if counts is None:  # the children could not be read: FINISHED would claim what is not known
+            counts, status = {}, "FAILED"
+        else:
+            status = "FAILED" if counts.get("FAILED") else "FINISHED" if ended else "KILLED"
         run.close(status)
         print(f"Sweep {run.run_name}: {counts.get('FINISHED', 0)} finished, {counts.get('FAILED', 0)} failed "
               f"of {sum(counts.values())}; parent run {run.run_id} {status}")

@@ -448,7 +448,7 @@ def fetch_model(client: MlflowClient, model_uri: str, download_dir: str | Path) 
         return download_model_checkpoint(client, model_uri, download_dir), source_run
     except MlflowException as error:
         raise RunNotFoundError(f"no MLflow model {model_uri} at {client.tracking_uri}: "
-                               f"{str(error).splitlines()[0]}") from error
+                               f"{(str(error).splitlines() or [type(error).__name__])[0]}") from error
 
 
 def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:

@@ -23,9 +23,10 @@ from idclab import registry
 from idclab.build import build_classifier, load_classifier, store_threshold
 from idclab.callbacks import CtrlCGuard, training_callbacks
 from idclab.context import neighbour_matrix, smooth, tune_weight
-from idclab.data.datamodule import ALL_SPLITS, PatchDataModule, PreparedData, channel_stats, prepare_data
+from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats, prepare_data
 from idclab.data.neighbourhood import views_of
 from idclab.data.sampling import deferred
+from idclab.data.split import SPLITS
 from idclab.ensemble import ENSEMBLE_FILE, EnsembleClassifier, save_ensemble
 from idclab.fileutil import write_json
 from idclab.module import IDCClassifier
@@ -152,7 +153,7 @@ def train(cfg: DictConfig) -> float:
     for warning in config_warnings(cfg):
         warnings.warn(warning, stacklevel=1)
     pl.seed_everything(cfg.seed, workers=True)
-    data = prepare_data(cfg.data, cfg.split, required=("train", "val") if cfg.cv.folds else ALL_SPLITS)
+    data = prepare_data(cfg.data, cfg.split, required=("train", "val") if cfg.cv.folds else SPLITS)
     summary = data.summary()
     print(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
           f"decode {summary['decode_status']}, skipped files {summary['skipped_files'] or 'none'}")

@@ -13,6 +13,7 @@ from idclab import registry
 from idclab.context import MAX_RADIUS
 from idclab.data.layout import DataLayoutError, require_root
 from idclab.data.neighbourhood import MAX_RINGS, check_rings
+from idclab.data.split import SPLIT_METHODS
 from idclab.data.synthetic import SyntheticSpec
 from idclab.thresholds import METHODS as THRESHOLD_METHODS
 
@@ -73,9 +74,9 @@ TRAIN_RULES: list[Rule] = [
      "(one view each)"),
     ("data.decode_workers", lambda v: v is None or (_is_int(v) and 1 <= v <= MAX_WORKERS),
      f"null or an integer from 1 to {MAX_WORKERS}"),
-    ("data.synthetic.n_patients", lambda v: _is_int(v) and v >= 3, "an integer >= 3"),
-    ("data.synthetic.min_grid", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
-    ("data.synthetic.max_grid", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    ("data.synthetic.n_patients", lambda v: _is_int(v) and 3 <= v <= 1000, "an integer from 3 to 1000"),
+    ("data.synthetic.min_grid", lambda v: _is_int(v) and 2 <= v <= 200, "an integer from 2 to 200"),
+    ("data.synthetic.max_grid", lambda v: _is_int(v) and 2 <= v <= 200, "an integer from 2 to 200"),
     ("data.synthetic.tumour_burden", lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("data.synthetic.label_noise", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     ("data.synthetic.edge_fraction", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
@@ -150,25 +151,36 @@ def _check(cfg: DictConfig, rules: list[Rule]) -> None:
 
 
 def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every leaf of a nested mapping/list."""
+    """(dotted key, value) of every leaf of a nested mapping/list/tuple."""
     if isinstance(value, dict):
         for name, item in value.items():
             yield from _leaves(item, f"{key}.{name}" if key else str(name))
-    elif isinstance(value, list):
+    elif isinstance(value, (list, tuple)):
         for number, item in enumerate(value):
             yield from _leaves(item, f"{key}[{number}]")
     else:
         yield key, value
 
 
+PLAIN = (str, int, float, bool, type(None))
+
+
 def check_saved_config(config: dict[str, Any]) -> None:
     """A run config read from a file (a checkpoint, a run state) before anything uses it: plain values only (an
-    `${...}` interpolation would make OmegaConf call the resolver it names), values the training checks accept,
-    and a synthetic spec of known keys. ConfigError naming the key."""
+    `${...}` interpolation would make OmegaConf call the resolver it names; `???` is OmegaConf's missing value),
+    values the training checks accept, a known split method and a synthetic spec of known keys. ConfigError naming
+    the key."""
+    if not isinstance(config, dict):
+        raise ConfigError("the saved config is not a mapping")
     for key, value in _leaves(config):
-        if isinstance(value, str) and "${" in value:
+        if not isinstance(value, PLAIN):
+            raise ConfigError(f"{key} holds a {type(value).__name__}: a saved config holds plain values only")
+        if isinstance(value, str) and ("${" in value or value == "???"):
             raise ConfigError(f"{key} holds an interpolation ({value!r}): a saved config holds plain values only")
     _check(OmegaConf.create(config), TRAIN_RULES)
+    split = (config.get("split") or {}).get("name")
+    if split is not None and split not in SPLIT_METHODS:
+        raise ConfigError(f"split.name must be one of {', '.join(sorted(SPLIT_METHODS))}, got {split!r}")
     synthetic = (config.get("data") or {}).get("synthetic") or {}
     unknown = sorted(set(synthetic) - {spec.name for spec in fields(SyntheticSpec)})
     if unknown:

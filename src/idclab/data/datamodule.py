@@ -24,7 +24,7 @@ from idclab.data.cache import PatchCache, check_bad_patches, load_or_build
 from idclab.data.layout import DataLayoutError, PatchIndex, require_root, scan
 from idclab.data.neighbourhood import check_rings, coarse_views, neighbour_rows
 from idclab.data.sampling import Shuffle
-from idclab.data.split import EXTERNAL_PREFIX, PatientSplit, make_split
+from idclab.data.split import EXTERNAL_PREFIX, SPLITS, PatientSplit, make_split
 from idclab.data.synthetic import SyntheticSpec, generate
 
 
@@ -70,10 +70,7 @@ def resolve_root(data_cfg: Any) -> Path:
     return require_root(data_cfg.root)
 
 
-ALL_SPLITS = ("train", "val", "test")
-
-
-def prepare_data(data_cfg: Any, split_cfg: Any, required: tuple[str, ...] = ALL_SPLITS, root: Path | None = None
+def prepare_data(data_cfg: Any, split_cfg: Any, required: tuple[str, ...] = SPLITS, root: Path | None = None
                  ) -> PreparedData:
     """Scan, decode (once, into the cache) and split the dataset a data and a split config describe.
 
