@@ -141,6 +141,25 @@ and 3, same rule) before the recipe changes.
 
     python bench/recipe_screens.py decay [--seed N]   # about 12-16 min each
     python bench/recipe_screens.py decay --verdict    # -> docs/decay_screen.md
+
+## Depth: three convs per stage instead of two, with the 5x5 view
+
+Why: the width screen (a third wider, 288 K parameters) gained on both seeds (+0.0026 / +0.0031) without passing
+the seed range, a hint that the view's six input channels could use more capacity. Depth is the other way to add
+it: `model.depth=3` adds a 3x3 conv at each stage's resolution (272 K parameters), which also widens each unit's
+receptive field over the patch and its neighbourhood view.
+
+Rule (fixed 2026-12-03, before any run of this screen, after the weight-decay screen's verdict): candidate
+"neighbourhood 2 cosine+ema, depth 3" (`data.neighbourhood=2 model.depth=3 optim.schedule=cosine
+optim.warmup_epochs=1 averaging=ema`, single models, the studies' 6 epochs) against "neighbourhood 2 cosine+ema"
+(`bench/results/schedule_screen.csv`, predictions kept), seeds 1 and 2, the same folds. `better` when both seeds'
+`cv_val_pooled_auroc` gains exceed 0.0051 and the paired patient-bootstrap interval of the mean gain lies above 0;
+`worse` with the signs reversed; otherwise not separated. Only `better` earns a confirmation in the recipe's
+configuration (2-seed ensemble, context, Youden, the recipe's epochs, `model.depth=3` against the recipe as
+committed; seeds 1 and 3, same rule), timed within the 30 minutes, before the recipe changes.
+
+    python bench/recipe_screens.py depth [--seed N]   # about 14-18 min each
+    python bench/recipe_screens.py depth --verdict    # -> docs/depth_screen.md
 """
 
 from __future__ import annotations
@@ -181,6 +200,9 @@ STAGES = {
     "decay": screen("decay_screen", "neighbourhood 2 cosine+ema, weight decay 0.05", "neighbourhood 2 cosine+ema",
                     (1, 2), "schedule_screen.csv",
                     "AdamW weight decay 0.05 instead of 1e-4, with the 5x5 view (single models, cosine+EMA)"),
+    "depth": screen("depth_screen", "neighbourhood 2 cosine+ema, depth 3", "neighbourhood 2 cosine+ema", (1, 2),
+                    "schedule_screen.csv",
+                    "IDCNet with three convs per stage, with the 5x5 view (single models, cosine+EMA)"),
     "width": screen("width_screen", "neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)"),
