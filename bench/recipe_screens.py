@@ -160,6 +160,27 @@ committed; seeds 1 and 3, same rule), timed within the 30 minutes, before the re
 
     python bench/recipe_screens.py depth [--seed N]   # about 14-18 min each
     python bench/recipe_screens.py depth --verdict    # -> docs/depth_screen.md
+
+## Members: the recipe with four seed members instead of two
+
+Why: two members beat one by more than the seed range (docs/seed_ensemble_study.md), and averaging the recipe's
+two 5-fold runs after the fact (four members: seeds 1-4) gave pooled out-of-fold AUROC 0.936 against 0.934
+(`python bench/ensemble_of_runs.py 4ac38df202a14fc38b2ecb884eecc90c 3093aebe6798402fb39d07ea30dff72c`, no rule).
+The recipe trains two members on the pool in about 7 of its 30 minutes (bench/results/recipe_time_pool.txt), so
+four fit. This is the recipe's own configuration, so a `better` here needs no further confirmation.
+
+Rule (fixed 2026-12-03, before any run of this screen; to run in a later session, about 90-100 min a seed):
+candidate "recipe, 4 members" (`experiment=recipe trainer.max_epochs=10 ensemble.members=4`: members `seed` to
+`seed`+3, 5x5 view, context, Youden's threshold) against "recipe (10 epochs)" (the recipe as committed;
+`bench/results/epochs_screen.csv`, predictions kept), seeds 1 and 3, the same folds (`cv.seed=0`). The two
+candidate runs share members 3 and 4 (seeds 1-4 and 3-6), as the reference's do not; each fold re-seeds its
+members, so these are new models either way. `better` when both seeds' `cv_val_pooled_auroc` gains exceed 0.0051
+and the paired patient-bootstrap interval of the mean gain lies above 0; `worse` with the signs reversed;
+otherwise not separated. Only `better` changes the recipe (to `ensemble.members: 4`), and only if its training on
+the whole pool, timed as in bench/results/recipe_time_pool.txt, stays within 30 minutes.
+
+    python bench/recipe_screens.py members [--seed N]   # about 90-100 min each
+    python bench/recipe_screens.py members --verdict    # -> docs/members_screen.md
 """
 
 from __future__ import annotations
@@ -200,6 +221,8 @@ STAGES = {
     "decay": screen("decay_screen", "neighbourhood 2 cosine+ema, weight decay 0.05", "neighbourhood 2 cosine+ema",
                     (1, 2), "schedule_screen.csv",
                     "AdamW weight decay 0.05 instead of 1e-4, with the 5x5 view (single models, cosine+EMA)"),
+    "members": screen("members_screen", "recipe, 4 members", "recipe (10 epochs)", (1, 3), "epochs_screen.csv",
+                      "The recipe with four seed members, against two"),
     "depth": screen("depth_screen", "neighbourhood 2 cosine+ema, depth 3", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet with three convs per stage, with the 5x5 view (single models, cosine+EMA)"),

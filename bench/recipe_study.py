@@ -111,6 +111,8 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # capacity for the view's wider input: IDCNet a third wider
     "neighbourhood 2 cosine+ema, wide": ["data.neighbourhood=2", "model.widths=[32,64,128]", "optim.schedule=cosine",
                                          "optim.warmup_epochs=1", "averaging=ema"],
+    # the recipe with four seed members instead of two (bench/recipe_screens.py members)
+    "recipe, 4 members": ["experiment=recipe", "trainer.max_epochs=10", "ensemble.members=4"],
     # a third conv per stage (capacity in depth rather than width)
     "neighbourhood 2 cosine+ema, depth 3": ["data.neighbourhood=2", "model.depth=3", "optim.schedule=cosine",
                                             "optim.warmup_epochs=1", "averaging=ema"],
@@ -279,6 +281,7 @@ CHOSEN_ELSEWHERE["neighbourhood 1+2 cosine+ema"] = "a screen: see bench/recipe_s
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, wide"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, weight decay 0.05"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, depth 3"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["recipe, 4 members"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["recipe, 20 epochs cosine+ema"] = "confirmation: see bench/recipe_screens.py"
 STUDY_STRATEGIES = tuple(name for name in STRATEGIES if name not in CHOSEN_ELSEWHERE)  # what the study runs itself
 
