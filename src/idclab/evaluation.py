@@ -71,8 +71,7 @@ def evaluate(cfg: DictConfig) -> dict:
     # registered; a model is registered only once it has predicted something or before its test run
     data = evaluation_data(cfg, classifier, needs_test=not cfg.predict) if classifier.tta or not cfg.predict else None
     if cfg.predict:
-        require_files(cfg.predict)
-        results = predict_and_write(cfg, classifier, data, out_dir)
+        results = predict_and_write(cfg, classifier, files_to_predict(cfg.predict), data, out_dir)
         register(client, cfg, source_run)
         return results
     version = register(client, cfg, source_run)
@@ -108,14 +107,15 @@ def register(client: MlflowClient, cfg: DictConfig, source_run: Run | None) -> i
     return version
 
 
-def predict_and_write(cfg: DictConfig, classifier: IDCClassifier, data: PreparedData | None, out_dir: Path) -> dict:
-    """P(IDC) of the `predict` files: printed, `predictions.csv` and slide heatmaps; ConfigError when none could be
+def predict_and_write(cfg: DictConfig, classifier: IDCClassifier, files: list[Path], data: PreparedData | None,
+                      out_dir: Path) -> dict:
+    """P(IDC) of `files`: printed, `predictions.csv` and slide heatmaps; ConfigError when none could be
     predicted. With TTA, the threshold is first re-tuned with TTA on the validation patients (`data`)."""
     if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
         datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers, neighbourhood=classifier.input_views)
         trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
         print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
-    predictions = predict_files(classifier, cfg.predict, cfg.batch_size)
+    predictions = predict_files(classifier, files, cfg.batch_size)
     print(format_table(predictions))
     write_csv(predictions, out_dir / "predictions.csv")
     for name in write_heatmaps(predictions, out_dir / "heatmaps", classifier.threshold):
@@ -129,13 +129,14 @@ def predict_and_write(cfg: DictConfig, classifier: IDCClassifier, data: Prepared
     return {"predicted": len(predictions) - failed, "failed": failed, "threshold": classifier.threshold}
 
 
-def require_files(inputs: str | list[str]) -> None:
-    """ConfigError (one line) unless the `predict` inputs name at least one existing file or image in a folder."""
+def files_to_predict(inputs: str | list[str]) -> list[Path]:
+    """The files the `predict` inputs name (`collect_files`); ConfigError (one line) unless one of them exists."""
     files = collect_files(inputs)
     if not any(path.is_file() for path in files):
         named = [inputs] if isinstance(inputs, str) else list(inputs)
         raise ConfigError(f"predict: no file to predict in {', '.join(map(str, named))} (missing, or folders without "
                           f"image files: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
 
 
 def run_name(cfg: DictConfig, source_run: Run | None, version: int | None) -> str:

@@ -62,18 +62,21 @@ PRECISION_RULE: Rule = ("trainer.precision", lambda v: str(v) in PRECISIONS,
 SYSTEM_METRICS_RULE: Rule = ("logger.system_metrics_interval", lambda v: v is None or (_is_number(v) and v > 0),
                              "null or a number of seconds > 0")
 MAX_WORKERS = 256  # processes a data loader or the decoder may start
+LOADER_WORKERS_RULE: Rule = ("data.num_workers", lambda v: _is_int(v) and 0 <= v <= MAX_WORKERS,
+                             f"an integer from 0 to {MAX_WORKERS}")
+DECODE_WORKERS_RULE: Rule = ("data.decode_workers", lambda v: v is None or (_is_int(v) and 1 <= v <= MAX_WORKERS),
+                             f"null or an integer from 1 to {MAX_WORKERS}")
 TRAIN_RULES: list[Rule] = [
     ("seed", _is_int, "an integer"),
     ("optim.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optim.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("data.num_workers", lambda v: _is_int(v) and 0 <= v <= MAX_WORKERS, f"an integer from 0 to {MAX_WORKERS}"),
+    LOADER_WORKERS_RULE,
     ("data.strict", lambda v: isinstance(v, bool), "true or false"),
     ("data.neighbourhood", lambda v: _is_views(v),
      f"an integer from 0 to {MAX_RINGS} (rings of patches) or a list of distinct integers from 1 to {MAX_RINGS} "
      "(one view each)"),
-    ("data.decode_workers", lambda v: v is None or (_is_int(v) and 1 <= v <= MAX_WORKERS),
-     f"null or an integer from 1 to {MAX_WORKERS}"),
+    DECODE_WORKERS_RULE,
     ("data.synthetic.n_patients", lambda v: _is_int(v) and 3 <= v <= 1000, "an integer from 3 to 1000"),
     ("data.synthetic.min_grid", lambda v: _is_int(v) and 2 <= v <= 200, "an integer from 2 to 200"),
     ("data.synthetic.max_grid", lambda v: _is_int(v) and 2 <= v <= 200, "an integer from 2 to 200"),
@@ -131,9 +134,8 @@ EVALUATE_RULES: list[Rule] = [
      f"a validation metric ({', '.join(prefix + '*' for prefix in VALIDATION_METRIC_PREFIXES)})"),
     ("select.mode", lambda v: v in ("min", "max"), "min or max"),
     ("split_from", lambda v: v in ("recorded", "fresh"), "recorded or fresh"),
-    ("data.num_workers", lambda v: _is_int(v) and 0 <= v <= MAX_WORKERS, f"an integer from 0 to {MAX_WORKERS}"),
-    ("data.decode_workers", lambda v: v is None or (_is_int(v) and 1 <= v <= MAX_WORKERS),
-     f"null or an integer from 1 to {MAX_WORKERS}"),
+    LOADER_WORKERS_RULE,
+    DECODE_WORKERS_RULE,
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
     ("report.gallery_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     PRECISION_RULE,
