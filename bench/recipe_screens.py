@@ -181,6 +181,27 @@ the whole pool, timed as in bench/results/recipe_time_pool.txt, stays within 30 
 
     python bench/recipe_screens.py members [--seed N]   # about 90-100 min each
     python bench/recipe_screens.py members --verdict    # -> docs/members_screen.md
+## Depth in the recipe's configuration
+
+Why: the depth screen (single models) gained +0.0043 on both seeds' pooled validation AUROC, inside the seed range
+0.0051, interval [-0.0017, +0.0106]: not separated, so by its rule it earned no confirmation. This is a new screen,
+not that confirmation. Its cause must be said plainly: the depth-3 models were the best single models measured out
+of fold (AUROC 0.938 against 0.926, above the recipe's 0.934), and choosing what to screen from an out-of-fold figure
+is a look at the estimate. The call is made on validation, as always, and a `not separated` here stands.
+The question it can answer: does the consistent small validation gain grow, stay or vanish when two members are
+averaged and spatial context is added (the length screen's gain vanished there)?
+
+Rule (fixed 2026-12-03, before any run of this screen): candidate "recipe, depth 3" (`experiment=recipe
+trainer.max_epochs=10 model.depth=3`: 2-seed ensemble, 5x5 view, context, Youden's threshold, 272 K parameters a
+member) against "recipe (10 epochs)" (the recipe as committed; `bench/results/epochs_screen.csv`, predictions
+kept), seeds 1 and 3 (members {1, 2} and {3, 4}), the same folds (`cv.seed=0`). `better` when both seeds'
+`cv_val_pooled_auroc` gains exceed 0.0051 and the paired patient-bootstrap interval of the mean gain lies above 0;
+`worse` with the signs reversed; otherwise not separated. Only `better` changes the recipe (to `model.depth: 3`),
+and only if its training on the whole pool, timed as in bench/results/recipe_time_pool.txt, stays within 30
+minutes. The out-of-fold columns are reported only.
+
+    python bench/recipe_screens.py depth-recipe [--seed N]   # about 55-70 min each
+    python bench/recipe_screens.py depth-recipe --verdict    # -> docs/depth_recipe.md
 """
 
 from __future__ import annotations
@@ -226,6 +247,8 @@ STAGES = {
     "depth": screen("depth_screen", "neighbourhood 2 cosine+ema, depth 3", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet with three convs per stage, with the 5x5 view (single models, cosine+EMA)"),
+    "depth-recipe": screen("depth_recipe", "recipe, depth 3", "recipe (10 epochs)", (1, 3), "epochs_screen.csv",
+                           "IDCNet with three convs per stage in the recipe's configuration, against the recipe"),
     "width": screen("width_screen", "neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)"),

@@ -116,6 +116,8 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # a third conv per stage (capacity in depth rather than width)
     "neighbourhood 2 cosine+ema, depth 3": ["data.neighbourhood=2", "model.depth=3", "optim.schedule=cosine",
                                             "optim.warmup_epochs=1", "averaging=ema"],
+    # the depth screen's model in the recipe's configuration (bench/recipe_screens.py depth-recipe)
+    "recipe, depth 3": ["experiment=recipe", "trainer.max_epochs=10", "model.depth=3"],
     # AdamW's decoupled weight decay at a usual strength (the default 1e-4 is far below it)
     "neighbourhood 2 cosine+ema, weight decay 0.05": ["data.neighbourhood=2", "optim.weight_decay=0.05",
                                                       "optim.schedule=cosine", "optim.warmup_epochs=1",
@@ -282,6 +284,7 @@ CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, wide"] = "a screen: see bench/reci
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, weight decay 0.05"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, depth 3"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["recipe, 4 members"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["recipe, depth 3"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["recipe, 20 epochs cosine+ema"] = "confirmation: see bench/recipe_screens.py"
 STUDY_STRATEGIES = tuple(name for name in STRATEGIES if name not in CHOSEN_ELSEWHERE)  # what the study runs itself
 
