@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -60,6 +61,26 @@ def test_next_fold_validation_has_every_patient_validate_exactly_once():
     assert sorted(validated) == sorted(set(PATIENTS))
     shared = fold_split(data, pool, folds, 0, 0.25, seed=0)  # a share: drawn from the four other folds
     assert len(shared.patients["val"]) == 2 and not set(shared.patients["val"]) & set(folds[0])
+
+
+def test_a_learning_curve_thins_only_the_folds_training_data():
+    """cv.train_patients / cv.train_patches: each fold trains on a share of its training patients (patches); its
+    validation and out-of-fold patients are those of the full run, so the points of a curve are paired."""
+    data = SimpleNamespace(index=SimpleNamespace(patients=PATIENTS, labels=LABELS))
+    pool = np.arange(len(PATIENTS))
+    folds = patient_folds(PATIENTS, LABELS, folds=5, seed=0)
+    full = fold_split(data, pool, folds, 0, "next_fold", seed=0)
+    thin = fold_split(data, pool, folds, 0, "next_fold", seed=0, train_patients=0.5)
+    assert len(thin.patients["train"]) == 3 and set(thin.patients["train"]) < set(full.patients["train"])
+    assert set(PATIENTS[thin.rows["train"]]) == set(thin.patients["train"])
+    for split in ("val", "test"):
+        assert thin.patients[split] == full.patients[split]
+        assert np.array_equal(thin.rows[split], full.rows[split])
+    assert thin.notes["train_patients"] == 0.5
+    sparse = fold_split(data, pool, folds, 0, "next_fold", seed=0, train_patches=0.5)
+    assert sparse.patients["train"] == full.patients["train"] and len(sparse.rows["train"]) == 18  # 3 of 6 each
+    assert set(sparse.rows["train"]) < set(full.rows["train"])
+    assert np.array_equal(sparse.rows["val"], full.rows["val"])
 
 
 def test_pooled_metrics_label_each_patch_at_its_own_fold_threshold():
@@ -193,13 +214,26 @@ def test_patient_table_ranks_patients_by_their_misclassified_patches():
     assert np.isnan(table.iloc[2]["auroc"])  # one class
 
 
+def summary_of(client: MlflowClient, run_id: str) -> dict:
+    """A run's logged data summary (patients per split, the split's notes)."""
+    return json.loads(Path(client.download_artifacts(run_id, "data/summary.json")).read_text())
+
+
 @pytest.mark.slow
 def test_a_cross_validation_ensemble_is_evaluated_on_its_held_out_test_patients(make_cfg):
     """The fold ensemble records no validation patients of its own (all trained some member): evaluate.py tests
-    its recorded test patients all the same, as training did, and names a missing test split in one line."""
-    train(make_cfg("cv.folds=2", "split.train=0.6", "split.val=0.2", "split.test=0.2", "logger.log_model=false"))
+    its recorded test patients all the same, as training did, and names a missing test split in one line. Its
+    folds trained on half their training patients (cv.train_patients, a learning curve's point), as recorded."""
+    train(make_cfg("cv.folds=2", "cv.train_patients=0.5", "split.train=0.6", "split.val=0.2", "split.test=0.2",
+                   "logger.log_model=false"))
     client = MlflowClient(make_cfg().logger.tracking_uri)
     (parent,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id], "tags.cv = 'parent'")
+    pool = summary_of(client, parent.info.run_id)["patients"]
+    for child in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"):
+        fold = summary_of(client, child.info.run_id)
+        assert fold["split_notes"]["train_patients"] == 0.5
+        unthinned = len(pool["train"]) + len(pool["val"]) - len(fold["patients"]["test"]) - len(fold["patients"]["val"])
+        assert len(fold["patients"]["train"]) == max(1, int(unthinned * 0.5 + 0.5)) < unthinned
     evaluate(make_cfg(f"ckpt_path={parent.data.tags['best_checkpoint']}", config_name="evaluate"))
     (evaluation,) = client.search_runs([client.get_experiment_by_name("idc-eval").experiment_id])
     for name in ("test_auroc", "test_f1", "test_tp", "test_fn"):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from idclab.data.layout import DataLayoutError
-from idclab.data.split import recorded, stratified_patient_split
+from idclab.data.split import patch_share, patient_share, recorded, stratified_patient_split
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
@@ -127,3 +127,35 @@ def test_recorded_split_keeps_the_lists_and_names_missing_patients():
     assert recorded(patients, labels, ["a", "z"], ["c"], ["d"]).patients["train"] == ["a"]
     with pytest.raises(DataLayoutError, match="recorded val patients q"):
         recorded(patients, labels, ["a", "b"], ["q"], ["d"], required=["val", "test"])
+
+
+def test_a_patient_share_is_stratified_seeded_and_nested():
+    """cv.train_patients: a share of the patients spanning the range of IDC shares; for one seed a smaller share's
+    patients are among a larger one's, so the points of a learning curve differ only by the patients added."""
+    names = np.array([f"p{i:02d}" for i in range(16)])
+    patients = np.repeat(names, 4)
+    labels = np.concatenate([[1] * (i // 4) + [0] * (4 - i // 4) for i in range(16)])  # 4 patients each of 0-3 IDC
+    quarter, half = patient_share(patients, labels, 0.25, seed=3), patient_share(patients, labels, 0.5, seed=3)
+    assert len(quarter) == 4 and len(half) == 8 and set(quarter) <= set(half)
+    idc = {p: labels[patients == p].sum() for p in names}
+    assert sorted(idc[p] for p in quarter) == [0, 1, 2, 3]  # one patient of each stratum
+    assert sorted(idc[p] for p in half) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert patient_share(patients, labels, 0.25, seed=3) == quarter
+    assert any(patient_share(patients, labels, 0.25, seed=s) != quarter for s in range(4, 8))
+    assert sorted(patient_share(patients, labels, 1.0, seed=3)) == sorted(names)
+    assert len(patient_share(patients, labels, 0.01, seed=3)) == 1  # never empty
+
+
+def test_a_patch_share_keeps_each_patients_classes_and_is_nested():
+    """cv.train_patches: a share of each patient's patches of each class (at least one), nested across shares."""
+    patients = np.array(["a"] * 8 + ["b"] * 4)
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1])
+    half, quarter = patch_share(patients, labels, 0.5, seed=0), patch_share(patients, labels, 0.25, seed=0)
+    assert set(quarter) <= set(half) and np.all(np.diff(half) > 0)
+    kept = {(p, c): int(((patients[half] == p) & (labels[half] == c)).sum()) for p in "ab" for c in (0, 1)}
+    assert kept == {("a", 0): 3, ("a", 1): 1, ("b", 0): 1, ("b", 1): 1}
+    kept = {(p, c): int(((patients[quarter] == p) & (labels[quarter] == c)).sum()) for p in "ab" for c in (0, 1)}
+    assert kept == {("a", 0): 2, ("a", 1): 1, ("b", 0): 1, ("b", 1): 1}  # round(1.5) = 2; at least one
+    assert np.array_equal(patch_share(patients, labels, 1.0, seed=0), np.arange(12))
+    assert not np.array_equal(patch_share(patients, labels, 0.5, seed=1), half) or \
+        not np.array_equal(patch_share(patients, labels, 0.5, seed=2), half)

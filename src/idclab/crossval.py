@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from idclab.context import neighbour_matrix, smooth, tune_weight
 from idclab.data.datamodule import PatchDataModule, PreparedData
-from idclab.data.split import PatientSplit, stratified_patient_split
+from idclab.data.split import PatientSplit, patch_share, patient_share, stratified_patient_split
 from idclab.ensemble import ENSEMBLE_FILE, load_ensemble, save_ensemble
 from idclab.fileutil import whole_file, write_json, write_text
 from idclab.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
@@ -62,9 +62,11 @@ def patient_folds(patients: np.ndarray, labels: np.ndarray, folds: int, seed: in
 
 
 def fold_split(data: PreparedData, pool: np.ndarray, folds: Sequence[list[str]], fold: int, val: float | str,
-               seed: int) -> PatientSplit:
+               seed: int, train_patients: float = 1.0, train_patches: float = 1.0) -> PatientSplit:
     """Fold `fold`'s split over the pool rows: test = its patients; val = the next fold's patients when `val` is
-    `NEXT_FOLD` (over all folds, every patient validates once), else a stratified share `val` of the rest."""
+    `NEXT_FOLD` (over all folds, every patient validates once), else a stratified share `val` of the rest; train =
+    the rest, thinned to shares `train_patients` of its patients and `train_patches` of their patches (a learning
+    curve: `idclab.data.split.patient_share`, `patch_share`; val and test are unchanged)."""
     patients, labels = data.index.patients, data.index.labels
     fold_patients = folds[fold]
     out_of_fold = pool[np.isin(patients[pool], fold_patients)]
@@ -79,7 +81,15 @@ def fold_split(data: PreparedData, pool: np.ndarray, folds: Sequence[list[str]],
         rows = {"train": inner[nested.rows["train"]], "val": inner[nested.rows["val"]], "test": out_of_fold}
         names = {"train": nested.patients["train"], "val": nested.patients["val"]}
     names["test"] = list(fold_patients)
-    split = PatientSplit(names, rows, {"fold_of": "cv"})
+    notes: dict[str, object] = {"fold_of": "cv"}
+    if train_patients < 1:
+        names["train"] = patient_share(patients[rows["train"]], labels[rows["train"]], train_patients, seed)
+        rows["train"] = rows["train"][np.isin(patients[rows["train"]], names["train"])]
+        notes["train_patients"] = train_patients
+    if train_patches < 1:
+        rows["train"] = rows["train"][patch_share(patients[rows["train"]], labels[rows["train"]], train_patches, seed)]
+        notes["train_patches"] = train_patches
+    split = PatientSplit(names, rows, notes)
     split.check_disjoint()
     return split
 
@@ -321,7 +331,8 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                     system_metrics=cfg.logger.system_metrics_interval) as parent:
         log_inputs(parent, config, data)
         for fold, fold_patients in enumerate(folds):
-            split = fold_split(data, pool, folds, fold, cfg.cv.val, cfg.cv.seed + fold)
+            split = fold_split(data, pool, folds, fold, cfg.cv.val, cfg.cv.seed + fold,
+                               cfg.cv.get("train_patients", 1.0), cfg.cv.get("train_patches", 1.0))
             fold_data = replace(data, split=split)
             print(f"Fold {fold + 1}/{len(folds)}: {len(split.patients['train'])} train, "
                   f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients")

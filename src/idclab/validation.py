@@ -124,6 +124,8 @@ TRAIN_RULES: list[Rule] = [
     ("cv.folds", lambda v: v is None or (_is_int(v) and v >= 2), "null or an integer >= 2"),
     ("cv.val", lambda v: v == NEXT_FOLD or (_is_number(v) and 0 < v < 1), f"a fraction in (0, 1) or {NEXT_FOLD}"),
     ("cv.seed", _is_int, "an integer"),
+    ("cv.train_patients", lambda v: _is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
+    ("cv.train_patches", lambda v: _is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
     PRECISION_RULE,
     SYSTEM_METRICS_RULE,
 ]
@@ -225,6 +227,11 @@ def check_recipe(cfg: DictConfig) -> None:
     if folds is not None and folds < 3 and OmegaConf.select(cfg, "cv.val") == NEXT_FOLD:
         raise ConfigError(f"cv.val=next_fold needs cv.folds >= 3 (a fold to test, the next to validate, the rest to "
                           f"train), got cv.folds={folds}")
+    for key in ("cv.train_patients", "cv.train_patches"):
+        share = OmegaConf.select(cfg, key, default=1.0)
+        if share < 1 and not folds:
+            raise ConfigError(f"{key}={share:g} thins each fold's training data: set cv.folds (a learning curve "
+                              "is measured by cross-validation)")
     averaging = OmegaConf.select(cfg, "averaging.name", default="none")
     if averaging == "swa" and OmegaConf.select(cfg, "early_stopping.patience") is not None:
         raise ConfigError("averaging=swa averages the last epochs: set early_stopping.patience=null")

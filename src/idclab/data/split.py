@@ -129,6 +129,41 @@ def stratified_patient_split(patients: np.ndarray, labels: np.ndarray, fractions
     return _from_assignment(patients, {s: assigned.get(s, []) for s in SPLITS})
 
 
+SHARE_STRATUM = 4  # patient_share: patients per stratum of IDC share
+
+
+def _kept(n: int, share: float) -> int:
+    """How many of n items a share keeps: rounded half up, at least one."""
+    return max(1, int(np.floor(share * n + 0.5)))
+
+
+def patient_share(patients: np.ndarray, labels: np.ndarray, share: float, seed: int) -> list[str]:
+    """A seeded share of the patients, stratified by IDC share and nested: patients sorted by their share of
+    positive patches are cut into strata of `SHARE_STRATUM`, each stratum's patients ranked at random, and every
+    stratum's first-ranked patient is taken before any second one (exactly stratified at multiples of 1/4; between,
+    the next rank is drawn at random). For one seed a smaller share's patients are among a larger one's."""
+    unique = np.unique(patients)
+    ratio = np.array([labels[patients == p].mean() for p in unique])
+    rng = np.random.default_rng(seed)
+    order = unique[np.lexsort((rng.random(len(unique)), ratio))]
+    rank = np.concatenate([rng.permutation(len(order[start:start + SHARE_STRATUM]))
+                           for start in range(0, len(order), SHARE_STRATUM)])
+    taken = order[np.lexsort((rng.random(len(order)), rank))][:_kept(len(order), share)]
+    return sorted(str(p) for p in taken)
+
+
+def patch_share(patients: np.ndarray, labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """The sorted positions of a seeded share of each patient's patches of each class (at least one of each),
+    nested: for one seed a smaller share's patches are among a larger one's."""
+    priority = np.random.default_rng(seed).random(len(patients))
+    kept = []
+    for patient in np.unique(patients):
+        for label in np.unique(labels[patients == patient]):
+            group = np.flatnonzero((patients == patient) & (labels == label))
+            kept.append(group[np.argsort(priority[group])][:_kept(len(group), share)])
+    return np.sort(np.concatenate(kept)) if kept else np.array([], dtype=int)
+
+
 def patches(patients: np.ndarray, labels: np.ndarray, train: float = 0.7, val: float = 0.15, test: float = 0.15,
             seed: int = 0) -> PatientSplit:
     """LEAKY on purpose: patches dealt to splits at random, ignoring patients, so one patient's neighbouring
