@@ -402,3 +402,28 @@ def test_the_recipe_study_runs_only_its_own_strategies_and_leaves_every_screens_
     assert screened <= STRATEGIES.keys() and screened <= CHOSEN_ELSEWHERE.keys()
     assert not screened & set(STUDY_STRATEGIES)
     assert STUDY_STRATEGIES[0] == "baseline (bce)" and len(STUDY_STRATEGIES) == 13  # stage 1's strategies
+
+
+def test_the_learning_curves_points_are_the_screens_model_on_a_share_and_its_slope_is_per_doubling():
+    import learning_curve
+    from recipe_study import CHOSEN_ELSEWHERE, STRATEGIES
+
+    for axis, share, name in learning_curve.points():
+        if share < 1:
+            assert STRATEGIES[name] == [*STRATEGIES[learning_curve.MODEL], f"cv.train_{axis}={share}"]
+            assert name in CHOSEN_ELSEWHERE
+    assert learning_curve.doubling_slope(np.array([0.25, 0.5, 1.0]), np.array([0.90, 0.91, 0.92])) == \
+        pytest.approx(0.01)
+    runs = pd.DataFrame({"strategy": [learning_curve.point_name("patients", 0.25)] * 2
+                         + [learning_curve.point_name("patients", 0.5), learning_curve.MODEL],
+                         "seed": [1, 2, 1, 1], "cv_val_pooled_auroc": [0.88, 0.90, 0.90, 0.91],
+                         "oof_auroc": [0.90, 0.92, 0.92, 0.93], "oof_rule_youden_balanced_accuracy": [0.8] * 4})
+    table = learning_curve.curve_table(runs)
+    patients = table[table["axis"] == "patients"]
+    assert patients["share"].tolist() == [0.25, 0.5, 1.0] and patients["seeds"].tolist() == ["1 2", "1", "1"]
+    assert patients["oof_auroc"].tolist() == pytest.approx([0.91, 0.92, 0.93])
+    (row,) = learning_curve.extrapolations(table).query("measure == 'out-of-fold AUROC'").itertuples()
+    assert row.per_doubling == pytest.approx(0.01)
+    assert row.at_full_download == pytest.approx(0.93 + 0.01 * np.log2(279 / 230))
+    assert (table["axis"] == "patches").sum() == 1  # only the shared reference: no slope without its shares
+    assert "patches" not in set(learning_curve.extrapolations(table)["axis"])
