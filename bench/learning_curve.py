@@ -106,7 +106,7 @@ def figure(table: pd.DataFrame) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_xticks([0.25, 0.5, 1.0], ["1/4", "1/2", "all"])
     ax.set(xlabel="share of each fold's training data", ylabel="AUROC",
-           title=f"{MODEL}: 5-fold CV on the pool, mean of seeds")
+           title="Learning curve: 5-fold CV on the pool, mean of seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -121,17 +121,20 @@ def report() -> str:
     if table.empty:
         raise SystemExit(f"no run of the learning curve yet: python bench/learning_curve.py (writes {RESULTS})")
     slopes = extrapolations(table)
-    shown = table.assign(**{m: table[m].map("{:.4f}".format) for m in MEASURES}).rename(columns=MEASURES)
+    steps = table.groupby("axis", sort=False)["oof_auroc"].diff()  # each doubling's own step, not the fit's
+    shown = table.assign(**{m: table[m].map("{:.4f}".format) for m in MEASURES},
+                         oof_step=steps.map(lambda v: "" if pd.isna(v) else f"{v:+.4f}"))
+    shown = shown.rename(columns=MEASURES | {"oof_step": "out-of-fold AUROC step"})
     text = (f"# Learning curve: {MODEL}\n\nPlan fixed before any run: `bench/learning_curve.py` (docstring). "
             f"Made by `python bench/learning_curve.py --report` from {RESULTS.relative_to(PROJECT)} and the "
-            f"reference rows of {REFERENCE_RESULTS.relative_to(PROJECT)}.\n\n{shown.to_markdown(index=False)}\n")
+            f"reference rows of {REFERENCE_RESULTS.relative_to(PROJECT)}.\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n")
     if not slopes.empty:
         shown = slopes.assign(per_doubling=slopes["per_doubling"].map("{:+.4f}".format),
                               at_full_download=slopes["at_full_download"].map("{:.4f}".format))
         text += ("\nGain per doubling (least squares against log2 of the share) and a straight line's value at the "
                  f"full download's size ({FULL_DOWNLOAD['patients']:.2f} times the patients, "
                  f"{FULL_DOWNLOAD['patches']:.2f} times the patches a patient): an extrapolation beyond the data "
-                 f"measured, a hint and not an estimate.\n\n{shown.to_markdown(index=False)}\n")
+                 f"measured, a hint and not an estimate.\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n")
     text += f"\n![learning curve]({FIGURE.name})\n"
     figure(table)
     write_text(DOC, text)
