@@ -113,6 +113,11 @@ def figure(table: pd.DataFrame) -> Path:
     return save_figure(fig, FIGURE)
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """`table` as Markdown, its formatted strings kept as written (signs, trailing zeros)."""
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
 def report() -> str:
     """Write docs/learning_curve.md (and its figure) from the runs done; return the text."""
     runs = pd.concat([done(RESULTS), done(REFERENCE_RESULTS).query("strategy == @MODEL and seed in @SEEDS")],
@@ -127,14 +132,14 @@ def report() -> str:
     shown = shown.rename(columns=MEASURES | {"oof_step": "out-of-fold AUROC step"})
     text = (f"# Learning curve: {MODEL}\n\nPlan fixed before any run: `bench/learning_curve.py` (docstring). "
             f"Made by `python bench/learning_curve.py --report` from {RESULTS.relative_to(PROJECT)} and the "
-            f"reference rows of {REFERENCE_RESULTS.relative_to(PROJECT)}.\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n")
+            f"reference rows of {REFERENCE_RESULTS.relative_to(PROJECT)}.\n\n{markdown(shown)}\n")
     if not slopes.empty:
         shown = slopes.assign(per_doubling=slopes["per_doubling"].map("{:+.4f}".format),
                               at_full_download=slopes["at_full_download"].map("{:.4f}".format))
         text += ("\nGain per doubling (least squares against log2 of the share) and a straight line's value at the "
                  f"full download's size ({FULL_DOWNLOAD['patients']:.2f} times the patients, "
                  f"{FULL_DOWNLOAD['patches']:.2f} times the patches a patient): an extrapolation beyond the data "
-                 f"measured, a hint and not an estimate.\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n")
+                 f"measured, a hint and not an estimate.\n\n{markdown(shown)}\n")
     text += f"\n![learning curve]({FIGURE.name})\n"
     figure(table)
     write_text(DOC, text)
