@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from idclab.data import janowczyk
 from idclab.data.layout import DataLayoutError
@@ -95,6 +96,13 @@ def external(patients: np.ndarray, labels: np.ndarray, val: float = 0.15, seed: 
     return _from_assignment(patients, assigned)
 
 
+def by_idc_share(patients: np.ndarray, labels: np.ndarray, unique: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+    """`unique` (patient ids) ordered by each one's share of positive patches, ties broken at random by `rng`."""
+    ratio = np.array([labels[patients == p].mean() for p in unique])
+    return unique[np.lexsort((rng.random(len(unique)), ratio))]
+
+
 def stratified_patient_split(patients: np.ndarray, labels: np.ndarray, fractions: dict[str, float],
                              seed: int) -> PatientSplit:
     """Assign whole patients to splits, stratified by each patient's share of positive patches.
@@ -111,9 +119,8 @@ def stratified_patient_split(patients: np.ndarray, labels: np.ndarray, fractions
     needed = sum(w > 0 for w in weights)
     if len(unique) < needed:
         raise ValueError(f"need at least {needed} patients for splits {fractions}, found {len(unique)}")
-    ratio = np.array([labels[patients == p].mean() for p in unique])
     rng = np.random.default_rng(seed)
-    order = unique[np.lexsort((rng.random(len(unique)), ratio))]
+    order = by_idc_share(patients, labels, unique, rng)
     stratum = max(2, int(round(1 / min(w for w in weights if w > 0))))
     assigned: dict[str, list[str]] = {s: [] for s in names}
     totals = np.array(_allocate(len(unique), weights))
@@ -132,9 +139,9 @@ def stratified_patient_split(patients: np.ndarray, labels: np.ndarray, fractions
 SHARE_STRATUM = 4  # patient_share: patients per stratum of IDC share
 
 
-def _kept(n: int, share: float) -> int:
-    """How many of n items a share keeps: rounded half up, at least one."""
-    return max(1, int(np.floor(share * n + 0.5)))
+def _kept(n: int | np.ndarray, share: float) -> np.ndarray:
+    """How many of n items a share keeps (elementwise): rounded half up, at least one."""
+    return np.maximum(1, np.floor(share * np.asarray(n) + 0.5)).astype(int)
 
 
 def patient_share(patients: np.ndarray, labels: np.ndarray, share: float, seed: int) -> list[str]:
@@ -142,26 +149,21 @@ def patient_share(patients: np.ndarray, labels: np.ndarray, share: float, seed: 
     positive patches are cut into strata of `SHARE_STRATUM`, each stratum's patients ranked at random, and every
     stratum's first-ranked patient is taken before any second one (exactly stratified at multiples of 1/4; between,
     the next rank is drawn at random). For one seed a smaller share's patients are among a larger one's."""
-    unique = np.unique(patients)
-    ratio = np.array([labels[patients == p].mean() for p in unique])
     rng = np.random.default_rng(seed)
-    order = unique[np.lexsort((rng.random(len(unique)), ratio))]
+    order = by_idc_share(patients, labels, np.unique(patients), rng)
     rank = np.concatenate([rng.permutation(len(order[start:start + SHARE_STRATUM]))
                            for start in range(0, len(order), SHARE_STRATUM)])
-    taken = order[np.lexsort((rng.random(len(order)), rank))][:_kept(len(order), share)]
+    taken = order[np.lexsort((rng.random(len(order)), rank))][:int(_kept(len(order), share))]
     return sorted(str(p) for p in taken)
 
 
 def patch_share(patients: np.ndarray, labels: np.ndarray, share: float, seed: int) -> np.ndarray:
     """The sorted positions of a seeded share of each patient's patches of each class (at least one of each),
     nested: for one seed a smaller share's patches are among a larger one's."""
-    priority = np.random.default_rng(seed).random(len(patients))
-    kept = []
-    for patient in np.unique(patients):
-        for label in np.unique(labels[patients == patient]):
-            group = np.flatnonzero((patients == patient) & (labels == label))
-            kept.append(group[np.argsort(priority[group])][:_kept(len(group), share)])
-    return np.sort(np.concatenate(kept)) if kept else np.array([], dtype=int)
+    groups = pd.DataFrame({"patient": patients, "label": labels,
+                           "priority": np.random.default_rng(seed).random(len(patients))}).groupby(["patient", "label"])
+    rank = groups["priority"].rank(method="first").to_numpy() - 1
+    return np.flatnonzero(rank < _kept(groups["priority"].transform("size").to_numpy(), share))
 
 
 def patches(patients: np.ndarray, labels: np.ndarray, train: float = 0.7, val: float = 0.15, test: float = 0.15,
