@@ -181,6 +181,11 @@ the whole pool, timed as in bench/results/recipe_time_pool.txt, stays within 30 
 
     python bench/recipe_screens.py members [--seed N]   # about 90-100 min each
     python bench/recipe_screens.py members --verdict    # -> docs/members_screen.md
+
+Not run (2026-12-03, fourth session; seed 1's first minute was stopped): the recipe's two committed runs averaged
+after the fact (`bench/results/recipe_four_members.md`) give pooled validation AUROC 0.9217 against 0.9174 and
+0.9211, gains of +0.0043 and +0.0006, both inside the seed range 0.0051. A four-member run is the same kind of
+average, so this screen could not have been `better`; its 3 hours of CPU went to the mixup screen instead.
 ## Depth in the recipe's configuration
 
 Why: the depth screen (single models) gained +0.0043 on both seeds' pooled validation AUROC, inside the seed range
@@ -202,6 +207,29 @@ minutes. The out-of-fold columns are reported only.
 
     python bench/recipe_screens.py depth-recipe [--seed N]   # about 55-70 min each
     python bench/recipe_screens.py depth-recipe --verdict    # -> docs/depth_recipe.md
+
+## Mixup: training on blends of patch pairs, with the 5x5 view
+
+Why: the gap to the targets is between patients (`bench/results/patient_offsets.txt`: within a slide the recipe
+ranks at 0.95, across slides at 0.93), and the members screen, next in line, was not run: averaging the recipe's
+two runs after the fact gained +0.0043 / +0.0006 pooled validation AUROC over each (bench/results/
+recipe_four_members.md), both inside the seed range 0.0051, so it could not have been `better` by its rule. Mixup
+(Zhang et al. 2018; `mixup.alpha`, new) trains on convex blends of patch pairs, patients mixed, with the same blend
+of their labels: a regulariser reported to smooth decisions and calibration across inputs the model has not seen,
+and robust to the coarse region-level labels of this data. alpha 0.2 is torchvision's classification references'
+value (`--mixup-alpha 0.2`), chosen before any run; no other value is screened.
+
+Rule (fixed 2026-12-03, before any run of this screen): candidate "neighbourhood 2 cosine+ema, mixup 0.2"
+(`data.neighbourhood=2 mixup.alpha=0.2 optim.schedule=cosine optim.warmup_epochs=1 averaging=ema`, single models,
+the studies' 6 epochs) against "neighbourhood 2 cosine+ema" (`bench/results/schedule_screen.csv`, predictions
+kept), seeds 1 and 2, the same folds (`cv.seed=0`). `better` when both seeds' `cv_val_pooled_auroc` gains exceed
+0.0051 and the paired patient-bootstrap interval of the mean gain lies above 0; `worse` with the signs reversed;
+otherwise not separated. Only `better` earns a confirmation in the recipe's configuration (2-seed ensemble,
+context, Youden, the recipe's epochs, `mixup.alpha=0.2` against the recipe as committed; seeds 1 and 3, same rule)
+before the recipe changes. The out-of-fold columns are reported only.
+
+    python bench/recipe_screens.py mixup [--seed N]   # about 12-16 min each
+    python bench/recipe_screens.py mixup --verdict    # -> docs/mixup_screen.md
 """
 
 from __future__ import annotations
@@ -249,6 +277,8 @@ STAGES = {
                     "IDCNet with three convs per stage, with the 5x5 view (single models, cosine+EMA)"),
     "depth-recipe": screen("depth_recipe", "recipe, depth 3", "recipe (10 epochs)", (1, 3), "epochs_screen.csv",
                            "IDCNet with three convs per stage in the recipe's configuration, against the recipe"),
+    "mixup": screen("mixup_screen", "neighbourhood 2 cosine+ema, mixup 0.2", "neighbourhood 2 cosine+ema", (1, 2),
+                    "schedule_screen.csv", "Mixup (alpha 0.2) with the 5x5 view (single models, cosine+EMA)"),
     "width": screen("width_screen", "neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)"),

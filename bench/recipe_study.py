@@ -118,6 +118,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
                                             "optim.warmup_epochs=1", "averaging=ema"],
     # the depth screen's model in the recipe's configuration (bench/recipe_screens.py depth-recipe)
     "recipe, depth 3": ["experiment=recipe", "trainer.max_epochs=10", "model.depth=3"],
+    # mixup (Zhang et al. 2018) at torchvision's references' alpha (bench/recipe_screens.py mixup)
+    "neighbourhood 2 cosine+ema, mixup 0.2": ["data.neighbourhood=2", "mixup.alpha=0.2", "optim.schedule=cosine",
+                                              "optim.warmup_epochs=1", "averaging=ema"],
     # the learning curve's points (bench/learning_curve.py): the screens' model on shares of each fold's training data
     **{f"neighbourhood 2 cosine+ema, {share:.0%} of {axis}": ["data.neighbourhood=2", "optim.schedule=cosine",
                                                              "optim.warmup_epochs=1", "averaging=ema",
@@ -290,6 +293,7 @@ CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, weight decay 0.05"] = "a screen: s
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, depth 3"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["recipe, 4 members"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["recipe, depth 3"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, mixup 0.2"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE |= {name: "a learning curve: see bench/learning_curve.py" for name in STRATEGIES
                      if name.endswith((" of patients", " of patches"))}
 CHOSEN_ELSEWHERE["recipe, 20 epochs cosine+ema"] = "confirmation: see bench/recipe_screens.py"

@@ -223,6 +223,7 @@ def test_training_callbacks_follow_the_config(make_cfg):
     ("optim.schedule=onecycle optim.warmup_epochs=2", "optim.warmup_epochs (2) must be < trainer.max_epochs (2)"),
     ("drw.start_epoch=-1", "drw.start_epoch must be null or an integer >= 0"),
     ("early_stopping.patience=0", "early_stopping.patience must be null or an integer >= 1"),
+    ("mixup.alpha=-0.2", "mixup.alpha must be a number >= 0"),
     ("loss=logit_adjusted loss.tau=-1", "loss.tau must be a number >= 0"),
     ("model.depth=0", "model.depth must be an integer >= 1"),
     ("model.widths=[]", "model.widths must be a non-empty list of integers >= 1"),
@@ -317,6 +318,16 @@ def test_swa_model_is_the_best_checkpoint(make_cfg):
 
 
 @pytest.mark.slow
+def test_mixup_changes_what_a_real_fit_learns_and_only_in_training(make_cfg):
+    _, plain, _, _ = fit(make_cfg, "model=ann")
+    _, mixed, _, _ = fit(make_cfg, "model=ann", "mixup.alpha=0.4")
+    assert mixed.mixup_alpha == 0.4 and plain.mixup_alpha == 0.0
+    weights = [dict(m.model.named_parameters())["net.1.weight"] for m in (plain, mixed)]
+    assert not torch.equal(*weights)  # same seed, same batches: only the blends differ
+    assert plain.trainer.callback_metrics["train_loss"] != mixed.trainer.callback_metrics["train_loss"]
+
+
+@pytest.mark.slow
 def test_early_stopping_stops_when_the_monitor_stalls(make_cfg):
     # the ANN has no batch norm and lr 1e-12 moves no float32 weight: val_auprc stays the same every epoch
     trainer, _, _, _ = fit(make_cfg, "model=ann", "optim.lr=1e-12", "early_stopping.patience=1",
@@ -332,7 +343,8 @@ def test_a_run_with_every_recipe_option_finishes(make_cfg):
     from idclab.training import train
 
     cfg = make_cfg("loss=logit_adjusted", "sampler=oversample", "drw.start_epoch=1", "averaging=ema",
-                   "optim.schedule=onecycle", "model.residual=true", "report.bootstrap_resamples=10")
+                   "optim.schedule=onecycle", "model.residual=true", "mixup.alpha=0.2",
+                   "report.bootstrap_resamples=10")
     train(cfg)
     (run,) = runs_of(cfg)
     assert run.info.status == "FINISHED"

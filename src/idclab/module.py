@@ -12,6 +12,7 @@ from torch import nn
 from idclab.context import neighbour_matrix, smooth
 from idclab.data.neighbourhood import input_channels, views_of
 from idclab.metrics import BinaryMetrics, binary_metrics
+from idclab.mixup import draw_mixup, mixed_loss
 from idclab.schedules import make_scheduler, scheduled
 from idclab.stain import NoStain, StainNormaliser
 
@@ -54,6 +55,7 @@ class IDCClassifier(pl.LightningModule):
         self.context_weight, self.context_radius, self.patch_threshold = context_weight, context_radius, patch_threshold
         self.positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # patient, x, y of each index row
         self.tta = False
+        self.mixup_alpha = float(config.get("mixup", {}).get("alpha", 0.0))  # > 0: training batches are blended
         self.finite_check_steps = FINITE_CHECK_STEPS
         self._all_finite: torch.Tensor | None = None  # on the device: were the losses since the last check finite?
         self.input_views = views_of(config)  # non-empty: patches come with neighbourhood views (3 channels each)
@@ -68,13 +70,17 @@ class IDCClassifier(pl.LightningModule):
         self.test_patch_probs = torch.empty(0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of uint8 N x C x H x W images (channels_last on CUDA, where it is faster); with a
-        neighbourhood views (C = 6, 9, ...), each 3-channel view is stain-normalised and standardised alike."""
+        """Logits for a batch of uint8 N x C x H x W images."""
+        return self.model(self.standardised(images))
+
+    def standardised(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's input for uint8 images (channels_last on CUDA, where it is faster); with neighbourhood
+        views (C = 6, 9, ...), each 3-channel view is stain-normalised and standardised alike."""
         views = images.float().div_(255.0).split(3, dim=1)
         x = torch.cat([self.stain(view).sub_(self.mean).div_(self.std) for view in views], dim=1)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        return x
 
     def setup(self, stage: str) -> None:
         """On CUDA, the weights go channels_last here, before the strategy moves the model and DDP wraps it (DDP's
@@ -126,12 +132,14 @@ class IDCClassifier(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor | None:
         images, targets, rows = batch
-        logits = self(images)
+        mix = draw_mixup(self.mixup_alpha, len(targets)) if stage == "train" else None
+        logits = self(images) if mix is None else self.model(mix.blend(self.standardised(images)))
         probs = self.probabilities(images) if stage == "test" and self.tta else torch.sigmoid(logits.detach().float())
         if stage != "train":  # the loss, like the metrics, is computed once per patch at the epoch's end
             self.metrics[f"{stage}_metrics"].update(probs, targets, rows, logits.detach())
             return None
-        loss = self.criterion(logits.float(), targets.float())
+        loss = (self.criterion(logits.float(), targets.float()) if mix is None
+                else mixed_loss(self.criterion, logits.float(), targets.float(), mix))
         self.check_loss(loss)
         self.metrics["train_metrics"].update(probs, targets, rows)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets),
