@@ -230,6 +230,28 @@ before the recipe changes. The out-of-fold columns are reported only.
 
     python bench/recipe_screens.py mixup [--seed N]   # about 12-16 min each
     python bench/recipe_screens.py mixup --verdict    # -> docs/mixup_screen.md
+
+## Ranking loss: BCE plus a pairwise term over IDC / non-IDC pairs, with the 5x5 view
+
+Why: the pooled AUROC the targets name is a ranking of patches of different patients against each other, and
+that ranking is where the recipe loses (0.95 within a slide, 0.93 across; `bench/results/patient_offsets.txt`).
+BCE scores each patch alone; `loss=ranking` (new) adds the mean pairwise logistic loss log(1 + exp(s_neg - s_pos))
+over every IDC / non-IDC pair of a batch, a smooth surrogate of 1 - AUROC (AUC maximisation, a named remedy for
+class imbalance). A shuffled batch of 128 (about 33 IDC patches) holds about 3,100 such pairs, almost all of
+different patients. The weight 1.0 (the two terms alike) is fixed before any run; no other value is screened.
+
+Rule (fixed 2026-12-03, before any run of this screen, while the mixup screen's seed 1 ran): candidate
+"neighbourhood 2 cosine+ema, ranking loss" (`data.neighbourhood=2 loss=ranking optim.schedule=cosine
+optim.warmup_epochs=1 averaging=ema`, single models, the studies' 6 epochs) against "neighbourhood 2 cosine+ema"
+(`bench/results/schedule_screen.csv`, predictions kept), seeds 1 and 2, the same folds (`cv.seed=0`). `better`
+when both seeds' `cv_val_pooled_auroc` gains exceed 0.0051 and the paired patient-bootstrap interval of the mean
+gain lies above 0; `worse` with the signs reversed; otherwise not separated. Only `better` earns a confirmation in
+the recipe's configuration (2-seed ensemble, context, Youden, the recipe's epochs, `loss=ranking` against the
+recipe as committed; seeds 1 and 3, same rule) before the recipe changes. The out-of-fold columns are reported
+only.
+
+    python bench/recipe_screens.py ranking [--seed N]   # about 12-16 min each
+    python bench/recipe_screens.py ranking --verdict    # -> docs/ranking_screen.md
 """
 
 from __future__ import annotations
@@ -279,6 +301,9 @@ STAGES = {
                            "IDCNet with three convs per stage in the recipe's configuration, against the recipe"),
     "mixup": screen("mixup_screen", "neighbourhood 2 cosine+ema, mixup 0.2", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv", "Mixup (alpha 0.2) with the 5x5 view (single models, cosine+EMA)"),
+    "ranking": screen("ranking_screen", "neighbourhood 2 cosine+ema, ranking loss", "neighbourhood 2 cosine+ema",
+                      (1, 2), "schedule_screen.csv",
+                      "BCE plus a pairwise ranking loss with the 5x5 view (single models, cosine+EMA)"),
     "width": screen("width_screen", "neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)"),

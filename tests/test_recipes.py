@@ -21,7 +21,7 @@ from idclab.averaging import EMA, SWA, TRAINING_WEIGHTS
 from idclab.build import build_classifier
 from idclab.callbacks import DeferredReweighting, training_callbacks
 from idclab.data.sampling import DeferredSampler, deferred, no_sampler, oversample, undersample
-from idclab.losses import bce, class_balanced, focal, logit_adjusted, weighted_bce
+from idclab.losses import bce, class_balanced, focal, logit_adjusted, ranking, weighted_bce
 from idclab.models.idcnet import IDCNet, Residual
 from idclab.module import NonFiniteLossError
 from idclab.schedules import lr_factor, make_scheduler, scheduled
@@ -39,6 +39,32 @@ def test_logit_adjusted_loss_matches_the_hand_computed_value():
     with pytest.raises(ValueError, match="a class has no training patch"):
         logit_adjusted([10, 0])
     assert "shift" not in logit_adjusted([3, 1]).state_dict()  # training only: nothing in the checkpoint
+
+
+def test_ranking_loss_adds_the_pairwise_logistic_loss_of_every_idc_non_idc_pair():
+    # BCE of (2, positive) and (-1, negative): (log(1 + e^-2) + log(1 + e^-1)) / 2; the one pair: log(1 + e^-3)
+    expected_bce = (math.log1p(math.exp(-2)) + math.log1p(math.exp(-1))) / 2
+    assert ranking([1, 1])(LOGITS, TARGETS).item() == pytest.approx(expected_bce + math.log1p(math.exp(-3)))
+    assert ranking([1, 1], weight=0.5)(LOGITS, TARGETS).item() == pytest.approx(
+        expected_bce + 0.5 * math.log1p(math.exp(-3)))
+    logits, targets = torch.tensor([1.0, 2.0, 3.0, 0.0, 4.0]), torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
+    pairs = [math.log1p(math.exp(n - p)) for p in (1.0, 2.0, 3.0) for n in (0.0, 4.0)]  # 6 pairs, mean
+    assert ranking([2, 3], weight=1.0)(logits, targets).item() == pytest.approx(
+        bce([2, 3])(logits, targets).item() + sum(pairs) / 6, rel=1e-6)
+    one_class = (torch.tensor([0.5, -0.5]), torch.tensor([1.0, 1.0]))  # no pair: BCE alone
+    assert ranking([0, 2])(*one_class).item() == pytest.approx(bce([0, 2])(*one_class).item())
+    with pytest.raises(ValueError, match="loss.weight must be >= 0"):
+        ranking([1, 1], weight=-1.0)
+
+
+def test_ranking_loss_over_many_pairs_is_computed_in_chunks_with_the_same_value():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(3000), (torch.rand(3000) < 0.3).float()
+    positives, negatives = logits[targets == 1], logits[targets == 0]
+    direct = nn.functional.softplus(negatives[None, :] - positives[:, None]).mean()
+    loss = ranking([1, 1], weight=1.0)
+    loss.chunk = 100  # pairs of 100 positives at a time
+    assert loss(logits, targets).item() == pytest.approx(bce([1, 1])(logits, targets).item() + direct.item(), rel=1e-5)
 
 
 def test_class_weights_switch_off_to_uniform_and_back():
@@ -225,6 +251,7 @@ def test_training_callbacks_follow_the_config(make_cfg):
     ("early_stopping.patience=0", "early_stopping.patience must be null or an integer >= 1"),
     ("mixup.alpha=-0.2", "mixup.alpha must be a number >= 0"),
     ("loss=logit_adjusted loss.tau=-1", "loss.tau must be a number >= 0"),
+    ("loss=ranking loss.weight=-1", "loss.weight must be a number >= 0"),
     ("model.depth=0", "model.depth must be an integer >= 1"),
     ("model.widths=[]", "model.widths must be a non-empty list of integers >= 1"),
     ("stain=macenko stain.sample=0", "stain.sample must be an integer >= 1"),

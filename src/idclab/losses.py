@@ -144,3 +144,39 @@ class LogitAdjustedLoss(nn.Module):
 def logit_adjusted(class_counts: list[int], tau: float = 1.0) -> nn.Module:
     """Logit-adjusted loss with the training split's class prior and temperature `tau`."""
     return LogitAdjustedLoss(class_counts, tau)
+
+
+class RankingLoss(nn.Module):
+    """BCE plus `weight` x the pairwise logistic (RankNet) loss of every IDC / non-IDC pair of the batch.
+
+    The pair term, mean over pairs of log(1 + exp(s_neg - s_pos)), is a smooth surrogate of 1 - AUROC (Burges
+    et al. 2005; AUC maximisation for imbalanced data, Yuan et al. 2021): it asks each IDC patch to score above
+    each non-IDC patch, and a shuffled batch's pairs are almost all of different patients, the ranking the pooled
+    AUROC measures. BCE keeps the scores probabilities. A batch of one class adds nothing. Pairs are computed
+    `chunk` positives at a time, so whole-epoch losses stay within memory.
+    """
+
+    def __init__(self, weight: float = 1.0, chunk: int = 1024):
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"loss.weight must be >= 0, got {weight}")
+        self.weight = weight
+        self.chunk = chunk
+
+    def pairwise(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean log(1 + exp(s_neg - s_pos)) over IDC / non-IDC pairs (0 without a pair)."""
+        positives, negatives = logits[targets > 0.5], logits[targets <= 0.5]
+        if len(positives) == 0 or len(negatives) == 0:
+            return logits.new_zeros(())
+        total = sum(nn.functional.softplus(negatives[None, :] - part[:, None]).sum()
+                    for part in positives.split(self.chunk))
+        return total / (len(positives) * len(negatives))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
+        return loss + self.weight * self.pairwise(logits, targets) if self.weight > 0 else loss
+
+
+def ranking(class_counts: list[int], weight: float = 1.0) -> nn.Module:
+    """BCE with a pairwise ranking term of weight `weight` (see `RankingLoss`)."""
+    return RankingLoss(weight)

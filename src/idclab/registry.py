@@ -44,6 +44,7 @@ REGISTRY: dict[str, dict[str, Option]] = {
         "focal": Option(losses.focal, ("class_counts",)),
         "class_balanced": Option(losses.class_balanced, ("class_counts",)),
         "logit_adjusted": Option(losses.logit_adjusted, ("class_counts",)),
+        "ranking": Option(losses.ranking, ("class_counts",)),
     },
     "sampler": {
         "none": Option(sampling.no_sampler, ("labels", "seed")),

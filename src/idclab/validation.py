@@ -101,6 +101,7 @@ TRAIN_RULES: list[Rule] = [
     ("early_stopping.patience", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
     ("mixup.alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("loss.tau", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("loss.weight", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("model.depth", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("model.widths", lambda v: OmegaConf.is_list(v) and len(v) >= 1 and all(_is_int(w) and w >= 1 for w in v),
      "a non-empty list of integers >= 1"),
