@@ -252,6 +252,27 @@ only.
 
     python bench/recipe_screens.py ranking [--seed N]   # about 12-16 min each
     python bench/recipe_screens.py ranking --verdict    # -> docs/ranking_screen.md
+
+## Learning rate: a peak of 3e-3 instead of 1e-3, with the 5x5 view
+
+Why: every model so far trained at AdamW's `optim.lr=1e-3`, the default chosen before any study; no screen has
+varied it. With a cosine schedule after one warm-up epoch and EMA weights, a higher peak is the usual setting for
+a small batch-normalised CNN, and the one training change separated with the view so far was longer training (20
+epochs against 6), which a higher rate partly imitates at no cost in time. 3e-3 (about half a decade up) is fixed
+before any run; no other value is screened.
+
+Rule (fixed 2026-12-03, before any run of this screen, while the ranking screen's seed 1 ran): candidate
+"neighbourhood 2 cosine+ema, lr 3e-3" (`data.neighbourhood=2 optim.lr=0.003 optim.schedule=cosine
+optim.warmup_epochs=1 averaging=ema`, single models, the studies' 6 epochs) against "neighbourhood 2 cosine+ema"
+(`bench/results/schedule_screen.csv`, predictions kept), seeds 1 and 2, the same folds (`cv.seed=0`). `better`
+when both seeds' `cv_val_pooled_auroc` gains exceed 0.0051 and the paired patient-bootstrap interval of the mean
+gain lies above 0; `worse` with the signs reversed; otherwise not separated. Only `better` earns a confirmation in
+the recipe's configuration (2-seed ensemble, context, Youden, the recipe's epochs, `optim.lr=0.003` against the
+recipe as committed; seeds 1 and 3, same rule) before the recipe changes. The out-of-fold columns are reported
+only.
+
+    python bench/recipe_screens.py lr [--seed N]   # about 12-16 min each
+    python bench/recipe_screens.py lr --verdict    # -> docs/lr_screen.md
 """
 
 from __future__ import annotations
@@ -304,6 +325,8 @@ STAGES = {
     "ranking": screen("ranking_screen", "neighbourhood 2 cosine+ema, ranking loss", "neighbourhood 2 cosine+ema",
                       (1, 2), "schedule_screen.csv",
                       "BCE plus a pairwise ranking loss with the 5x5 view (single models, cosine+EMA)"),
+    "lr": screen("lr_screen", "neighbourhood 2 cosine+ema, lr 3e-3", "neighbourhood 2 cosine+ema", (1, 2),
+                 "schedule_screen.csv", "A peak learning rate of 3e-3 with the 5x5 view (single models, cosine+EMA)"),
     "width": screen("width_screen", "neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)"),

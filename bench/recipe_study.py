@@ -121,6 +121,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # mixup (Zhang et al. 2018) at torchvision's references' alpha (bench/recipe_screens.py mixup)
     "neighbourhood 2 cosine+ema, mixup 0.2": ["data.neighbourhood=2", "mixup.alpha=0.2", "optim.schedule=cosine",
                                               "optim.warmup_epochs=1", "averaging=ema"],
+    # a peak learning rate of 3e-3 (bench/recipe_screens.py lr)
+    "neighbourhood 2 cosine+ema, lr 3e-3": ["data.neighbourhood=2", "optim.lr=0.003", "optim.schedule=cosine",
+                                            "optim.warmup_epochs=1", "averaging=ema"],
     # BCE plus a pairwise ranking term over IDC / non-IDC pairs (bench/recipe_screens.py ranking)
     "neighbourhood 2 cosine+ema, ranking loss": ["data.neighbourhood=2", "loss=ranking", "optim.schedule=cosine",
                                                  "optim.warmup_epochs=1", "averaging=ema"],
@@ -298,6 +301,7 @@ CHOSEN_ELSEWHERE["recipe, 4 members"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["recipe, depth 3"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, mixup 0.2"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, ranking loss"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, lr 3e-3"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE |= {name: "a learning curve: see bench/learning_curve.py" for name in STRATEGIES
                      if name.endswith((" of patients", " of patches"))}
 CHOSEN_ELSEWHERE["recipe, 20 epochs cosine+ema"] = "confirmation: see bench/recipe_screens.py"
