@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -174,14 +176,34 @@ def rows_of(runs: pd.DataFrame, strategy: str, seed: int) -> pd.Series:
     return (runs["strategy"] == strategy) & (runs["seed"] == seed)
 
 
+def run_to_end(command: list[str], spawn: Callable[..., subprocess.Popen] = subprocess.Popen, **options) -> int:
+    """Run `command` and return its exit code. A SIGTERM to this study is passed on to it (its MLflow runs then end
+    KILLED instead of staying RUNNING in an orphaned process), and the study then exits 143 rather than going on."""
+    child = spawn(command, **options)
+    stopped = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopped.append(signum)
+        child.terminate()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if stopped:
+        raise SystemExit(128 + signal.SIGTERM)
+    return code
+
+
 def run_one(strategy: str, seed: int, results: Path = RESULTS) -> None:
     """Train one cross-validation and record its parent run's metrics in `results` (`record`)."""
     overrides = [*COMMON, *STRATEGIES[strategy], f"seed={seed}"]
     start = time.time()
     entry = ENTRIES.get(strategy, PROJECT / "train.py")
     store = f"sqlite:///{PROJECT / 'mlflow.db'}"  # whatever MLFLOW_TRACKING_URI says: the run is looked up here
-    code = subprocess.call([sys.executable, str(entry), *overrides], cwd=PROJECT,
-                           env=os.environ | {"IDCLAB_ROOT": str(PROJECT), "MLFLOW_TRACKING_URI": store})
+    code = run_to_end([sys.executable, str(entry), *overrides], cwd=PROJECT,
+                      env=os.environ | {"IDCLAB_ROOT": str(PROJECT), "MLFLOW_TRACKING_URI": store})
     minutes = (time.time() - start) / 60
     if code != 0:
         print(f"{strategy} seed {seed}: exit {code} after {minutes:.1f} min", flush=True)

@@ -427,3 +427,33 @@ def test_the_learning_curves_points_are_the_screens_model_on_a_share_and_its_slo
     assert row.at_full_download == pytest.approx(0.93 + 0.01 * np.log2(279 / 230))
     assert (table["axis"] == "patches").sum() == 1  # only the shared reference: no slope without its shares
     assert "patches" not in set(learning_curve.extrapolations(table)["axis"])
+
+
+def test_a_study_stopped_by_sigterm_stops_its_training_run_too():
+    """`kill <study>` must reach the training process, whose runs then end KILLED: left alone, an orphaned run kept
+    training and stayed RUNNING in the store."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    started = threading.Event()
+    children: list[subprocess.Popen] = []
+
+    def spawn(*args, **kwargs):
+        children.append(subprocess.Popen(*args, **kwargs))
+        started.set()
+        return children[-1]
+
+    def stop_the_study():
+        if started.wait(10):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=stop_the_study).start()
+    with pytest.raises(SystemExit) as stopped:
+        recipe_study.run_to_end([sys.executable, "-c", "import time; time.sleep(60)"], spawn=spawn)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert children[0].poll() == -signal.SIGTERM  # terminated and reaped, not orphaned
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler was this call's only
+    assert recipe_study.run_to_end([sys.executable, "-c", "raise SystemExit(3)"]) == 3
