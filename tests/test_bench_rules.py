@@ -457,3 +457,22 @@ def test_a_study_stopped_by_sigterm_stops_its_training_run_too():
     assert children[0].poll() == -signal.SIGTERM  # terminated and reaped, not orphaned
     assert signal.getsignal(signal.SIGTERM) == before  # the handler was this call's only
     assert recipe_study.run_to_end([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+def test_pair_ensembles_score_each_average_against_its_better_member():
+    from pair_ensembles import pair_table
+
+    def model(probabilities):
+        return pd.DataFrame({"fold": 0, "patient": "p", "x": [0, 50, 100, 150], "y": 0, "target": [0, 0, 1, 1],
+                             "patch_probability": probabilities})
+
+    models = {("a", 1): model([0.125, 0.625, 0.5, 0.875]),  # AUROC 3/4: a negative outranks a positive
+              ("a", 2): model([0.625, 0.125, 0.875, 0.5]),  # 3/4 likewise
+              ("b", 1): model([0.25, 0.375, 0.5, 1.0])}     # 1 (values exact in binary: ties are ties)
+    table = pair_table(models).set_index(["a", "b"])
+    seeds = table.loc[("a s1", "a s2")]  # average 0.375, 0.375, 0.6875, 0.6875: AUROC 1, +0.25 over 0.75
+    assert bool(seeds["same"]) and seeds["average"] == pytest.approx(1.0)
+    assert seeds["gain_over_better"] == pytest.approx(0.25)
+    mixed = table.loc[("a s1", "b s1")]  # average 0.1875, 0.5, 0.5, 0.9375: a tie counts half, AUROC 7/8
+    assert not bool(mixed["same"]) and mixed["average"] == pytest.approx(7 / 8)
+    assert mixed["gain_over_better"] == pytest.approx(7 / 8 - 1)
