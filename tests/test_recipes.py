@@ -377,4 +377,5 @@ def test_a_run_with_every_recipe_option_finishes(make_cfg):
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert (params["loss"], params["averaging"], params["optim.schedule"]) == ("logit_adjusted", "ema", "onecycle")
+    assert params["mixup.alpha"] == "0.2"  # logged with the run, as every option
     assert "test_auprc" in run.data.metrics
