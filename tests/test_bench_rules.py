@@ -476,3 +476,19 @@ def test_pair_ensembles_score_each_average_against_its_better_member():
     mixed = table.loc[("a s1", "b s1")]  # average 0.1875, 0.5, 0.5, 0.9375: a tie counts half, AUROC 7/8
     assert not bool(mixed["same"]) and mixed["average"] == pytest.approx(7 / 8)
     assert mixed["gain_over_better"] == pytest.approx(7 / 8 - 1)
+
+
+def test_slide_features_that_explain_each_slides_offset_raise_the_cross_fitted_auroc():
+    from slide_colour_offsets import cross_fitted_auroc, with_logits
+
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"p{i}" for i in range(20)], 40)
+    offsets = np.repeat(rng.normal(0, 2, 20), 40)  # each slide's scores shifted by its own amount...
+    targets = rng.integers(0, 2, len(patients))
+    logits = 2.0 * targets - 1 + offsets + rng.normal(0, 0.5, len(patients))
+    predictions = pd.DataFrame({"patient": patients, "target": targets, "patch_probability": 1 / (1 + np.exp(-logits))})
+    colours = pd.DataFrame({"patient": [f"p{i}" for i in range(20)], "r": offsets[::40]})  # ...that "r" gives away
+    frame = with_logits(predictions, colours)
+    assert frame["slide_logit"].nunique() == 20
+    alone, explained = cross_fitted_auroc(frame, ["logit"]), cross_fitted_auroc(frame, ["logit", "r"])
+    assert explained > alone + 0.1 and explained > 0.95
