@@ -273,6 +273,28 @@ only.
 
     python bench/recipe_screens.py lr [--seed N]   # about 12-16 min each
     python bench/recipe_screens.py lr --verdict    # -> docs/lr_screen.md
+
+## Capacity: three convs per stage and a third wider together, with the 5x5 view
+
+Why: width (32-64-128) and depth (3 convs per stage) each gained on both seeds, +0.0026 / +0.0031 and +0.0043 /
++0.0043, without passing the seed range 0.0051; depth in the recipe's configuration +0.0048. Issue 12 asks what
+capacity buys, and the recipe leaves room for it in its 30 minutes (two members train on the pool in about 7).
+Both together (about 480 K parameters, about three times the convolutions' work of the 162 K default) is the one
+capacity step not yet measured. Mixup, a ranking loss and a higher learning rate, screened this session, gained
++0.0016, +0.0011 and -0.0019.
+
+Rule (fixed 2026-12-03, before any run of this screen): candidate "neighbourhood 2 cosine+ema, depth 3 wide"
+(`data.neighbourhood=2 model.depth=3 model.widths=[32,64,128] optim.schedule=cosine optim.warmup_epochs=1
+averaging=ema`, single models, the studies' 6 epochs) against "neighbourhood 2 cosine+ema"
+(`bench/results/schedule_screen.csv`, predictions kept), seeds 1 and 2, the same folds (`cv.seed=0`). `better`
+when both seeds' `cv_val_pooled_auroc` gains exceed 0.0051 and the paired patient-bootstrap interval of the mean
+gain lies above 0; `worse` with the signs reversed; otherwise not separated. Only `better` earns a confirmation in
+the recipe's configuration (2-seed ensemble, context, Youden, the recipe's epochs, depth 3 and widths 32-64-128
+against the recipe as committed; seeds 1 and 3, same rule), timed within the 30 minutes, before the recipe
+changes. The out-of-fold columns are reported only.
+
+    python bench/recipe_screens.py capacity [--seed N]   # about 20-25 min each
+    python bench/recipe_screens.py capacity --verdict    # -> docs/capacity_screen.md
 """
 
 from __future__ import annotations
@@ -327,6 +349,9 @@ STAGES = {
                       "BCE plus a pairwise ranking loss with the 5x5 view (single models, cosine+EMA)"),
     "lr": screen("lr_screen", "neighbourhood 2 cosine+ema, lr 3e-3", "neighbourhood 2 cosine+ema", (1, 2),
                  "schedule_screen.csv", "A peak learning rate of 3e-3 with the 5x5 view (single models, cosine+EMA)"),
+    "capacity": screen("capacity_screen", "neighbourhood 2 cosine+ema, depth 3 wide", "neighbourhood 2 cosine+ema",
+                       (1, 2), "schedule_screen.csv",
+                       "IDCNet with three convs per stage and a third wider, with the 5x5 view (single models)"),
     "width": screen("width_screen", "neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)"),
