@@ -15,7 +15,6 @@ import itertools
 from pathlib import Path
 
 import pandas as pd
-from neighbourhood_screen import validation_predictions
 from recipe_study import PREDICTIONS, write_table
 from seed_ensemble_study import averaged
 
@@ -37,18 +36,23 @@ def pair_table(models: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
     """Every pair of (configuration, seed) models: each one's pooled AUROC, their average's, and its gain over the
     better member; `same` says whether the pair is two seeds of one configuration."""
     single = {key: pooled_auroc(frame) for key, frame in models.items()}
-    rows = [{"a": f"{a[0]} s{a[1]}", "b": f"{b[0]} s{b[1]}", "same": a[0] == b[0], "auroc_a": single[a],
-             "auroc_b": single[b], "average": (both := pooled_auroc(averaged([models[a], models[b]]))),
-             "gain_over_better": both - max(single[a], single[b])}
-            for a, b in itertools.combinations(models, 2)]
+    rows = []
+    for a, b in itertools.combinations(models, 2):
+        average = pooled_auroc(averaged([models[a], models[b]]))
+        rows.append({"a": f"{a[0]} s{a[1]}", "b": f"{b[0]} s{b[1]}", "same": a[0] == b[0], "auroc_a": single[a],
+                     "auroc_b": single[b], "average": average,
+                     "gain_over_better": average - max(single[a], single[b])})
     return pd.DataFrame(rows).sort_values("average", ascending=False, ignore_index=True)
 
 
 def main() -> None:
     models = {}
     for name, stem in SCREENS.items():
-        for row in pd.read_csv(RESULTS / f"{stem}.csv").itertuples():
-            models[(name, int(row.seed))] = validation_predictions(None, row.run_id, PREDICTIONS)
+        runs = pd.read_csv(RESULTS / f"{stem}.csv")
+        if runs["strategy"].nunique() != 1:
+            raise SystemExit(f"error: {stem}.csv holds {runs['strategy'].nunique()} strategies; one is expected")
+        for row in runs.itertuples():  # kept predictions only: a missing file is named by the error
+            models[(name, int(row.seed))] = pd.read_csv(PREDICTIONS / f"{row.run_id}-val.csv.gz")
     table = pair_table(models)
     write_table(table, OUT)
     summary = table.groupby("same")["gain_over_better"].agg(["count", "mean", "min", "max"]).astype({"count": int})

@@ -55,6 +55,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from idclab.fileutil import whole_file
+from idclab.termination import Terminated
 
 PROJECT = Path(__file__).resolve().parents[1]
 POOL = PROJECT.parent / "shared" / "data" / "idc-pool"
@@ -180,22 +181,27 @@ def rows_of(runs: pd.DataFrame, strategy: str, seed: int) -> pd.Series:
 
 
 def run_to_end(command: list[str], spawn: Callable[..., subprocess.Popen] = subprocess.Popen, **options) -> int:
-    """Run `command` and return its exit code. A SIGTERM to this study is passed on to it (its MLflow runs then end
-    KILLED instead of staying RUNNING in an orphaned process), and the study then exits 143 rather than going on."""
-    child = spawn(command, **options)
+    """Run `command` and return its exit code. A SIGTERM to this study, even one that lands while the command
+    starts, is passed on to it (its MLflow runs then end KILLED instead of staying RUNNING in an orphaned
+    process), and the study then exits 143 (`Terminated`) rather than going on."""
+    child: subprocess.Popen | None = None
     stopped = []
 
     def stop(signum: int, frame: object) -> None:
         stopped.append(signum)
-        child.terminate()
+        if child is not None:
+            child.terminate()
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
+        child = spawn(command, **options)
+        if stopped:
+            child.terminate()
         code = child.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
     if stopped:
-        raise SystemExit(128 + signal.SIGTERM)
+        raise Terminated
     return code
 
 

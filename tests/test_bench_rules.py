@@ -1,6 +1,10 @@
 """The studies' decision rules and pure helpers (bench/*_study.py), on hand-made cases."""
 
+import os
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -432,11 +436,6 @@ def test_the_learning_curves_points_are_the_screens_model_on_a_share_and_its_slo
 def test_a_study_stopped_by_sigterm_stops_its_training_run_too():
     """`kill <study>` must reach the training process, whose runs then end KILLED: left alone, an orphaned run kept
     training and stayed RUNNING in the store."""
-    import os
-    import signal
-    import subprocess
-    import threading
-
     started = threading.Event()
     children: list[subprocess.Popen] = []
 
@@ -450,13 +449,28 @@ def test_a_study_stopped_by_sigterm_stops_its_training_run_too():
             os.kill(os.getpid(), signal.SIGTERM)
 
     before = signal.getsignal(signal.SIGTERM)
-    threading.Thread(target=stop_the_study).start()
+    stopper = threading.Thread(target=stop_the_study)
+    stopper.start()
     with pytest.raises(SystemExit) as stopped:
         recipe_study.run_to_end([sys.executable, "-c", "import time; time.sleep(60)"], spawn=spawn)
+    stopper.join()
     assert stopped.value.code == 128 + signal.SIGTERM
     assert children[0].poll() == -signal.SIGTERM  # terminated and reaped, not orphaned
     assert signal.getsignal(signal.SIGTERM) == before  # the handler was this call's only
     assert recipe_study.run_to_end([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+def test_a_sigterm_while_the_training_process_starts_is_not_lost():
+    children: list[subprocess.Popen] = []
+
+    def spawn_while_stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # lands before the process exists
+        children.append(subprocess.Popen(*args, **kwargs))
+        return children[-1]
+
+    with pytest.raises(SystemExit):
+        recipe_study.run_to_end([sys.executable, "-c", "import time; time.sleep(60)"], spawn=spawn_while_stopped)
+    assert children[0].poll() == -signal.SIGTERM
 
 
 def test_pair_ensembles_score_each_average_against_its_better_member():

@@ -56,5 +56,6 @@ def test_the_classifier_trains_on_mixed_batches_only_when_asked():
     assert float(plain.training_step(batch, 0)) == pytest.approx(float(expected))
     assert float(off.training_step(batch, 0)) == pytest.approx(float(expected))
     assert float(mixed.training_step(batch, 0)) != pytest.approx(float(expected))
-    mixed.eval()  # mixup is a training-time blend: predictions are of the patches themselves
-    assert mixed.probabilities(images).tolist() == pytest.approx(plain.probabilities(images).tolist())
+    assert classifier(None).mixup_alpha == 0.0 == IDCClassifier(
+        torch.nn.Flatten(), torch.nn.BCEWithLogitsLoss(), config={"mixup": None}, mean=[0.5] * 3, std=[0.25] * 3,
+        class_counts=[2, 2]).mixup_alpha  # a config saying `mixup: null` means off

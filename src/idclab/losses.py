@@ -152,25 +152,28 @@ class RankingLoss(nn.Module):
     The pair term, mean over pairs of log(1 + exp(s_neg - s_pos)), is a smooth surrogate of 1 - AUROC (Burges
     et al. 2005; AUC maximisation for imbalanced data, Yuan et al. 2021): it asks each IDC patch to score above
     each non-IDC patch, and a shuffled batch's pairs are almost all of different patients, the ranking the pooled
-    AUROC measures. BCE keeps the scores probabilities. A batch of one class adds nothing. Pairs are computed
-    `chunk` positives at a time, so whole-epoch losses stay within memory.
+    AUROC measures. BCE keeps the scores probabilities. A batch of one class adds nothing. The pairs are weighed
+    by masks, not gathered (no wait for an accelerator), in blocks of rows of at most `max_elements` pair terms,
+    so whole-epoch losses stay within memory. Under DDP each device pairs its own share of a batch only, so the
+    training loss has fewer pairs than the whole-epoch validation loss, which pairs every patch.
     """
 
-    def __init__(self, weight: float = 1.0, chunk: int = 1024):
+    def __init__(self, weight: float = 1.0, max_elements: int = 1 << 24):
         super().__init__()
         if weight < 0:
             raise ValueError(f"loss.weight must be >= 0, got {weight}")
         self.weight = weight
-        self.chunk = chunk
+        self.max_elements = max_elements
 
     def pairwise(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean log(1 + exp(s_neg - s_pos)) over IDC / non-IDC pairs (0 without a pair)."""
-        positives, negatives = logits[targets > 0.5], logits[targets <= 0.5]
-        if len(positives) == 0 or len(negatives) == 0:
-            return logits.new_zeros(())
-        total = sum(nn.functional.softplus(negatives[None, :] - part[:, None]).sum()
-                    for part in positives.split(self.chunk))
-        return total / (len(positives) * len(negatives))
+        positive = (targets > 0.5).to(logits.dtype)
+        negative = 1 - positive
+        rows = max(1, self.max_elements // max(1, len(logits)))
+        total = sum((nn.functional.softplus(logits[None, :] - logits[start:start + rows, None])
+                     * positive[start:start + rows, None] * negative[None, :]).sum()
+                    for start in range(0, len(logits), rows))
+        return total / (positive.sum() * negative.sum()).clamp(min=1)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)

@@ -24,20 +24,21 @@ class MixupBatch(NamedTuple):
 
     def blend(self, inputs: torch.Tensor) -> torch.Tensor:
         """weight x inputs + (1 - weight) x their partners."""
-        return inputs * self.weight + inputs[self.order.to(inputs.device)] * (1 - self.weight)
+        return inputs * self.weight + inputs[self.order] * (1 - self.weight)
 
 
-def draw_mixup(alpha: float, size: int) -> MixupBatch | None:
-    """A blend for a batch of `size` from torch's global generator (seeded per run); None when `alpha` is 0 (off)."""
+def draw_mixup(alpha: float, size: int, device: torch.device | str = "cpu") -> MixupBatch | None:
+    """A blend for a batch of `size` on `device` (the order drawn there: no copy that would wait for an accelerator)
+    from torch's generators, seeded per run; None when `alpha` is 0 (off)."""
     if alpha < 0:
         raise ValueError(f"mixup.alpha must be a number >= 0, got {alpha}")
     if alpha == 0:
         return None
     weight = float(torch.distributions.Beta(alpha, alpha).sample())
-    return MixupBatch(max(weight, 1 - weight), torch.randperm(size))
+    return MixupBatch(max(weight, 1 - weight), torch.randperm(size, device=device))
 
 
 def mixed_loss(criterion: nn.Module, logits: torch.Tensor, targets: torch.Tensor, mix: MixupBatch) -> torch.Tensor:
     """The loss of logits of blended inputs: the same blend of the loss on the patches' and the partners' targets."""
-    partners = targets[mix.order.to(targets.device)]
+    partners = targets[mix.order]
     return criterion(logits, targets) * mix.weight + criterion(logits, partners) * (1 - mix.weight)

@@ -55,7 +55,7 @@ class IDCClassifier(pl.LightningModule):
         self.context_weight, self.context_radius, self.patch_threshold = context_weight, context_radius, patch_threshold
         self.positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # patient, x, y of each index row
         self.tta = False
-        self.mixup_alpha = float(config.get("mixup", {}).get("alpha", 0.0))  # > 0: training batches are blended
+        self.mixup_alpha = float((config.get("mixup") or {}).get("alpha", 0.0))  # > 0: training batches are blended
         self.finite_check_steps = FINITE_CHECK_STEPS
         self._all_finite: torch.Tensor | None = None  # on the device: were the losses since the last check finite?
         self.input_views = views_of(config)  # non-empty: patches come with neighbourhood views (3 channels each)
@@ -132,7 +132,7 @@ class IDCClassifier(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor | None:
         images, targets, rows = batch
-        mix = draw_mixup(self.mixup_alpha, len(targets)) if stage == "train" else None
+        mix = draw_mixup(self.mixup_alpha, len(targets), images.device) if stage == "train" else None
         logits = self(images) if mix is None else self.model(mix.blend(self.standardised(images)))
         probs = self.probabilities(images) if stage == "test" and self.tta else torch.sigmoid(logits.detach().float())
         if stage != "train":  # the loss, like the metrics, is computed once per patch at the epoch's end
