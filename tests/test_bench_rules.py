@@ -506,3 +506,20 @@ def test_slide_features_that_explain_each_slides_offset_raise_the_cross_fitted_a
     assert frame["slide_logit"].nunique() == 20
     alone, explained = cross_fitted_auroc(frame, ["logit"]), cross_fitted_auroc(frame, ["logit", "r"])
     assert explained > alone + 0.1 and explained > 0.95
+
+
+def test_the_screens_summary_lists_each_screens_gains_call_and_out_of_fold_figures(tmp_path):
+    from recipe_screens import screens_table
+
+    pd.DataFrame({"strategy": ["ref", "ref"], "seed": [1, 2], "cv_val_pooled_auroc": [0.90, 0.91],
+                  "oof_auroc": [0.92, 0.94]}).to_csv(tmp_path / "ref.csv", index=False)
+    pd.DataFrame({"strategy": ["cand"], "seed": [1], "cv_val_pooled_auroc": [0.9025],
+                  "oof_auroc": [0.95]}).to_csv(tmp_path / "cand.csv", index=False)
+    (tmp_path / "cand.md").write_text("... **Call: not separated**, before seed(s) 2: ...")
+    done_once = Stage("cand", "ref", (1, 2), tmp_path / "ref.csv", "t", tmp_path / "cand.md", tmp_path / "cand.csv")
+    never_run = Stage("other", "ref", (1, 2), tmp_path / "ref.csv", "t", tmp_path / "none.md", tmp_path / "none.csv")
+    table = screens_table({"cand": done_once, "other": never_run}).set_index("screen")
+    assert table.loc["cand", "seeds"] == "1" and table.loc["cand", "validation AUROC gain"] == "+0.0025"
+    assert table.loc["cand", "call"] == "not separated"
+    assert (table.loc["cand", "OOF AUROC, candidate"], table.loc["cand", "OOF AUROC, reference"]) == ("0.950", "0.920")
+    assert (table.loc["other", "seeds"], table.loc["other", "call"]) == ("none run", "not run")
