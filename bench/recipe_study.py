@@ -127,6 +127,9 @@ STRATEGIES: dict[str, list[str]] = {  # in the order they run: the likeliest to 
     # depth 3 and widths 32-64-128 together (bench/recipe_screens.py capacity)
     "neighbourhood 2 cosine+ema, depth 3 wide": ["data.neighbourhood=2", "model.depth=3", "model.widths=[32,64,128]",
                                                  "optim.schedule=cosine", "optim.warmup_epochs=1", "averaging=ema"],
+    # loss truncation, each class's highest 10% of a batch left out (bench/recipe_screens.py truncation)
+    "neighbourhood 2 cosine+ema, truncated 0.1": ["data.neighbourhood=2", "loss=truncated", "optim.schedule=cosine",
+                                                  "optim.warmup_epochs=1", "averaging=ema"],
     # a peak learning rate of 3e-3 (bench/recipe_screens.py lr)
     "neighbourhood 2 cosine+ema, lr 3e-3": ["data.neighbourhood=2", "optim.lr=0.003", "optim.schedule=cosine",
                                             "optim.warmup_epochs=1", "averaging=ema"],
@@ -334,6 +337,7 @@ CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, mixup 0.2"] = "a screen: see bench
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, ranking loss"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, lr 3e-3"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, depth 3 wide"] = "a screen: see bench/recipe_screens.py"
+CHOSEN_ELSEWHERE["neighbourhood 2 cosine+ema, truncated 0.1"] = "a screen: see bench/recipe_screens.py"
 CHOSEN_ELSEWHERE |= {name: "a learning curve: see bench/learning_curve.py" for name in STRATEGIES
                      if name.endswith((" of patients", " of patches"))}
 CHOSEN_ELSEWHERE["recipe, 20 epochs cosine+ema"] = "confirmation: see bench/recipe_screens.py"

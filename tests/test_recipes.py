@@ -21,7 +21,7 @@ from idclab.averaging import EMA, SWA, TRAINING_WEIGHTS
 from idclab.build import build_classifier
 from idclab.callbacks import DeferredReweighting, training_callbacks
 from idclab.data.sampling import DeferredSampler, deferred, no_sampler, oversample, undersample
-from idclab.losses import bce, class_balanced, focal, logit_adjusted, ranking, weighted_bce
+from idclab.losses import bce, class_balanced, focal, logit_adjusted, ranking, truncated, weighted_bce
 from idclab.models.idcnet import IDCNet, Residual
 from idclab.module import NonFiniteLossError
 from idclab.schedules import lr_factor, make_scheduler, scheduled
@@ -65,6 +65,22 @@ def test_ranking_loss_over_many_pairs_is_computed_in_blocks_with_the_same_value(
     loss = ranking([1, 1], weight=1.0)
     loss.max_elements = 100 * 3000  # blocks of 100 rows
     assert loss(logits, targets).item() == pytest.approx(bce([1, 1])(logits, targets).item() + direct.item(), rel=1e-5)
+
+
+def test_truncated_loss_leaves_out_each_class_s_highest_losses():
+    # per-patch BCE: positives at logits 3, 1, -2 -> 0.0486, 0.3133, 2.1269; negatives at -3, 2 -> 0.0486, 2.1269
+    logits, targets = torch.tensor([3.0, 1.0, -2.0, -3.0, 2.0]), torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
+    per_patch = [math.log1p(math.exp(-3)), math.log1p(math.exp(-1)), math.log1p(math.exp(2)),
+                 math.log1p(math.exp(-3)), math.log1p(math.exp(2))]
+    # drop 0.5: floor(1.5) = 1 positive (logit -2) and floor(1) = 1 negative (logit 2) left out
+    kept = [per_patch[0], per_patch[1], per_patch[3]]
+    assert truncated([2, 3], drop=0.5)(logits, targets).item() == pytest.approx(sum(kept) / 3, rel=1e-6)
+    assert truncated([2, 3], drop=0.0)(logits, targets).item() == pytest.approx(bce([2, 3])(logits, targets).item())
+    # drop 0.4: floor(1.2) = 1 positive, floor(0.8) = 0 negatives
+    kept = [per_patch[0], per_patch[1], per_patch[3], per_patch[4]]
+    assert truncated([2, 3], drop=0.4)(logits, targets).item() == pytest.approx(sum(kept) / 4, rel=1e-6)
+    with pytest.raises(ValueError, match=r"loss.drop must be in \[0, 1\)"):
+        truncated([1, 1], drop=1.0)
 
 
 def test_class_weights_switch_off_to_uniform_and_back():
@@ -252,6 +268,7 @@ def test_training_callbacks_follow_the_config(make_cfg):
     ("mixup.alpha=-0.2", "mixup.alpha must be a number >= 0"),
     ("loss=logit_adjusted loss.tau=-1", "loss.tau must be a number >= 0"),
     ("loss=ranking loss.weight=-1", "loss.weight must be a number >= 0"),
+    ("loss=truncated loss.drop=1", "loss.drop must be a number in [0, 1)"),
     ("model.depth=0", "model.depth must be an integer >= 1"),
     ("model.widths=[]", "model.widths must be a non-empty list of integers >= 1"),
     ("stain=macenko stain.sample=0", "stain.sample must be an integer >= 1"),

@@ -14,7 +14,7 @@ from idclab.training import train
 
 OPTIONS = [
     "model=ann", "model=cnn",
-    "loss=bce", "loss=weighted", "loss=weighted loss.pos_weight=2.0", "loss=focal", "loss=ranking",
+    "loss=bce", "loss=weighted", "loss=weighted loss.pos_weight=2.0", "loss=focal", "loss=ranking", "loss=truncated",
     "sampler=none", "sampler=weighted", "sampler=oversample", "sampler=undersample",
     "augment=none", "augment=basic", "augment=stain",
 ]

@@ -183,3 +183,34 @@ class RankingLoss(nn.Module):
 def ranking(class_counts: list[int], weight: float = 1.0) -> nn.Module:
     """BCE with a pairwise ranking term of weight `weight` (see `RankingLoss`)."""
     return RankingLoss(weight)
+
+
+class TruncatedLoss(nn.Module):
+    """BCE that leaves out, within each class of the batch, the `drop` share of patches with the highest loss
+    (loss truncation, Kang & Hashimoto 2020): patches whose label the model contradicts most, which in this data
+    are often region-level labels that do not fit the patch. Per class, floor(drop x the class's patches) are left
+    out, so the rarer class loses no larger a share than the other; the mean is over the patches kept. Ranks are
+    found on the device (no wait for an accelerator).
+    """
+
+    def __init__(self, drop: float = 0.1):
+        super().__init__()
+        if not 0 <= drop < 1:
+            raise ValueError(f"loss.drop must be in [0, 1), got {drop}")
+        self.drop = drop
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_patch = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        kept = torch.ones_like(per_patch, dtype=torch.bool)
+        for cls in (False, True):
+            members = (targets > 0.5) == cls
+            order = torch.where(members, per_patch.detach(), -torch.inf).argsort(descending=True)
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(len(order), device=order.device)
+            kept &= ~(members & (rank < torch.floor(self.drop * members.sum())))
+        return (per_patch * kept).sum() / kept.sum().clamp(min=1)
+
+
+def truncated(class_counts: list[int], drop: float = 0.1) -> nn.Module:
+    """BCE without each class's `drop` share of highest losses in a batch (see `TruncatedLoss`)."""
+    return TruncatedLoss(drop)

@@ -45,6 +45,7 @@ REGISTRY: dict[str, dict[str, Option]] = {
         "class_balanced": Option(losses.class_balanced, ("class_counts",)),
         "logit_adjusted": Option(losses.logit_adjusted, ("class_counts",)),
         "ranking": Option(losses.ranking, ("class_counts",)),
+        "truncated": Option(losses.truncated, ("class_counts",)),
     },
     "sampler": {
         "none": Option(sampling.no_sampler, ("labels", "seed")),

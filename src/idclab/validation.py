@@ -102,6 +102,7 @@ TRAIN_RULES: list[Rule] = [
     ("mixup.alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("loss.tau", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("loss.weight", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("loss.drop", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("model.depth", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("model.widths", lambda v: OmegaConf.is_list(v) and len(v) >= 1 and all(_is_int(w) and w >= 1 for w in v),
      "a non-empty list of integers >= 1"),
