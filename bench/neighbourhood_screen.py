@@ -326,11 +326,16 @@ def train_stage(stage: Stage, seeds: Sequence[int]) -> None:
                 run_one(strategy, seed, stage.results)
 
 
+def stage_runs(stage: Stage) -> pd.DataFrame:
+    """The rows of a stage's candidate (from `stage.results`) and reference (from `stage.reference_results`)."""
+    reference = done(stage.reference_results).query("strategy == @stage.reference")
+    return pd.concat([done(stage.results).query("strategy == @stage.candidate"), reference], ignore_index=True)
+
+
 def stage_verdict(stage: Stage, client: MlflowClient, candidate_client: MlflowClient | None = None) -> str:
     """Decide a stage from its finished runs (no call while a seed is missing), write `stage.doc`, return it.
     Predictions not kept in the repository come from `client`'s store (the candidate's from `candidate_client`)."""
-    reference = done(stage.reference_results).query("strategy == @stage.reference")
-    runs = pd.concat([done(stage.results).query("strategy == @stage.candidate"), reference], ignore_index=True)
+    runs = stage_runs(stage)
     finished, missing = paired_seeds(runs, stage.candidate, stage.reference, stage.seeds)
     if not finished:
         raise SystemExit(f"no seed of {stage.seeds} has both {stage.candidate!r} and {stage.reference!r} finished")

@@ -326,8 +326,7 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from neighbourhood_screen import Stage, paired_seeds, seed_gains, stage_verdict, train_stage
-from recipe_study import done
+from neighbourhood_screen import Stage, paired_seeds, seed_gains, stage_runs, stage_verdict, train_stage
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCRIPT = "bench/recipe_screens.py"
@@ -394,8 +393,7 @@ def screens_table(stages: dict[str, Stage]) -> pd.DataFrame:
     the out-of-fold AUROC of both sides on the seeds run (reported only)."""
     rows = []
     for name, stage in stages.items():
-        reference = done(stage.reference_results).query("strategy == @stage.reference")
-        runs = pd.concat([done(stage.results).query("strategy == @stage.candidate"), reference], ignore_index=True)
+        runs = stage_runs(stage)
         finished, _ = paired_seeds(runs, stage.candidate, stage.reference, stage.seeds)
         call = CALL.search(stage.doc.read_text()) if stage.doc.is_file() else None
         by_run = runs.set_index(["strategy", "seed"])

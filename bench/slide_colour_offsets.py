@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from recipe_study import POOL, PREDICTIONS
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from idclab.data.cache import load_or_build
+from idclab.data.layout import scan
 from idclab.reporting import threshold_free
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -35,17 +36,21 @@ FEATURES = {"logit alone": ["logit"], "logit + slide colour": ["logit", *COLOUR]
 WHITE = 220  # a patch whose mean grey level is above this is mostly background
 
 
-def slide_colours(pool: Path) -> pd.DataFrame:
+def slide_colours(pool: Path, cache_dir: Path = PROJECT / "data" / "cache") -> pd.DataFrame:
     """Per patient of `pool`: the mean and spread over its patches of their mean R, G, B, the mean within-patch
-    spread of R, G, B, and the share of near-white patches."""
-    rows = []
-    for folder in sorted(p for p in pool.iterdir() if p.is_dir()):
-        pixels = [np.asarray(Image.open(f).convert("RGB"), dtype=np.float32).reshape(-1, 3)
-                  for f in sorted(folder.glob("*/*.png"))]
-        means = np.array([p.mean(0) for p in pixels])
-        rows.append([folder.name, *means.mean(0), *means.std(0), *np.mean([p.std(0) for p in pixels], axis=0),
-                     float((means.mean(1) > WHITE).mean())])
-    return pd.DataFrame(rows, columns=["patient", *COLOUR])
+    spread of R, G, B, and the share of near-white patches; pixels from the project's decode cache (`cache_dir`,
+    built on first use; patches that did not decode are left out, border patches as padded for training)."""
+    index = scan(pool)
+    cache = load_or_build(index, cache_dir)
+    rows = np.flatnonzero(cache.usable)
+    pixels = np.asarray(cache.images[rows], dtype=np.float32).reshape(len(rows), -1, 3)
+    means, spreads = pixels.mean(1), pixels.std(1)
+    patches = pd.DataFrame(np.column_stack([means, spreads, means.mean(1) > WHITE]),
+                           columns=["r", "g", "b", "texture_r", "texture_g", "texture_b", "white"])
+    patches["patient"] = index.patients[rows].astype(str)
+    by_patient = patches.groupby("patient")
+    spread = by_patient[["r", "g", "b"]].std(ddof=0).add_prefix("spread_")
+    return by_patient.mean().join(spread).reset_index()[["patient", *COLOUR]]
 
 
 def cross_fitted_auroc(frame: pd.DataFrame, features: list[str], groups: int = 5) -> float:
