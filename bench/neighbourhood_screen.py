@@ -165,6 +165,25 @@ def settled(gains: Sequence[float], seed_range: float = SEED_RANGE) -> bool:
                                                         and any(g < -seed_range for g in gains))
 
 
+def small_effect_verdict(gains: Sequence[float], low: float, high: float, seed_range: float = SEED_RANGE) -> str:
+    """For an effect smaller than one seed's noise, measured on four or more seeds a side: `better` when every
+    seed's gain is above 0, the mean gain exceeds the seed range of a mean over those seeds (`seed_range` over the
+    square root of their number) and the bootstrap interval (low, high) lies above 0; `worse` with the signs
+    reversed; else `not separated`."""
+    margin = seed_range / np.sqrt(len(gains))
+    if all(g > 0 for g in gains) and np.mean(gains) > margin and low > 0:
+        return "better"
+    if all(g < 0 for g in gains) and np.mean(gains) < -margin and high < 0:
+        return "worse"
+    return "not separated"
+
+
+def small_effect_settled(gains: Sequence[float]) -> bool:
+    """Whether the seeds done already fix `small_effect_verdict` at `not separated`: every seed must gain (or lose),
+    so a gain of 0 or two seeds of opposite signs decide."""
+    return any(g >= 0 for g in gains) and any(g <= 0 for g in gains)
+
+
 def seed_gains(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[int]) -> list[float]:
     """Per seed, the candidate's `METRIC` minus the reference's (unrounded: the rule reads these)."""
     by_run = runs.set_index(["strategy", "seed"])[METRIC]
@@ -181,9 +200,10 @@ def validation_predictions(client: MlflowClient, run_id: str, kept: Path = PREDI
 
 
 def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[int], client: MlflowClient,
-           candidate_client: MlflowClient | None = None) -> tuple[pd.DataFrame, str]:
-    """Per seed: both runs' `METRIC` and the gain; then the bootstrap interval and the call, as markdown. The
-    candidate's predictions come from `candidate_client` when its runs are in another store."""
+           candidate_client: MlflowClient | None = None, small_effect: bool = False) -> tuple[pd.DataFrame, str]:
+    """Per seed: both runs' `METRIC` and the gain; then the bootstrap interval and the call (`verdict`, or
+    `small_effect_verdict`), as markdown. The candidate's predictions come from `candidate_client` when its runs are
+    in another store."""
     clients = {candidate: candidate_client or client, reference: client}
     by_run = runs.set_index(["strategy", "seed"])
     rows, gains, predictions = [], seed_gains(runs, candidate, reference, seeds), {candidate: [], reference: []}
@@ -194,10 +214,13 @@ def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[i
             predictions[strategy].append(validation_predictions(clients[strategy],
                                                                 by_run.loc[(strategy, seed), "run_id"]))
     mean, low, high = paired_patient_bootstrap(predictions[candidate], predictions[reference])
-    call = verdict(gains, low, high)
+    call = (small_effect_verdict if small_effect else verdict)(gains, low, high)
     patients = len(np.unique(np.concatenate([f["patient"].astype(str) for f in predictions[reference]])))
+    rule = (f"small-effect rule: every seed's gain above 0 and the mean beyond {SEED_RANGE / np.sqrt(len(gains)):.4f}"
+            f" (the seed range {SEED_RANGE} over the square root of {len(gains)} seeds)" if small_effect
+            else f"seed range {SEED_RANGE}")
     text = (f"Mean gain {mean:+.4f}, 95% patient-bootstrap interval [{low:+.4f}, {high:+.4f}] ({RESAMPLES} draws of "
-            f"{patients} validation patients); seed range {SEED_RANGE}. **Call: {call}.**")
+            f"{patients} validation patients); {rule}. **Call: {call}.**")
     return pd.DataFrame(rows), text
 
 
@@ -249,6 +272,8 @@ class Stage:
     doc: Path
     results: Path = RESULTS  # the candidate's rows (and the reference's, when `reference_results` is this file)
     script: str = "bench/neighbourhood_screen.py"  # where the stage's rule is written
+    small_effect: bool = False  # decided by `small_effect_verdict` (four or more seeds) instead of `verdict`
+    earlier: tuple[tuple[str, Path], ...] = ()  # (strategy, file): that strategy's rows an earlier screen recorded
 
 
 EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood 2", 1),
@@ -322,14 +347,16 @@ def train_stage(stage: Stage, seeds: Sequence[int]) -> None:
     strategies = (stage.reference, stage.candidate) if reruns_reference else (stage.candidate,)
     for seed in seeds:
         for strategy in strategies:
-            if not rows_of(done(stage.results), strategy, seed).any():
+            if not rows_of(stage_runs(stage), strategy, seed).any():
                 run_one(strategy, seed, stage.results)
 
 
 def stage_runs(stage: Stage) -> pd.DataFrame:
-    """The rows of a stage's candidate (from `stage.results`) and reference (from `stage.reference_results`)."""
-    reference = done(stage.reference_results).query("strategy == @stage.reference")
-    return pd.concat([done(stage.results).query("strategy == @stage.candidate"), reference], ignore_index=True)
+    """The rows of a stage's candidate (from `stage.results`) and reference (from `stage.reference_results`), with
+    those `stage.earlier` names; a seed recorded twice counts once, the stage's own row first."""
+    sources = [(stage.candidate, stage.results), (stage.reference, stage.reference_results), *stage.earlier]
+    runs = pd.concat([done(path).query("strategy == @strategy") for strategy, path in sources], ignore_index=True)
+    return runs.drop_duplicates(["strategy", "seed"], ignore_index=True)
 
 
 def stage_verdict(stage: Stage, client: MlflowClient, candidate_client: MlflowClient | None = None) -> str:
@@ -339,11 +366,13 @@ def stage_verdict(stage: Stage, client: MlflowClient, candidate_client: MlflowCl
     finished, missing = paired_seeds(runs, stage.candidate, stage.reference, stage.seeds)
     if not finished:
         raise SystemExit(f"no seed of {stage.seeds} has both {stage.candidate!r} and {stage.reference!r} finished")
-    table, text = decide(runs, stage.candidate, stage.reference, finished, client, candidate_client)
+    table, text = decide(runs, stage.candidate, stage.reference, finished, client, candidate_client,
+                         stage.small_effect)
     gains = seed_gains(runs, stage.candidate, stage.reference, finished)
-    if missing and settled(gains):  # the seeds done already fix the call
+    if missing and (small_effect_settled(gains) if stage.small_effect else settled(gains)):  # the call is fixed
+        asks = "to have the same sign" if stage.small_effect else "to pass the seed range the same way"
         text = (f"{text.split(' **Call')[0]}\n\n**Call: not separated**, before seed(s) "
-                f"{', '.join(map(str, missing))}: the rule asks every seed's gain to pass the seed range the same way, "
+                f"{', '.join(map(str, missing))}: the rule asks every seed's gain {asks}, "
                 f"and {', '.join(f'seed {s} gained {g:+.4f}' for s, g in zip(finished, gains, strict=True))}, so no "
                 f"remaining seed can change the call (they were not run).")
     elif missing:  # the rule needs every seed: what is done is reported, not decided

@@ -316,6 +316,30 @@ before the recipe changes. The out-of-fold columns are reported only.
 
     python bench/recipe_screens.py truncation [--seed N]   # about 12-16 min each
     python bench/recipe_screens.py truncation --verdict    # -> docs/truncation_screen.md
+
+## Depth on four seeds: is three convs per stage's small, steady gain real?
+
+Why: three convs per stage gained pooled validation AUROC on every run so far: +0.0043 and +0.0043 as single models
+(`docs/depth_screen.md`) and +0.0048 in the recipe's configuration (`docs/depth_recipe.md`), each inside one seed's
+range 0.0051. The rule of the screens above, made for effects larger than one seed's noise, cannot separate an
+effect that size on two seeds; four seeds a side halve the noise of the mean gain. Depth with a third more width gave
+-0.0001 (`docs/capacity_screen.md`), so the gain may be noise: this screen says which. The out-of-fold figures
+(depth 0.938 against 0.926 as single models, 0.929 against 0.934 in the recipe) are reported only.
+
+Rule (fixed 2026-12-03, before any run of this screen; a small-effect rule,
+`neighbourhood_screen.small_effect_verdict`): candidate "neighbourhood 2 cosine+ema, depth 3" against
+"neighbourhood 2 cosine+ema", single models, the studies' 6 epochs, the same folds (`cv.seed=0`), seeds 1-4. Seeds 1
+and 2 are the runs already recorded (`bench/results/schedule_screen.csv`, `bench/results/depth_screen.csv`,
+predictions kept); seeds 3 and 4 of both are trained now, at this code, into `bench/results/depth_seeds.csv`.
+`better` when every seed's `cv_val_pooled_auroc` gain is above 0, the mean gain exceeds 0.0051 / sqrt(4) = 0.00255
+(the seed range of a mean over four seeds) and the paired patient-bootstrap interval of the mean gain lies above 0;
+`worse` with the signs reversed; otherwise not separated (settled early when two seeds' gains differ in sign).
+Consequence fixed now: `better` makes depth 3 the candidate of a four-seed confirmation in the recipe's configuration
+(its seed 1 run, +0.0048, counts; seeds 2-4 against the recipe's runs, same rule), timed within the 30 minutes,
+before the recipe changes; not separated or `worse` closes depth for the recipe.
+
+    python bench/recipe_screens.py depth-seeds [--seed N]   # about 12 + 16 min a seed (both strategies)
+    python bench/recipe_screens.py depth-seeds --verdict    # -> docs/depth_seeds.md
 """
 
 from __future__ import annotations
@@ -332,11 +356,14 @@ PROJECT = Path(__file__).resolve().parents[1]
 SCRIPT = "bench/recipe_screens.py"
 
 
-def screen(stem: str, candidate: str, reference: str, seeds: tuple[int, ...], reference_csv: str, title: str) -> Stage:
-    """A stage of this script: its rows in `bench/results/<stem>.csv`, its call in `docs/<stem>.md`."""
+def screen(stem: str, candidate: str, reference: str, seeds: tuple[int, ...], reference_csv: str, title: str,
+           earlier: tuple[tuple[str, str], ...] = ()) -> Stage:
+    """A stage of this script: its rows in `bench/results/<stem>.csv`, its call in `docs/<stem>.md`. `earlier`:
+    (strategy, csv) pairs of rows earlier screens recorded, which then decide by the small-effect rule."""
     results = PROJECT / "bench" / "results"
     return Stage(candidate, reference, seeds, results / reference_csv, title, PROJECT / "docs" / f"{stem}.md",
-                 results / f"{stem}.csv", SCRIPT)
+                 results / f"{stem}.csv", SCRIPT, small_effect=bool(earlier),
+                 earlier=tuple((strategy, results / csv) for strategy, csv in earlier))
 
 
 STAGES = {
@@ -378,6 +405,11 @@ STAGES = {
     "truncation": screen("truncation_screen", "neighbourhood 2 cosine+ema, truncated 0.1",
                          "neighbourhood 2 cosine+ema", (1, 2), "schedule_screen.csv",
                          "Loss truncation (each class's highest 10% of a batch left out) with the 5x5 view"),
+    "depth-seeds": screen("depth_seeds", "neighbourhood 2 cosine+ema, depth 3", "neighbourhood 2 cosine+ema",
+                          (1, 2, 3, 4), "depth_seeds.csv",
+                          "Three convs per stage on four seeds a side (single models, cosine+EMA; small-effect rule)",
+                          earlier=(("neighbourhood 2 cosine+ema", "schedule_screen.csv"),
+                                   ("neighbourhood 2 cosine+ema, depth 3", "depth_screen.csv"))),
     "width": screen("width_screen", "neighbourhood 2 cosine+ema, wide", "neighbourhood 2 cosine+ema", (1, 2),
                     "schedule_screen.csv",
                     "IDCNet a third wider (32-64-128) with the 5x5 view (single models, cosine+EMA)"),

@@ -523,3 +523,69 @@ def test_the_screens_summary_lists_each_screens_gains_call_and_out_of_fold_figur
     assert table.loc["cand", "call"] == "not separated"
     assert (table.loc["cand", "OOF AUROC, candidate"], table.loc["cand", "OOF AUROC, reference"]) == ("0.950", "0.920")
     assert (table.loc["other", "seeds"], table.loc["other", "call"]) == ("none run", "not run")
+
+
+@pytest.mark.parametrize(("gains", "low", "high", "call"), [
+    ([0.004, 0.004, 0.005, 0.003], 0.001, 0.008, "better"),         # all gain, mean 0.004 > 0.0051 / 2
+    ([0.004, 0.004, 0.005, -0.001], 0.001, 0.008, "not separated"),  # one seed loses
+    ([0.002, 0.002, 0.003, 0.002], 0.001, 0.004, "not separated"),   # all gain, mean 0.00225 below 0.00255
+    ([0.004, 0.004, 0.005, 0.003], -0.001, 0.008, "not separated"),  # other patients might not gain
+    ([-0.004, -0.004, -0.005, -0.003], -0.008, -0.001, "worse"),
+])
+def test_the_small_effect_verdict_needs_every_seed_to_gain_a_mean_beyond_the_range_of_a_mean_and_the_interval(
+        gains, low, high, call):
+    from neighbourhood_screen import small_effect_verdict
+
+    assert small_effect_verdict(gains, low, high, seed_range=0.0051) == call
+
+
+@pytest.mark.parametrize(("gains", "is_settled"), [
+    ([0.004, -0.001], True),   # the signs differ: every seed can no longer gain (or lose)
+    ([0.004, 0.0], True),      # no gain is no gain
+    ([0.0001, 0.0002], False),  # small gains: four seeds could still pass together
+    ([-0.003], False),
+])
+def test_a_small_effect_call_is_settled_early_only_when_the_seeds_disagree_in_sign(gains, is_settled):
+    from neighbourhood_screen import small_effect_settled
+
+    assert small_effect_settled(gains) is is_settled
+
+
+def test_a_stage_counts_the_rows_of_earlier_screens_and_trains_only_the_seeds_they_lack(tmp_path, monkeypatch):
+    import neighbourhood_screen
+
+    patients = [f"p{i}" for i in range(20)]
+    wrong = pd.DataFrame({"patient": np.repeat(patients, 2), "target": [0, 1] * 20, "probability": [0.6, 0.4] * 20})
+    right = wrong.assign(probability=[0.4, 0.6] * 20)
+    columns = {"minutes": 1.0, "oof_auroc": 0.9, "oof_balanced_accuracy": 0.8,
+               "oof_rule_youden_balanced_accuracy": 0.8, "oof_context_radius_1_auroc": 0.9,
+               "oof_context_radius_1_balanced_accuracy": 0.8, "oof_auroc_ci_low": 0.8, "oof_auroc_ci_high": 0.95}
+
+    def rows(strategy, seeds, score):
+        return pd.DataFrame([{"strategy": strategy, "seed": s, "run_id": f"{strategy}{s}",
+                              "cv_val_pooled_auroc": score, **columns} for s in seeds])
+
+    rows("ref", (1, 2), 0.900).to_csv(tmp_path / "ref_screen.csv", index=False)
+    pd.concat([rows("cand", (1, 2), 0.903), rows("ref", (1,), 0.5)]).to_csv(tmp_path / "cand_screen.csv",
+                                                                              index=False)
+    stage = Stage("cand", "ref", (1, 2, 3, 4), tmp_path / "seeds.csv", "Four seeds", tmp_path / "seeds.md",
+                  tmp_path / "seeds.csv", "bench/a_screen.py", small_effect=True,
+                  earlier=(("ref", tmp_path / "ref_screen.csv"), ("cand", tmp_path / "cand_screen.csv")))
+    trained = []
+
+    def run_one(strategy, seed, results):
+        trained.append((strategy, seed))
+        frame = neighbourhood_screen.done(results)
+        score = 0.903 if strategy == "cand" else 0.900
+        pd.concat([frame, rows(strategy, (seed,), score)]).to_csv(results, index=False)
+
+    monkeypatch.setattr(neighbourhood_screen, "run_one", run_one)
+    neighbourhood_screen.train_stage(stage, stage.seeds)
+    assert trained == [("ref", 3), ("cand", 3), ("ref", 4), ("cand", 4)]  # seeds 1 and 2 come from earlier screens
+    runs = neighbourhood_screen.stage_runs(stage)
+    assert len(runs) == 8  # the reference's rows come from its own earlier file only
+    assert runs.query("strategy == 'ref' and seed == 1")["cv_val_pooled_auroc"].item() == 0.900
+    client = StoredPredictions({f"ref{s}": wrong for s in (1, 2, 3, 4)} | {f"cand{s}": right for s in (1, 2, 3, 4)})
+    doc = stage_verdict(stage, client)
+    assert "**Call: better.**" in doc  # +0.003 on every seed: below the seed range 0.0051, above half of it
+    assert "every seed's gain above 0" in doc
