@@ -165,12 +165,16 @@ def settled(gains: Sequence[float], seed_range: float = SEED_RANGE) -> bool:
                                                         and any(g < -seed_range for g in gains))
 
 
+def small_effect_margin(seeds: int, seed_range: float = SEED_RANGE) -> float:
+    """The seed range of a mean over `seeds` seeds: one seed's range over the square root of their number."""
+    return seed_range / np.sqrt(seeds)
+
+
 def small_effect_verdict(gains: Sequence[float], low: float, high: float, seed_range: float = SEED_RANGE) -> str:
-    """For an effect smaller than one seed's noise, measured on four or more seeds a side: `better` when every
-    seed's gain is above 0, the mean gain exceeds the seed range of a mean over those seeds (`seed_range` over the
-    square root of their number) and the bootstrap interval (low, high) lies above 0; `worse` with the signs
-    reversed; else `not separated`."""
-    margin = seed_range / np.sqrt(len(gains))
+    """For an effect smaller than one seed's noise: `better` when every seed's gain is above 0, the mean gain
+    exceeds `small_effect_margin` of the seeds and the bootstrap interval (low, high) lies above 0; `worse` with the
+    signs reversed; else `not separated`."""
+    margin = small_effect_margin(len(gains), seed_range)
     if all(g > 0 for g in gains) and np.mean(gains) > margin and low > 0:
         return "better"
     if all(g < 0 for g in gains) and np.mean(gains) < -margin and high < 0:
@@ -179,8 +183,8 @@ def small_effect_verdict(gains: Sequence[float], low: float, high: float, seed_r
 
 
 def small_effect_settled(gains: Sequence[float]) -> bool:
-    """Whether the seeds done already fix `small_effect_verdict` at `not separated`: every seed must gain (or lose),
-    so a gain of 0 or two seeds of opposite signs decide."""
+    """Whether the seeds done already fix `small_effect_verdict` at `not separated`: every gain must be above 0, or
+    every gain below 0, so a gain of exactly 0 or two gains of opposite signs decide."""
     return any(g >= 0 for g in gains) and any(g <= 0 for g in gains)
 
 
@@ -200,10 +204,10 @@ def validation_predictions(client: MlflowClient, run_id: str, kept: Path = PREDI
 
 
 def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[int], client: MlflowClient,
-           candidate_client: MlflowClient | None = None, small_effect: bool = False) -> tuple[pd.DataFrame, str]:
-    """Per seed: both runs' `METRIC` and the gain; then the bootstrap interval and the call (`verdict`, or
-    `small_effect_verdict`), as markdown. The candidate's predictions come from `candidate_client` when its runs are
-    in another store."""
+           candidate_client: MlflowClient | None = None, small_effect_seeds: int = 0) -> tuple[pd.DataFrame, str]:
+    """Per seed: both runs' `METRIC` and the gain; then the bootstrap interval and the call, as markdown: by
+    `verdict`, or by `small_effect_verdict` when `small_effect_seeds` (the seeds its rule names) is set. The
+    candidate's predictions come from `candidate_client` when its runs are in another store."""
     clients = {candidate: candidate_client or client, reference: client}
     by_run = runs.set_index(["strategy", "seed"])
     rows, gains, predictions = [], seed_gains(runs, candidate, reference, seeds), {candidate: [], reference: []}
@@ -214,10 +218,11 @@ def decide(runs: pd.DataFrame, candidate: str, reference: str, seeds: Sequence[i
             predictions[strategy].append(validation_predictions(clients[strategy],
                                                                 by_run.loc[(strategy, seed), "run_id"]))
     mean, low, high = paired_patient_bootstrap(predictions[candidate], predictions[reference])
-    call = (small_effect_verdict if small_effect else verdict)(gains, low, high)
+    call = (small_effect_verdict if small_effect_seeds else verdict)(gains, low, high)
     patients = len(np.unique(np.concatenate([f["patient"].astype(str) for f in predictions[reference]])))
-    rule = (f"small-effect rule: every seed's gain above 0 and the mean beyond {SEED_RANGE / np.sqrt(len(gains)):.4f}"
-            f" (the seed range {SEED_RANGE} over the square root of {len(gains)} seeds)" if small_effect
+    rule = (f"small-effect rule: every seed's gain of one sign, their mean ({np.mean(gains):+.4f}) beyond "
+            f"±{small_effect_margin(small_effect_seeds):.4f} (the seed range {SEED_RANGE} over the square root of "
+            f"{small_effect_seeds} seeds) and the interval on the same side of 0" if small_effect_seeds
             else f"seed range {SEED_RANGE}")
     text = (f"Mean gain {mean:+.4f}, 95% patient-bootstrap interval [{low:+.4f}, {high:+.4f}] ({RESAMPLES} draws of "
             f"{patients} validation patients); {rule}. **Call: {call}.**")
@@ -272,8 +277,9 @@ class Stage:
     doc: Path
     results: Path = RESULTS  # the candidate's rows (and the reference's, when `reference_results` is this file)
     script: str = "bench/neighbourhood_screen.py"  # where the stage's rule is written
-    small_effect: bool = False  # decided by `small_effect_verdict` (four or more seeds) instead of `verdict`
+    small_effect: bool = False  # decided by `small_effect_verdict` instead of `verdict`
     earlier: tuple[tuple[str, Path], ...] = ()  # (strategy, file): that strategy's rows an earlier screen recorded
+    reported_seeds: tuple[int, ...] = ()  # earlier seeds shown beside the call, never deciding it
 
 
 EXPLORATORY = (("2-seed ensemble + neighbourhood + context", 1), ("neighbourhood 2", 1),
@@ -353,10 +359,18 @@ def train_stage(stage: Stage, seeds: Sequence[int]) -> None:
 
 def stage_runs(stage: Stage) -> pd.DataFrame:
     """The rows of a stage's candidate (from `stage.results`) and reference (from `stage.reference_results`), with
-    those `stage.earlier` names; a seed recorded twice counts once, the stage's own row first."""
+    those `stage.earlier` names. The same run recorded in two files counts once; two runs of one strategy and seed
+    are an error (which one decides must not depend on the order of the files)."""
     sources = [(stage.candidate, stage.results), (stage.reference, stage.reference_results), *stage.earlier]
     runs = pd.concat([done(path).query("strategy == @strategy") for strategy, path in sources], ignore_index=True)
-    return runs.drop_duplicates(["strategy", "seed"], ignore_index=True)
+    if "run_id" in runs:
+        runs = runs.drop_duplicates(["strategy", "seed", "run_id"], ignore_index=True)
+    twice = runs[runs.duplicated(["strategy", "seed"], keep=False)]
+    if len(twice):
+        first = twice.iloc[0]
+        raise ValueError(f"{first['strategy']!r} seed {first['seed']} has {len(twice)} different runs in the stage's "
+                         f"files ({', '.join(str(path) for _, path in sources)}): keep one")
+    return runs
 
 
 def stage_verdict(stage: Stage, client: MlflowClient, candidate_client: MlflowClient | None = None) -> str:
@@ -367,10 +381,11 @@ def stage_verdict(stage: Stage, client: MlflowClient, candidate_client: MlflowCl
     if not finished:
         raise SystemExit(f"no seed of {stage.seeds} has both {stage.candidate!r} and {stage.reference!r} finished")
     table, text = decide(runs, stage.candidate, stage.reference, finished, client, candidate_client,
-                         stage.small_effect)
+                         len(stage.seeds) if stage.small_effect else 0)
     gains = seed_gains(runs, stage.candidate, stage.reference, finished)
     if missing and (small_effect_settled(gains) if stage.small_effect else settled(gains)):  # the call is fixed
-        asks = "to have the same sign" if stage.small_effect else "to pass the seed range the same way"
+        asks = ("to be above 0, or every one below 0" if stage.small_effect
+                else "to pass the seed range the same way")
         text = (f"{text.split(' **Call')[0]}\n\n**Call: not separated**, before seed(s) "
                 f"{', '.join(map(str, missing))}: the rule asks every seed's gain {asks}, "
                 f"and {', '.join(f'seed {s} gained {g:+.4f}' for s, g in zip(finished, gains, strict=True))}, so no "
@@ -378,14 +393,27 @@ def stage_verdict(stage: Stage, client: MlflowClient, candidate_client: MlflowCl
     elif missing:  # the rule needs every seed: what is done is reported, not decided
         text = (f"{text.split(' **Call')[0]}\n\n**Incomplete: seed(s) {', '.join(map(str, missing))} not run yet, so "
                 f"no call** (the rule needs seeds {', '.join(map(str, stage.seeds))}).")
-    doc = (f"# {stage.title}\n\nRule and commands in `{stage.script}` (fixed before the "
-           f"candidate's runs). Mean ± std over seeds; OOF columns are the estimate (max-F1 threshold; `radius_1` "
-           f"with spatial context).\n\n"
+    doc = (f"# {stage.title}\n\nRule and commands in `{stage.script}` (fixed before the runs that decide it). "
+           f"Mean ± std over seeds; OOF columns are the estimate (max-F1 threshold; `radius_1` with spatial "
+           f"context).\n\n"
            f"{summary(runs, (stage.reference, stage.candidate), finished).to_markdown(index=False)}\n\n"
            f"Decision by `{METRIC}`, paired by seed:\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n"
-           f"{text}\n")
+           f"{text}\n{reported(stage, runs, finished)}")
     stage.doc.write_text(doc)
     return doc
+
+
+def reported(stage: Stage, runs: pd.DataFrame, finished: Sequence[int]) -> str:
+    """The gains of the stage's `reported_seeds` (earlier runs, not deciding) and the mean over every seed, as a
+    markdown paragraph; empty when the stage has none."""
+    seeds, _ = paired_seeds(runs, stage.candidate, stage.reference, stage.reported_seeds)
+    if not seeds:
+        return ""
+    gains = seed_gains(runs, stage.candidate, stage.reference, seeds)
+    every = seed_gains(runs, stage.candidate, stage.reference, [*seeds, *finished])
+    return (f"\nReported only, not deciding (the earlier runs that prompted this screen): "
+            f"{', '.join(f'seed {s} {g:+.4f}' for s, g in zip(seeds, gains, strict=True))}; the mean gain over all "
+            f"{len(every)} seeds is {np.mean(every):+.4f}.\n")
 
 
 if __name__ == "__main__":

@@ -531,6 +531,9 @@ def test_the_screens_summary_lists_each_screens_gains_call_and_out_of_fold_figur
     ([0.002, 0.002, 0.003, 0.002], 0.001, 0.004, "not separated"),   # all gain, mean 0.00225 below 0.00255
     ([0.004, 0.004, 0.005, 0.003], -0.001, 0.008, "not separated"),  # other patients might not gain
     ([-0.004, -0.004, -0.005, -0.003], -0.008, -0.001, "worse"),
+    ([-0.004, -0.004, -0.005, -0.003], -0.008, 0.0, "not separated"),  # the interval touches 0
+    ([-0.002, -0.002, -0.003, -0.002], -0.004, -0.001, "not separated"),  # the mean inside the margin
+    ([0.004, 0.004, 0.005, 0.0], 0.001, 0.008, "not separated"),     # a gain of exactly 0 is no gain
 ])
 def test_the_small_effect_verdict_needs_every_seed_to_gain_a_mean_beyond_the_range_of_a_mean_and_the_interval(
         gains, low, high, call):
@@ -551,7 +554,7 @@ def test_a_small_effect_call_is_settled_early_only_when_the_seeds_disagree_in_si
     assert small_effect_settled(gains) is is_settled
 
 
-def test_a_stage_counts_the_rows_of_earlier_screens_and_trains_only_the_seeds_they_lack(tmp_path, monkeypatch):
+def test_a_stage_reports_earlier_seeds_beside_a_call_its_new_seeds_decide(tmp_path, monkeypatch):
     import neighbourhood_screen
 
     patients = [f"p{i}" for i in range(20)]
@@ -566,26 +569,51 @@ def test_a_stage_counts_the_rows_of_earlier_screens_and_trains_only_the_seeds_th
                               "cv_val_pooled_auroc": score, **columns} for s in seeds])
 
     rows("ref", (1, 2), 0.900).to_csv(tmp_path / "ref_screen.csv", index=False)
-    pd.concat([rows("cand", (1, 2), 0.903), rows("ref", (1,), 0.5)]).to_csv(tmp_path / "cand_screen.csv",
+    pd.concat([rows("cand", (1, 2), 0.890), rows("ref", (1,), 0.5)]).to_csv(tmp_path / "cand_screen.csv",
                                                                               index=False)
-    stage = Stage("cand", "ref", (1, 2, 3, 4), tmp_path / "seeds.csv", "Four seeds", tmp_path / "seeds.md",
-                  tmp_path / "seeds.csv", "bench/a_screen.py", small_effect=True,
+    stage = Stage("cand", "ref", (3, 4), tmp_path / "seeds.csv", "New seeds", tmp_path / "seeds.md",
+                  tmp_path / "seeds.csv", "bench/a_screen.py", small_effect=True, reported_seeds=(1, 2),
                   earlier=(("ref", tmp_path / "ref_screen.csv"), ("cand", tmp_path / "cand_screen.csv")))
     trained = []
 
     def run_one(strategy, seed, results):
         trained.append((strategy, seed))
         frame = neighbourhood_screen.done(results)
-        score = 0.903 if strategy == "cand" else 0.900
+        score = 0.904 if strategy == "cand" else 0.900
         pd.concat([frame, rows(strategy, (seed,), score)]).to_csv(results, index=False)
 
     monkeypatch.setattr(neighbourhood_screen, "run_one", run_one)
     neighbourhood_screen.train_stage(stage, stage.seeds)
-    assert trained == [("ref", 3), ("cand", 3), ("ref", 4), ("cand", 4)]  # seeds 1 and 2 come from earlier screens
+    assert trained == [("ref", 3), ("cand", 3), ("ref", 4), ("cand", 4)]
     runs = neighbourhood_screen.stage_runs(stage)
     assert len(runs) == 8  # the reference's rows come from its own earlier file only
     assert runs.query("strategy == 'ref' and seed == 1")["cv_val_pooled_auroc"].item() == 0.900
     client = StoredPredictions({f"ref{s}": wrong for s in (1, 2, 3, 4)} | {f"cand{s}": right for s in (1, 2, 3, 4)})
     doc = stage_verdict(stage, client)
-    assert "**Call: better.**" in doc  # +0.003 on every seed: below the seed range 0.0051, above half of it
-    assert "every seed's gain above 0" in doc
+    # +0.004 on seeds 3 and 4: below the seed range 0.0051, beyond 0.0051 / sqrt(2); seeds 1 and 2 lost, unheard
+    assert "**Call: better.**" in doc and "beyond ±0.0036" in doc
+    assert "seed 1 -0.0100, seed 2 -0.0100; the mean gain over all 4 seeds is -0.0030" in doc
+
+
+def test_a_stage_refuses_two_different_runs_of_one_strategy_and_seed(tmp_path):
+    from neighbourhood_screen import stage_runs
+
+    pd.DataFrame({"strategy": ["cand"], "seed": [1], "run_id": ["a"]}).to_csv(tmp_path / "own.csv", index=False)
+    pd.DataFrame({"strategy": ["cand"], "seed": [1], "run_id": ["b"]}).to_csv(tmp_path / "old.csv", index=False)
+    pd.DataFrame({"strategy": ["ref"], "seed": [1], "run_id": ["r"]}).to_csv(tmp_path / "ref.csv", index=False)
+    same = Stage("cand", "ref", (1,), tmp_path / "ref.csv", "t", tmp_path / "t.md", tmp_path / "own.csv",
+                 earlier=(("cand", tmp_path / "own.csv"),))
+    assert len(stage_runs(same)) == 2  # the same run read twice counts once
+    other = Stage("cand", "ref", (1,), tmp_path / "ref.csv", "t", tmp_path / "t.md", tmp_path / "own.csv",
+                  earlier=(("cand", tmp_path / "old.csv"),))
+    with pytest.raises(ValueError, match="'cand' seed 1 has 2 different runs"):
+        stage_runs(other)
+
+
+def test_the_depth_seeds_screen_decides_on_new_seeds_by_the_small_effect_rule_and_reports_the_lead():
+    from recipe_screens import STAGES
+
+    stage = STAGES["depth-seeds"]
+    assert (stage.seeds, stage.reported_seeds, stage.small_effect) == ((3, 4), (1, 2), True)
+    runs = __import__("neighbourhood_screen").stage_runs(stage)
+    assert paired_seeds(runs, stage.candidate, stage.reference, (1, 2))[0] == [1, 2]  # the lead's runs are found
