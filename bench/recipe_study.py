@@ -40,6 +40,7 @@ already in the file, so only its own runs are new.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -200,7 +201,10 @@ def run_to_end(command: list[str], spawn: Callable[..., subprocess.Popen] = subp
         child = spawn(command, **options)
         if stopped:
             child.terminate()
-        code = child.wait()
+        code = None
+        while code is None:  # wake every second: a signal delivered to another thread runs `stop` only then
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = child.wait(timeout=1)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if stopped:

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -445,7 +446,7 @@ def test_a_study_stopped_by_sigterm_stops_its_training_run_too():
         return children[-1]
 
     def stop_the_study():
-        if started.wait(10):
+        if started.wait(120):  # generous: a loaded machine can be slow to start a process
             os.kill(os.getpid(), signal.SIGTERM)
 
     before = signal.getsignal(signal.SIGTERM)
@@ -458,6 +459,35 @@ def test_a_study_stopped_by_sigterm_stops_its_training_run_too():
     assert children[0].poll() == -signal.SIGTERM  # terminated and reaped, not orphaned
     assert signal.getsignal(signal.SIGTERM) == before  # the handler was this call's only
     assert recipe_study.run_to_end([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+def test_a_sigterm_delivered_to_another_thread_still_stops_the_training_process_soon():
+    """A process-directed signal may land on any thread; the study's main thread, waiting for its child, must still
+    pass it on within seconds, not when the child ends by itself."""
+    children: list[subprocess.Popen] = []
+    started = threading.Event()
+
+    def spawn(*args, **kwargs):
+        children.append(subprocess.Popen(*args, **kwargs))  # the child inherits an unblocked SIGTERM
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the study's main thread now leaves it
+        started.set()
+        return children[-1]
+
+    def stop_the_study():
+        if started.wait(120):
+            time.sleep(0.5)  # let the main thread settle into its wait
+            os.kill(os.getpid(), signal.SIGTERM)  # only this thread leaves SIGTERM unblocked: it lands here
+
+    stopper = threading.Thread(target=stop_the_study)
+    stopper.start()
+    begun = time.monotonic()
+    try:
+        with pytest.raises(SystemExit):
+            recipe_study.run_to_end([sys.executable, "-c", "import time; time.sleep(30)"], spawn=spawn)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        stopper.join()
+    assert children[0].poll() == -signal.SIGTERM and time.monotonic() - begun < 20
 
 
 def test_a_sigterm_while_the_training_process_starts_is_not_lost():
