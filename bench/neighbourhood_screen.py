@@ -410,7 +410,7 @@ def reported(stage: Stage, runs: pd.DataFrame, finished: Sequence[int]) -> str:
     if not seeds:
         return ""
     gains = seed_gains(runs, stage.candidate, stage.reference, seeds)
-    every = seed_gains(runs, stage.candidate, stage.reference, [*seeds, *finished])
+    every = gains + seed_gains(runs, stage.candidate, stage.reference, finished)
     return (f"\nReported only, not deciding (the earlier runs that prompted this screen): "
             f"{', '.join(f'seed {s} {g:+.4f}' for s, g in zip(seeds, gains, strict=True))}; the mean gain over all "
             f"{len(every)} seeds is {np.mean(every):+.4f}.\n")

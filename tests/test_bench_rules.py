@@ -30,6 +30,16 @@ from neighbourhood_screen import (  # noqa: E402
 from recipe_study import keep_predictions, last_epochs_val_auprc, separated  # noqa: E402
 from tta_study import verdicts  # noqa: E402
 
+STAGE_COLUMNS = {"minutes": 1.0, "oof_auroc": 0.9, "oof_balanced_accuracy": 0.8,
+                 "oof_rule_youden_balanced_accuracy": 0.8, "oof_context_radius_1_auroc": 0.9,
+                 "oof_context_radius_1_balanced_accuracy": 0.8, "oof_auroc_ci_low": 0.8, "oof_auroc_ci_high": 0.95}
+
+
+def wrongly_ranked() -> pd.DataFrame:
+    """Validation predictions of 20 patients, each with one negative scored above its one positive (AUROC 0)."""
+    patients = [f"p{i}" for i in range(20)]
+    return pd.DataFrame({"patient": np.repeat(patients, 2), "target": [0, 1] * 20, "probability": [0.6, 0.4] * 20})
+
 
 @pytest.mark.parametrize(("gains", "call"), [
     ([0.011, 0.02], "better"),      # both seeds beyond the baseline's seed range (0.01)
@@ -320,12 +330,9 @@ class StoredPredictions:
 
 
 def test_a_stage_reads_the_candidate_and_reference_rows_from_their_own_files_and_writes_its_call(tmp_path):
-    patients = [f"p{i}" for i in range(20)]
-    wrong = pd.DataFrame({"patient": np.repeat(patients, 2), "target": [0, 1] * 20, "probability": [0.6, 0.4] * 20})
+    wrong = wrongly_ranked()
     right = wrong.assign(probability=[0.4, 0.6] * 20)  # every patient's positive now above its negative
-    columns = {"minutes": 1.0, "oof_auroc": 0.9, "oof_balanced_accuracy": 0.8,
-               "oof_rule_youden_balanced_accuracy": 0.8, "oof_context_radius_1_auroc": 0.9,
-               "oof_context_radius_1_balanced_accuracy": 0.8, "oof_auroc_ci_low": 0.8, "oof_auroc_ci_high": 0.95}
+    columns = STAGE_COLUMNS
     pd.DataFrame([{"strategy": "ref", "seed": s, "run_id": f"r{s}", "cv_val_pooled_auroc": 0.0, **columns}
                   for s in (1, 3)]).to_csv(tmp_path / "reference.csv", index=False)
     pd.DataFrame([{"strategy": "cand", "seed": 1, "run_id": "c1", "cv_val_pooled_auroc": 1.0, **columns}]
@@ -375,8 +382,7 @@ def test_a_pooled_auroc_splits_exactly_into_same_patient_and_cross_patient_pairs
 
 def test_the_rule_reads_the_gains_unrounded(tmp_path):
     """A gain of 0.00514 is beyond a seed range of 0.0051 even though it prints as +0.0051."""
-    patients = [f"p{i}" for i in range(20)]
-    wrong = pd.DataFrame({"patient": np.repeat(patients, 2), "target": [0, 1] * 20, "probability": [0.6, 0.4] * 20})
+    wrong = wrongly_ranked()
     right = wrong.assign(probability=[0.4, 0.6] * 20)
     runs = pd.DataFrame([{"strategy": name, "seed": seed, "run_id": f"{name}{seed}", "cv_val_pooled_auroc": value}
                          for name, seed, value in [("ref", 1, 0.9), ("ref", 3, 0.9), ("cand", 1, 0.90514),
@@ -587,12 +593,9 @@ def test_a_small_effect_call_is_settled_early_only_when_the_seeds_disagree_in_si
 def test_a_stage_reports_earlier_seeds_beside_a_call_its_new_seeds_decide(tmp_path, monkeypatch):
     import neighbourhood_screen
 
-    patients = [f"p{i}" for i in range(20)]
-    wrong = pd.DataFrame({"patient": np.repeat(patients, 2), "target": [0, 1] * 20, "probability": [0.6, 0.4] * 20})
+    wrong = wrongly_ranked()
     right = wrong.assign(probability=[0.4, 0.6] * 20)
-    columns = {"minutes": 1.0, "oof_auroc": 0.9, "oof_balanced_accuracy": 0.8,
-               "oof_rule_youden_balanced_accuracy": 0.8, "oof_context_radius_1_auroc": 0.9,
-               "oof_context_radius_1_balanced_accuracy": 0.8, "oof_auroc_ci_low": 0.8, "oof_auroc_ci_high": 0.95}
+    columns = STAGE_COLUMNS
 
     def rows(strategy, seeds, score):
         return pd.DataFrame([{"strategy": strategy, "seed": s, "run_id": f"{strategy}{s}",
