@@ -12,7 +12,7 @@ os.environ.setdefault("IDCLAB_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from idclab.cli import run_or_explain
-    from idclab.evaluation import evaluate
+    from idclab.evaluation.evaluate import evaluate
 
     run_or_explain(evaluate, cfg)
 

@@ -12,7 +12,7 @@ os.environ.setdefault("IDCLAB_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     from idclab.cli import run_or_explain
-    from idclab.training import train
+    from idclab.training.pipeline import train
 
     return run_or_explain(train, cfg)
 

@@ -19,9 +19,9 @@ from conftest import CONF, TINY_DATA
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from idclab.build import build_classifier
+from idclab.classifier.module import IDCClassifier
+from idclab.config.build import build_classifier
 from idclab.data.datamodule import PatchDataModule, channel_stats, prepare_data
-from idclab.module import IDCClassifier
 
 
 class KeepGathered(pl.Callback):

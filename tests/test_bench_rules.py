@@ -190,7 +190,7 @@ def test_the_threshold_verdict_needs_both_seeds(gains, call):
 def test_slide_normalisation_gives_each_slide_the_target_and_keeps_differences_within_it():
     from slide_stain import normalised_by_slide, slide_statistics
 
-    from idclab.stain import rgb_to_lab
+    from idclab.models.stain import rgb_to_lab
     rng = np.random.default_rng(0)
     pale = rng.integers(150, 230, size=(3, 50, 50, 3), dtype=np.uint8)  # slide a: light staining
     dark = (pale * 0.6).astype(np.uint8)                                 # slide b: the same tissue, darker

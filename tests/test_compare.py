@@ -13,7 +13,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from idclab.compare import (
+from idclab.tracking.compare import (
     CompareError,
     axis_limits,
     check_metric,
@@ -22,7 +22,7 @@ from idclab.compare import (
     project_tracking_uri,
     summarise_sweep,
 )
-from idclab.tracking import KIND_TAG, PARENT_TAG
+from idclab.tracking.runs import KIND_TAG, PARENT_TAG
 
 # (loss, seed): (best_val_auprc, test_f1). Validation ranks focal > bce > weighted; test F1 alone would not.
 RESULTS = {("focal", 1): (0.90, 0.70), ("focal", 2): (0.92, 0.72), ("bce", 1): (0.85, 0.95),

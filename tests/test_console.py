@@ -19,8 +19,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from idclab.console import one_line, quiet_third_party
-from idclab.progress import epoch_line
-from idclab.tracking import KIND_TAG, RunNotFoundError, find_best_run
+from idclab.tracking.runs import KIND_TAG, RunNotFoundError, find_best_run
+from idclab.training.progress import epoch_line
 
 NOISE = ("litlogger", "💡 Tip", "LeafSpec", "can be interpreted in multiple ways", "Inferred schema contains integer",
          "Failed to infer signature from type hint", "Validating input example", "`weights_only` was not set",

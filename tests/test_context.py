@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from scipy.sparse import csr_matrix
 
-from idclab.build import context_of
-from idclab.context import neighbour_matrix, row_normalised, smooth, tune_weight
-from idclab.module import IDCClassifier
-from idclab.prediction import predict_files, write_csv
+from idclab.classifier.module import IDCClassifier
+from idclab.config.build import context_of
+from idclab.evaluation.prediction import predict_files, write_csv
+from idclab.scoring.context import neighbour_matrix, row_normalised, smooth, tune_weight
 
 
 def test_neighbours_are_the_same_patients_adjacent_patches():
@@ -147,7 +147,7 @@ class MeanLogit(torch.nn.Module):
 
 def served_model():
     """The served model around a stand-in network: context weight 0.5, thresholds 0.3 (context), 0.6 (alone)."""
-    from idclab.pyfunc_model import IDCPyfuncModel
+    from idclab.tracking.pyfunc_model import IDCPyfuncModel
 
     served = IDCPyfuncModel()
     served.classifier = IDCClassifier(MeanLogit(), torch.nn.BCEWithLogitsLoss(), config={}, mean=[0.0] * 3,
@@ -196,7 +196,7 @@ def test_the_served_model_refuses_positions_it_cannot_place(params, message):
 
 
 def test_the_served_models_signature_takes_optional_positions():
-    from idclab.tracking import served_signature, synthetic_example
+    from idclab.tracking.runs import served_signature, synthetic_example
 
     example = synthetic_example()
     signature = served_signature(example, pd.DataFrame({"probability": [0.1, 0.9], "label": [0, 1],

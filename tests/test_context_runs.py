@@ -11,10 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from idclab.build import load_classifier
-from idclab.context import WEIGHTS, neighbour_matrix, smooth
-from idclab.evaluation import evaluate
-from idclab.training import train
+from idclab.config.build import load_classifier
+from idclab.evaluation.evaluate import evaluate
+from idclab.scoring.context import WEIGHTS, neighbour_matrix, smooth
+from idclab.training.pipeline import train
 
 FULL_SPLITS = ["trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0"]  # whole slides: real neighbours
 

@@ -13,24 +13,23 @@ import torch
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from idclab.build import load_classifier
-from idclab.crossval import (
+from idclab.classifier.ensemble import EnsembleClassifier
+from idclab.config.build import load_classifier
+from idclab.config.validation import ConfigError
+from idclab.evaluation.evaluate import evaluate
+from idclab.evaluation.oof import (
     blend_at,
     context_rules,
     cross_fitted,
     ensemble_operating_point,
-    fold_split,
-    patient_folds,
     patient_table,
     pooled_metrics,
     radius_neighbours,
     threshold_rules,
     validation_halves,
 )
-from idclab.ensemble import EnsembleClassifier
-from idclab.evaluation import evaluate
-from idclab.training import train
-from idclab.validation import ConfigError
+from idclab.training.crossval import fold_split, patient_folds
+from idclab.training.pipeline import train
 
 PATIENTS = np.repeat([f"p{i}" for i in range(10)], 6)
 LABELS = np.tile([0, 0, 0, 0, 1, 1], 10)

@@ -6,7 +6,7 @@ import torch
 from conftest import SHARED_SAMPLE
 from omegaconf import OmegaConf
 
-from idclab import registry
+from idclab.config import registry
 from idclab.data.augment import basic
 from idclab.data.datamodule import PatchDataModule, prepare_data
 from idclab.data.layout import DataLayoutError
@@ -171,7 +171,7 @@ def test_a_config_saved_before_the_neighbourhood_option_trains_without_it(make_c
     """A run resumed from an older saved config has no data.neighbourhood: it means none, not a crash."""
     from omegaconf import open_dict
 
-    from idclab.training import make_model_and_data
+    from idclab.training.fit import make_model_and_data
 
     cfg = make_cfg()
     with open_dict(cfg):

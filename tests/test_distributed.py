@@ -95,7 +95,7 @@ def test_optuna_search_maximises_the_returned_validation_score(tmp_path, data_di
     ({"NODE_RANK": "0"}, False),
 ])
 def test_only_the_first_process_of_the_first_node_tracks(monkeypatch, environment, worker):
-    from idclab.training import is_worker_process
+    from idclab.training.trainer import is_worker_process
     for name in ("NODE_RANK", "GROUP_RANK"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
@@ -121,7 +121,7 @@ def test_cluster_and_gpu_configs_compose(make_cfg):
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_training_with_mixed_precision(make_cfg):
-    from idclab.training import train
+    from idclab.training.pipeline import train
 
     cfg = make_cfg("trainer=gpu")
     train(cfg)

@@ -17,13 +17,13 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import idclab.data.datamodule
-import idclab.evaluation
+import idclab.evaluation.evaluate
+from idclab.config.validation import ConfigError
 from idclab.data.datamodule import resolve_root
 from idclab.data.layout import DataLayoutError
 from idclab.data.split import PatientSplit
-from idclab.evaluation import evaluate, evaluation_data, leave_out_fitted_patients
-from idclab.training import train
-from idclab.validation import ConfigError
+from idclab.evaluation.evaluate import evaluate, evaluation_data, leave_out_fitted_patients
+from idclab.training.pipeline import train
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_a_checkpoint_cannot_choose_where_evaluation_writes_or_how_many_processe
     torch.save(checkpoint, tmp_path / "shared.ckpt")
     regenerated = tmp_path / "ours"
     started = {}
-    module, build = idclab.evaluation.PatchDataModule, idclab.data.datamodule.load_or_build
+    module, build = idclab.evaluation.evaluate.PatchDataModule, idclab.data.datamodule.load_or_build
 
     def data_module(data, batch_size, num_workers, **options):
         started["loader"] = num_workers
@@ -134,7 +134,7 @@ def test_a_checkpoint_cannot_choose_where_evaluation_writes_or_how_many_processe
         started["decoder"] = decode_workers
         return build(index, cache_dir, decode_workers)
 
-    monkeypatch.setattr(idclab.evaluation, "PatchDataModule", data_module)
+    monkeypatch.setattr(idclab.evaluation.evaluate, "PatchDataModule", data_module)
     monkeypatch.setattr(idclab.data.datamodule, "load_or_build", cache)
     results = evaluate(eval_cfg(make_cfg, f"ckpt_path={tmp_path / 'shared.ckpt'}", "data.decode_workers=1",
                                 f"data.generated_dir={regenerated}", f"paths.output_dir={tmp_path / 'out'}"))
@@ -190,8 +190,8 @@ def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_p
 def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_path):
     import numpy as np
 
-    from idclab.build import load_classifier
-    from idclab.tracking import fetch_model, synthetic_example
+    from idclab.config.build import load_classifier
+    from idclab.tracking.runs import fetch_model, synthetic_example
 
     cfg = make_cfg("logger.log_model=true")
     train(cfg)
@@ -365,9 +365,9 @@ def test_evaluate_reads_moved_data_from_data_root(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_tta_retunes_the_threshold_on_the_recorded_validation_patients(make_cfg, trained, tmp_path):
-    from idclab.build import load_classifier
+    from idclab.config.build import load_classifier
     from idclab.data.datamodule import prepare_data
-    from idclab.thresholds import tune_threshold
+    from idclab.scoring.thresholds import tune_threshold
 
     client = MlflowClient(trained.logger.tracking_uri)
     experiment = client.get_experiment_by_name("idc")
@@ -405,8 +405,8 @@ def test_tta_on_a_model_that_records_no_validation_patients_says_so():
 
     from omegaconf import OmegaConf
 
-    from idclab.evaluation import recorded_split, require_validation_patients
-    from idclab.validation import ConfigError
+    from idclab.config.validation import ConfigError
+    from idclab.evaluation.evaluate import recorded_split, require_validation_patients
 
     ensemble = SimpleNamespace(hparams={"split_patients": {"train": ["a", "b"], "val": [], "test": ["c"]}})
     with pytest.raises(ConfigError, match="records no validation patients to re-tune its threshold with TTA on"):

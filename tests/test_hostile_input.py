@@ -18,8 +18,8 @@ from PIL import Image, ImageFile
 from idclab.data.cache import BadPatchError, CacheError, check_bad_patches, load_or_build
 from idclab.data.decode import PatchStatus, decode_patch
 from idclab.data.layout import DataLayoutError, patch_file_name, scan
+from idclab.evaluation.prediction import collect_files, predict_files
 from idclab.fileutil import whole_file
-from idclab.prediction import collect_files, predict_files
 
 
 def patch_path(root: Path, patient: str, x: int, label: int = 0) -> Path:

@@ -7,10 +7,10 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score, matthews_corrcoef
 
-from idclab.losses import class_balanced
-from idclab.metrics import imbalance_metrics, patient_bootstrap
-from idclab.thresholds import tune_threshold
-from idclab.validation import double_correction
+from idclab.config.validation import double_correction
+from idclab.models.losses import class_balanced
+from idclab.scoring.metrics import imbalance_metrics, patient_bootstrap
+from idclab.scoring.thresholds import tune_threshold
 
 RNG = np.random.default_rng(0)
 TARGETS = (RNG.random(2000) < 0.3).astype(int)
@@ -108,7 +108,7 @@ def test_double_correction_is_flagged_unless_allowed(make_cfg):
 def test_tta_averages_the_eight_symmetries(make_cfg):
     from omegaconf import OmegaConf
 
-    from idclab.build import build_classifier
+    from idclab.config.build import build_classifier
 
     config = OmegaConf.to_container(make_cfg(), resolve=True)
     classifier = build_classifier(config, [10, 5], [0.5] * 3, [0.2] * 3).eval()

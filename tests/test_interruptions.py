@@ -20,11 +20,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from test_reliability import SLOW_EPOCHS, only_run, start_training, wait_for_epochs
 
+from idclab.classifier.module import IDCClassifier
 from idclab.cli import USER_ERRORS
+from idclab.config.validation import require_both_classes
 from idclab.data.layout import DataLayoutError
-from idclab.module import IDCClassifier
-from idclab.training import train
-from idclab.validation import require_both_classes
+from idclab.training.pipeline import train
 
 EPOCH_METRICS = ("val_auprc", "val_loss", "train_loss", "train_auprc")
 
@@ -123,9 +123,9 @@ def test_a_resumed_checkpoint_cannot_run_code_even_where_torch_would_unpickle(ma
 
 def run_train_raising(tmp_path: Path, error: str) -> subprocess.CompletedProcess:
     """`python train.py` whose training raises `error` (Python source) at once."""
-    code = ("import runpy, sys, idclab.training, idclab.tracking\n"
+    code = ("import runpy, sys, idclab.training.pipeline, idclab.tracking.runs\n"
             f"def fail(cfg):\n    raise {error}\n"
-            "idclab.training.train = fail\n"
+            "idclab.training.pipeline.train = fail\n"
             "sys.argv = ['train.py']\n"
             f"runpy.run_path({str(PROJECT / 'train.py')!r}, run_name='__main__')\n")
     env = {**os.environ, "IDCLAB_ROOT": str(tmp_path)}
@@ -135,7 +135,7 @@ def run_train_raising(tmp_path: Path, error: str) -> subprocess.CompletedProcess
 
 @pytest.mark.slow
 def test_user_errors_exit_2_in_one_line_and_bugs_exit_1_with_a_traceback(tmp_path):
-    done = run_train_raising(tmp_path, "idclab.tracking.RunNotFoundError('no MLflow run abc')")
+    done = run_train_raising(tmp_path, "idclab.tracking.runs.RunNotFoundError('no MLflow run abc')")
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == "error: no MLflow run abc"
     assert "Traceback" not in done.stderr

@@ -3,8 +3,15 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from idclab.losses import bce, focal, weighted_bce
-from idclab.metrics import BinaryMetrics, RankedPatches, binary_metrics, interval_lines, patient_bootstrap, report
+from idclab.models.losses import bce, focal, weighted_bce
+from idclab.scoring.metrics import (
+    BinaryMetrics,
+    RankedPatches,
+    binary_metrics,
+    interval_lines,
+    patient_bootstrap,
+    report,
+)
 
 LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0])
 TARGETS = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0])

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from idclab.mixup import MixupBatch, draw_mixup, mixed_loss
-from idclab.module import IDCClassifier
+from idclab.classifier.mixup import MixupBatch, draw_mixup, mixed_loss
+from idclab.classifier.module import IDCClassifier
 
 
 def test_a_mixup_batch_blends_each_input_with_its_partner():

@@ -161,12 +161,12 @@ def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(m
     import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
-    from idclab.build import load_classifier
+    from idclab.config.build import load_classifier
     from idclab.data.datamodule import PatchDataModule, prepare_data
     from idclab.data.decode import decode_patch
-    from idclab.evaluation import evaluate
-    from idclab.prediction import predict_files
-    from idclab.training import train
+    from idclab.evaluation.evaluate import evaluate
+    from idclab.evaluation.prediction import predict_files
+    from idclab.training.pipeline import train
 
     cfg = make_cfg(f"data.neighbourhood={setting}", "logger.log_model=true", "trainer.limit_test_batches=1.0")
     train(cfg)

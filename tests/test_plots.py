@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idclab.plots import confusion_matrix_figure, slide_heatmap_figure
+from idclab.evaluation.plots import confusion_matrix_figure, slide_heatmap_figure
 
 
 def inside_figure(fig) -> bool:

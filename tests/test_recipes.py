@@ -16,16 +16,16 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from torch import nn
 
-from idclab import registry
-from idclab.averaging import EMA, SWA, TRAINING_WEIGHTS
-from idclab.build import build_classifier
-from idclab.callbacks import DeferredReweighting, training_callbacks
+from idclab.classifier.averaging import EMA, SWA, TRAINING_WEIGHTS
+from idclab.classifier.module import NonFiniteLossError
+from idclab.classifier.schedules import lr_factor, make_scheduler, scheduled
+from idclab.config import registry
+from idclab.config.build import build_classifier
+from idclab.config.validation import ConfigError, validate_train_config
 from idclab.data.sampling import DeferredSampler, deferred, no_sampler, oversample, undersample
-from idclab.losses import bce, class_balanced, focal, logit_adjusted, ranking, truncated, weighted_bce
 from idclab.models.idcnet import IDCNet, Residual
-from idclab.module import NonFiniteLossError
-from idclab.schedules import lr_factor, make_scheduler, scheduled
-from idclab.validation import ConfigError, validate_train_config
+from idclab.models.losses import bce, class_balanced, focal, logit_adjusted, ranking, truncated, weighted_bce
+from idclab.training.callbacks import DeferredReweighting, training_callbacks
 
 LOGITS = torch.tensor([2.0, -1.0])
 TARGETS = torch.tensor([1.0, 0.0])
@@ -298,7 +298,8 @@ class Recorder(pl.Callback):
 def fit(make_cfg, *overrides: str, ckpt_path: str | None = None):
     """A tiny fit through the training code (no MLflow): (trainer, classifier, best-checkpoint callback, recorder)."""
     from idclab.data.datamodule import prepare_data
-    from idclab.training import make_model_and_data, make_trainer
+    from idclab.training.fit import make_model_and_data
+    from idclab.training.trainer import make_trainer
 
     cfg = make_cfg(*overrides)
     validate_train_config(cfg)
@@ -339,7 +340,7 @@ def test_ema_checkpoints_hold_the_average_and_resume_from_the_training_weights(m
         assert torch.equal(last["state_dict"][f"model.{key}"], value), key
         assert torch.equal(last[TRAINING_WEIGHTS][key], classifier.model.state_dict()[key]), key
     assert not torch.equal(ema.average["head.3.weight"], classifier.model.head[3].weight)
-    from idclab.build import load_classifier
+    from idclab.config.build import load_classifier
 
     saved = torch.load(checkpoint.best_model_path, weights_only=True)
     averaged = saved["state_dict"]["model.head.3.weight"]
@@ -384,7 +385,7 @@ def test_early_stopping_stops_when_the_monitor_stalls(make_cfg):
 def test_a_run_with_every_recipe_option_finishes(make_cfg):
     from test_train import runs_of
 
-    from idclab.training import train
+    from idclab.training.pipeline import train
 
     cfg = make_cfg("loss=logit_adjusted", "sampler=oversample", "drw.start_epoch=1", "averaging=ema",
                    "optim.schedule=onecycle", "model.residual=true", "mixup.alpha=0.2",

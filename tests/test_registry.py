@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from idclab import registry
-from idclab.build import CheckpointError, build_classifier, load_classifier
+from idclab.config import registry
+from idclab.config.build import CheckpointError, build_classifier, load_classifier
 from idclab.models.idcnet import IDCNet
 
 CONFIG = {

@@ -14,8 +14,8 @@ import pytest
 from conftest import PROJECT, TINY_DATA, TINY_TRAINER
 from mlflow.tracking import MlflowClient
 
-from idclab.resume import ResumeError
-from idclab.training import train
+from idclab.training.pipeline import train
+from idclab.training.resume import ResumeError
 
 SLOW_EPOCHS = [*TINY_DATA, *TINY_TRAINER, "trainer.max_epochs=6", "trainer.limit_train_batches=8"]
 
@@ -82,7 +82,7 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, data_dir):
 def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("trainer.max_epochs=3")
     calls = {"n": 0}
-    original = __import__("idclab.module", fromlist=["IDCClassifier"]).IDCClassifier.on_train_epoch_end
+    original = __import__("idclab.classifier.module", fromlist=["IDCClassifier"]).IDCClassifier.on_train_epoch_end
 
     def crash_in_second_epoch(self):
         original(self)
@@ -90,7 +90,7 @@ def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
         if calls["n"] == 2:
             raise RuntimeError("power cut")
 
-    monkeypatch.setattr("idclab.module.IDCClassifier.on_train_epoch_end", crash_in_second_epoch)
+    monkeypatch.setattr("idclab.classifier.module.IDCClassifier.on_train_epoch_end", crash_in_second_epoch)
     with pytest.raises(RuntimeError, match="power cut"):
         train(cfg)
     monkeypatch.undo()

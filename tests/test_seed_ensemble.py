@@ -14,16 +14,17 @@ from omegaconf import OmegaConf
 from sklearn.metrics import average_precision_score
 from test_context_runs import only_run
 
-from idclab import training
-from idclab.build import build_classifier, load_classifier
+from idclab.classifier.ensemble import EnsembleClassifier, save_ensemble
+from idclab.config.build import build_classifier, load_classifier
+from idclab.config.validation import ConfigError, validate_train_config
 from idclab.data.datamodule import PatchDataModule, prepare_data
-from idclab.ensemble import EnsembleClassifier, save_ensemble
-from idclab.evaluation import evaluate
-from idclab.resume import LAST_CHECKPOINT, last_checkpoint, write_state
-from idclab.thresholds import tune_threshold
-from idclab.tracking import MLflowEpochLogger
-from idclab.training import Fitted, train
-from idclab.validation import ConfigError, validate_train_config
+from idclab.evaluation.evaluate import evaluate
+from idclab.scoring.thresholds import tune_threshold
+from idclab.tracking.runs import MLflowEpochLogger
+from idclab.training import fit as training
+from idclab.training.fit import Fitted
+from idclab.training.pipeline import train
+from idclab.training.resume import LAST_CHECKPOINT, last_checkpoint, write_state
 
 MEMBER_METRICS = ("val_auprc", "train_loss")
 

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from idclab.evaluation import evaluate
-from idclab.training import train
+from idclab.evaluation.evaluate import evaluate
+from idclab.training.pipeline import train
 
 
 def free_port() -> int:

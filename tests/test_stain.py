@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from idclab import registry
-from idclab.build import build_classifier, load_classifier
-from idclab.stain import LIGHT, Macenko, NoStain, Reinhard, fit_stain, lab_to_rgb, rgb_to_lab
+from idclab.config import registry
+from idclab.config.build import build_classifier, load_classifier
+from idclab.models.stain import LIGHT, Macenko, NoStain, Reinhard, fit_stain, lab_to_rgb, rgb_to_lab
 
 H_AND_E = torch.tensor([[0.60, 0.25], [0.75, 0.85], [0.28, 0.46]])  # H and E optical density vectors (columns)
 OTHER = torch.tensor([[0.50, 0.30], [0.70, 0.90], [0.50, 0.30]])
@@ -148,7 +148,7 @@ def test_a_run_fits_on_training_patches_and_evaluates_with_the_stored_target(mak
     from test_train import runs_of
 
     from idclab.data.datamodule import prepare_data
-    from idclab.training import train
+    from idclab.training.pipeline import train
 
     cfg = make_cfg("stain=macenko", "stain.sample=200", "trainer.max_epochs=1", "report.bootstrap_resamples=10")
     train(cfg)

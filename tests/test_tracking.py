@@ -12,9 +12,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from idclab.callbacks import CtrlCGuard
 from idclab.termination import CtrlC
-from idclab.tracking import RunNotFoundError, TrackedRun, fetch_model
+from idclab.tracking.runs import RunNotFoundError, TrackedRun, fetch_model
+from idclab.training.callbacks import CtrlCGuard
 
 SPLITS = {"train": pd.DataFrame({"patient": ["8863"], "label": [1]})}
 
@@ -91,7 +91,7 @@ def test_a_run_that_lost_a_ctrl_c_ends_killed_not_finished(ctrl_c):
 
 def test_a_served_model_requires_public_versions_not_local_builds():
     """`torch==2.14.1+cu130` names a local CUDA build that PyPI does not have: serving would fail to install."""
-    from idclab.tracking import pip_requirements
+    from idclab.tracking.runs import pip_requirements
     versions = {"python": "3.11.7", "platform": "Linux", "idclab": "0.1", "torch": "2.14.1+cu130",
                 "torchvision": "0.29.1+cpu", "mlflow": "3.17.2", "pillow": "not installed"}
     assert pip_requirements(versions) == ["torch==2.14.1", "torchvision==0.29.1", "mlflow==3.17.2"]
@@ -120,7 +120,7 @@ def test_a_run_that_fails_while_opening_is_not_left_running(tmp_path, new_store,
     def broken(self):
         raise OSError("no /proc here")
 
-    monkeypatch.setattr("idclab.tracking.SystemMetricsMonitor.start", broken)
+    monkeypatch.setattr("idclab.tracking.runs.SystemMetricsMonitor.start", broken)
     with pytest.raises(OSError, match="no /proc"), TrackedRun(client, experiment, "run", {}, earlier, None, 10.0):
         pass
     (run,) = client.search_runs([experiment])
@@ -130,8 +130,8 @@ def test_a_run_that_fails_while_opening_is_not_left_running(tmp_path, new_store,
 def test_a_sweep_parent_that_fails_before_its_jobs_is_not_left_running(tmp_path, new_store, monkeypatch):
     from omegaconf import OmegaConf
 
-    import idclab.sweep
-    from idclab.sweep import SweepParentRun
+    import idclab.tracking.sweep
+    from idclab.tracking.sweep import SweepParentRun
 
     uri = new_store(tmp_path)
     config = OmegaConf.create({
@@ -139,12 +139,13 @@ def test_a_sweep_parent_that_fails_before_its_jobs_is_not_left_running(tmp_path,
         "hydra": {"sweep": {"dir": str(tmp_path / "multirun")}, "overrides": {"task": ["loss=focal,bce"]},
                   "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
                   "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}}})
-    monkeypatch.setattr(idclab.sweep.HydraConfig, "instance", lambda: SimpleNamespace(set_config=lambda c: None))
+    monkeypatch.setattr(idclab.tracking.sweep.HydraConfig, "instance",
+                        lambda: SimpleNamespace(set_config=lambda c: None))
 
     def full_disk(path, value):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(idclab.sweep, "write_json", full_disk)
+    monkeypatch.setattr(idclab.tracking.sweep, "write_json", full_disk)
     with pytest.raises(OSError, match="No space"):
         SweepParentRun().on_multirun_start(config)
     client = MlflowClient(uri)

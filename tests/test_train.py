@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from idclab.build import CheckpointError, load_classifier
-from idclab.training import train
+from idclab.config.build import CheckpointError, load_classifier
+from idclab.training.pipeline import train
 
 OPTIONS = [
     "model=ann", "model=cnn",
@@ -92,7 +92,7 @@ def test_a_crash_marks_the_run_failed(make_cfg, monkeypatch):
     def explode(self, batch, batch_idx):
         raise RuntimeError("boom in training_step")
 
-    monkeypatch.setattr("idclab.module.IDCClassifier.training_step", explode)
+    monkeypatch.setattr("idclab.classifier.module.IDCClassifier.training_step", explode)
     with pytest.raises(RuntimeError, match="boom"):
         train(cfg)
     (run,) = runs_of(cfg)
@@ -107,7 +107,7 @@ def test_ctrl_c_marks_the_run_killed(make_cfg, monkeypatch):
     def interrupt(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("idclab.training.test_and_report", interrupt)
+    monkeypatch.setattr("idclab.training.fit.test_and_report", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     (run,) = runs_of(cfg)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from idclab.training import train
-from idclab.validation import ConfigError, config_warnings, validate_evaluate_config, validate_train_config
+from idclab.config.validation import ConfigError, config_warnings, validate_evaluate_config, validate_train_config
+from idclab.training.pipeline import train
 
 BAD = [
     ("optim.lr=-0.001", "optim.lr must be a number > 0"),

@@ -6,15 +6,15 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from idclab.build import CheckpointError
+from idclab.config.build import CheckpointError
+from idclab.config.registry import OptionError
+from idclab.config.validation import ConfigError
 from idclab.console import quiet_third_party
 from idclab.data.cache import BadPatchError
 from idclab.data.layout import DataLayoutError
-from idclab.registry import OptionError
-from idclab.resume import ResumeError
 from idclab.termination import sigterm_exits_143
-from idclab.tracking import ModelFormatError, RunNotFoundError
-from idclab.validation import ConfigError
+from idclab.tracking.runs import ModelFormatError, RunNotFoundError
+from idclab.training.resume import ResumeError
 
 T = TypeVar("T")
 # only the project's own error classes: a KeyError or IndexError is a bug and keeps its traceback

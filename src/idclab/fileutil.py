@@ -8,8 +8,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @contextmanager
@@ -56,3 +60,13 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, value: object) -> None:
     """Write `value` as JSON to `path` whole (`whole_file`)."""
     write_text(path, json.dumps(value, indent=2))
+
+
+def save_figure(figure: Figure, path: Path, dpi: int = 110) -> Path:
+    """Save `figure` to `path` whole (`whole_file`), then close it; the format follows the extension."""
+    import matplotlib.pyplot as plt
+
+    with whole_file(path) as partial:
+        figure.savefig(partial, dpi=dpi)
+    plt.close(figure)
+    return path

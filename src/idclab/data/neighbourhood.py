@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from idclab.context import PATCH_STEP
 from idclab.data.decode import PATCH_SIZE
+from idclab.scoring.context import PATCH_STEP
 
 MAX_RINGS = 3
 CHANNELS = 3  # per view

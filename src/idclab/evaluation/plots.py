@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -14,16 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
 
-from idclab.fileutil import whole_file  # noqa: E402
-from idclab.metrics import CLASS_NAMES, calibration_bins, expected_calibration_error  # noqa: E402
-
-
-def save_figure(figure: Figure, path: Path, dpi: int = 110) -> Path:
-    """Save `figure` to `path` whole (`fileutil.whole_file`), then close it; the format follows the extension."""
-    with whole_file(path) as partial:
-        figure.savefig(partial, dpi=dpi)
-    plt.close(figure)
-    return path
+from idclab.scoring.metrics import CLASS_NAMES, calibration_bins, expected_calibration_error  # noqa: E402
 
 
 def confusion_matrix_figure(tn: int, fp: int, fn: int, tp: int, threshold: float) -> Figure:

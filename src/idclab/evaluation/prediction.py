@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from idclab.classifier.module import IDCClassifier
 from idclab.data.decode import decode_patch
 from idclab.data.layout import PatchName, parse_patch_name
 from idclab.data.neighbourhood import Views, in_chunks
 from idclab.fileutil import whole_file
-from idclab.module import IDCClassifier
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -172,7 +172,8 @@ def write_heatmaps(predictions: list[Prediction], folder: Path, threshold: float
     The patches are decoded again here, one patient at a time, rather than kept from prediction, so a
     folder of many whole slides never has to fit in memory.
     """
-    from idclab.plots import save_figure, slide_heatmap_figure
+    from idclab.evaluation.plots import slide_heatmap_figure
+    from idclab.fileutil import save_figure
 
     by_patient: dict[str, list[tuple[int, int, float, str]]] = {}
     for p in predictions:

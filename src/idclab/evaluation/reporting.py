@@ -11,9 +11,18 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
+from idclab.classifier.module import IDCClassifier
 from idclab.data.datamodule import PatchDataModule
-from idclab.fileutil import whole_file, write_json, write_text
-from idclab.metrics import (
+from idclab.evaluation.plots import (
+    calibration_figure,
+    confusion_matrix_figure,
+    gallery_figure,
+    pr_figure,
+    roc_figure,
+    slide_heatmap_figure,
+)
+from idclab.fileutil import save_figure, whole_file, write_json, write_text
+from idclab.scoring.metrics import (
     binary_metrics,
     expected_calibration_error,
     imbalance_metrics,
@@ -21,17 +30,7 @@ from idclab.metrics import (
     patient_bootstrap,
     report,
 )
-from idclab.module import IDCClassifier
-from idclab.plots import (
-    calibration_figure,
-    confusion_matrix_figure,
-    gallery_figure,
-    pr_figure,
-    roc_figure,
-    save_figure,
-    slide_heatmap_figure,
-)
-from idclab.tracking import TrackedRun
+from idclab.tracking.runs import TrackedRun
 
 
 def error_galleries(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray, probs: np.ndarray,

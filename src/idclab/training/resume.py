@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
 from idclab.fileutil import write_json
-from idclab.tracking import MLflowEpochLogger
+from idclab.tracking.runs import MLflowEpochLogger, flatten
 
 STATE_FILE = "run_state.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -77,6 +77,13 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
     elif state is None or checkpoint is None or lookup(state[0])[0] == "FINISHED":
         return None
     return ResumePoint(run_id=state[0], output_dir=folder, checkpoint=checkpoint, config=state[1])
+
+
+def ignored_overrides(requested: dict[str, Any], resumed: dict[str, Any]) -> list[str]:
+    """`key=value` of the requested config that differ from the resumed run's (output paths aside)."""
+    new, old = flatten(requested), flatten(resumed)
+    return [f"{key}={value}" for key, value in sorted(new.items())
+            if old.get(key) != value and not key.startswith("paths.") and key != "resume"]
 
 
 def last_checkpoint(folder: Path) -> Path | None:

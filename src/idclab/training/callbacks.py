@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 
-from idclab import registry
+from idclab.config import registry
 from idclab.termination import CtrlC
 
 

@@ -9,13 +9,22 @@ import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from idclab.build import CheckpointError, load_classifier
+from idclab.classifier.module import IDCClassifier
+from idclab.config.build import CheckpointError, load_classifier
+from idclab.config.validation import ConfigError, validate_evaluate_config
 from idclab.data.datamodule import PatchDataModule, PreparedData, prepare_data
 from idclab.data.layout import DataLayoutError, require_root
-from idclab.module import IDCClassifier
-from idclab.prediction import IMAGE_SUFFIXES, collect_files, format_table, predict_files, write_csv, write_heatmaps
-from idclab.reporting import report_options, test_and_report
-from idclab.tracking import (
+from idclab.evaluation.calibrate import choose_threshold
+from idclab.evaluation.prediction import (
+    IMAGE_SUFFIXES,
+    collect_files,
+    format_table,
+    predict_files,
+    write_csv,
+    write_heatmaps,
+)
+from idclab.evaluation.reporting import report_options, test_and_report
+from idclab.tracking.runs import (
     KIND_TAG,
     SOURCE_RUN_TAG,
     RunNotFoundError,
@@ -26,8 +35,6 @@ from idclab.tracking import (
     find_best_run,
     register_model,
 )
-from idclab.training import choose_threshold
-from idclab.validation import ConfigError, validate_evaluate_config
 
 if TYPE_CHECKING:  # only tracking.py talks to MLflow; these are type names
     from mlflow.entities import Run

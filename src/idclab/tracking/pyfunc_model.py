@@ -55,7 +55,7 @@ class IDCPyfuncModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True  # the logged signature describes the input; MLflow need not wrap predict
 
     def load_context(self, context: Any) -> None:
-        from idclab.build import load_classifier
+        from idclab.config.build import load_classifier
 
         self.classifier = load_classifier(context.artifacts["checkpoint"])
 

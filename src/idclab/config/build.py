@@ -7,15 +7,15 @@ from typing import Any
 
 import torch
 
-from idclab import registry
-from idclab.context import MAX_RADIUS
+from idclab.classifier.ensemble import ENSEMBLE_KEY, EnsembleClassifier
+from idclab.classifier.module import IDCClassifier
+from idclab.config import registry
+from idclab.config.validation import check_saved_config
 from idclab.data.neighbourhood import input_channels, views_of
 from idclab.data.split import SPLITS
-from idclab.ensemble import ENSEMBLE_KEY, EnsembleClassifier
 from idclab.fileutil import whole_file
-from idclab.module import IDCClassifier
-from idclab.thresholds import METHODS as THRESHOLD_METHODS
-from idclab.validation import check_saved_config
+from idclab.scoring.context import MAX_RADIUS
+from idclab.scoring.thresholds import METHODS as THRESHOLD_METHODS
 
 
 class CheckpointError(RuntimeError):
@@ -170,3 +170,11 @@ def store_threshold(path: str | Path, threshold: float, method: str, **context: 
     checkpoint["hyper_parameters"].update(context)
     with whole_file(path) as partial:
         torch.save(checkpoint, partial)
+
+
+def load_ensemble(path: str | Path) -> EnsembleClassifier:
+    """Rebuild an ensemble checkpoint (`load_classifier` accepts these too); ValueError for a single model."""
+    classifier = load_classifier(path)
+    if not isinstance(classifier, EnsembleClassifier):
+        raise ValueError(f"{path} is a single model, not an ensemble")
+    return classifier

@@ -375,7 +375,7 @@ def synthetic_example(count: int = 2, seed: int = 0) -> np.ndarray:
 def served_signature(example: np.ndarray, output: pd.DataFrame) -> ModelSignature:
     """The served model's signature: patches in, `output`'s columns out, and the optional params `patient`,
     `x`, `y` (one value per patch; empty by default, when every patch is scored alone)."""
-    from idclab.pyfunc_model import POSITIONS
+    from idclab.tracking.pyfunc_model import POSITIONS
 
     inferred = infer_signature(example, output)
     return ModelSignature(inferred.inputs, inferred.outputs,
@@ -385,8 +385,8 @@ def served_signature(example: np.ndarray, output: pd.DataFrame) -> ModelSignatur
 def log_model(run: TrackedRun, checkpoint: str | Path) -> str:
     """Log `checkpoint` as the run's MLflow pyfunc model, from code (`idclab/pyfunc_model.py`, nothing
     pickled), with signature and a synthetic input example; return its URI."""
-    from idclab import pyfunc_model
-    from idclab.build import load_classifier
+    from idclab.config.build import load_classifier
+    from idclab.tracking.runs import pyfunc_model
 
     example = synthetic_example()
     model = pyfunc_model.IDCPyfuncModel()

@@ -1,97 +1,25 @@
-"""Patient-grouped k-fold cross-validation: one parent MLflow run, a child run per fold, pooled out-of-fold report.
-
-The patients of the training and validation splits form the cross-validation pool; the split's test
-patients (if any) stay held out. Folds are drawn with scikit-learn's `StratifiedGroupKFold` (grouped by
-patient, stratified by class); in each fold a share `cv.val` of the remaining patients (stratified by
-their IDC share), or with `cv.val=next_fold` the next fold's patients, picks the epoch and the threshold,
-and the fold's own patients are predicted once, out of fold. The fold models together form an ensemble
-(mean P(IDC), threshold = mean of the fold thresholds; with spatial context, the mean weight and each
-fold's threshold re-tuned at it), saved as one weights-only checkpoint, tested on the held-out test
-patients when there are any, and logged as the parent's MLflow model.
-"""
+"""Out-of-fold reports of a cross-validation: pooled metrics with patient-bootstrap intervals, threshold rules and
+spatial context compared on the same fold models, per-patient errors, and the fold ensemble's operating point."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 from scipy.sparse import csr_matrix
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 
-from idclab.context import neighbour_matrix, smooth, tune_weight
-from idclab.data.datamodule import PatchDataModule, PreparedData
-from idclab.data.split import PatientSplit, patch_share, patient_share, stratified_patient_split
-from idclab.ensemble import ENSEMBLE_FILE, load_ensemble, save_ensemble
-from idclab.fileutil import whole_file, write_json, write_text
-from idclab.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
-from idclab.plots import pr_figure, roc_figure, save_figure
-from idclab.reporting import report_options, test_and_report, threshold_free
-from idclab.thresholds import METHODS, rule_of, tune_threshold
-from idclab.tracking import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
-from idclab.training import (
-    FitResult,
-    context_config,
-    evaluation_trainer,
-    fit_and_test,
-    log_inputs,
-    run_tags,
-    sweep_parent,
-)
-from idclab.validation import NEXT_FOLD, ConfigError
-
-if TYPE_CHECKING:  # only tracking.py talks to MLflow; this is a type name
-    from mlflow.tracking import MlflowClient
-
-FOLD_TAG = "idclab.fold"
-
-
-def patient_folds(patients: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> list[list[str]]:
-    """The patients of each fold: grouped by patient, stratified by class, seeded."""
-    unique = np.unique(patients)
-    if len(unique) < folds:
-        raise ConfigError(f"cv.folds={folds} needs at least {folds} patients in train+val, found {len(unique)}")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [sorted(np.unique(patients[test]).tolist()) for _, test in splitter.split(patients, labels, patients)]
-
-
-def fold_split(data: PreparedData, pool: np.ndarray, folds: Sequence[list[str]], fold: int, val: float | str,
-               seed: int, train_patients: float = 1.0, train_patches: float = 1.0) -> PatientSplit:
-    """Fold `fold`'s split over the pool rows: test = its patients; val = the next fold's patients when `val` is
-    `NEXT_FOLD` (over all folds, every patient validates once), else a stratified share `val` of the rest; train =
-    the rest, thinned to shares `train_patients` of its patients and `train_patches` of their patches (a learning
-    curve: `idclab.data.split.patient_share`, `patch_share`; val and test are unchanged)."""
-    patients, labels = data.index.patients, data.index.labels
-    fold_patients = folds[fold]
-    out_of_fold = pool[np.isin(patients[pool], fold_patients)]
-    inner = pool[~np.isin(patients[pool], fold_patients)]
-    if val == NEXT_FOLD:
-        held = np.isin(patients[inner], folds[(fold + 1) % len(folds)])
-        rows = {"train": inner[~held], "val": inner[held], "test": out_of_fold}
-        names = {"train": sorted(np.unique(patients[inner[~held]]).tolist()),
-                 "val": list(folds[(fold + 1) % len(folds)])}
-    else:
-        nested = stratified_patient_split(patients[inner], labels[inner], {"train": 1 - val, "val": val}, seed)
-        rows = {"train": inner[nested.rows["train"]], "val": inner[nested.rows["val"]], "test": out_of_fold}
-        names = {"train": nested.patients["train"], "val": nested.patients["val"]}
-    names["test"] = list(fold_patients)
-    notes: dict[str, object] = {"fold_of": "cv"}
-    if train_patients < 1:
-        names["train"] = patient_share(patients[rows["train"]], labels[rows["train"]], train_patients, seed)
-        rows["train"] = rows["train"][np.isin(patients[rows["train"]], names["train"])]
-        notes["train_patients"] = train_patients
-    if train_patches < 1:
-        rows["train"] = rows["train"][patch_share(patients[rows["train"]], labels[rows["train"]], train_patches, seed)]
-        notes["train_patches"] = train_patches
-    split = PatientSplit(names, rows, notes)
-    split.check_disjoint()
-    return split
+from idclab.data.datamodule import PreparedData
+from idclab.evaluation.plots import pr_figure, roc_figure
+from idclab.evaluation.reporting import threshold_free
+from idclab.fileutil import save_figure, whole_file, write_json, write_text
+from idclab.scoring.context import neighbour_matrix, smooth, tune_weight
+from idclab.scoring.metrics import binary_metrics, imbalance_metrics, interval_lines, patient_bootstrap, report
+from idclab.scoring.thresholds import METHODS, tune_threshold
 
 
 def pooled_metrics(targets: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> dict[str, float]:
@@ -301,73 +229,6 @@ def oof_report(folds: pd.DataFrame, predictions: pd.DataFrame, val: pd.DataFrame
     return metrics, text
 
 
-def patch_frame(data: PreparedData, fold: int, rows: np.ndarray, probs: np.ndarray, patch_probs: np.ndarray
-                ) -> pd.DataFrame:
-    """One fold's predictions of index `rows`: fold, patient, file, x, y, target, probability (what the fold's
-    threshold applies to) and patch_probability (the patch alone, before any spatial context)."""
-    index = data.index
-    return pd.DataFrame({"fold": fold, "patient": index.patients[rows].astype(str),
-                         "file": [index.paths[i] for i in rows], "x": index.xs[rows], "y": index.ys[rows],
-                         "target": index.labels[rows], "probability": probs, "patch_probability": patch_probs})
-
-
-def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any]:
-    """One fold's line of the per-fold table."""
-    keys = ("f1", "balanced_accuracy", "auroc", "auprc")
-    return {"fold": fold, "patients": len(split.patients["test"]), "best_val_score": result.best_score,
-            "threshold": result.threshold, **{f"test_{k}": float(result.metrics[f"test_{k}"]) for k in keys}}
-
-
-def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, client: MlflowClient,
-                   experiment_id: str, context: dict[str, Any]) -> float:
-    """Run `cfg.cv.folds` folds as child runs of one parent run; return the mean best validation score."""
-    out_dir = Path(cfg.paths.output_dir)
-    pool = np.sort(np.concatenate([data.split.rows["train"], data.split.rows["val"]]))
-    folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cfg.cv.folds, cfg.cv.seed)
-    name = " ".join(context["overrides"]) or "defaults"
-    tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent"}
-    rows, predictions, validations, members, contexts = [], [], [], [], []
-    with TrackedRun(client, experiment_id, f"cv{cfg.cv.folds} {name}", tags, parent_run_id=sweep_parent(context),
-                    system_metrics=cfg.logger.system_metrics_interval) as parent:
-        log_inputs(parent, config, data)
-        for fold, fold_patients in enumerate(folds):
-            split = fold_split(data, pool, folds, fold, cfg.cv.val, cfg.cv.seed + fold,
-                               cfg.cv.get("train_patients", 1.0), cfg.cv.get("train_patches", 1.0))
-            fold_data = replace(data, split=split)
-            print(f"Fold {fold + 1}/{len(folds)}: {len(split.patients['train'])} train, "
-                  f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients")
-            fold_tags = tags | {KIND_TAG: "cv_fold", "cv": "fold", FOLD_TAG: str(fold)}
-            with TrackedRun(client, experiment_id, f"fold {fold} {name}", fold_tags, parent_run_id=parent.run_id,
-                            system_metrics=cfg.logger.system_metrics_interval) as child:
-                log_inputs(child, config, fold_data)
-                result = fit_and_test(cfg, config, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
-            rows.append(fold_row(fold, split, result))
-            members.append(result.best_path)
-            predictions.append(patch_frame(data, fold, result.test_rows, result.test_probs, result.test_patch_probs)
-                               .assign(threshold=result.threshold))
-            validations.append(patch_frame(data, fold, result.val_rows, result.val_probs, result.val_patch_probs))
-            contexts.append(result.context)
-        table = pd.DataFrame(rows)
-        metrics, text = oof_report(table, pd.concat(predictions), pd.concat(validations), out_dir / "cv",
-                                   int(cfg.report.bootstrap_resamples), RULES | {"configured": rule_of(cfg.threshold)})
-        print("\n" + text)
-        mean_score = float(table["best_val_score"].mean())
-        parent.log_metrics(metrics | {f"best_{cfg.checkpoint.monitor}": mean_score,
-                                      "threshold": float(table["threshold"].mean())})
-        for path in sorted((out_dir / "cv").iterdir()):
-            parent.log_file(path, "cv")
-        threshold, context = float(table["threshold"].mean()), {}
-        context_cfg = context_config(cfg)
-        weight = float(np.mean([c.get("context_weight", 0.0) for c in contexts]))  # 0 where validation chose none
-        if context_cfg.name != "none" and weight > 0:
-            threshold, alone = ensemble_operating_point(pd.concat(validations), rule_of(cfg.threshold),
-                                                        context_cfg.radius, weight)
-            context = {"context_weight": weight, "context_radius": int(context_cfg.radius), "patch_threshold": alone}
-            parent.log_metrics({"context_weight": weight, "ensemble_threshold": threshold})
-        finish_ensemble(cfg, data, parent, members, threshold, out_dir, context)
-    return mean_score
-
-
 def ensemble_operating_point(val: pd.DataFrame, rule: tuple[str, dict[str, Any]], radius: int, weight: float
                              ) -> tuple[float, float]:
     """The ensemble's threshold and its threshold without context: the means over folds of the thresholds `rule`
@@ -385,24 +246,11 @@ def ensemble_operating_point(val: pd.DataFrame, rule: tuple[str, dict[str, Any]]
     return float(np.mean(blended)), float(np.mean(alone))
 
 
-def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, members: list[str | None],
-                    threshold: float, out_dir: Path, context: dict[str, Any] | None = None) -> None:
-    """Save the fold models as one ensemble checkpoint, test it on the held-out patients, log it as a model."""
-    if not all(members):
-        return
-    record = data.record()  # every pool patient trained some member: none is left for an honest validation
-    names = record["split_patients"]
-    names["train"], names["val"] = sorted(names["train"] + names["val"]), []
-    path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / ENSEMBLE_FILE, record,
-                         context)
-    parent.set_tags({CHECKPOINT_TAG: str(path.resolve())})
-    if cfg.logger.log_checkpoint:
-        parent.log_file(path, "checkpoints")
-    if len(data.split.rows["test"]):
-        ensemble = load_ensemble(path)
-        datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers,
-                                     neighbourhood=ensemble.input_views)
-        test_and_report(evaluation_trainer(cfg, out_dir, parent), ensemble, datamodule, out_dir / "test", parent,
-                        **report_options(cfg.report))
-    if cfg.logger.log_model:
-        print(f"Logged MLflow ensemble model {log_model(parent, path)}")
+def patch_frame(data: PreparedData, fold: int, rows: np.ndarray, probs: np.ndarray, patch_probs: np.ndarray
+                ) -> pd.DataFrame:
+    """One fold's predictions of index `rows`: fold, patient, file, x, y, target, probability (what the fold's
+    threshold applies to) and patch_probability (the patch alone, before any spatial context)."""
+    index = data.index
+    return pd.DataFrame({"fold": fold, "patient": index.patients[rows].astype(str),
+                         "file": [index.paths[i] for i in rows], "x": index.xs[rows], "y": index.ys[rows],
+                         "target": index.labels[rows], "probability": probs, "patch_probability": patch_probs})

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from idclab.classifier.module import IDCClassifier
 from idclab.fileutil import whole_file
-from idclab.module import IDCClassifier
 
 ENSEMBLE_KEY = "ensemble"
 ENSEMBLE_FILE = "ensemble.ckpt"  # under a run's checkpoints/
@@ -53,13 +53,3 @@ def save_ensemble(members: list[Path], threshold: float, path: Path, record: dic
     with whole_file(path) as partial:
         torch.save(payload, partial)
     return path
-
-
-def load_ensemble(path: str | Path) -> EnsembleClassifier:
-    """Rebuild an ensemble checkpoint (see `idclab.build.load_classifier`, which accepts these too)."""
-    from idclab.build import load_classifier
-
-    classifier = load_classifier(path)
-    if not isinstance(classifier, EnsembleClassifier):
-        raise ValueError(f"{path} is a single model, not an ensemble")
-    return classifier

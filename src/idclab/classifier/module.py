@@ -9,12 +9,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from idclab.context import neighbour_matrix, smooth
+from idclab.classifier.mixup import draw_mixup, mixed_loss
+from idclab.classifier.schedules import make_scheduler, scheduled
 from idclab.data.neighbourhood import input_channels, views_of
-from idclab.metrics import BinaryMetrics, binary_metrics
-from idclab.mixup import draw_mixup, mixed_loss
-from idclab.schedules import make_scheduler, scheduled
-from idclab.stain import NoStain, StainNormaliser
+from idclab.models.stain import NoStain, StainNormaliser
+from idclab.scoring.context import neighbour_matrix, smooth
+from idclab.scoring.metrics import BinaryMetrics, binary_metrics
 
 STAGES = ("train", "val", "test")
 FINITE_CHECK_STEPS = 50  # on an accelerator, training losses are checked for NaN/inf this often (a device sync)
@@ -36,7 +36,7 @@ class IDCClassifier(pl.LightningModule):
     `test_probs`, `test_targets` and `test_rows` hold the test predictions in row order.
 
     With spatial context (`context_weight` > 0, tuned on validation), test probabilities are blended with
-    their slide neighbours' (see `idclab.context`); `positions` (patient, x, y per index row) must then be set
+    their slide neighbours' (see `idclab.scoring.context`); `positions` (patient, x, y per index row) must then be set
     before testing. `test_patch_probs` always keeps the test probabilities of the patches alone. `patch_threshold` is
     the threshold tuned without context, for patches scored one at a time (no neighbours known).
     """

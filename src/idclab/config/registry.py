@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from idclab import averaging, losses, stain
+from idclab.classifier import averaging
 from idclab.data import augment, sampling
+from idclab.models import losses, stain
 from idclab.models.ann import ANN
 from idclab.models.cnn import CNN
 from idclab.models.idcnet import IDCNet

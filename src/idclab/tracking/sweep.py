@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from idclab.fileutil import write_json
-from idclab.tracking import KIND_TAG, TrackedRun, connect, sweep_children
+from idclab.tracking.runs import KIND_TAG, TrackedRun, connect, sweep_children
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "sweep_parent.json"
@@ -104,7 +104,7 @@ class SweepParentRun(Callback):
               f"of {sum(counts.values())}; parent run {run.run_id} {status}")
 
     def _log_comparison(self, run: TrackedRun) -> None:
-        from idclab.compare import markdown, summarise_sweep
+        from idclab.tracking.compare import markdown, summarise_sweep
 
         table, figure, best = summarise_sweep(run.client, run.experiment_id, run.run_id, self.monitor, self.mode)
         run.log_text(markdown(table), "comparison/comparison.md")

@@ -18,13 +18,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from idclab.fileutil import whole_file, write_text
-from idclab.plots import save_figure
-from idclab.tracking import KIND_TAG, open_experiment, run_status, sweep_runs, training_runs
-from idclab.validation import is_validation_metric
+from idclab.config.validation import is_validation_metric
+from idclab.fileutil import save_figure, whole_file, write_text
+from idclab.tracking.runs import KIND_TAG, open_experiment, run_status, sweep_runs, training_runs
 
 if TYPE_CHECKING:
-    from idclab.tracking import MlflowClient
+    from idclab.tracking.runs import MlflowClient
 
 DEFAULT_METRIC = "best_val_auprc"
 TEST_METRICS = ("test_f1", "test_balanced_accuracy", "test_auroc", "test_auprc", "test_mcc", "test_sensitivity",
@@ -53,7 +52,7 @@ def project_tracking_uri() -> str:
     $IDCLAB_ROOT or the folder holding train.py (whatever the working directory)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    root = Path(os.environ.get("IDCLAB_ROOT") or Path(__file__).resolve().parents[2])
+    root = Path(os.environ.get("IDCLAB_ROOT") or Path(__file__).resolve().parents[3])
     return f"sqlite:///{root / 'mlflow.db'}"
 
 

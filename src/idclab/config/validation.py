@@ -9,13 +9,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from idclab import registry
-from idclab.context import MAX_RADIUS
+from idclab.config import registry
 from idclab.data.layout import DataLayoutError, require_root
 from idclab.data.neighbourhood import MAX_RINGS, check_rings
 from idclab.data.split import SPLIT_METHODS
 from idclab.data.synthetic import SyntheticSpec
-from idclab.thresholds import METHODS as THRESHOLD_METHODS
+from idclab.scoring.context import MAX_RADIUS
+from idclab.scoring.thresholds import METHODS as THRESHOLD_METHODS
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,2 @@
+"""Pure scoring of predictions: metrics and patient-bootstrap intervals, threshold rules, spatial context.
+No Lightning, no MLflow, no files."""

@@ -1,0 +1,100 @@
+"""`python train.py`: the conductor. Validate, prepare the data, fit, calibrate, test and report, log the model.
+
+Fitting is one model, a seed ensemble (`ensemble.members`) or k patient-grouped folds (`cv.folds`); each split is
+fitted, calibrated and tested by `idclab.training.fit.fit_and_test`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from idclab.config.validation import check_saved_config, config_warnings, require_both_classes, validate_train_config
+from idclab.data.datamodule import PreparedData, prepare_data
+from idclab.data.split import SPLITS
+from idclab.tracking.inputs import hydra_context, log_inputs, run_tags, sweep_parent
+from idclab.tracking.runs import TrackedRun, connect, run_status
+from idclab.training.crossval import cross_validate
+from idclab.training.fit import fit_and_test, make_model_and_data
+from idclab.training.resume import OUTPUT_DIR_TAG, ResumePoint, find_resume_point, ignored_overrides, write_state
+from idclab.training.trainer import is_worker_process, make_trainer
+
+
+def train(cfg: DictConfig) -> float:
+    """Train, validate and test one configuration; returns the best validation score (for sweepers).
+
+    A run whose output folder holds an unfinished run (or `resume=RUN_ID`) continues that MLflow run
+    from its last checkpoint, with the config it started with.
+    """
+    validate_train_config(cfg)
+    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
+                                    cfg.logger.artifact_location)
+    cfg, resume = resumed_config(cfg, find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
+                                                        lambda run_id: run_status(client, run_id)))
+    config = settled_config(cfg)
+    data = prepare(cfg)
+    context = hydra_context()
+    if cfg.cv.folds:
+        return cross_validate(cfg, config, data, client, experiment_id, context)
+    out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
+    ckpt_path = resume.checkpoint if resume else None
+    if is_worker_process():  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
+        return fit_as_worker(cfg, config, data, out_dir, ckpt_path)
+    run_name = ",".join(context["overrides"]) or "defaults"
+    tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
+    with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None,
+                    parent_run_id=sweep_parent(context), system_metrics=cfg.logger.system_metrics_interval) as run:
+        write_state(out_dir, run.run_id, config)
+        if resume is None:
+            log_inputs(run, config, data)
+        result = fit_and_test(cfg, config, data, run, out_dir, ckpt_path)
+        print(f"MLflow run {run.run_id} ({run_name}) finished; outputs in {out_dir}")
+    return result.best_score
+
+
+def resumed_config(cfg: DictConfig, resume: ResumePoint | None) -> tuple[DictConfig, ResumePoint | None]:
+    """The config to run: the requested one, or a resumed run's own (checked like any config; what the request
+    changed is ignored, with a warning)."""
+    if resume is None:
+        return cfg, None
+    print(f"Resuming MLflow run {resume.run_id} from {resume.checkpoint}")
+    ignored = ignored_overrides(OmegaConf.to_container(cfg, resolve=True), resume.config)
+    if ignored:
+        warnings.warn(f"resuming with the config the run started with; ignored: {', '.join(ignored)}", stacklevel=1)
+    check_saved_config(resume.config)  # a run state is data: plain values, then the same checks
+    cfg = OmegaConf.create(resume.config)
+    validate_train_config(cfg)
+    return cfg, resume
+
+
+def settled_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain values, printed, with its warnings; every random generator seeded."""
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    print(OmegaConf.to_yaml(config))
+    for warning in config_warnings(cfg):
+        warnings.warn(warning, stacklevel=1)
+    pl.seed_everything(cfg.seed, workers=True)
+    return config
+
+
+def prepare(cfg: DictConfig) -> PreparedData:
+    """The data: scanned, decoded into the cache and split by patient; both classes in every split needed."""
+    data = prepare_data(cfg.data, cfg.split, required=("train", "val") if cfg.cv.folds else SPLITS)
+    summary = data.summary()
+    print(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
+          f"decode {summary['decode_status']}, skipped files {summary['skipped_files'] or 'none'}")
+    require_both_classes(summary["split_counts"])
+    return data
+
+
+def fit_as_worker(cfg: DictConfig, config: dict[str, Any], data: PreparedData, out_dir: Path,
+                  ckpt_path: Path | None) -> float:
+    """A DDP worker's part: it helps fit; rank 0 tracks, calibrates, tests and reports."""
+    datamodule, classifier = make_model_and_data(cfg, config, data)
+    trainer, _ = make_trainer(cfg, out_dir, logger=False)
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return float("nan")
