@@ -383,10 +383,10 @@ def served_signature(example: np.ndarray, output: pd.DataFrame) -> ModelSignatur
 
 
 def log_model(run: TrackedRun, checkpoint: str | Path) -> str:
-    """Log `checkpoint` as the run's MLflow pyfunc model, from code (`idclab/pyfunc_model.py`, nothing
+    """Log `checkpoint` as the run's MLflow pyfunc model, from code (`idclab/tracking/pyfunc_model.py`, nothing
     pickled), with signature and a synthetic input example; return its URI."""
     from idclab.config.build import load_classifier
-    from idclab.tracking.runs import pyfunc_model
+    from idclab.tracking import pyfunc_model
 
     example = synthetic_example()
     model = pyfunc_model.IDCPyfuncModel()
