@@ -20,7 +20,7 @@ from training_efficiency import BATCH, model_only_speed
 from idclab.data.augment import basic
 from idclab.data.datamodule import PatchDataModule, PreparedData
 from idclab.data.split import stratified
-from idclab.training import train
+from idclab.training.pipeline import train
 
 MODELS = ("cnn", "idcnet")
 

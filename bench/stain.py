@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from benchdata import arguments, indexed
 
-from idclab.build import build_classifier
-from idclab.stain import Macenko, NoStain, Reinhard, StainNormaliser
+from idclab.config.build import build_classifier
+from idclab.models.stain import Macenko, NoStain, Reinhard, StainNormaliser
 
 BATCH, PATCHES, LOOP_PATCHES, REPEATS = 128, 2048, 256, 2
 METHODS = {"none": NoStain, "reinhard": Reinhard, "macenko": Macenko}

@@ -16,7 +16,7 @@ from benchdata import PROJECT, arguments, indexed
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from idclab.build import build_classifier
+from idclab.config.build import build_classifier
 from idclab.data.augment import basic
 from idclab.data.datamodule import PatchDataModule, PreparedData, channel_stats
 from idclab.data.split import stratified
