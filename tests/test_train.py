@@ -178,9 +178,9 @@ def test_external_split_trains_and_tests_on_the_second_site(make_cfg, data_dir):
 
 
 def test_the_recipe_is_the_configuration_its_studies_chose(make_cfg):
-    cfg = make_cfg("experiment=recipe")  # docs/threshold_rule_study.md: Youden's J, by cross-fitted validation BAC
+    cfg = make_cfg("experiment=recipe")  # Youden: docs/results/context_and_thresholds.md
     assert cfg.threshold.name == "youden" and cfg.context.name == "neighbours" and cfg.ensemble.members == 2
-    assert cfg.data.neighbourhood == 2  # docs/neighbourhood_rings2_confirm.md: the 5x5 view, confirmed in this setting
+    assert cfg.data.neighbourhood == 2  # docs/results/neighbourhood.md: the 5x5 view, confirmed in this setting
 
 
 @pytest.mark.slow
