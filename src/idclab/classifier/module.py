@@ -210,8 +210,20 @@ class IDCClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The trained parameters (frozen ones left out); a backbone with an encoder/head split (`encoder_parameters`)
+        trains its encoder at `encoder_lr_scale` times optim.lr."""
+        if not hasattr(self.model, "encoder_parameters"):
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        encoder = [p for p in self.model.encoder_parameters() if p.requires_grad]
+        known = {id(p) for p in encoder}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in known]
+        scaled = {"params": encoder, "lr": self.hparams.lr * self.model.encoder_lr_scale}
+        return [{"params": rest}, *([scaled] if encoder else [])]
+
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.lr,
+                                      weight_decay=self.hparams.weight_decay)
         optim = self.hparams.config.get("optim", {})
         if not scheduled(optim):
             return optimizer

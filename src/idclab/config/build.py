@@ -22,13 +22,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be loaded into the model its config describes."""
 
 
+START_SETTINGS = {"weights": None, "pretrained": False}  # where a model's weights start: a checkpoint's replace them
+
+
 def build_classifier(config: dict[str, Any], class_counts: list[int], mean: list[float], std: list[float],
                      threshold: float = 0.5, split_patients: dict[str, list[str]] | None = None,
-                     data_fingerprint: dict[str, Any] | None = None, **context: Any) -> IDCClassifier:
+                     data_fingerprint: dict[str, Any] | None = None, start: bool = True, **context: Any
+                     ) -> IDCClassifier:
     """The LightningModule for a resolved run config (a plain dict); model and loss come from the registry.
     `split_patients`, `data_fingerprint` (see `PreparedData.record`) and the tuned spatial `context`
-    (context_weight, context_radius, patch_threshold) are saved with it."""
-    model = registry.build("model", config["model"], in_channels=input_channels(views_of(config)))
+    (context_weight, context_radius, patch_threshold) are saved with it. `start=False` leaves out the model's
+    starting weights (`model.weights`, `model.pretrained`: nothing read or fetched) for weights loaded next."""
+    model_config = config["model"] if start else {**config["model"], **{
+        key: idle for key, idle in START_SETTINGS.items() if key in config["model"]}}
+    model = registry.build("model", model_config, in_channels=input_channels(views_of(config)))
     criterion = registry.build("loss", config["loss"], class_counts=class_counts)
     stain = registry.build("stain", registry.group_config(config, "stain"))  # its fitted target: in the state dict
     optim = config["optim"]
@@ -86,7 +93,7 @@ def classifier_from(checkpoint: dict[str, Any], path: Path) -> IDCClassifier:
         check_hparams(hparams)
         classifier = build_classifier(hparams["config"], hparams["class_counts"], hparams["mean"], hparams["std"],
                                       hparams.get("threshold", 0.5), hparams.get("split_patients"),
-                                      hparams.get("data_fingerprint"), **context_of(hparams))
+                                      hparams.get("data_fingerprint"), start=False, **context_of(hparams))
     except (registry.OptionError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} holds a config idclab cannot rebuild: {error}") from error
     state = checkpoint.get("state_dict")

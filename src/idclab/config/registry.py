@@ -8,11 +8,12 @@ with plain values. The same option names are the params and tags a run is logged
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from idclab.models import losses, stain
 from idclab.models.ann import ANN
 from idclab.models.cnn import CNN
 from idclab.models.idcnet import IDCNet
+from idclab.models.timm_backbone import TimmBackbone, architectures
 
 
 class OptionError(ValueError):
@@ -34,11 +36,14 @@ class Option:
 
     factory: Callable[..., Any]
     runtime: tuple[str, ...] = ()
+    family: Callable[[], Collection[str]] | None = None  # a family's names (timm's architectures): a config's `name`
+    # is one of them, passed on to the factory as `name`; the option's own key is not a name
 
 
 REGISTRY: dict[str, dict[str, Option]] = {
     "model": {"idcnet": Option(IDCNet, ("in_channels",)), "cnn": Option(CNN, ("in_channels",)),
-              "ann": Option(ANN, ("in_channels",))},
+              "ann": Option(ANN, ("in_channels",)),
+              "timm": Option(TimmBackbone, ("in_channels",), family=architectures)},
     "loss": {
         "bce": Option(losses.bce, ("class_counts",)),
         "weighted": Option(losses.weighted_bce, ("class_counts",)),
@@ -91,22 +96,40 @@ def resolve(group: str, config: Mapping[str, Any]) -> tuple[Option, dict[str, An
     if not isinstance(config, Mapping) or "name" not in config:
         raise OptionError(f"{group} must be a mapping with a `name` key, got {config!r}")
     name = config["name"]
-    options = REGISTRY[group]
-    if name not in options:
-        raise OptionError(f"{group}.name={name!r} is not an option; choose one of {', '.join(options)}")
-    option = options[name]
+    chosen = option_of(group, name)
+    option = REGISTRY[group][chosen]
     signature = inspect.signature(option.factory)
     hints = typing.get_type_hints(option.factory.__init__ if inspect.isclass(option.factory) else option.factory)
-    accepted = [p for p in signature.parameters if p not in option.runtime]
+    accepted = [p for p in signature.parameters if p not in option.runtime and p != "name"]
     kwargs = {key: value for key, value in config.items() if key != "name"}
     for key, value in kwargs.items():
         if key not in accepted:
-            raise OptionError(f"{group}.{key} is not a setting of {group}={name} "
+            raise OptionError(f"{group}.{key} is not a setting of {group}={chosen} "
                               f"(settings: {', '.join(accepted) or 'none'})")
         if not _matches(value, hints.get(key, Any)):
-            raise OptionError(f"{group}.{key}={value!r} has the wrong type for {group}={name} "
+            raise OptionError(f"{group}.{key}={value!r} has the wrong type for {group}={chosen} "
                               f"(expected {hints.get(key, 'a plain value')})")
-    return option, kwargs
+    return option, {"name": name, **kwargs} if option.family else kwargs
+
+
+def option_of(group: str, name: Any) -> str:
+    """The registered option a group's `name` chooses: itself, or the family that holds it (`timm` for
+    `resnet18`). OptionError listing the options and the closest names for any other."""
+    options = REGISTRY[group]
+    plain = [key for key, option in options.items() if option.family is None]
+    families = {key: option.family() for key, option in options.items() if option.family is not None}
+    if isinstance(name, str):
+        if name in plain:
+            return name
+        for key, names in families.items():
+            if name in names:
+                return key
+    close = difflib.get_close_matches(str(name), [*plain, *(n for names in families.values() for n in names)],
+                                      n=5, cutoff=0.5)
+    kinds = "".join(f" or one of {len(names)} {key} names ({group}={key} {group}.name=NAME)"
+                    for key, names in families.items())
+    raise OptionError(f"{group}.name={name!r} is not an option; choose one of {', '.join(plain)}{kinds}"
+                      + (f"; close names: {', '.join(close)}" if close else ""))
 
 
 def build(group: str, config: Mapping[str, Any], **runtime: Any) -> Any:
@@ -133,5 +156,12 @@ def group_config(config: Mapping[str, Any], group: str) -> Mapping[str, Any]:
 
 
 def option_names(config: Mapping[str, Any]) -> dict[str, str]:
-    """The option chosen in each named group: {"model": "idcnet", "loss": "focal", ...}."""
-    return {group: str(config[group]["name"]) for group in NAMED_GROUPS if group in config}
+    """The option chosen in each named group: {"model": "idcnet", "loss": "focal", ...}; for a family's member
+    also its name: {"model": "timm", "model.name": "resnet18"}."""
+    names = {}
+    for group in (group for group in NAMED_GROUPS if group in config):
+        name = str(config[group]["name"])
+        names[group] = option_of(group, name) if group in REGISTRY else name
+        if names[group] != name:
+            names[f"{group}.name"] = name
+    return names

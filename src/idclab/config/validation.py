@@ -7,13 +7,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from idclab.config import registry
 from idclab.data.layout import DataLayoutError, require_root
-from idclab.data.neighbourhood import MAX_RINGS, check_rings
+from idclab.data.neighbourhood import MAX_RINGS, check_rings, input_channels, views_of
 from idclab.data.split import SPLIT_METHODS
 from idclab.data.synthetic import SyntheticSpec
+from idclab.models.timm_backbone import FREEZE, PATCH_SIDE
 from idclab.scoring.context import MAX_RADIUS
 from idclab.scoring.thresholds import METHODS as THRESHOLD_METHODS
 
@@ -106,6 +108,15 @@ TRAIN_RULES: list[Rule] = [
     ("model.depth", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("model.widths", lambda v: OmegaConf.is_list(v) and len(v) >= 1 and all(_is_int(w) and w >= 1 for w in v),
      "a non-empty list of integers >= 1"),
+    ("model.freeze", lambda v: v in FREEZE, f"one of {', '.join(FREEZE)}"),
+    ("model.encoder_lr_scale", lambda v: _is_number(v) and v > 0, "a number > 0 (freeze the encoder with "
+     "model.freeze=encoder)"),
+    ("model.weights", lambda v: v is None or (isinstance(v, str) and v.endswith(".safetensors")),
+     "null or the path of a .safetensors file (pickled .pth/.ckpt/.bin files are refused: a weights file is data)"),
+    ("model.pretrained", lambda v: isinstance(v, bool), "true or false"),
+    ("model.img_size", lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    ("model.patch_size", lambda v: v is None or (_is_int(v) and 1 <= v <= PATCH_SIDE),
+     f"null or an integer from 1 to {PATCH_SIDE}"),
     ("stain.sample", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("stain.alpha", lambda v: _is_number(v) and 0 <= v < 50, "a percentile in [0, 50)"),
     ("stain.beta", lambda v: _is_number(v) and v > 0, "a number > 0"),
@@ -139,6 +150,8 @@ EVALUATE_RULES: list[Rule] = [
      f"a validation metric ({', '.join(prefix + '*' for prefix in VALIDATION_METRIC_PREFIXES)})"),
     ("select.mode", lambda v: v in ("min", "max"), "min or max"),
     ("split_from", lambda v: v in ("recorded", "fresh"), "recorded or fresh"),
+    ("export.weights", lambda v: v is None or (isinstance(v, str) and v.endswith(".safetensors")),
+     "null or the path of a .safetensors file to write"),
     LOADER_WORKERS_RULE,
     DECODE_WORKERS_RULE,
     ("report.bootstrap_resamples", lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
@@ -197,6 +210,7 @@ def check_saved_config(config: dict[str, Any]) -> None:
 def validate_train_config(cfg: DictConfig) -> None:
     """Raise ConfigError (or OptionError) for the first value that cannot work (before any data is read)."""
     _check(cfg, TRAIN_RULES)
+    check_fine_tuning(cfg)
     registry.check({group: OmegaConf.to_container(cfg[group], resolve=True) for group in registry.GROUPS
                     if group in cfg})
     check_recipe(cfg)
@@ -213,6 +227,38 @@ def validate_train_config(cfg: DictConfig) -> None:
         require_root(cfg.data.root)
     if cfg.split.get("root"):
         require_root(cfg.split.root)
+    check_family_model(cfg)
+
+
+FINE_TUNING = (("freeze", "none"), ("encoder_lr_scale", 1.0))  # settings of models with an encoder/head split
+
+
+def check_fine_tuning(cfg: DictConfig) -> None:
+    """A fine-tuning setting on a model without an encoder/head split (ann, cnn, idcnet) names the model."""
+    name = cfg.model.get("name")
+    factory = registry.REGISTRY["model"][registry.option_of("model", name)].factory
+    for key, idle in FINE_TUNING:
+        value = cfg.model.get(key, idle)
+        if value != idle and not hasattr(factory, "encoder_parameters"):
+            raise ConfigError(f"model.{key}={value} needs a model with an encoder/head split (model=timm): "
+                              f"model={name} has none")
+
+
+def check_family_model(cfg: DictConfig) -> None:
+    """Build a family's model (a timm architecture) as the run will, with its starting weights (a local file checked
+    key by key, or timm's download after the hub answers), and pass one 50x50 batch through it: what only building
+    shows fails here, before any run opens."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if registry.REGISTRY["model"][registry.option_of("model", config["model"]["name"])].family is None:
+        return
+    channels = input_channels(views_of(config))
+    try:
+        model = registry.build("model", config["model"], in_channels=channels).eval()
+        with torch.no_grad():
+            model(torch.zeros(1, channels, PATCH_SIDE, PATCH_SIDE))
+    except (ValueError, TypeError, RuntimeError, AssertionError) as error:
+        detail = " ".join(str(error).split())
+        raise ConfigError(f"model.name={config['model']['name']}: {detail[:400]}") from error
 
 
 def check_recipe(cfg: DictConfig) -> None:

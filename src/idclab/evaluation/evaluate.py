@@ -24,6 +24,8 @@ from idclab.evaluation.prediction import (
     write_heatmaps,
 )
 from idclab.evaluation.reporting import report_options, test_and_report
+from idclab.models.timm_backbone import TimmBackbone
+from idclab.models.weights import sha256_of
 from idclab.tracking.runs import (
     KIND_TAG,
     SOURCE_RUN_TAG,
@@ -69,6 +71,8 @@ def evaluate(cfg: DictConfig) -> dict:
                                     cfg.logger.artifact_location)
     classifier, source_run, source = select_model(cfg, client, out_dir)
     print(f"Model: {source} (threshold {classifier.threshold:.4f})")
+    if OmegaConf.select(cfg, "export.weights"):
+        return export_weights(classifier, cfg.export.weights, source)
     classifier.tta = bool(cfg.tta)
     if classifier.tta:
         require_validation_patients(classifier)
@@ -102,6 +106,22 @@ def evaluate(cfg: DictConfig) -> dict:
                                   **report_options(cfg.report))
         print(f"Evaluation run {run.run_id} logged; outputs in {out_dir}")
     return results
+
+
+def export_weights(classifier: IDCClassifier, path: str, source: str) -> dict[str, str]:
+    """Write the selected model's timm backbone to `path` (safetensors, timm's keys) for another run's
+    `model.weights`; ConfigError for a seed ensemble or a model that is not a timm backbone."""
+    if not isinstance(classifier.model, TimmBackbone):
+        members = classifier.hparams.get("members")
+        what = (f"a seed ensemble of {members} models (export one: ckpt_path=<its output>/member_K/checkpoints/"
+                "best.ckpt)" if members else f"model={classifier.hparams['config']['model']['name']}")
+        raise ConfigError(f"export.weights writes a timm backbone (model=timm) for model.weights; the selected model "
+                          f"is {what}")
+    written = classifier.model.export(path, source)
+    digest = sha256_of(written)
+    print(f"Exported the {classifier.model.name} backbone of {source} to {written} (sha256 {digest}); start a run "
+          f"from it with model=timm model.name={classifier.model.name} model.weights={written}")
+    return {"exported": str(written), "sha256": digest}
 
 
 def register(client: MlflowClient, cfg: DictConfig, source_run: Run | None) -> int | None:

@@ -11,6 +11,8 @@ from omegaconf import OmegaConf
 
 from idclab.config import registry
 from idclab.data.datamodule import PreparedData
+from idclab.models.timm_backbone import pretrained_source
+from idclab.models.weights import sha256_of
 from idclab.tracking.runs import KIND_TAG, TrackedRun, environment, flatten, git_state
 from idclab.tracking.sweep import read_parent
 
@@ -27,7 +29,7 @@ def hydra_context() -> dict[str, Any]:
 def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
     """Tags that let the MLflow UI filter and group runs: kind, overrides, sweep, git state."""
     tags = {KIND_TAG: "train", "overrides": " ".join(context["overrides"]) or "(defaults)",
-            "data_source": config["data"]["source"], **registry.option_names(config)}
+            "data_source": config["data"]["source"], **registry.option_names(config), **start_weights(config)}
     for override in context["overrides"]:
         key, _, value = override.partition("=")
         tags[f"override.{key.lstrip('+~')}"] = value
@@ -45,7 +47,7 @@ def sweep_parent(context: dict[str, Any]) -> str | None:
 def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> None:
     """Parameters (the flattened config and data counts), the datasets, the data summary, versions and config."""
     summary = data.summary()
-    run.log_params(option_params(config))
+    run.log_params(option_params(config) | start_weights(config))
     run.log_datasets({split: data.index.frame(rows) for split, rows in data.split.rows.items()},
                      source=summary["root"])
     run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
@@ -56,9 +58,21 @@ def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> N
 
 
 def option_params(config: dict[str, Any]) -> dict[str, str]:
-    """The flattened config as params, each option group under its own name (`loss` = "focal")."""
+    """The flattened config as params, each option group under its own name (`loss` = "focal"; a family's member
+    under the family's, its own in `.name`: `model` = "timm", `model.name` = "resnet18")."""
     params = flatten(config)
     for group in registry.NAMED_GROUPS:
-        if f"{group}.name" in params:
-            params[group] = params.pop(f"{group}.name")
-    return params
+        params.pop(f"{group}.name", None)
+    return params | registry.option_names(config)
+
+
+def start_weights(config: dict[str, Any]) -> dict[str, str]:
+    """The weights a run's model starts from, as params and tags: a local file's resolved path and SHA-256
+    (`model.weights`, `model.weights.sha256`), or timm's download (`model.pretrained_weights`)."""
+    model = config["model"]
+    if model.get("weights"):
+        path = Path(model["weights"]).expanduser().resolve()
+        return {"model.weights": str(path), "model.weights.sha256": sha256_of(path)}
+    if model.get("pretrained"):
+        return {"model.pretrained_weights": pretrained_source(model["name"])}
+    return {}

@@ -1,0 +1,151 @@
+"""Any timm (PyTorch Image Models) architecture as a backbone: the patch's channels in, one IDC logit out.
+
+`TimmBackbone("resnet18", in_channels=6)` builds timm's network with that many input channels and a one-logit
+classifier for 50x50 patches (an architecture with a fixed input size, such as a ViT, is built for 50x50; give it a
+`patch_size` that divides it). It starts from random weights, from a local safetensors file (`weights`, fitted by
+`idclab.models.weights.fitted_state`: keys checked, the head replaced unless it has this model's shapes, a 3-channel
+stem widened to 3k channels by repeating the RGB filters for each view and scaling them all by 1/k), or from timm's
+own download (`pretrained`, same stem rule; refused at once when huggingface.co cannot be reached).
+
+Fine-tuning: the encoder is everything but timm's classifier (`get_classifier()`); `freeze="encoder"` trains the
+head only (the encoder's batch norms keep their running statistics), and `encoder_lr_scale` is the encoder's
+learning rate relative to the head's, read by the LightningModule through `encoder_parameters()`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import get_pretrained_cfg
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from idclab.models.precision import in_float32
+from idclab.models.weights import WeightsError, fitted_state, read_weights, write_weights
+
+PATCH_SIDE = 50  # idclab.data.decode.PATCH_SIZE: the side of the patches every backbone sees
+FREEZE = ("none", "encoder")
+HUB = "https://huggingface.co"
+HUB_TIMEOUT = 5.0  # seconds to wait for the hub before model.pretrained=true gives up
+
+
+@functools.cache
+def architectures() -> tuple[str, ...]:
+    """Every architecture timm can build (`timm.list_models()`)."""
+    return tuple(timm.list_models())
+
+
+def close_names(name: str, count: int = 5) -> list[str]:
+    """The timm architectures whose names are closest to `name`."""
+    return difflib.get_close_matches(name, architectures(), n=count, cutoff=0.5)
+
+
+def fixed_input_size(name: str) -> bool:
+    """Whether the architecture is built for one input size (a ViT's position embeddings), per timm's config."""
+    cfg = get_pretrained_cfg(name)
+    return bool(cfg and cfg.fixed_input_size)
+
+
+def pretrained_source(name: str) -> str:
+    """Where timm's default pretrained weights of `name` come from (its hub id or URL)."""
+    cfg = get_pretrained_cfg(name)
+    return str(cfg and (cfg.hf_hub_id or cfg.url) or "none")
+
+
+def require_hub(timeout: float = HUB_TIMEOUT) -> None:
+    """WeightsError (one line) unless huggingface.co answers within `timeout` seconds (honouring proxy settings)."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(HUB, method="HEAD"), timeout=timeout).close()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise WeightsError(f"model.pretrained=true downloads timm's weights from huggingface.co, which this machine "
+                           f"cannot reach ({reason}): download them where you can and pass "
+                           "model.weights=PATH.safetensors") from error
+
+
+class TimmBackbone(nn.Module):
+    """timm's `name` with `in_channels` inputs and one logit; see the module docstring for the settings."""
+
+    def __init__(self, name: str, in_channels: int = 3, img_size: int | None = None, patch_size: int | None = None,
+                 dropout: float = 0.0, freeze: str = "none", encoder_lr_scale: float = 1.0,
+                 weights: str | None = None, pretrained: bool = False):
+        super().__init__()
+        if name not in architectures():
+            raise ValueError(f"{name!r} is not a timm architecture; close names: {', '.join(close_names(name))}")
+        if freeze not in FREEZE:
+            raise ValueError(f"model.freeze must be one of {', '.join(FREEZE)}, got {freeze!r}")
+        if weights and pretrained:
+            raise ValueError("model.weights and model.pretrained=true both name the starting weights: choose one")
+        extra = {key: value for key, value in (("img_size", img_size), ("patch_size", patch_size)) if value}
+        if fixed_input_size(name):
+            extra.setdefault("img_size", PATCH_SIDE)
+        if pretrained:
+            require_hub()
+        self.name, self.in_channels = name, in_channels
+        self.frozen, self.encoder_lr_scale = freeze == "encoder", encoder_lr_scale
+        try:
+            self.net = timm.create_model(name, pretrained=pretrained, num_classes=1, in_chans=in_channels,
+                                         drop_rate=dropout, **extra)
+        except TypeError as error:
+            raise ValueError(f"timm {name} does not take {' or '.join(f'model.{k}' for k in extra)}: {error}"
+                             ) from error
+        if weights:
+            self.load_weights(weights)
+        for parameter in self.encoder_parameters() if self.frozen else ():
+            parameter.requires_grad_(False)
+
+    def head_keys(self) -> set[str]:
+        """The state keys of timm's classifier (the head a pretrained file's is replaced by)."""
+        head = self.net.get_classifier()
+        prefix = next(name for name, module in self.net.named_modules() if module is head)
+        return {key for key in self.net.state_dict() if key.startswith(f"{prefix}.")}
+
+    def stem_keys(self) -> set[str]:
+        """The weight keys of the first convolution(s), per timm's config (widened for 6 or more channels)."""
+        first = self.net.pretrained_cfg.get("first_conv") or ()
+        return {f"{name}.weight" for name in ([first] if isinstance(first, str) else first)}
+
+    def load_weights(self, path: str) -> None:
+        """Start from a safetensors file of timm's keys (`fitted_state`); WeightsError naming the first mismatch."""
+        loaded = read_weights(path)
+        try:
+            state = fitted_state(self.net.state_dict(), loaded, self.head_keys(), self.stem_keys())
+        except WeightsError as error:
+            raise WeightsError(f"model.weights={path} does not fit timm {self.name} with {self.in_channels} input "
+                               f"channels: {error}") from error
+        self.net.load_state_dict(state, strict=False)
+
+    def export(self, path: str | Path, source: str) -> Path:
+        """Write timm's weights (timm's keys, this one-logit head included) as safetensors that `weights` starts
+        from, naming the architecture, channels and `source` in the file's metadata; the path written."""
+        return write_weights(self.net.state_dict(), path, {"timm_name": self.name, "in_channels": str(self.in_channels),
+                                                           "source": source})
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """The classifier's parameters."""
+        return self.net.get_classifier().parameters()
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter but the classifier's."""
+        head = {id(p) for p in self.head_parameters()}
+        return (p for p in self.net.parameters() if id(p) not in head)
+
+    def train(self, mode: bool = True) -> TimmBackbone:
+        """Train mode, except a frozen encoder's batch norms, which keep their running statistics."""
+        super().train(mode)
+        if self.frozen:
+            head = set(self.net.get_classifier().modules())
+            for module in self.net.modules():
+                if isinstance(module, _BatchNorm) and module not in head:
+                    module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return in_float32(self.net.forward_head, self.net.forward_features(x)).squeeze(1)

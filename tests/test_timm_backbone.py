@@ -1,0 +1,210 @@
+"""model=timm: any timm architecture as a backbone, started from local safetensors, frozen or fine-tuned, exported."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from idclab.config import registry
+from idclab.config.build import build_classifier, load_classifier
+from idclab.config.validation import ConfigError, validate_train_config
+from idclab.evaluation.evaluate import evaluate, export_weights
+from idclab.models.timm_backbone import TimmBackbone
+from idclab.models.weights import WeightsError, read_weights, sha256_of
+from idclab.tracking.inputs import option_params, run_tags, start_weights
+from idclab.training.pipeline import train
+
+PATCHES = torch.rand(4, 3, 50, 50)
+
+
+def timm_file(path: Path, name: str = "resnet18", **kwargs) -> Path:
+    """timm's own network (ImageNet's 1000 classes, 3 channels, random weights) saved as safetensors."""
+    save_file(timm.create_model(name, pretrained=False, **kwargs).state_dict(), str(path))
+    return path
+
+
+def test_a_cnn_and_a_vit_take_50x50_patches_with_three_or_six_channels():
+    for channels in (3, 6):
+        assert TimmBackbone("resnet18", in_channels=channels)(torch.rand(2, channels, 50, 50)).shape == (2,)
+    vit = TimmBackbone("vit_tiny_patch16_224", in_channels=6, patch_size=10)  # img_size 50: a fixed-size model
+    assert vit(torch.rand(2, 6, 50, 50)).shape == (2,) and vit.net.patch_embed.grid_size == (5, 5)
+
+
+def test_local_weights_start_the_encoder_replace_the_head_and_widen_the_stem(tmp_path: Path):
+    path = timm_file(tmp_path / "resnet18.safetensors")
+    saved = read_weights(path)
+    model = TimmBackbone("resnet18", in_channels=6, weights=str(path))
+    state = model.net.state_dict()
+    assert torch.equal(state["layer1.0.conv1.weight"], saved["layer1.0.conv1.weight"])
+    assert torch.equal(state["conv1.weight"], torch.cat([saved["conv1.weight"]] * 2, dim=1) / 2)
+    assert state["fc.weight"].shape == (1, 512)  # a fresh one-logit head, not ImageNet's
+    rgb = TimmBackbone("resnet18", weights=str(path)).eval()
+    model.eval()  # a view equal to its patch: the widened stem gives the RGB model's logit
+    assert torch.allclose(model.net.forward_features(torch.cat([PATCHES, PATCHES], dim=1)),
+                          rgb.net.forward_features(PATCHES), atol=1e-5)
+
+
+def test_weights_of_another_architecture_name_the_first_mismatched_key(tmp_path: Path):
+    path = timm_file(tmp_path / "resnet34.safetensors", "resnet34")
+    with pytest.raises(WeightsError, match=r"resnet34.safetensors does not fit timm resnet18 with 3 input channels: "
+                                           r"\d+ keys of the file not in the model \(first: layer1\.2\."):
+        TimmBackbone("resnet18", weights=str(path))
+
+
+def test_an_exported_backbone_starts_a_model_with_the_same_first_forward_pass(tmp_path: Path):
+    trained = TimmBackbone("resnet18", in_channels=6).eval()
+    with torch.no_grad():
+        trained.net.fc.bias.fill_(0.25)  # a head unlike a fresh one: it travels with the export
+    path = trained.export(tmp_path / "exported.safetensors", "run 1")
+    started = TimmBackbone("resnet18", in_channels=6, weights=str(path)).eval()
+    images = torch.rand(3, 6, 50, 50)
+    assert torch.equal(started(images), trained(images))
+
+
+def test_a_frozen_encoder_trains_its_head_only_and_keeps_its_batch_norm_statistics():
+    model = TimmBackbone("resnet18", freeze="encoder").train()
+    assert all(p.requires_grad for p in model.head_parameters())
+    assert not any(p.requires_grad for p in model.encoder_parameters())
+    assert not model.net.bn1.training and model.net.training
+    before = model.net.bn1.running_mean.clone()
+    model(torch.rand(4, 3, 50, 50))
+    assert torch.equal(model.net.bn1.running_mean, before)
+    assert TimmBackbone("resnet18").train().net.bn1.training
+
+
+def classifier_of(cfg, **kwargs):
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return build_classifier(config, [10, 5], [0.5] * 3, [0.2] * 3, **kwargs)
+
+
+def test_the_encoder_learns_at_its_scale_of_the_learning_rate_and_a_frozen_one_not_at_all(make_cfg):
+    classifier = classifier_of(make_cfg("model=timm", "model.encoder_lr_scale=0.1", "optim.lr=0.01"))
+    rest, encoder = classifier.configure_optimizers().param_groups
+    assert (rest["lr"], encoder["lr"]) == (0.01, pytest.approx(0.001))
+    assert {id(p) for p in rest["params"]} == {id(p) for p in classifier.model.head_parameters()}
+    frozen = classifier_of(make_cfg("model=timm", "model.freeze=encoder"))
+    (only,) = frozen.configure_optimizers().param_groups
+    assert {id(p) for p in only["params"]} == {id(p) for p in frozen.model.head_parameters()}
+    (plain,) = classifier_of(make_cfg()).configure_optimizers().param_groups  # idcnet: one group, as before
+    assert len(plain["params"]) == len(list(classifier_of(make_cfg()).parameters()))
+
+
+def test_an_unknown_name_suggests_close_ones():
+    with pytest.raises(registry.OptionError, match=r"model.name='resnt18' is not an option; choose one of idcnet, "
+                                                   r"cnn, ann or one of \d+ timm names .*close names: resnet18"):
+        registry.build("model", {"name": "resnt18"})
+
+
+def test_runs_are_tagged_with_the_option_and_the_timm_name(make_cfg):
+    config = OmegaConf.to_container(make_cfg("model=timm", "model.name=mobilenetv3_small_100"), resolve=True)
+    tags = run_tags(config, {"overrides": [], "sweep": None})
+    params = option_params(config)
+    for record in (tags, params):
+        assert (record["model"], record["model.name"]) == ("timm", "mobilenetv3_small_100")
+    idcnet = option_params(OmegaConf.to_container(make_cfg(), resolve=True))
+    assert idcnet["model"] == "idcnet" and "model.name" not in idcnet
+
+
+def test_the_starting_weights_are_recorded_by_path_and_digest(make_cfg, tmp_path: Path):
+    path = timm_file(tmp_path / "start.safetensors")
+    config = OmegaConf.to_container(make_cfg("model=timm", f"model.weights={path}"), resolve=True)
+    assert start_weights(config) == {"model.weights": str(path.resolve()), "model.weights.sha256": sha256_of(path)}
+    assert run_tags(config, {"overrides": [], "sweep": None})["model.weights.sha256"] == sha256_of(path)
+    pretrained = OmegaConf.to_container(make_cfg("model=timm", "model.pretrained=true"), resolve=True)
+    assert start_weights(pretrained) == {"model.pretrained_weights": "timm/resnet18.a1_in1k"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model=timm", "model.name=resnt18"], "close names: resnet18"),
+    (["model=timm", "model.weights=/x/resnet18.pth"], "model.weights must be null or the path of a .safetensors file "
+                                                      r"\(pickled .pth/.ckpt/.bin files are refused"),
+    (["+model.freeze=encoder"], "model.freeze=encoder needs a model with an encoder/head split "
+                                r"\(model=timm\): model=idcnet has none"),
+    (["model=cnn", "+model.encoder_lr_scale=0.1"], "model=cnn has none"),
+    (["model=timm", "model.img_size=50"], "model.name=resnet18: timm resnet18 does not take model.img_size"),
+    (["model=timm", "model.freeze=head"], "model.freeze must be one of none, encoder"),
+])
+def test_bad_timm_settings_are_refused_before_any_run(make_cfg, tmp_path: Path, overrides, message):
+    cfg = make_cfg(*overrides)
+    with pytest.raises((ConfigError, registry.OptionError), match=message):
+        train(cfg)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_weights_of_another_architecture_are_refused_before_any_run(make_cfg, tmp_path: Path):
+    path = timm_file(tmp_path / "vit.safetensors", "vit_tiny_patch16_224")
+    with pytest.raises(ConfigError, match=r"^model.name=resnet18: model.weights=.*vit.safetensors does not fit timm "
+                                          r"resnet18 with 6 input channels: \d+ of the model's keys missing from the "
+                                          r"file \(first: conv1.weight\)"):
+        train(make_cfg("model=timm", f"model.weights={path}", "data.neighbourhood=1"))
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_pretrained_without_the_hub_fails_at_once_in_one_line_before_any_run(make_cfg, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("timm was asked to download")
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    monkeypatch.setattr(timm, "create_model", no_download)
+    with pytest.raises(ConfigError, match=r"model.pretrained=true downloads timm's weights from huggingface.co, which "
+                                          r"this machine cannot reach \(no route to host\)") as error:
+        validate_train_config(make_cfg("model=timm", "model.pretrained=true"))
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError):
+        train(make_cfg("model=timm", "model.pretrained=true"))
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_checkpoint_is_rebuilt_without_reading_its_starting_weights(make_cfg, tmp_path: Path):
+    """The weights a run started from are replaced by its checkpoint's: the file may be gone, the hub unreachable."""
+    cfg = make_cfg("model=timm", f"model.weights={tmp_path / 'gone.safetensors'}", "model.pretrained=true")
+    classifier = classifier_of(cfg, start=False)
+    assert classifier.hparams["config"]["model"]["weights"].endswith("gone.safetensors")
+
+
+def test_export_refuses_a_model_without_a_timm_backbone(make_cfg, tmp_path: Path):
+    with pytest.raises(ConfigError, match="export.weights writes a timm backbone .*the selected model is model=idcnet"):
+        export_weights(classifier_of(make_cfg()), str(tmp_path / "x.safetensors"), "a.ckpt")
+    with pytest.raises(ConfigError, match="export.weights must be null or the path of a .safetensors file"):
+        evaluate(make_cfg("export.weights=x.pth", config_name="evaluate"))
+
+
+@pytest.mark.slow
+def test_a_timm_run_trains_evaluates_exports_and_starts_another_with_the_same_first_forward_pass(make_cfg, tmp_path):
+    first = make_cfg("model=timm", "model.name=resnet18", "trainer.max_epochs=1")
+    train(first)
+    client = MlflowClient(first.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert (run.data.params["model"], run.data.params["model.name"]) == ("timm", "resnet18")
+    assert (run.data.tags["model"], run.data.tags["model.name"]) == ("timm", "resnet18")
+    evaluated = evaluate(make_cfg(config_name="evaluate"))  # like any other run
+    assert 0 <= evaluated["test_auroc"] <= 1
+
+    path = tmp_path / "export" / "resnet18.safetensors"
+    exported = evaluate(make_cfg(f"export.weights={path}", config_name="evaluate"))
+    assert exported == {"exported": str(path), "sha256": sha256_of(path)}
+    trained = load_classifier(run.data.tags["best_checkpoint"])
+    second = make_cfg("model=timm", f"model.weights={path}", "trainer.max_epochs=1",
+                      f"paths.output_dir={tmp_path / 'second'}")
+    started = classifier_of(second).eval()  # as the second run builds it
+    images = torch.randint(0, 256, (4, 3, 50, 50), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(started.model(trained.standardised(images)), trained.model(trained.standardised(images)))
+    train(second)
+    latest = client.search_runs([client.get_experiment_by_name("idc").experiment_id], order_by=["start_time DESC"])[0]
+    assert latest.info.run_id != run.info.run_id and latest.info.status == "FINISHED"
+    assert latest.data.tags["model.weights.sha256"] == sha256_of(path)
+    assert latest.data.params["model.weights"] == str(path)
