@@ -198,7 +198,7 @@ def test_idcnet_widths_depth_and_residual_change_the_model():
     assert not torch.allclose(plain.eval()(x), residual.eval()(x))
 
 
-@pytest.mark.parametrize("name", ["idcnet", "cnn", "ann"])
+@pytest.mark.parametrize("name", ["idcnet", "cnn", "ann", "janowczyk", "resnet18"])
 def test_logits_stay_float32_under_bf16_autocast(name):
     """bf16 logits keep about 3 significant digits: thresholds tuned on their probabilities would tie patches."""
     torch.manual_seed(0)

@@ -38,6 +38,14 @@ def test_a_cnn_and_a_vit_take_50x50_patches_with_three_or_six_channels():
     assert vit(torch.rand(2, 6, 50, 50)).shape == (2,) and vit.net.patch_embed.grid_size == (5, 5)
 
 
+def test_the_janowczyk_network_has_its_layout_on_50x50_patches():
+    model = registry.build("model", {"name": "janowczyk"}, in_channels=3)
+    # 5x5 convs 3->32->32->64 (weights + biases), pools 50 -> 25 -> 12 -> 6, dense 64*6*6 -> 64 -> 1
+    assert sum(p.numel() for p in model.parameters()) == (75 * 32 + 32) + (800 * 32 + 32) + (800 * 64 + 64) + (
+        2304 * 64 + 64) + (64 + 1)
+    assert model(torch.rand(2, 3, 50, 50)).shape == (2,)
+
+
 def test_local_weights_start_the_encoder_replace_the_head_and_widen_the_stem(tmp_path: Path):
     path = timm_file(tmp_path / "resnet18.safetensors")
     saved = read_weights(path)

@@ -23,6 +23,7 @@ from idclab.models import losses, stain
 from idclab.models.ann import ANN
 from idclab.models.cnn import CNN
 from idclab.models.idcnet import IDCNet
+from idclab.models.janowczyk import Janowczyk
 from idclab.models.timm_backbone import TimmBackbone, architectures
 
 
@@ -42,7 +43,7 @@ class Option:
 
 REGISTRY: dict[str, dict[str, Option]] = {
     "model": {"idcnet": Option(IDCNet, ("in_channels",)), "cnn": Option(CNN, ("in_channels",)),
-              "ann": Option(ANN, ("in_channels",)),
+              "ann": Option(ANN, ("in_channels",)), "janowczyk": Option(Janowczyk, ("in_channels",)),
               "timm": Option(TimmBackbone, ("in_channels",), family=architectures)},
     "loss": {
         "bce": Option(losses.bce, ("class_counts",)),
