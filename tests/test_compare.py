@@ -15,11 +15,13 @@ from PIL import Image
 
 from idclab.tracking.compare import (
     CompareError,
+    answer,
     axis_limits,
     check_metric,
     main,
     markdown,
     project_tracking_uri,
+    summarise,
     summarise_sweep,
 )
 from idclab.tracking.runs import KIND_TAG, PARENT_TAG
@@ -171,3 +173,40 @@ def test_a_missing_store_or_experiment_is_one_line_and_creates_nothing(store, tm
         assert line.startswith(message)
     assert "(experiments: Default, idc)" in line and store["client"].get_experiment_by_name("nope") is None
     assert list(tmp_path.iterdir()) == []
+
+
+def runs_frame(rows: list[tuple[str, int, float]], key: str = "loss") -> pd.DataFrame:
+    """MLflow's DataFrame of finished runs: (option, seed, best_val_auprc) each."""
+    return pd.DataFrame({f"params.{key}": [r[0] for r in rows], "params.seed": [str(r[1]) for r in rows],
+                         "metrics.best_val_auprc": [r[2] for r in rows], "run_id": [f"r{i}" for i in range(len(rows))]})
+
+
+def test_a_sweep_answer_ranks_names_the_winner_and_says_one_seed_establishes_nothing():
+    text = answer(summarise(runs_frame([("focal", 1, 0.9008), ("weighted", 1, 0.9000)])))
+    assert text.splitlines()[:3] == ["Ranking by best_val_auprc (validation):", "  1. loss=focal: 0.901 ± n/a (1 run)",
+                                     "  2. loss=weighted: 0.900 ± n/a (1 run)"]
+    assert "Winner: loss=focal, ahead of loss=weighted by 0.0008." in text
+    assert "Not established: one run per option" in text and "seed=1,2,3" in text and "study=NAME" in text
+
+
+@pytest.mark.parametrize(("focal", "verdict"), [((0.90, 0.92), "Not separated: the gap (0.0100) is within the seeds' "
+                                                 "spread (std up to 0.0141 over 2+ seeds)"),
+                                                ((0.95, 0.96), "A lead, not a test: the gap (0.0550) exceeds")])
+def test_with_seeds_the_gap_is_weighed_against_their_spread(focal, verdict):
+    table = summarise(runs_frame([("focal", 1, focal[0]), ("focal", 2, focal[1]), ("bce", 1, 0.90),
+                                  ("bce", 2, 0.90)]))
+    assert verdict in answer(table) and answer(table) in markdown(table)
+
+
+def test_a_single_configuration_has_nothing_to_rank():
+    assert answer(summarise(runs_frame([("bce", 1, 0.9), ("bce", 2, 0.8)]))).endswith("One configuration: nothing "
+                                                                                      "to rank.")
+
+
+def test_a_studys_runs_are_grouped_by_strategy_and_its_verdict_decides():
+    runs = runs_frame([("focal", 1, 0.9), ("focal", 2, 0.91), ("bce", 1, 0.8)], key="study.strategy")
+    runs["params.loss"] = runs["params.study.strategy"]
+    table = summarise(runs)
+    assert list(table.columns[:3]) == ["study.strategy", "runs", "seeds"]
+    assert answer(table).endswith("A study: its verdict (paired by seed, with a patient-bootstrap interval, by the "
+                                  "rule fixed before its runs) decides, not this ranking.")

@@ -36,11 +36,12 @@ class Rule:
 
     def words(self, metric: str) -> str:
         """The rule in one sentence."""
+        below = f"-{self.margin:g}" if self.margin else "0"
         return (f"`better` when every seed's gain in {metric} exceeds {self.margin:g} and the {self.confidence:.0%} "
                 f"paired patient-bootstrap interval of the mean gain ({self.resamples} draws of the validation "
-                f"patients) lies above 0; `worse` when every gain is below {-self.margin:g} and the interval lies "
-                "below 0; otherwise `not separated` (`incomplete`: a seed of the strategy or the baseline has no "
-                "finished run).")
+                f"patients) lies above 0; `worse` when every gain is below {below} and the interval lies below 0; "
+                "otherwise `not separated` (`incomplete`: a seed of the strategy or the baseline has no finished "
+                "run).")
 
 
 class RankedScores(RankedPatches):

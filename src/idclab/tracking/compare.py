@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -30,7 +31,9 @@ TEST_METRICS = ("test_f1", "test_balanced_accuracy", "test_auroc", "test_auprc",
                 "test_specificity")
 PLOTTED_TEST_METRICS = ("test_auprc", "test_f1", "test_balanced_accuracy")
 RUN_SPECIFIC = ("paths.", "logger.", "data.count.", "data.cache_key", "data.cache_dir", "data.generated_dir",
-                "data.num_workers", "data.decode_workers", "trainer.enable_progress_bar", "resume")
+                "data.num_workers", "data.decode_workers", "trainer.enable_progress_bar", "resume", "study.only")
+STRATEGY_PARAM = "study.strategy"  # a study's runs: the strategy names the group (its overrides are in the study)
+VERDICT_FILE = "study/verdict.md"  # on a study's parent run (idclab.tracking.study)
 MIN_SPAN = 0.1  # the comparison figure's axes span at least this much of a [0, 1] score...
 STDS_PER_SPAN = 6  # ...and at least this many typical seed standard deviations
 
@@ -76,10 +79,13 @@ def implied_by_option(params: pd.DataFrame, key: str, differing: list[str]) -> b
 
 
 def varying_params(runs: pd.DataFrame) -> list[str]:
-    """The params that tell the runs apart: those that differ, seeds, run-specific and implied keys aside."""
+    """The params that tell the runs apart: those that differ, seeds, run-specific and implied keys aside (a
+    study's runs: their strategy)."""
     params = params_of(runs)
     differing = [key for key in params.columns
                  if params[key].nunique(dropna=False) > 1 and not is_seed(key) and not key.startswith(RUN_SPECIFIC)]
+    if STRATEGY_PARAM in params and params[STRATEGY_PARAM].notna().all():  # a study's runs
+        return [STRATEGY_PARAM]
     return [key for key in differing if not implied_by_option(params, key, differing)]
 
 
@@ -153,7 +159,48 @@ def markdown(table: pd.DataFrame) -> str:
         shown[name] = [mean_std(m, s) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"], strict=True)]
     caption = (f"Mean ± std over seeds (n/a: a single run), ranked by {metrics[0]} (validation); "
                "test metrics are reported, never used to rank.")
-    return f"{caption}\n\n{shown.to_markdown(index=False)}\n"
+    return f"{caption}\n\n{shown.to_markdown(index=False)}\n\n{answer(table)}\n"
+
+
+ESTABLISH = ("repeat each option over seeds (e.g. seed=1,2,3 in the sweep), cross-validate (cv.folds=5), or declare "
+             "a study (conf/study/, python train.py -m study=NAME: a rule fixed before its runs, a patient bootstrap)")
+
+
+def noise_words(table: pd.DataFrame) -> str:
+    """Whether the gap between the first two groups stands out from seed noise, in words: with one run in either
+    group it cannot tell, and says how to find out; with several it compares the gap with the larger seed std."""
+    metric = statistic_columns(table)[0]
+    gap = abs(table[f"{metric}_mean"].iloc[0] - table[f"{metric}_mean"].iloc[1])
+    if table["runs"].iloc[:2].min() < 2:
+        return (f"Not established: one run per option, so a gap of {gap:.4f} may be seed noise alone. "
+                f"To establish it, {ESTABLISH}.")
+    spread = float(table[f"{metric}_std"].iloc[:2].max())
+    seeds = int(table["runs"].iloc[:2].min())
+    if gap <= spread:
+        return (f"Not separated: the gap ({gap:.4f}) is within the seeds' spread (std up to {spread:.4f} over "
+                f"{seeds}+ seeds). More seeds or a study could separate them.")
+    return (f"A lead, not a test: the gap ({gap:.4f}) exceeds the seeds' spread (std up to {spread:.4f} over "
+            f"{seeds}+ seeds), but the options were compared after the fact. To confirm it, declare a study "
+            "(conf/study/, python train.py -m study=NAME).")
+
+
+def answer(table: pd.DataFrame) -> str:
+    """The sweep's answer in words: the ranking by the validation metric, the winner and its margin, and whether
+    that margin stands out from seed noise (`noise_words`)."""
+    metric = statistic_columns(table)[0]
+    labels = group_labels(table)
+    lines = [f"Ranking by {metric} (validation):"]
+    for rank, (label, (_, row)) in enumerate(zip(labels, table.iterrows(), strict=True), start=1):
+        runs = f"{row['runs']} run{'s' if row['runs'] > 1 else ''}"
+        lines.append(f"  {rank}. {label}: {mean_std(row[f'{metric}_mean'], row[f'{metric}_std'])} ({runs})")
+    if len(table) < 2:
+        return "\n".join([*lines, "One configuration: nothing to rank."])
+    gap = abs(table[f"{metric}_mean"].iloc[0] - table[f"{metric}_mean"].iloc[1])
+    lines.append(f"Winner: {labels[0]}, ahead of {labels[1]} by {gap:.4f}.")
+    if STRATEGY_PARAM in table.columns:  # a study's runs
+        return "\n".join([*lines, "A study: its verdict (paired by seed, with a patient-bootstrap interval, by the "
+                                   "rule fixed before its runs) decides, not this ranking."])
+    return "\n".join([*lines, noise_words(table)])
 
 
 def axis_limits(means: pd.Series, stds: pd.Series) -> tuple[float, float]:
@@ -234,21 +281,48 @@ def find_sweep(client: MlflowClient, experiment_id: str, sweep: str | None) -> s
     return sweep
 
 
+class Comparison(NamedTuple):
+    """What `idclab-compare` shows: the table, its figure, the best run and, for a study, its verdict (markdown)."""
+
+    table: pd.DataFrame
+    figure: Figure
+    best: BestRun
+    verdict: str | None = None
+
+
+def study_verdict(client: MlflowClient, parent: str) -> tuple[str | None, str | None]:
+    """A study's decision metric and its verdict (`study/verdict.md` on the parent run; None before the first
+    verdict), or (None, None) for a sweep that is not a study."""
+    params = client.get_run(parent).data.params
+    if "study.metric" not in params:
+        return None, None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            text = Path(client.download_artifacts(parent, VERDICT_FILE, folder)).read_text()
+        except Exception:  # the study has not finished a verdict yet
+            text = f"Study {params.get('study.name')}: no verdict yet (rerun the study to finish it)."
+    return params["study.metric"], text
+
+
 def compare(tracking_uri: str, experiment: str, sweep: str | None = None, every_run: bool = False,
-            metric: str = DEFAULT_METRIC, mode: str = "max", pool: bool = False
-            ) -> tuple[pd.DataFrame, Figure, BestRun]:
-    """Compare a sweep's finished training runs (default: the latest sweep), or with `every_run` all of them."""
+            metric: str | None = None, mode: str = "max", pool: bool = False) -> Comparison:
+    """Compare a sweep's finished training runs (default: the latest sweep), or with `every_run` all of them; a
+    study's runs are ranked by its decision metric unless `metric` is given, and its verdict comes along."""
     client, experiment_id = open_experiment(tracking_uri, experiment)
     if every_run:
-        return summarise_runs(training_runs(client, experiment_id), experiment, metric, mode, pool)
+        return Comparison(*summarise_runs(training_runs(client, experiment_id), experiment,
+                                          metric or DEFAULT_METRIC, mode, pool))
     parent = find_sweep(client, experiment_id, sweep)
+    study_metric, verdict = study_verdict(client, parent)
     runs = training_runs(client, experiment_id, parent)
-    return summarise_runs(runs, f"{experiment}, sweep {parent}", metric, mode, pool)
+    return Comparison(*summarise_runs(runs, f"{experiment}, sweep {parent}", metric or study_metric or DEFAULT_METRIC,
+                                      mode, pool), verdict)
 
 
-def write(table: pd.DataFrame, figure: Figure, out_dir: Path) -> None:
-    """comparison.md, comparison.csv (means and stds as numbers) and comparison.png in `out_dir`."""
-    write_text(out_dir / "comparison.md", markdown(table))
+def write(table: pd.DataFrame, figure: Figure, out_dir: Path, verdict: str | None = None) -> None:
+    """comparison.md (with a study's verdict after the table), comparison.csv (means and stds as numbers) and
+    comparison.png in `out_dir`."""
+    write_text(out_dir / "comparison.md", markdown(table) + (f"\n{verdict}" if verdict else ""))
     with whole_file(out_dir / "comparison.csv") as partial:
         table.to_csv(partial, index=False)
     save_figure(figure, out_dir / "comparison.png")
@@ -262,8 +336,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="default: $MLFLOW_TRACKING_URI, else the project's sqlite:///<project>/mlflow.db")
     parser.add_argument("--sweep", default=None, help="a sweep's output folder or parent run id (default: the latest)")
     parser.add_argument("--all", action="store_true", help="every finished training run of the experiment")
-    parser.add_argument("--metric", default=DEFAULT_METRIC,
-                        help=f"the validation metric ranking the groups (default: {DEFAULT_METRIC})")
+    parser.add_argument("--metric", default=None,
+                        help=f"the validation metric ranking the groups (default: {DEFAULT_METRIC}; for a study, "
+                             "its decision metric)")
     parser.add_argument("--mode", choices=("max", "min"), default="max", help="max (default) or min is best")
     parser.add_argument("--pool", action="store_true",
                         help="one group of all runs; refused if they differ in more than the seed")
@@ -275,14 +350,16 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: idclab-compare [--experiment NAME] [--sweep DIR|RUN_ID | --all] [--metric M] [--pool]."""
     args = parse_args(argv)
     try:
-        table, figure, best = compare(args.tracking_uri or project_tracking_uri(), args.experiment, args.sweep,
-                                      args.all, args.metric, args.mode, args.pool)
+        table, figure, best, verdict = compare(args.tracking_uri or project_tracking_uri(), args.experiment,
+                                               args.sweep, args.all, args.metric, args.mode, args.pool)
     except (LookupError, CompareError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
-    write(table, figure, args.out)
+    write(table, figure, args.out, verdict)
     print(markdown(table))
-    print(f"best run: {best.run_name} ({best.run_id}), {args.metric} {best.score:.4f}")
+    print(f"best run: {best.run_name} ({best.run_id}), {statistic_columns(table)[0]} {best.score:.4f}")
+    if verdict:
+        print(verdict)
     print(f"Wrote {args.out / 'comparison.md'}, comparison.csv and comparison.png")
 
 

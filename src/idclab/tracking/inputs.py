@@ -16,6 +16,9 @@ from idclab.models.weights import sha256_of
 from idclab.tracking.runs import KIND_TAG, TrackedRun, environment, flatten, git_state
 from idclab.tracking.sweep import read_parent
 
+STUDY_TAG, STRATEGY_TAG = "idclab.study", "idclab.strategy"  # a study's job: its study and strategy
+VAL_PREDICTIONS = "val/predictions.csv"  # the chosen model's validation predictions (a study's verdict reads them)
+
 
 def hydra_context() -> dict[str, Any]:
     """The command-line overrides and, in a multirun, the sweep folder (empty outside Hydra)."""
@@ -35,6 +38,9 @@ def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
         tags[f"override.{key.lstrip('+~')}"] = value
     if context["sweep"]:
         tags["sweep"] = context["sweep"]
+    study = config.get("study") or {}
+    if study.get("strategy"):
+        tags |= {STUDY_TAG: str(study["name"]), STRATEGY_TAG: str(study["strategy"])}
     tags.update(git_state(Path(__file__).parent))  # the commit of the code that ran
     return tags
 

@@ -4,7 +4,9 @@
 the parent run and writes its id to `<sweep dir>/sweep_parent.json`; every job (in this process, in
 joblib workers or on SLURM nodes sharing the sweep folder) reads that file and becomes a child. At the
 end (or at exit, if the sweep stopped early) the parent gets the comparison of its children, the best
-child chosen on validation, the counts of finished and failed children, and its final status.
+child chosen on validation, the answer in words (ranking, winner, whether the margin stands out from seed noise)
+as its description, the counts of finished and failed children, and its final status. A study
+(`idclab.tracking.study`) opens its parent through the same class after checking the study, and adds its verdict.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import atexit
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from idclab.tracking.runs import KIND_TAG, TrackedRun, connect, sweep_children
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "sweep_parent.json"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 
 
 def read_parent(sweep_dir: str | Path | None) -> str | None:
@@ -45,70 +49,111 @@ def sweep_name(config: DictConfig) -> str:
     return "sweep " + (" ".join(swept) or "(defaults)")
 
 
+def is_study(config: DictConfig) -> bool:
+    """Whether the multirun is a declared study (`study=NAME`), whose sweeper opens the parent run itself."""
+    return OmegaConf.select(config, "study.name", default=None) is not None
+
+
+def summary_failed(run: TrackedRun, error: Exception) -> None:
+    """A part of the sweep's summary failed: warn and tag the parent (the rest goes on)."""
+    log.warning("could not summarise the sweep: %s", error)
+    run.set_tags({"summary_error": str(error)[:5000]})
+
+
 class SweepParentRun(Callback):
-    """Opens the sweep's parent MLflow run and closes it with the sweep's summary."""
+    """Opens the sweep's parent MLflow run and closes it with the sweep's summary; `summaries` (functions of the
+    parent run returning text to print) add to that summary (a study's verdict)."""
 
     def __init__(self, monitor: str = "best_val_auprc", mode: str = "max") -> None:
         self.monitor = monitor
         self.mode = mode
         self.run: TrackedRun | None = None
+        self.summaries: list[Callable[[TrackedRun], str]] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it per job only; `${hydra:...}` resolves through it
+        if is_study(config):  # the study sweeper checks the study before it opens (or reopens) the parent
+            return
+        params = {"sweep.overrides": " ".join(config.hydra.overrides.task),
+                  "sweep.launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
+                  "sweep.sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1]}
+        self.start(config, sweep_name(config), {}, params)
+
+    def start(self, config: DictConfig, name: str, tags: dict[str, str], params: dict[str, str],
+              reopen: str | None = None) -> TrackedRun:
+        """Open the parent run (or with `reopen`, continue that run: its params stay as first logged) and record
+        its id in the sweep folder for the jobs."""
         sweep_dir = Path(config.hydra.sweep.dir)
         client, experiment_id = connect(config.logger.tracking_uri, config.logger.experiment_name,
                                         config.logger.artifact_location)
-        name = sweep_name(config)
-        tags = {KIND_TAG: "sweep", "sweep": str(sweep_dir.resolve()), "overrides": name.removeprefix("sweep ")}
-        self.run = run = TrackedRun(client, experiment_id, name, tags, system_metrics=None).__enter__()
+        tags = {KIND_TAG: "sweep", "sweep": str(sweep_dir.resolve()), "overrides": name.removeprefix("sweep ")} | tags
+        self.run = run = TrackedRun(client, experiment_id, name, tags, resume_run_id=reopen,
+                                    system_metrics=None).__enter__()
         try:  # the parent is RUNNING from here: a failure before the jobs start ends it FAILED
-            run.log_params({"sweep.overrides": " ".join(config.hydra.overrides.task),
-                            "sweep.launcher": config.hydra.launcher._target_.rsplit(".", 1)[-1],
-                            "sweep.sweeper": config.hydra.sweeper._target_.rsplit(".", 1)[-1]})
-            params = config.hydra.sweeper.get("params")
-            if params:
-                run.log_json(OmegaConf.to_container(params), "sweep/params.json")
+            if reopen is None:
+                run.log_params(params)
+                sweep_params = config.hydra.sweeper.get("params")
+                if sweep_params:
+                    run.log_json(OmegaConf.to_container(sweep_params), "sweep/params.json")
             write_json(sweep_dir / PARENT_FILE, {"run_id": run.run_id})
         except BaseException:
             self.run = None
             run.__exit__(*sys.exc_info())
             raise
         atexit.register(self.finish, ended=False)
-        print(f"Sweep parent MLflow run {run.run_id} ({name})")
+        print(f"Sweep parent MLflow run {run.run_id} ({name}){' reopened' if reopen else ''}")
+        return run
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.finish(ended=True)
 
-    def finish(self, ended: bool) -> None:
-        """Log the summary and close the parent: FINISHED if every child finished, FAILED if one failed,
-        KILLED if the sweep stopped before its end without a failed child."""
+    def finish(self, ended: bool, failed: bool | None = None) -> None:
+        """Log the summary and close the parent: FAILED if a child failed (or `failed`, when the caller knows which
+        children count), FINISHED if the sweep ended, KILLED if it stopped before its end."""
         if self.run is None:
             return
         run, self.run = self.run, None
         counts: dict[str, int] | None = None
+        printed = []
         try:  # the summary must never leave the parent RUNNING
-            children = sweep_children(run.client, run.experiment_id, run.run_id)
-            counts = children["status"].value_counts().to_dict() if len(children) else {}
-            run.log_metrics({f"children_{status.lower()}": float(n) for status, n in counts.items()}
-                            | {"children": float(len(children))})
-            self._log_comparison(run)
+            counts = self._count_children(run)
         except Exception as error:
-            log.warning("could not summarise the sweep: %s", error)
-            run.set_tags({"summary_error": str(error)[:5000]})
+            summary_failed(run, error)
+        for summary in (self._log_comparison, *self.summaries):
+            try:
+                printed.append(summary(run))
+            except Exception as error:
+                summary_failed(run, error)
         if counts is None:  # the children could not be read: FINISHED would claim what is not known
             counts, status = {}, "FAILED"
         else:
-            status = "FAILED" if counts.get("FAILED") else "FINISHED" if ended else "KILLED"
+            failed = bool(counts.get("FAILED")) if failed is None else failed
+            status = "FAILED" if failed else "FINISHED" if ended else "KILLED"
         run.close(status)
-        print(f"Sweep {run.run_name}: {counts.get('FINISHED', 0)} finished, {counts.get('FAILED', 0)} failed "
-              f"of {sum(counts.values())}; parent run {run.run_id} {status}")
+        if printed:  # a study's verdict, else the sweep's ranking and noise verdict
+            print(printed[-1])
+        print(f"Sweep {run.run_name.removeprefix('sweep ')}: {counts.get('FINISHED', 0)} finished, "
+              f"{counts.get('FAILED', 0)} failed of {sum(counts.values())}; parent run {run.run_id} {status}")
 
-    def _log_comparison(self, run: TrackedRun) -> None:
-        from idclab.tracking.compare import markdown, summarise_sweep
+    @staticmethod
+    def _count_children(run: TrackedRun) -> dict[str, int]:
+        """The children's counts by status, logged as the parent's metrics."""
+        children = sweep_children(run.client, run.experiment_id, run.run_id)
+        counts = children["status"].value_counts().to_dict() if len(children) else {}
+        run.log_metrics({f"children_{status.lower()}": float(n) for status, n in counts.items()}
+                        | {"children": float(len(children))})
+        return counts
+
+    def _log_comparison(self, run: TrackedRun) -> str:
+        """The comparison of the finished children as the parent's artifacts, best-child tags and description;
+        returns the answer in words (ranking, winner, noise)."""
+        from idclab.tracking.compare import answer, markdown, summarise_sweep
 
         table, figure, best = summarise_sweep(run.client, run.experiment_id, run.run_id, self.monitor, self.mode)
         run.log_text(markdown(table), "comparison/comparison.md")
         run.log_text(table.to_csv(index=False), "comparison/comparison.csv")
         run.log_figure(figure, "comparison/comparison.png")
-        run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name})
+        words = answer(table)
+        run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name, NOTE_TAG: words})
         run.log_metrics({self.monitor: best.score})
+        return words

@@ -29,9 +29,11 @@ from idclab.evaluation.calibrate import (
     context_record,
     one_device_trainer,
 )
-from idclab.evaluation.reporting import report_options, test_and_report
+from idclab.evaluation.oof import patch_frame
+from idclab.evaluation.reporting import report_options, test_and_report, threshold_free
 from idclab.fileutil import write_json
 from idclab.models.stain import fit_stain
+from idclab.tracking.inputs import VAL_PREDICTIONS
 from idclab.tracking.runs import CHECKPOINT_TAG, TrackedRun, log_model
 from idclab.training.resume import LAST_CHECKPOINT, written_since_start
 from idclab.training.trainer import make_trainer, single_process
@@ -170,7 +172,11 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     classifier, trainer = fitted.classifier, fitted.trainer
     threshold, val_rows, val_probs, val_patch_probs = choose_threshold(
         trainer, classifier, fitted.datamodule, fitted.best_path, cfg.threshold, context_config(cfg))
-    run.log_metrics({"threshold": threshold} | context_metrics(classifier, context_config(cfg)))
+    validation = patch_frame(data, 0, val_rows, val_probs, val_patch_probs).drop(columns="fold")
+    run.log_text(validation.to_csv(index=False), VAL_PREDICTIONS)  # what a study's verdict is recomputed from
+    model_scores = threshold_free(validation["target"].to_numpy(), val_patch_probs)  # the patches alone
+    run.log_metrics({"threshold": threshold} | context_metrics(classifier, context_config(cfg))
+                    | {f"val_model_{name}": value for name, value in model_scores.items()})
     best_path = save_operating_point(fitted, threshold, cfg.threshold.name, out_dir, data)
     if best_path:
         run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
