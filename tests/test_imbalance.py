@@ -121,11 +121,3 @@ def test_tta_averages_the_eight_symmetries(make_cfg):
     assert torch.allclose(averaged, expected) and not torch.allclose(averaged, plain)
     rotated = classifier.probabilities(torch.rot90(images, 1, dims=(-2, -1)))
     assert torch.allclose(rotated, averaged, atol=1e-6)  # invariant to the symmetries it averages over
-
-
-def test_experiments_compose(make_cfg):
-    study = make_cfg("experiment=imbalance_study")
-    assert study.logger.experiment_name == "imbalance_study" and study.allow_double_correction is True
-    assert study.model.name == "idcnet"
-    replication = make_cfg("experiment=seed_replication")
-    assert replication.threshold.name == "fixed" and replication.loss.name == "bce"

@@ -12,6 +12,7 @@ from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_config_search_path
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import HydraContext, RunMode
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +22,7 @@ from idclab.scoring.verdict import Rule
 from idclab.tracking.compare import main as compare
 from idclab.tracking.inputs import STRATEGY_TAG, STUDY_TAG
 from idclab.tracking.runs import KIND_TAG, PARENT_TAG
-from idclab.tracking.study import Study, StudyError, check_arguments, read_study
+from idclab.tracking.study import Study, StudyError, StudySweeper, check_arguments, read_study
 from idclab.tracking.sweep import read_parent
 
 SMOKE = OmegaConf.to_container(OmegaConf.load(CONF / "study" / "smoke.yaml"))["study"]
@@ -187,3 +188,24 @@ def test_a_study_runs_its_jobs_skips_finished_pairs_and_logs_its_verdict(root, c
     assert capsys.readouterr().err.strip() == (
         f"error: study.rule.margin: the rule is fixed once a study has runs (parent run {parent.info.run_id}: "
         "'0.0', now '0.01'); give the changed study a new study.name")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(path.stem for path in (CONF / "study").glob("*.yaml")))
+def test_every_study_in_conf_checks_out(name, tmp_path):
+    """Every strategy of every declared study composes and validates (on the synthetic default, which needs no data
+    root), and no two compose alike."""
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(str(CONF)))
+    try:
+        config = hydra.compose_config("train", [f"study={name}", f"paths.root={tmp_path}"], run_mode=RunMode.MULTIRUN)
+        sweeper = StudySweeper()
+        sweeper.config, sweeper.hydra_context = config, HydraContext(config_loader=hydra.config_loader, callbacks=None)
+        HydraConfig.instance().set_config(config)
+        study, arguments = read_study(config), list(config.hydra.overrides.task)
+        check_arguments(study, arguments)
+        sweeper.check_configs(study, arguments)
+        assert config.logger.experiment_name == f"study-{name}" and study.baseline in study.strategies
+    finally:
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
