@@ -46,6 +46,18 @@ def test_the_janowczyk_network_has_its_layout_on_50x50_patches():
     assert model(torch.rand(2, 3, 50, 50)).shape == (2,)
 
 
+def test_every_peer_of_the_peer_study_builds_with_the_recipes_inputs(make_cfg):
+    """conf/study/peers.yaml: each strategy's job config is valid (timm models built with their 6 input channels)."""
+    study = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "study" / "peers.yaml").study
+    names = set()
+    for overrides in study.strategies.values():
+        cfg = make_cfg(*study.common, *overrides)
+        validate_train_config(cfg)
+        assert (cfg.data.neighbourhood, cfg.ensemble.members, cfg.threshold.name) == (2, 1, "youden")
+        names.add(cfg.model.name)
+    assert names == {"idcnet", "ann", "cnn", "janowczyk", "resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224"}
+
+
 def test_local_weights_start_the_encoder_replace_the_head_and_widen_the_stem(tmp_path: Path):
     path = timm_file(tmp_path / "resnet18.safetensors")
     saved = read_weights(path)

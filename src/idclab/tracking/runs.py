@@ -122,7 +122,8 @@ def environment() -> dict[str, str]:
     """Versions of Python and of the packages a result depends on."""
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     for package in ("idclab", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "mlflow",
-                    "hydra-core", "numpy", "scikit-learn", "imbalanced-learn", "albumentations", "pillow"):
+                    "hydra-core", "numpy", "scikit-learn", "imbalanced-learn", "albumentations", "pillow", "timm",
+                    "safetensors"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
