@@ -107,7 +107,7 @@ def test_a_logged_run_prints_one_line_per_epoch_without_noise(tmp_path, data_dir
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
     assert re.fullmatch(r"epoch 2/2  train_loss \d\.\d{4}  val_auprc \d\.\d{4}  val_f1 \d\.\d{4}  "
                         r"val_bac \d\.\d{4}  \d+\.\d s", lines[1])
-    assert re.search(r"Total FLOPs: \d", done.stdout)
+    assert "Total FLOPs" not in done.stdout  # Lightning's model summary: with verbose=true only
     assert not [noise for noise in NOISE if noise in done.stdout + done.stderr]
     done = run("evaluate.py", "select.metric=val_nope", root=tmp_path)
     assert done.returncode == 2

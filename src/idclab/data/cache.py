@@ -125,7 +125,7 @@ def no_space_message(folder: Path, needed: int) -> str:
 def decode_all(jobs: list[tuple[Path, int, list[str]]], n: int, workers: int) -> list[str]:
     """Run the decoding jobs (in `workers` processes when worth it) with a progress bar; the row statuses."""
     status: list[str] = []
-    with tqdm(total=n, desc=f"Decoding {n} patches into the cache", unit="img") as bar:
+    with tqdm(total=n, desc=f"Decoding {n} patches into the cache", unit="img", disable=None) as bar:  # a terminal only
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(workers) as pool:
                 for states in pool.map(_decode_chunk, jobs):

@@ -104,7 +104,7 @@ def coarse_views(images: np.ndarray, cells: np.ndarray, size: int = 1024) -> np.
     chunks of `size` rows with a progress bar: once per dataset, instead of (2r+1)^2 reads per patch per epoch."""
     views = np.empty((len(cells), PATCH_SIZE, PATCH_SIZE, CHANNELS), dtype=np.uint8)
     side = int(round(cells.shape[1] ** 0.5)) if len(cells) else 1
-    with tqdm(total=len(cells), desc=f"Building {side}x{side} neighbourhood views", unit="img") as bar:
+    with tqdm(total=len(cells), desc=f"Building {side}x{side} neighbourhood views", unit="img", disable=None) as bar:
         for start in range(0, len(cells), size):
             chunk = cells[start:start + size]
             views[start:start + len(chunk)] = assemble(images, chunk)[..., CHANNELS:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from idclab.classifier.module import IDCClassifier
 from idclab.data.datamodule import PatchDataModule
 from idclab.scoring.context import neighbour_matrix, smooth, tune_weight
 from idclab.scoring.thresholds import rule_of, tune_threshold
+from idclab.verbosity import detail
 
 
 def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
@@ -41,11 +43,11 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
         probs = smooth(probs, neighbours, weight)
         classifier.set_context(weight, context_cfg.radius, patch_threshold)
         chosen = "tuned on validation" if context_cfg.weight is None else "set"
-        print(f"Spatial context: neighbours within {context_cfg.radius} patch(es), weight {weight:.2f} ({chosen}); "
-              f"threshold without context {patch_threshold:.4f}")
+        detail(f"Spatial context: neighbours within {context_cfg.radius} patch(es), weight {weight:.2f} ({chosen}); "
+               f"threshold without context {patch_threshold:.4f}")
     threshold = tune_threshold(targets, probs, method, **options)
     classifier.set_threshold(threshold)
-    print(f"Operating threshold ({threshold_cfg.name} on validation): {threshold:.4f}")
+    detail(f"Operating threshold ({threshold_cfg.name} on validation): {threshold:.4f}")
     return threshold, rows, probs, patch_probs
 
 
@@ -71,6 +73,8 @@ def context_metrics(classifier: IDCClassifier, context_cfg: DictConfig) -> dict[
 
 
 def one_device_trainer(trainer_cfg: DictConfig, out_dir: Path, logger: Any = False) -> pl.Trainer:
-    """A one-device trainer for validation, threshold choice and test (the test set is seen whole and in order)."""
+    """A one-device trainer for validation, threshold choice and test (the test set is seen whole and in order); its
+    progress bars only in a terminal (in a log each redraw would be a line)."""
     return pl.Trainer(accelerator=trainer_cfg.accelerator, devices=1, precision=trainer_cfg.precision,
-                      logger=logger, enable_progress_bar=trainer_cfg.enable_progress_bar, default_root_dir=out_dir)
+                      logger=logger, enable_progress_bar=trainer_cfg.enable_progress_bar and sys.stdout.isatty(),
+                      enable_model_summary=False, default_root_dir=out_dir)

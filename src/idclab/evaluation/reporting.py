@@ -9,7 +9,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support, roc_auc_score
 
 from idclab.classifier.module import IDCClassifier
 from idclab.data.datamodule import PatchDataModule
@@ -31,6 +31,7 @@ from idclab.scoring.metrics import (
     report,
 )
 from idclab.tracking.runs import TrackedRun
+from idclab.verbosity import is_verbose
 
 
 def error_galleries(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray, probs: np.ndarray,
@@ -109,13 +110,20 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
                         f"{extra['test_without_context_auroc']:.4f}, AUPRC {extra['test_without_context_auprc']:.4f}\n")
     results |= extra | {"threshold": threshold}
     ci_text = interval_lines(results, intervals, "test_")
-    summary = (f"Test: {len(targets)} patches from {len(np.unique(patients))} patients, "
-               f"threshold {threshold:.4f}{' (test-time augmentation)' if classifier.tta else ''}\n\n"
+    how = f"threshold {threshold:.4f}{' (test-time augmentation)' if classifier.tta else ''}"
+    summary = (f"Test: {len(targets)} patches from {len(np.unique(patients))} patients, {how}\n\n"
                f"{text}\n{imbalance_text}\nMCC {imbalance['mcc']:.4f}\n\n"
                f"Patient-bootstrap 95% intervals ({bootstrap_resamples} resamples of patients):\n{ci_text}\n\n"
                f"At threshold 0.5: F1 {at_half['f1']:.4f}, balanced accuracy {at_half['balanced_accuracy']:.4f}, "
                f"recall {at_half['recall']:.4f}, precision {at_half['precision']:.4f}\n{context_line}")
-    print("\n" + summary)
+    if is_verbose():
+        print("\n" + summary)
+    else:
+        rule = (getattr(classifier, "hparams", None) or {}).get("threshold_method")
+        notes = [f"{rule} on validation"] * bool(rule) + ["test-time augmentation"] * classifier.tta
+        called_at = f"P(IDC) >= {threshold:.4f}" + (f" ({', '.join(notes)})" if notes else "")
+        print(brief_report(targets, probs >= threshold, len(np.unique(patients)), results, bootstrap_resamples,
+                           called_at) + context_line.rstrip())
     write_text(out_dir / "classification_report.txt", summary)
     write_json(out_dir / "classification_report.json", as_dict)
     write_json(out_dir / "metrics.json", results)
@@ -138,6 +146,41 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
             if path.is_file():
                 run.log_file(path, str(Path("test") / path.parent.relative_to(out_dir)))
     return results
+
+
+def brief_report(targets: np.ndarray, called: np.ndarray, patients: int, results: dict[str, Any], resamples: int,
+                 how: str) -> str:
+    """The test report in a few lines: precision, recall, F1 and patches per class, the counts behind them, and
+    balanced accuracy, AUROC and F1 with their patient-bootstrap 95% intervals (from `results`' `test_*`)."""
+    idc, negatives, calls = int((targets == 1).sum()), int((targets == 0).sum()), int(called.sum())
+    found, cleared = int((called & (targets == 1)).sum()), int((~called & (targets == 0)).sum())
+    lines = [f"Test: {len(targets)} patches of {patients} patients held out from training; IDC called at {how}",
+             f"  {'class':<9} {'precision':>9} {'recall':>7} {'F1':>7} {'patches':>8}"]
+    for name, label, count in (("IDC", 1, idc), ("non-IDC", 0, negatives)):
+        precision, recall, f1, _ = precision_recall_fscore_support(targets, called, labels=[label], zero_division=0)
+        lines.append(f"  {name:<9} {precision[0]:>9.4f} {recall[0]:>7.4f} {f1[0]:>7.4f} {count:>8}")
+    lines.append(f"  {found} of {idc} IDC patches found; {found} of {calls} IDC calls right; "
+                 f"{cleared} of {negatives} non-IDC patches called non-IDC")
+    lines.append("  " + ", ".join(f"{label} {results[f'test_{key}']:.4f} [{results[f'test_{key}_ci_low']:.4f}, "
+                                  f"{results[f'test_{key}_ci_high']:.4f}]" for key, label in HEADLINE)
+                 + f" (95% intervals, {resamples} resamples of the patients)")
+    return "\n".join(lines) + "\n"
+
+
+HEADLINE = (("balanced_accuracy", "balanced accuracy"), ("auroc", "AUROC"), ("f1", "F1"))  # with intervals
+
+
+def headline(results: dict[str, Any], validation: tuple[str, float] | None = None, prefix: str = "test_") -> str:
+    """A run's description in the MLflow UI (markdown): the validation score that chose the model and the test (or,
+    `prefix="oof_"`, out-of-fold) balanced accuracy, AUROC and F1 (IDC) with their patient-bootstrap 95% intervals."""
+    lines = [f"**{validation[0]} {validation[1]:.4f}** on validation (it chose the model)", ""] if validation else []
+    lines += [f"| {'out of fold' if prefix == 'oof_' else 'test'} | value | 95% interval (patients) |",
+              "| --- | --- | --- |"]
+    for key, label in HEADLINE:
+        value, low, high = (results.get(f"{prefix}{key}{end}") for end in ("", "_ci_low", "_ci_high"))
+        interval = f"{low:.4f} to {high:.4f}" if low is not None and high is not None else "n/a"
+        lines += [f"| {label} | {float(value):.4f} | {interval} |"] if value is not None else []
+    return "\n".join(lines)
 
 
 def threshold_free(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -26,7 +26,8 @@ def hydra_context() -> dict[str, Any]:
         return {"overrides": [], "sweep": None}
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    return {"overrides": list(hydra_cfg.overrides.task), "sweep": hydra_cfg.sweep.dir if multirun else None}
+    overrides = [o for o in hydra_cfg.overrides.task if o.partition("=")[0] not in CONSOLE_KEYS]
+    return {"overrides": overrides, "sweep": hydra_cfg.sweep.dir if multirun else None}
 
 
 def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
@@ -63,10 +64,24 @@ def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> N
     run.log_text(OmegaConf.to_yaml(config), "config/config.yaml")
 
 
+# settings that act only when another is on: (key or key prefix, the switch, the switch's off value); the others
+# are left out of the params, as an option group's keys are those of the chosen option alone
+DEPENDENT_SETTINGS = (("cv.", "cv.folds", "None"), ("optim.warmup_epochs", "optim.schedule", "none"))
+CONSOLE_KEYS = ("verbose",)  # how much the console shows: not a setting of the run (no param, tag or run name)
+
+
+def settings_that_apply(params: dict[str, str]) -> dict[str, str]:
+    """Flattened settings without those whose switch is off (`cv.val` without `cv.folds`, `optim.warmup_epochs`
+    without a schedule)."""
+    return {key: value for key, value in params.items()
+            if not any(key.startswith(prefix) and key != switch and params.get(switch) == off
+                       for prefix, switch, off in DEPENDENT_SETTINGS)}
+
+
 def option_params(config: dict[str, Any]) -> dict[str, str]:
     """The flattened config as params, each option group under its own name (`loss` = "focal"; a family's member
     under the family's, its own in `.name`: `model` = "timm", `model.name` = "resnet18")."""
-    params = flatten(config)
+    params = settings_that_apply(flatten(config))
     for group in registry.NAMED_GROUPS:
         params.pop(f"{group}.name", None)
     return params | registry.option_names(config)

@@ -48,6 +48,10 @@ SOURCE_RUN_TAG = "idclab.source_run_id"
 CHECKPOINT_TAG = "best_checkpoint"
 MODEL_URI_TAG = "model_uri"
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the UI (markdown)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # how MLflow 3's UI opens an experiment: on its training runs with
+MODEL_TRAINING = "custom_model_development"    # this value (the GenAI traces view without it)
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui --host 127.0.0.1` serves a local store
 
 
 class ModelFormatError(ValueError):
@@ -81,17 +85,39 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
         client = MlflowClient(tracking_uri=tracking_uri)
         experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # created before the project tagged its experiments
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return client, experiment.experiment_id
     location = None
     if artifact_location and is_local_database(tracking_uri):
         location = Path(artifact_location).expanduser().resolve().as_uri()
     try:
-        return client, client.create_experiment(experiment_name, artifact_location=location)
+        return client, client.create_experiment(experiment_name, artifact_location=location,
+                                                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except Exception:  # another sweep job created it first
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
             raise
         return client, experiment.experiment_id
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The address of a run in the MLflow UI: on `mlflow ui` (UI_ADDRESS) for a local store, on the server itself
+    for an http(s) tracking URI; None for other stores (Databricks, ...)."""
+    if local_store(tracking_uri) is not None:
+        base = UI_ADDRESS
+    elif tracking_uri.startswith(("http://", "https://")):
+        base = tracking_uri.rstrip("/")
+    else:
+        return None
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ui_command(tracking_uri: str) -> str | None:
+    """The command that serves a local store's UI on UI_ADDRESS (None for a server: it serves its own)."""
+    if local_store(tracking_uri) is None:
+        return None
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -138,6 +164,31 @@ def pip_requirements(versions: Mapping[str, str]) -> list[str]:
             if name not in ("python", "platform", "idclab") and v != "not installed"]
 
 
+class SystemMetrics(SystemMetricsMonitor):
+    """MLflow's system-metrics monitor (CPU, memory, disk, network, GPU every `sampling_interval` s), which also
+    logs a run shorter than one interval: MLflow's publishes nothing before a whole interval has passed, so such a
+    run gets one sample at its end (CPU use since the run started, memory and disk then)."""
+
+    published = False
+
+    def publish_metrics(self, metrics: dict[str, float]) -> None:
+        super().publish_metrics(metrics)
+        self.published = True
+
+    def finish(self) -> None:
+        super().finish()
+        if self.published:
+            return
+        try:
+            for monitor in self.monitors:
+                monitor.clear_metrics()
+            self.collect_metrics()
+            self.publish_metrics(self.aggregate_metrics())
+            self.mlflow_logger.flush()
+        except Exception as error:  # system metrics never fail a run
+            log.warning("could not log the run's system metrics: %s", error)
+
+
 class TrackedRun:
     """One MLflow run, open for the duration of a `with` block."""
 
@@ -150,7 +201,7 @@ class TrackedRun:
         self.tags = dict(tags) | ({PARENT_TAG: parent_run_id} if parent_run_id else {})
         self.run_id = resume_run_id or ""
         self.system_metrics = system_metrics
-        self._monitor: SystemMetricsMonitor | None = None
+        self._monitor: SystemMetrics | None = None
 
     def __enter__(self) -> TrackedRun:
         resumed = bool(self.run_id)
@@ -162,10 +213,12 @@ class TrackedRun:
         try:  # the run is RUNNING from here: a failure before the `with` block still ends it
             if resumed:
                 self.set_tags({**self.tags, "resumed": "true"})
-            log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id, self.experiment_id)
+            if log.isEnabledFor(logging.INFO):  # the experiment by name: one query
+                log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id,
+                         self.client.get_experiment(self.experiment_id).name)
             if self.system_metrics:  # CPU, memory, disk, network and (with pynvml) GPU, every `system_metrics` s
-                self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics,
-                                                     resume_logging=resumed, tracking_uri=self.client.tracking_uri)
+                self._monitor = SystemMetrics(self.run_id, sampling_interval=self.system_metrics,
+                                              resume_logging=resumed, tracking_uri=self.client.tracking_uri)
                 self._monitor.start()
         except BaseException:
             self._monitor = None
@@ -197,6 +250,10 @@ class TrackedRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
+
+    def describe(self, markdown: str) -> None:
+        """Set the run's description, shown on its page and in the runs table of the MLflow UI."""
+        self.set_tags({NOTE_TAG: markdown})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]

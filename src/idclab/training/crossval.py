@@ -29,7 +29,7 @@ from idclab.data.datamodule import PatchDataModule, PreparedData
 from idclab.data.split import PatientSplit, patch_share, patient_share, stratified_patient_split
 from idclab.evaluation.calibrate import context_config, one_device_trainer
 from idclab.evaluation.oof import RULES, ensemble_operating_point, oof_report, patch_frame
-from idclab.evaluation.reporting import report_options, test_and_report
+from idclab.evaluation.reporting import headline, report_options, test_and_report
 from idclab.scoring.thresholds import rule_of
 from idclab.tracking.inputs import log_inputs, run_tags, sweep_parent
 from idclab.tracking.runs import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
@@ -113,6 +113,7 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                             system_metrics=cfg.logger.system_metrics_interval) as child:
                 log_inputs(child, config, fold_data)
                 result = fit_and_test(cfg, config, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
+                child.describe(headline(result.metrics, (cfg.checkpoint.monitor, result.best_score)))
             rows.append(fold_row(fold, split, result))
             members.append(result.best_path)
             predictions.append(patch_frame(data, fold, result.test_rows, result.test_probs, result.test_patch_probs)
@@ -124,6 +125,7 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
                                    int(cfg.report.bootstrap_resamples), RULES | {"configured": rule_of(cfg.threshold)})
         print("\n" + text)
         mean_score = float(table["best_val_score"].mean())
+        parent.describe(headline(metrics, (f"mean {cfg.checkpoint.monitor}", mean_score), prefix="oof_"))
         parent.log_metrics(metrics | {f"best_{cfg.checkpoint.monitor}": mean_score,
                                       "threshold": float(table["threshold"].mean())})
         for path in sorted((out_dir / "cv").iterdir()):

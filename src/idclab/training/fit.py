@@ -37,6 +37,7 @@ from idclab.tracking.inputs import VAL_PREDICTIONS
 from idclab.tracking.runs import CHECKPOINT_TAG, TrackedRun, log_model
 from idclab.training.resume import LAST_CHECKPOINT, written_since_start
 from idclab.training.trainer import make_trainer, single_process
+from idclab.verbosity import detail
 
 log = logging.getLogger(__name__)
 MEMBER_FILE = "member.json"  # in a seed ensemble member's folder once it is trained: a resumed run keeps it
@@ -186,7 +187,7 @@ def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, ru
     metrics = test_and_report(trainer, classifier, fitted.datamodule, out_dir / "test", run,
                               **report_options(cfg.report))
     if best_path and cfg.logger.log_model and log_fold_model:
-        print(f"Logged MLflow model {log_model(run, best_path)}")
+        detail(f"Logged MLflow model {log_model(run, best_path)}")
     return FitResult(fitted.best_score, best_path, threshold, val_rows, val_probs, val_patch_probs,
                      classifier.test_rows.numpy(), classifier.test_probs.numpy(), metrics, context_record(classifier),
                      classifier.test_patch_probs.numpy())

@@ -16,12 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from idclab.config.validation import check_saved_config, config_warnings, require_both_classes, validate_train_config
 from idclab.data.datamodule import PreparedData, prepare_data
 from idclab.data.split import SPLITS
+from idclab.evaluation.reporting import headline
 from idclab.tracking.inputs import hydra_context, log_inputs, run_tags, sweep_parent
-from idclab.tracking.runs import TrackedRun, connect, run_status
+from idclab.tracking.runs import TrackedRun, connect, run_link, run_status, ui_command
+from idclab.training.briefing import closing, header
 from idclab.training.crossval import cross_validate
 from idclab.training.fit import fit_and_test, make_model_and_data
 from idclab.training.resume import OUTPUT_DIR_TAG, ResumePoint, find_resume_point, ignored_overrides, write_state
 from idclab.training.trainer import is_worker_process, make_trainer
+from idclab.verbosity import detail, set_verbose
 
 
 def train(cfg: DictConfig) -> float:
@@ -30,6 +33,7 @@ def train(cfg: DictConfig) -> float:
     A run whose output folder holds an unfinished run (or `resume=RUN_ID`) continues that MLflow run
     from its last checkpoint, with the config it started with.
     """
+    set_verbose(bool(cfg.get("verbose", False)))
     validate_train_config(cfg)
     client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
                                     cfg.logger.artifact_location)
@@ -46,13 +50,19 @@ def train(cfg: DictConfig) -> float:
         return fit_as_worker(cfg, config, data, out_dir, ckpt_path)
     run_name = ",".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
+    uri, experiment = cfg.logger.tracking_uri, cfg.logger.experiment_name
     with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None,
                     parent_run_id=sweep_parent(context), system_metrics=cfg.logger.system_metrics_interval) as run:
+        link = run_link(uri, experiment_id, run.run_id)
+        print(header(context["overrides"], data.summary(), experiment, link), flush=True)
         write_state(out_dir, run.run_id, config)
         if resume is None:
             log_inputs(run, config, data)
         result = fit_and_test(cfg, config, data, run, out_dir, ckpt_path)
-        print(f"MLflow run {run.run_id} ({run_name}) finished; outputs in {out_dir}")
+        best = (cfg.checkpoint.monitor, result.best_score)
+        run.describe(headline(result.metrics, best))
+    print(closing(run_name, run.run_id, experiment, out_dir, uri, link, ui_command(uri), best,
+                  next_steps=not context["sweep"]))
     return result.best_score
 
 
@@ -62,7 +72,7 @@ def resumed_config(cfg: DictConfig, resume: ResumePoint | None) -> tuple[DictCon
     if resume is None:
         return cfg, None
     print(f"Resuming MLflow run {resume.run_id} from {resume.checkpoint}")
-    ignored = ignored_overrides(OmegaConf.to_container(cfg, resolve=True), resume.config)
+    ignored = ignored_overrides(plain_config(cfg), resume.config)
     if ignored:
         warnings.warn(f"resuming with the config the run started with; ignored: {', '.join(ignored)}", stacklevel=1)
     check_saved_config(resume.config)  # a run state is data: plain values, then the same checks
@@ -71,10 +81,18 @@ def resumed_config(cfg: DictConfig, resume: ResumePoint | None) -> tuple[DictCon
     return cfg, resume
 
 
-def settled_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain values, printed, with its warnings; every random generator seeded."""
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved run config as plain values, without the console's `verbose` (not a setting of the run)."""
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    print(OmegaConf.to_yaml(config))
+    config.pop("verbose", None)
+    return config
+
+
+def settled_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain values (printed with verbose=true), with its warnings; every random generator
+    seeded."""
+    config = plain_config(cfg)
+    detail(OmegaConf.to_yaml(config))
     for warning in config_warnings(cfg):
         warnings.warn(warning, stacklevel=1)
     pl.seed_everything(cfg.seed, workers=True)
@@ -85,8 +103,8 @@ def prepare(cfg: DictConfig) -> PreparedData:
     """The data: scanned, decoded into the cache and split by patient; both classes in every split needed."""
     data = prepare_data(cfg.data, cfg.split, required=("train", "val") if cfg.cv.folds else SPLITS)
     summary = data.summary()
-    print(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
-          f"decode {summary['decode_status']}, skipped files {summary['skipped_files'] or 'none'}")
+    detail(f"Data: {summary['patches']} patches {summary['class_counts']}, split {summary['split_counts']}, "
+           f"decode {summary['decode_status']}, skipped files {summary['skipped_files'] or 'none'}")
     require_both_classes(summary["split_counts"])
     return data
 

@@ -15,17 +15,20 @@ from pytorch_lightning.utilities import rank_zero_only
 from idclab.evaluation.calibrate import one_device_trainer
 from idclab.tracking.runs import TrackedRun
 from idclab.training.callbacks import CtrlCGuard, training_callbacks
-from idclab.training.progress import EpochLine
+from idclab.training.progress import progress_callbacks
 from idclab.training.resume import LastCheckpoint
+from idclab.verbosity import is_verbose
 
 
 def make_trainer(cfg: DictConfig, out_dir: Path, logger: Any) -> tuple[pl.Trainer, ModelCheckpoint]:
     """The Lightning Trainer of `cfg.trainer`, keeping the best (by `checkpoint.monitor`) and last checkpoints."""
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
                                  mode=cfg.checkpoint.mode)
+    progress, bar = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.checkpoint.monitor)
     callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), CtrlCGuard(), *training_callbacks(cfg),
-                 EpochLine()]
-    trainer = pl.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
+                 *progress]
+    options = {"enable_model_summary": is_verbose(), **cfg.trainer, "enable_progress_bar": bar}
+    trainer = pl.Trainer(**options, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
 
 
