@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import PROJECT, SHARED_SAMPLE, TINY_DATA, TINY_TRAINER
 from mlflow.tracking import MlflowClient
@@ -78,3 +79,29 @@ def test_unknown_option_lists_the_available_ones(tmp_path, data_dir):
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert "Could not find 'model/resnet9000'" in line and "ann, cnn, idcnet" in line
+
+
+@pytest.mark.slow
+def test_a_study_writes_its_verdict_and_a_rerun_runs_nothing_new(tmp_path, data_dir):
+    tiny = [*TINY_DATA, "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1"]
+    done = run("train.py", "-m", "study=smoke", *tiny, root=tmp_path, data_dir=data_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("study-smoke").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`idclab.kind` = 'sweep'")
+    jobs = client.search_runs([experiment], "tags.`idclab.kind` = 'train'")
+    assert parent.info.status == "FINISHED" and len(jobs) == 4
+    assert {(r.data.tags["idclab.strategy"], r.data.params["seed"]) for r in jobs} == {
+        ("bce", "1"), ("bce", "2"), ("focal", "1"), ("focal", "2")}
+    verdict = Path(client.download_artifacts(parent.info.run_id, "study/verdict.csv", str(tmp_path)))
+    (row,) = pd.read_csv(verdict).to_dict("records")
+    assert row["strategy"] == "focal" and row["verdict"] in ("better", "worse", "not separated")
+    assert row["ci_low"] <= row["mean_gain"] <= row["ci_high"]
+    assert parent.data.tags["study.verdict.focal"] == row["verdict"] and "# Study smoke: verdict" in done.stdout
+
+    again = run("train.py", "-m", "study=smoke", *tiny, root=tmp_path, data_dir=data_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 job(s) already finished, skipped" in again.stdout and "0 job(s) to run" in again.stdout
+    assert len(client.search_runs([experiment], "tags.`idclab.kind` = 'train'")) == 4  # nothing new ran
+    (reopened,) = client.search_runs([experiment], "tags.`idclab.kind` = 'sweep'")
+    assert reopened.info.run_id == parent.info.run_id and reopened.info.status == "FINISHED"
