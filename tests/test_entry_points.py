@@ -33,6 +33,10 @@ def test_multirun_is_one_parent_run_with_a_child_per_job(tmp_path, data_dir):
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert parent.data.metrics["children_finished"] == 2
     assert parent.data.tags["best_child_run_id"] in {r.info.run_id for r in runs}
+    # the sweep ends with its answer: ranking, winner, and that one seed per option establishes no gap
+    assert parent.data.tags["mlflow.note.content"].startswith("Ranking by best_val_auprc (validation):")
+    assert "Not established: one run per option" in done.stdout
+    assert "Sweep loss=focal,weighted: 2 finished, 0 failed of 2" in done.stdout
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
     assert {"comparison/comparison.md", "comparison/comparison.csv", "comparison/comparison.png"} <= artifacts
     assert sorted(r.info.run_name.split(",")[0] for r in runs) == ["loss=focal", "loss=weighted"]
@@ -83,16 +87,17 @@ def test_unknown_option_lists_the_available_ones(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_a_study_writes_its_verdict_and_a_rerun_runs_nothing_new(tmp_path, data_dir):
-    tiny = [*TINY_DATA, "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1"]
+    tiny = [*TINY_DATA, "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1",
+            "study.seeds=[1]"]  # one seed: half the jobs
     done = run("train.py", "-m", "study=smoke", *tiny, root=tmp_path, data_dir=data_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("study-smoke").experiment_id
     (parent,) = client.search_runs([experiment], "tags.`idclab.kind` = 'sweep'")
     jobs = client.search_runs([experiment], "tags.`idclab.kind` = 'train'")
-    assert parent.info.status == "FINISHED" and len(jobs) == 4
-    assert {(r.data.tags["idclab.strategy"], r.data.params["seed"]) for r in jobs} == {
-        ("bce", "1"), ("bce", "2"), ("focal", "1"), ("focal", "2")}
+    assert parent.info.status == "FINISHED" and len(jobs) == 2
+    assert {(r.data.tags["idclab.strategy"], r.data.params["seed"]) for r in jobs} == {("bce", "1"), ("focal", "1")}
+    assert "cv2 study.strategy=focal seed=1" in {r.info.run_name for r in jobs}  # named by strategy and seed
     verdict = Path(client.download_artifacts(parent.info.run_id, "study/verdict.csv", str(tmp_path)))
     (row,) = pd.read_csv(verdict).to_dict("records")
     assert row["strategy"] == "focal" and row["verdict"] in ("better", "worse", "not separated")
@@ -101,7 +106,7 @@ def test_a_study_writes_its_verdict_and_a_rerun_runs_nothing_new(tmp_path, data_
 
     again = run("train.py", "-m", "study=smoke", *tiny, root=tmp_path, data_dir=data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 job(s) already finished, skipped" in again.stdout and "0 job(s) to run" in again.stdout
-    assert len(client.search_runs([experiment], "tags.`idclab.kind` = 'train'")) == 4  # nothing new ran
+    assert "2 job(s) already finished, skipped" in again.stdout and "0 job(s) to run" in again.stdout
+    assert len(client.search_runs([experiment], "tags.`idclab.kind` = 'train'")) == 2  # nothing new ran
     (reopened,) = client.search_runs([experiment], "tags.`idclab.kind` = 'sweep'")
     assert reopened.info.run_id == parent.info.run_id and reopened.info.status == "FINISHED"

@@ -27,6 +27,9 @@ def hydra_context() -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [o for o in hydra_cfg.overrides.task if o.partition("=")[0] not in CONSOLE_KEYS]
+    strategy = [o for o in overrides if o.startswith("study.strategy=")]
+    if strategy:  # a study's job: its strategy and seed name it (the study declares what they mean)
+        overrides = [*strategy, *(o for o in overrides if o.startswith("seed="))]
     return {"overrides": overrides, "sweep": hydra_cfg.sweep.dir if multirun else None}
 
 

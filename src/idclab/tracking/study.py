@@ -112,8 +112,10 @@ def _is_strings(value: Any) -> bool:
 
 def read_study(config: DictConfig) -> Study:
     """The study of a composed config (`study=NAME`), every key checked: StudyError naming the first bad one."""
-    node = OmegaConf.to_container(config.study, resolve=True)
-    require(isinstance(node, dict), "", "must be a mapping (conf/study/NAME.yaml)")
+    declared = OmegaConf.select(config, "study")
+    if not isinstance(declared, DictConfig):
+        raise StudyError("study: the study sweeper runs a declared study: python train.py -m study=NAME (conf/study/)")
+    node = OmegaConf.to_container(declared, resolve=True)
     name, strategies, baseline = node.get("name"), node.get("strategies"), node.get("baseline")
     require(isinstance(name, str) and NAME.fullmatch(name) is not None, "name",
             f"must be letters, digits, '_', '.', '-' (it names the study's folder), got {name!r}")
