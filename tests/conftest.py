@@ -7,6 +7,7 @@ import functools
 import gc
 import os
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,11 @@ TINY_TRAINER = [
     "trainer.enable_progress_bar=false",
     "trainer.log_every_n_steps=1",
 ]
+TINY_REPORT = [  # the test report's figures and intervals, enough to check them
+    "report.bootstrap_resamples=20",
+    "report.heatmap_patients=1",
+    "report.gallery_size=4",
+]
 
 
 torch.set_num_threads(1)  # tests use tiny tensors: a thread pool only adds contention, most of all on a busy machine
@@ -63,16 +69,50 @@ def make_cfg(tmp_path: Path, data_dir: Path):
     """Compose conf/<config_name>.yaml with overrides, pointing every path at temporary folders."""
 
     def _make(*overrides: str, config_name: str = "train", tiny: bool = True) -> DictConfig:
-        paths = [f"paths.root={tmp_path}", f"paths.output_dir={tmp_path / 'out'}",
-                 f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
-        if config_name == "train":
-            paths += [f"paths.data_dir={data_dir}", "logger.log_model=false"]  # model logging: own tests
-            extra = [*TINY_DATA, *TINY_TRAINER] if tiny else []
-        else:
-            extra = []
-        return composed(config_name, [*paths, *extra, *overrides])
+        return composed(config_name, [*root_overrides(tmp_path, data_dir, config_name, tiny), *overrides])
 
     return _make
+
+
+def root_overrides(root: Path, data_dir: Path, config_name: str = "train", tiny: bool = True) -> list[str]:
+    """Overrides pointing a config's project folder, outputs and MLflow store at `root` (and, to train, the tiny
+    synthetic data of `data_dir`, with a light test report)."""
+    paths = [f"paths.root={root}", f"paths.output_dir={root / 'out'}",
+             f"logger.tracking_uri=sqlite:///{root / 'mlflow.db'}"]
+    if config_name != "train":
+        return paths
+    paths += [f"paths.data_dir={data_dir}", "logger.log_model=false"]  # model logging: own tests
+    return [*paths, *TINY_DATA, *TINY_TRAINER, *TINY_REPORT] if tiny else paths
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A project folder holding two finished training runs (ann, cnn) of the tiny data: trained once a session."""
+    from idclab.training.pipeline import train
+
+    root = tmp_path_factory.mktemp("trained")
+    for model in ("ann", "cnn"):
+        train(composed("train", [*root_overrides(root, data_dir), f"model={model}"]))
+    return root
+
+
+@pytest.fixture
+def trained_copy(trained_template: Path, tmp_path: Path) -> Path:
+    """A private copy of `trained_template` in `tmp_path` (its store's paths moved with it): tests may change it."""
+    shutil.copytree(trained_template, tmp_path, dirs_exist_ok=True)
+    relocate_store(tmp_path / "mlflow.db", str(trained_template), str(tmp_path))
+    return tmp_path
+
+
+def relocate_store(database: Path, old: str, new: str) -> None:
+    """Replace the folder `old` by `new` in every text value of an MLflow SQLite store (artifact locations, tags)."""
+    with sqlite3.connect(database) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in connection.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if any(kind in column[2].upper() for kind in ("CHAR", "TEXT", "CLOB")):
+                    connection.execute(f"UPDATE '{table}' SET \"{column[1]}\" = REPLACE(\"{column[1]}\", ?, ?)",
+                                       (old, new))
 
 
 def composed(config_name: str, overrides: list[str]) -> DictConfig:

@@ -27,12 +27,9 @@ from idclab.training.pipeline import train
 
 
 @pytest.fixture
-def trained(make_cfg):
-    """Two training runs (ann, cnn) in one temporary store."""
-    configs = [make_cfg("model=ann"), make_cfg("model=cnn")]
-    for cfg in configs:
-        train(cfg)
-    return configs[0]
+def trained(make_cfg, trained_copy):
+    """Two training runs (ann, cnn) in this test's own copy of a store trained once a session."""
+    return make_cfg("model=ann")
 
 
 def eval_cfg(make_cfg, *overrides: str):
