@@ -96,5 +96,7 @@ def test_verdict_table_calls_each_strategy_and_marks_missing_seeds_incomplete():
 
 
 def test_conclusion_says_when_nothing_separates():
-    table = pd.DataFrame({"strategy": ["focal"], "verdict": ["not separated"]})
-    assert conclusion(table, "bce") == "Nothing separates from bce."
+    table = pd.DataFrame({"strategy": ["focal", "ranking"], "verdict": ["not separated", "incomplete"]})
+    assert conclusion(table, "bce").startswith("Nothing separates from bce. Incomplete (a seed without a finished "
+                                               "run): ranking;")
+    assert conclusion(table.iloc[1:], "bce").startswith("No verdict yet. Incomplete")

@@ -141,8 +141,11 @@ def conclusion(table: pd.DataFrame, baseline: str) -> str:
     """The verdict in plain words: which strategies are separated from the baseline, either way."""
     parts = [f"{', '.join(table.loc[table['verdict'] == kind, 'strategy'])} {kind} than {baseline}"
              for kind in ("better", "worse") if (table["verdict"] == kind).any()]
-    text = "; ".join(parts) + "." if parts else f"Nothing separates from {baseline}."
     missing = list(table.loc[table["verdict"] == "incomplete", "strategy"])
+    if parts:
+        text = "; ".join(parts) + "."
+    else:
+        text = "No verdict yet." if len(missing) == len(table) else f"Nothing separates from {baseline}."
     if missing:
         text += f" Incomplete (a seed without a finished run): {', '.join(missing)}; rerun the study to finish them."
     return text
