@@ -267,14 +267,6 @@ def log_verdict(run: TrackedRun, study: Study) -> str:
     return text
 
 
-def next_commands(config: DictConfig) -> str:
-    """Where to look next: the MLflow UI on the study's store and `idclab-compare` on its experiment."""
-    uri, experiment = config.logger.tracking_uri, config.logger.experiment_name
-    ui = (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1" if uri.startswith("sqlite:")
-          else f"open {uri} in a browser")
-    return f"Next:\n  {ui}   (experiment {experiment})\n  idclab-compare --experiment {experiment}"
-
-
 class StudySweeper(Sweeper):
     """Hydra's sweeper for a study (see the module docstring); jobs run through the configured launcher. It mirrors
     Hydra's basic sweeper rather than subclassing it: Hydra's plugin scan re-executes that module, so a subclass
@@ -363,5 +355,5 @@ class StudySweeper(Sweeper):
         parent = SweepParentRun(monitor=study.metric, mode="max")
         parent.start(config, f"study {study.name}", {STUDY_TAG: study.name, "overrides": " ".join(arguments)},
                      fixed, reopen=reopen)
-        parent.summaries.append(lambda run: f"{log_verdict(run, study)}\n{next_commands(config)}")
+        parent.summaries.append(lambda run: log_verdict(run, study))
         return parent

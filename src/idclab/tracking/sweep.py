@@ -49,6 +49,14 @@ def sweep_name(config: DictConfig) -> str:
     return "sweep " + (" ".join(swept) or "(defaults)")
 
 
+def next_commands(config: DictConfig) -> str:
+    """Where to look next: the MLflow UI on the sweep's store and `idclab-compare` on its experiment."""
+    uri, experiment = config.logger.tracking_uri, config.logger.experiment_name
+    ui = (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1" if uri.startswith("sqlite:")
+          else f"open {uri} in a browser")
+    return f"Next:\n  {ui}   (experiment {experiment})\n  idclab-compare --experiment {experiment}"
+
+
 def is_study(config: DictConfig) -> bool:
     """Whether the multirun is a declared study (`study=NAME`), whose sweeper opens the parent run itself."""
     return OmegaConf.select(config, "study.name", default=None) is not None
@@ -69,6 +77,7 @@ class SweepParentRun(Callback):
         self.mode = mode
         self.run: TrackedRun | None = None
         self.summaries: list[Callable[[TrackedRun], str]] = []
+        self.next = ""  # the commands to look at the sweep's result with
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it per job only; `${hydra:...}` resolves through it
@@ -101,6 +110,7 @@ class SweepParentRun(Callback):
             run.__exit__(*sys.exc_info())
             raise
         atexit.register(self.finish, ended=False)
+        self.next = next_commands(config)
         print(f"Sweep parent MLflow run {run.run_id} ({name}){' reopened' if reopen else ''}")
         return run
 
@@ -134,6 +144,7 @@ class SweepParentRun(Callback):
             print(printed[-1])
         print(f"Sweep {run.run_name.removeprefix('sweep ')}: {counts.get('FINISHED', 0)} finished, "
               f"{counts.get('FAILED', 0)} failed of {sum(counts.values())}; parent run {run.run_id} {status}")
+        print(self.next)
 
     @staticmethod
     def _count_children(run: TrackedRun) -> dict[str, int]:
