@@ -20,4 +20,4 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     from idclab.console import run_hydra
 
-    run_hydra(main)
+    run_hydra(main, Path(__file__).resolve().parent / "conf", "train")

@@ -10,8 +10,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "idclab"
 # Lower layers never import higher ones: entry points -> training -> evaluation -> tracking -> config ->
 # classifier -> data/models/scoring -> file, signal and console-verbosity utilities.
-LAYERS = {"fileutil": 0, "termination": 0, "verbosity": 0, "data": 1, "models": 1, "scoring": 1, "classifier": 2, "config": 3,
-          "tracking": 4, "evaluation": 5, "training": 6, "cli": 7, "console": 7}
+LAYERS = {"fileutil": 0, "termination": 0, "verbosity": 0, "data": 1, "models": 1, "scoring": 1, "classifier": 2,
+          "config": 3, "tracking": 4, "evaluation": 5, "training": 6, "cli": 7, "console": 7}
 TOP_LEVEL = {"__init__", "cli", "console", "fileutil", "termination", "verbosity"}
 
 

@@ -165,7 +165,7 @@ def test_the_default_run_prints_at_most_40_lines_and_ends_with_what_to_run_next(
     assert done.returncode == 0, done.stderr[-3000:]
     lines = (done.stdout + done.stderr).splitlines()
     assert len(lines) <= 40, "\n".join(lines)
-    assert lines[0].startswith("Training the defaults on synthetic data: ")
+    assert lines[0].startswith(f"Training paths.data_dir={data_dir} on synthetic data: 2804 patches of 20 patients")
     assert "MLflow experiment idc, run http://127.0.0.1:5000/#/experiments/" in lines[0]
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == [f"{k}/10" for k in range(1, 11)]
     assert sum(line.startswith("Test: ") for line in lines) == 1 and not any("iba" in line for line in lines)

@@ -1,20 +1,30 @@
-"""What the entry points print: config errors on one line (exit code 2), without known third-party noise.
+"""What the entry points print: config errors on one line (exit code 2), without known third-party noise; the
+checks that need no torch, Lightning or MLflow, made before Hydra writes anything.
 
-Light on purpose (no torch, Lightning or MLflow import): a config that does not compose fails at once.
+Light on purpose (no torch, Lightning or MLflow import): a config that does not compose, or names a data folder,
+checkpoint, file or MLflow store that is not there, fails at once and leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
 import sys
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, OverrideParseException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+STARTED = time.time()  # when the entry point started (before Hydra made any folder)
 # (logger, message fragment): records dropped from the project's own runs
 DROPPED_LOG_RECORDS = (
     ("pytorch_lightning.utilities.rank_zero", "💡 Tip:"),  # the litlogger advertisement
@@ -62,12 +72,118 @@ def one_line(error: BaseException) -> str:
     return "; ".join(line.strip().rstrip(".") for line in text.splitlines() if line.strip())
 
 
-def run_hydra(main: Callable[[], object]) -> None:
-    """Run a `@hydra.main` entry point; a config that does not compose (unknown group, option or key, bad override
-    syntax) is one line on stderr and exit code 2, like every other error the user can fix."""
+def leaf_keys(node: Any, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of a config (groups and their settings), Hydra's own aside."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if name != "hydra":
+                yield name
+                yield from leaf_keys(value, f"{name}.")
+
+
+def close_key(wanted: str, keys: list[str]) -> str | None:
+    """The key meant by a mistyped one: the closest by spelling (`trainer.max_epoch` -> `trainer.max_epochs`), or
+    the only key ending in the typed name (`lr` -> `optim.lr`)."""
+    close = difflib.get_close_matches(wanted, keys, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    ending = [key for key in keys if key.endswith(f".{wanted}")]
+    return ending[0] if len(ending) == 1 else None
+
+
+def explain(error: ConfigCompositionException | OverrideParseException) -> str:
+    """Hydra's composition error as one line, with the key or option the user probably meant."""
+    text = str(error)
+    missing = re.match(r"Could not override '([^']+)'", text)
+    cause = error.__cause__
+    if missing and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.parent_node is not None:
+        key = missing.group(1)
+        root = OmegaConf.to_container(cause.parent_node._get_root(), resolve=False)
+        meant = close_key(key, list(leaf_keys(root)))
+        hint = f": did you mean {meant}?" if meant else ""
+        return f"{key} is not a key of the config{hint} (+{key}=VALUE would add it)"
+    option = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    listed = re.search(r"Available options in '[^']+':\n((?:\t[^\n]+\n?)+)", text)
+    if option and listed:
+        group, name = option.groups()
+        close = difflib.get_close_matches(name, [o.strip() for o in listed.group(1).splitlines()], n=1, cutoff=0.6)
+        if close:
+            return f"{one_line(error)}; did you mean {group}={close[0]}?"
+    return one_line(error)
+
+
+def fail(message: str) -> NoReturn:
+    """The user's mistake: one line on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run_hydra(main: Callable[[], object], conf_dir: Path, config_name: str) -> None:
+    """Run a `@hydra.main` entry point after `check_first`; a config that does not compose (unknown group, option or
+    key, bad override syntax) is one line on stderr and exit code 2, like every other error the user can fix."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing and exiting with code 1
     try:
+        check_first(conf_dir, config_name, sys.argv[1:])
         main()
     except (ConfigCompositionException, OverrideParseException) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        print(f"error: {explain(error)}", file=sys.stderr)
         raise SystemExit(2) from error
+
+
+def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
+    """Compose the command line's config and make `first_checks` on it, before Hydra makes an output folder or
+    instantiates its callbacks (the sweep's imports MLflow and Lightning). In a multirun what the sweep varies is
+    left to each job. Hydra's own flags (--help, --cfg, --info, ...) are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(argv)
+    if any((args.help, args.hydra_help, args.cfg, args.info, args.shell_completion, args.config_path,
+            args.config_dir, args.config_name, args.experimental_rerun)):
+        return
+    overrides = OverridesParser.create().parse_overrides(args.overrides)
+    kept = [o.input_line for o in overrides if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        config = compose(config_name, overrides=kept, return_hydra_config=True)
+    HydraConfig.instance().set_config(config)  # `${hydra:...}` in the paths resolves through it (Hydra resets it)
+    skip = {o.key_or_group for o in overrides if o.is_sweep_override()}
+    first_checks(config, skip | set(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}))
+
+
+def first_checks(config: DictConfig, skip: set[str] | frozenset[str] = frozenset()) -> None:
+    """What can be checked before any import of torch, Lightning or MLflow: the data folders exist, and for
+    evaluate.py the checkpoint, the files to predict and the MLflow store it reads from (keys in `skip`, swept,
+    aside). Exit 2 with one line."""
+    from idclab.data.layout import DataLayoutError, require_root
+
+    roots = []
+    data, split = config.get("data") or {}, config.get("split") or {}
+    if not {"data", "data.root"} & skip and (data.get("source", "synthetic") != "synthetic" or data.get("root")):
+        roots.append(data.get("root"))
+    if not {"split", "split.root"} & skip and split.get("root"):
+        roots.append(split.get("root"))
+    try:
+        for root in roots:
+            require_root(root)
+    except DataLayoutError as error:
+        fail(str(error))
+    if "select" in config:  # evaluate.py
+        check_evaluate_inputs(config)
+
+
+def check_evaluate_inputs(config: DictConfig) -> None:
+    """evaluate.py's checkpoint and files to predict exist; without a checkpoint, the MLflow store it selects from."""
+    from idclab.tracking.store import RunNotFoundError, require_store
+
+    if config.ckpt_path:
+        if not Path(config.ckpt_path).expanduser().is_file():
+            fail(f"checkpoint {Path(config.ckpt_path).expanduser().resolve()} does not exist")
+    else:
+        try:
+            require_store(config.logger.tracking_uri)
+        except RunNotFoundError as error:
+            fail(str(error))
+    inputs = [config.predict] if isinstance(config.predict, str) else list(config.predict or [])
+    if inputs and not any(Path(str(item)).expanduser().exists() for item in inputs):
+        fail(f"predict: no file to predict in {', '.join(map(str, inputs))} (missing)")

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from idclab.classifier.module import IDCClassifier
+from idclab.classifier.predictor import ENSEMBLE_KEY
 from idclab.fileutil import whole_file
 
-ENSEMBLE_KEY = "ensemble"
 ENSEMBLE_FILE = "ensemble.ckpt"  # under a run's checkpoints/
 
 

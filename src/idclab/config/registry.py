@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import inspect
 import types
 import typing
@@ -17,54 +18,67 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from idclab.classifier import averaging
-from idclab.data import augment, sampling
-from idclab.models import losses, stain
-from idclab.models.ann import ANN
-from idclab.models.cnn import CNN
-from idclab.models.idcnet import IDCNet
-from idclab.models.janowczyk import Janowczyk
-from idclab.models.timm_backbone import TimmBackbone, architectures
-
 
 class OptionError(ValueError):
     """A config (or a file's saved config) names an option or a keyword the registry does not have."""
 
 
+def _load(reference: str) -> Any:
+    """The object a `module:name` reference of this registry names, imported now."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class Option:
-    """A factory and the keyword arguments the code (not the config) supplies to it."""
+    """A factory and the keyword arguments the code (not the config) supplies to it. The factory is this package's
+    `module:name`, imported when first needed: naming and checking options imports nothing, and building a backbone
+    (prediction) imports neither the losses, samplers and augmentations nor Lightning's weight averaging."""
 
-    factory: Callable[..., Any]
+    source: str
     runtime: tuple[str, ...] = ()
-    family: Callable[[], Collection[str]] | None = None  # a family's names (timm's architectures): a config's `name`
-    # is one of them, passed on to the factory as `name`; the option's own key is not a name
+    family_source: str | None = None  # a function listing a family's names (timm's architectures): a config's
+    # `name` is one of them, passed on to the factory as `name`; the option's own key is not a name
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        return _load(self.source)
+
+    @property
+    def family(self) -> Callable[[], Collection[str]] | None:
+        return None if self.family_source is None else _load(self.family_source)
 
 
+MODELS, LOSSES, SAMPLING = "idclab.models", "idclab.models.losses", "idclab.data.sampling"
+AUGMENT, STAIN, AVERAGING = "idclab.data.augment", "idclab.models.stain", "idclab.classifier.averaging"
 REGISTRY: dict[str, dict[str, Option]] = {
-    "model": {"idcnet": Option(IDCNet, ("in_channels",)), "cnn": Option(CNN, ("in_channels",)),
-              "ann": Option(ANN, ("in_channels",)), "janowczyk": Option(Janowczyk, ("in_channels",)),
-              "timm": Option(TimmBackbone, ("in_channels",), family=architectures)},
+    "model": {"idcnet": Option(f"{MODELS}.idcnet:IDCNet", ("in_channels",)),
+              "cnn": Option(f"{MODELS}.cnn:CNN", ("in_channels",)),
+              "ann": Option(f"{MODELS}.ann:ANN", ("in_channels",)),
+              "janowczyk": Option(f"{MODELS}.janowczyk:Janowczyk", ("in_channels",)),
+              "timm": Option(f"{MODELS}.timm_backbone:TimmBackbone", ("in_channels",),
+                             family_source=f"{MODELS}.timm_backbone:architectures")},
     "loss": {
-        "bce": Option(losses.bce, ("class_counts",)),
-        "weighted": Option(losses.weighted_bce, ("class_counts",)),
-        "focal": Option(losses.focal, ("class_counts",)),
-        "class_balanced": Option(losses.class_balanced, ("class_counts",)),
-        "logit_adjusted": Option(losses.logit_adjusted, ("class_counts",)),
-        "ranking": Option(losses.ranking, ("class_counts",)),
-        "truncated": Option(losses.truncated, ("class_counts",)),
+        "bce": Option(f"{LOSSES}:bce", ("class_counts",)),
+        "weighted": Option(f"{LOSSES}:weighted_bce", ("class_counts",)),
+        "focal": Option(f"{LOSSES}:focal", ("class_counts",)),
+        "class_balanced": Option(f"{LOSSES}:class_balanced", ("class_counts",)),
+        "logit_adjusted": Option(f"{LOSSES}:logit_adjusted", ("class_counts",)),
+        "ranking": Option(f"{LOSSES}:ranking", ("class_counts",)),
+        "truncated": Option(f"{LOSSES}:truncated", ("class_counts",)),
     },
     "sampler": {
-        "none": Option(sampling.no_sampler, ("labels", "seed")),
-        "weighted": Option(sampling.weighted, ("labels", "seed")),
-        "oversample": Option(sampling.oversample, ("labels", "seed")),
-        "undersample": Option(sampling.undersample, ("labels", "seed")),
+        "none": Option(f"{SAMPLING}:no_sampler", ("labels", "seed")),
+        "weighted": Option(f"{SAMPLING}:weighted", ("labels", "seed")),
+        "oversample": Option(f"{SAMPLING}:oversample", ("labels", "seed")),
+        "undersample": Option(f"{SAMPLING}:undersample", ("labels", "seed")),
     },
-    "augment": {"none": Option(augment.no_augmentation), "basic": Option(augment.basic),
-                "stain": Option(augment.stain)},
-    "stain": {"none": Option(stain.none), "reinhard": Option(stain.reinhard), "macenko": Option(stain.macenko)},
-    "averaging": {"none": Option(averaging.none, ("lr",)), "ema": Option(averaging.ema, ("lr",)),
-                  "swa": Option(averaging.swa, ("lr",))},
+    "augment": {"none": Option(f"{AUGMENT}:no_augmentation"), "basic": Option(f"{AUGMENT}:basic"),
+                "stain": Option(f"{AUGMENT}:stain")},
+    "stain": {"none": Option(f"{STAIN}:none"), "reinhard": Option(f"{STAIN}:reinhard"),
+              "macenko": Option(f"{STAIN}:macenko")},
+    "averaging": {"none": Option(f"{AVERAGING}:none", ("lr",)), "ema": Option(f"{AVERAGING}:ema", ("lr",)),
+                  "swa": Option(f"{AVERAGING}:swa", ("lr",))},
 }
 GROUPS = tuple(REGISTRY)
 LATER_GROUPS = {"stain": {"name": "none"}, "averaging": {"name": "none"}}  # absent from older saved configs
@@ -110,18 +124,18 @@ def resolve(group: str, config: Mapping[str, Any]) -> tuple[Option, dict[str, An
         if not _matches(value, hints.get(key, Any)):
             raise OptionError(f"{group}.{key}={value!r} has the wrong type for {group}={chosen} "
                               f"(expected {hints.get(key, 'a plain value')})")
-    return option, {"name": name, **kwargs} if option.family else kwargs
+    return option, {"name": name, **kwargs} if option.family_source else kwargs
 
 
 def option_of(group: str, name: Any) -> str:
     """The registered option a group's `name` chooses: itself, or the family that holds it (`timm` for
     `resnet18`). OptionError listing the options and the closest names for any other."""
     options = REGISTRY[group]
-    plain = [key for key, option in options.items() if option.family is None]
-    families = {key: option.family() for key, option in options.items() if option.family is not None}
+    plain = [key for key, option in options.items() if option.family_source is None]
+    if isinstance(name, str) and name in plain:
+        return name  # no family listed (timm's is imported only for a name that is not a plain option)
+    families = {key: option.family() for key, option in options.items() if option.family_source is not None}
     if isinstance(name, str):
-        if name in plain:
-            return name
         for key, names in families.items():
             if name in names:
                 return key
@@ -145,10 +159,17 @@ def factory(group: str, config: Mapping[str, Any]) -> Callable[..., Any]:
     return functools.partial(option.factory, **kwargs)
 
 
-def check(config: Mapping[str, Any]) -> None:
-    """Resolve every registered group of a whole run config, so a bad option fails before any work."""
+def check(config: Mapping[str, Any], settings_of: Collection[str] = GROUPS) -> None:
+    """Resolve every registered group of a whole run config, so a bad option fails before any work; the groups not
+    in `settings_of` by their option's name alone (their factories are not imported: prediction builds no loss)."""
     for group in GROUPS:
-        resolve(group, group_config(config, group))
+        chosen = group_config(config, group)
+        if group in settings_of:
+            resolve(group, chosen)
+        elif not isinstance(chosen, Mapping) or "name" not in chosen:
+            raise OptionError(f"{group} must be a mapping with a `name` key, got {chosen!r}")
+        else:
+            option_of(group, chosen["name"])
 
 
 def group_config(config: Mapping[str, Any], group: str) -> Mapping[str, Any]:

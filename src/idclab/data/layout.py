@@ -12,9 +12,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: reading patch names stays light (predict, checks)
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 PATCH_NAME = re.compile(r"^(?P<patient>[^_/]+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png$")
@@ -78,6 +81,8 @@ class PatchIndex:
 
     def frame(self, rows: np.ndarray) -> pd.DataFrame:
         """The patches of `rows` as a table: file, patient, x, y, label."""
+        import pandas as pd
+
         return pd.DataFrame({"file": [self.paths[i] for i in rows], "patient": self.patients[rows].astype(str),
                              "x": self.xs[rows], "y": self.ys[rows], "label": self.labels[rows]})
 

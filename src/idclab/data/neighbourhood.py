@@ -16,8 +16,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from tqdm.auto import tqdm
 
 from idclab.data.decode import PATCH_SIZE
 from idclab.scoring.context import PATCH_STEP
@@ -75,6 +73,8 @@ def neighbour_rows(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, rings: 
     _, codes = np.unique(np.asarray(patients).astype(str), return_inverse=True)
     xs, ys = np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64)
     candidates = np.arange(n) if usable is None else np.flatnonzero(usable)
+    import pandas as pd  # here: views_of and in_chunks (prediction) stay light
+
     keys = pd.MultiIndex.from_arrays([codes[candidates], xs[candidates], ys[candidates]])
     first = ~keys.duplicated()
     keys, candidates = keys[first], candidates[first]
@@ -104,6 +104,8 @@ def coarse_views(images: np.ndarray, cells: np.ndarray, size: int = 1024) -> np.
     chunks of `size` rows with a progress bar: once per dataset, instead of (2r+1)^2 reads per patch per epoch."""
     views = np.empty((len(cells), PATCH_SIZE, PATCH_SIZE, CHANNELS), dtype=np.uint8)
     side = int(round(cells.shape[1] ** 0.5)) if len(cells) else 1
+    from tqdm.auto import tqdm
+
     with tqdm(total=len(cells), desc=f"Building {side}x{side} neighbourhood views", unit="img", disable=None) as bar:
         for start in range(0, len(cells), size):
             chunk = cells[start:start + size]

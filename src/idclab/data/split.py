@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from idclab.data import janowczyk
 from idclab.data.layout import DataLayoutError
@@ -160,6 +159,8 @@ def patient_share(patients: np.ndarray, labels: np.ndarray, share: float, seed: 
 def patch_share(patients: np.ndarray, labels: np.ndarray, share: float, seed: int) -> np.ndarray:
     """The sorted positions of a seeded share of each patient's patches of each class (at least one of each),
     nested: for one seed a smaller share's patches are among a larger one's."""
+    import pandas as pd  # here: reading SPLIT_METHODS stays light
+
     groups = pd.DataFrame({"patient": patients, "label": labels,
                            "priority": np.random.default_rng(seed).random(len(patients))}).groupby(["patient", "label"])
     rank = groups["priority"].rank(method="first").to_numpy() - 1

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from idclab.data.layout import patch_file_name
 from idclab.fileutil import file_lock, stable_hash
@@ -47,6 +46,8 @@ class SyntheticSpec:
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-blurred white noise scaled to zero mean, unit standard deviation."""
+    from scipy import ndimage  # here: reading SyntheticSpec (config checks) stays light
+
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return (field - field.mean()) / (field.std() + 1e-8)
 
@@ -96,6 +97,8 @@ def _stamp_nuclei(rng: np.random.Generator, hema: np.ndarray, where: np.ndarray,
 
 def _render_slide(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One patient's slide: (RGB uint8 image, tissue mask, IDC mask)."""
+    from scipy import ndimage
+
     rows, cols = rng.integers(spec.min_grid, spec.max_grid + 1, size=2)
     h, w = rows * PATCH, cols * PATCH
     if rng.random() < spec.edge_fraction:  # a slide whose size is not a multiple of 50

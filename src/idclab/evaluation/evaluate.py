@@ -1,7 +1,9 @@
-"""`python evaluate.py`: test the best (or a given) checkpoint, or predict on image files."""
+"""`python evaluate.py`: test the best (or a given) checkpoint on the test patients it recorded, or predict on
+image files with test-time augmentation or before registering the model (plain prediction: `evaluation.predict`)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,15 +17,9 @@ from idclab.config.validation import ConfigError, validate_evaluate_config
 from idclab.data.datamodule import PatchDataModule, PreparedData, prepare_data
 from idclab.data.layout import DataLayoutError, require_root
 from idclab.evaluation.calibrate import choose_threshold
-from idclab.evaluation.prediction import (
-    IMAGE_SUFFIXES,
-    collect_files,
-    format_table,
-    predict_files,
-    write_csv,
-    write_heatmaps,
-)
-from idclab.evaluation.reporting import report_options, test_and_report
+from idclab.evaluation.predict import locate_model, plain_prediction, predict
+from idclab.evaluation.prediction import files_to_predict, predict_and_write
+from idclab.evaluation.reporting import headline, report_options, test_and_report
 from idclab.models.timm_backbone import TimmBackbone
 from idclab.models.weights import sha256_of
 from idclab.tracking.runs import (
@@ -31,45 +27,29 @@ from idclab.tracking.runs import (
     SOURCE_RUN_TAG,
     RunNotFoundError,
     TrackedRun,
-    checkpoint_of,
     connect,
-    fetch_model,
-    find_best_run,
     register_model,
+    run_link,
+    store_client,
 )
+from idclab.verbosity import set_verbose
 
-if TYPE_CHECKING:  # only tracking.py talks to MLflow; these are type names
+if TYPE_CHECKING:  # only the tracking package talks to MLflow; these are type names
     from mlflow.entities import Run
-    from mlflow.tracking import MlflowClient
 
 EVAL_SUFFIX = "-eval"  # evaluation runs go to the experiment `<experiment>-eval`
 
 
-def select_model(cfg: DictConfig, client: MlflowClient, out_dir: Path) -> tuple[IDCClassifier, Run | None, str]:
-    """The classifier to use, the training run it came from (if known) and where it was loaded from:
-    `model_uri`, else `ckpt_path`, else the best finished run of the experiment by `select.metric`."""
-    if cfg.model_uri:
-        checkpoint, source_run = fetch_model(client, cfg.model_uri, out_dir / "downloaded")
-        return load_classifier(checkpoint), source_run, cfg.model_uri
-    source_run = None
-    if cfg.ckpt_path:
-        ckpt_path = Path(cfg.ckpt_path).expanduser().resolve()
-    else:
-        source_run = find_best_run(client, cfg.logger.experiment_name, cfg.select.metric, cfg.select.mode)
-        ckpt_path = checkpoint_of(client, source_run, out_dir / "downloaded")
-        print(f"Best run by {cfg.select.metric} ({cfg.select.mode}): {source_run.info.run_name} "
-              f"({source_run.info.run_id}) = {source_run.data.metrics[cfg.select.metric]:.4f}")
-    return load_classifier(ckpt_path), source_run, str(ckpt_path)
-
-
 def evaluate(cfg: DictConfig) -> dict:
     """Pick the model, optionally register it, then predict on `cfg.predict` files or test it on the
-    test split of the data it was trained on."""
+    test split of the data it was trained on. The store is only read until the evaluation run is made."""
+    set_verbose(bool(cfg.get("verbose", False)))
+    if plain_prediction(cfg):
+        return predict(cfg)
     validate_evaluate_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name + EVAL_SUFFIX,
-                                    cfg.logger.artifact_location)
-    classifier, source_run, source = select_model(cfg, client, out_dir)
+    checkpoint, source_run, source = locate_model(cfg, out_dir / "downloaded")
+    classifier = load_classifier(checkpoint)
     print(f"Model: {source} (threshold {classifier.threshold:.4f})")
     if OmegaConf.select(cfg, "export.weights"):
         return export_weights(classifier, cfg.export.weights, source)
@@ -82,10 +62,18 @@ def evaluate(cfg: DictConfig) -> dict:
     # registered; a model is registered only once it has predicted something or before its test run
     data = evaluation_data(cfg, classifier, needs_test=not cfg.predict) if classifier.tta or not cfg.predict else None
     if cfg.predict:
-        results = predict_and_write(cfg, classifier, files_to_predict(cfg.predict), data, out_dir)
-        register(client, cfg, source_run)
+        files = files_to_predict(cfg.predict)
+        if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
+            datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers,
+                                         neighbourhood=classifier.input_views)
+            trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
+            print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
+        results = predict_and_write(classifier, files, cfg.batch_size, out_dir)
+        register(cfg, source_run)
         return results
-    version = register(client, cfg, source_run)
+    version = register(cfg, source_run)
+    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name + EVAL_SUFFIX,
+                                    cfg.logger.artifact_location)
     datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers,
                                  neighbourhood=classifier.input_views)
     tags = {KIND_TAG: "evaluate", "checkpoint": source}
@@ -93,7 +81,9 @@ def evaluate(cfg: DictConfig) -> dict:
         tags[SOURCE_RUN_TAG] = source_run.info.run_id
     with TrackedRun(client, experiment_id, run_name(cfg, source_run, version), tags,
                     system_metrics=cfg.logger.system_metrics_interval) as run:
-        trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger(), default_root_dir=out_dir)
+        bar = cfg.trainer.enable_progress_bar and sys.stdout.isatty()  # in a log each redraw would be a line
+        trainer = pl.Trainer(**{**cfg.trainer, "enable_progress_bar": bar}, enable_model_summary=False,
+                             logger=run.lightning_logger(), default_root_dir=out_dir)
         thresholds = {"threshold": classifier.threshold}
         if classifier.tta:
             thresholds = {"threshold_without_tta": classifier.threshold,
@@ -104,7 +94,10 @@ def evaluate(cfg: DictConfig) -> dict:
         run.log_json(data.summary(), "data/summary.json")
         results = test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
                                   **report_options(cfg.report))
-        print(f"Evaluation run {run.run_id} logged; outputs in {out_dir}")
+        run.describe(headline(results))
+    link = run_link(cfg.logger.tracking_uri, experiment_id, run.run_id)
+    print(f"Done: evaluation run {run.run_name} ({run.run_id}) in MLflow experiment "
+          f"{cfg.logger.experiment_name + EVAL_SUFFIX}{f', {link}' if link else ''}; outputs in {out_dir}")
     return results
 
 
@@ -124,46 +117,15 @@ def export_weights(classifier: IDCClassifier, path: str, source: str) -> dict[st
     return {"exported": str(written), "sha256": digest}
 
 
-def register(client: MlflowClient, cfg: DictConfig, source_run: Run | None) -> int | None:
+def register(cfg: DictConfig, source_run: Run | None) -> int | None:
     """Register the source run's model as `register.name` (alias `register.alias`) when asked; its version."""
     if not cfg.register.name or source_run is None:
         return None
+    client = store_client(cfg.logger.tracking_uri)  # the store the run came from
     version = register_model(client, source_run, cfg.register.name, cfg.register.alias)
     print(f"Registered models:/{cfg.register.name}@{cfg.register.alias} (version {version}) "
           f"from run {source_run.info.run_id}")
     return version
-
-
-def predict_and_write(cfg: DictConfig, classifier: IDCClassifier, files: list[Path], data: PreparedData | None,
-                      out_dir: Path) -> dict:
-    """P(IDC) of `files`: printed, `predictions.csv` and slide heatmaps; ConfigError when none could be
-    predicted. With TTA, the threshold is first re-tuned with TTA on the validation patients (`data`)."""
-    if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
-        datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers, neighbourhood=classifier.input_views)
-        trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
-        print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
-    predictions = predict_files(classifier, files, cfg.batch_size)
-    print(format_table(predictions))
-    write_csv(predictions, out_dir / "predictions.csv")
-    for name in write_heatmaps(predictions, out_dir / "heatmaps", classifier.threshold):
-        print(f"Heatmap: {name}")
-    failed = sum(p.error is not None for p in predictions)
-    print(f"{len(predictions) - failed} predicted, {failed} failed; CSV: {out_dir / 'predictions.csv'}")
-    if failed == len(predictions):
-        first = predictions[0]
-        raise ConfigError(f"predict: none of the {failed} files could be predicted ({first.file}: {first.error}; "
-                          f"every error in {out_dir / 'predictions.csv'})")
-    return {"predicted": len(predictions) - failed, "failed": failed, "threshold": classifier.threshold}
-
-
-def files_to_predict(inputs: str | list[str]) -> list[Path]:
-    """The files the `predict` inputs name (`collect_files`); ConfigError (one line) unless one of them exists."""
-    files = collect_files(inputs)
-    if not any(path.is_file() for path in files):
-        named = [inputs] if isinstance(inputs, str) else list(inputs)
-        raise ConfigError(f"predict: no file to predict in {', '.join(map(str, named))} (missing, or folders without "
-                          f"image files: {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files
 
 
 def run_name(cfg: DictConfig, source_run: Run | None, version: int | None) -> str:

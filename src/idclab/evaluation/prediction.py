@@ -1,4 +1,10 @@
-"""Predict IDC probabilities for individual patch files or folders of them."""
+"""Predict IDC probabilities for individual patch files or folders of them, and say what came out: every file in
+`predictions.csv`, on the console a per-patient summary (or each file, for a few files or with verbose=true) and the
+heatmaps written.
+
+Light on purpose (torch, numpy and Pillow; matplotlib for heatmaps): it works with the plain-torch `Predictor` as
+with the LightningModule, and imports neither.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,29 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from idclab.classifier.module import IDCClassifier
+from idclab.config.validation import ConfigError
 from idclab.data.decode import decode_patch
 from idclab.data.layout import PatchName, parse_patch_name
 from idclab.data.neighbourhood import Views, in_chunks
 from idclab.fileutil import whole_file
+from idclab.verbosity import is_verbose
+
+if TYPE_CHECKING:  # the models prediction works with: plain torch, or the LightningModule (test-time augmentation)
+    from idclab.classifier.module import IDCClassifier
+    from idclab.classifier.predictor import OperatingPoint
+
+    Scorer = OperatingPoint | IDCClassifier
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+LISTED = 10  # up to this many files, each is printed; more: the per-patient summary (each file in the CSV)
+CONFIDENT = 3  # the most confident IDC calls named per patient
+HEATMAP_PATCHES = 2  # a patient's heatmap needs at least this many of its patches predicted
 
 
 @dataclass
@@ -106,7 +123,7 @@ def neighbourhood_batches(predictions: list[Prediction], views: Views, batch_siz
 
 
 @torch.no_grad()
-def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str | Path],
+def predict_files(classifier: Scorer, inputs: str | Path | Sequence[str | Path],
                   batch_size: int = 256) -> list[Prediction]:
     """Predict every file of `collect_files(inputs)`, in that order; one that is missing, unreadable or larger
     than 50x50 gets an error row. A model with a neighbourhood view (`data.neighbourhood`) is shown each patch with
@@ -126,7 +143,7 @@ def predict_files(classifier: IDCClassifier, inputs: str | Path | Sequence[str |
     return results
 
 
-def apply_context(predictions: list[Prediction], classifier: IDCClassifier) -> None:
+def apply_context(predictions: list[Prediction], classifier: Scorer) -> None:
     """Blend the probability of every predicted file whose name carries Kaggle coordinates with its neighbours
     among them, labelled at the model's threshold; other files keep the threshold tuned without context."""
     placed = [(p, parsed) for p in predictions if p.probability is not None
@@ -167,24 +184,81 @@ def format_table(predictions: list[Prediction]) -> str:
 
 
 def write_heatmaps(predictions: list[Prediction], folder: Path, threshold: float) -> list[Path]:
-    """One P(IDC) slide heatmap per patient whose predicted files carry Kaggle coordinates.
+    """One P(IDC) slide heatmap per patient with at least HEATMAP_PATCHES predicted files carrying Kaggle
+    coordinates.
 
     The patches are decoded again here, one patient at a time, rather than kept from prediction, so a
     folder of many whole slides never has to fit in memory.
     """
-    from idclab.evaluation.plots import slide_heatmap_figure
-    from idclab.fileutil import save_figure
-
     by_patient: dict[str, list[tuple[int, int, float, str]]] = {}
     for p in predictions:
         parsed = parse_patch_name(Path(p.file).name)
         if parsed is not None and p.probability is not None:
             by_patient.setdefault(parsed.patient, []).append((parsed.x, parsed.y, p.probability, p.file))
+    drawn = {patient: items for patient, items in by_patient.items() if len(items) >= HEATMAP_PATCHES}
+    if not drawn:  # one patch shows no slide
+        return []
+    from idclab.evaluation.heatmaps import slide_heatmap_figure  # matplotlib: only when there is a slide to draw
+    from idclab.fileutil import save_figure
+
     written = []
-    for patient, items in sorted(by_patient.items()):
+    for patient, items in sorted(drawn.items()):
         xs, ys, probs = (np.array(v) for v in list(zip(*items, strict=True))[:3])
         images = np.stack([decode_patch(file)[0] for *_, file in items])
         figure = slide_heatmap_figure(images, xs, ys, probs, None, threshold,
                                       f"Patient {patient}: P(IDC) of {len(items)} patches")
         written.append(save_figure(figure, folder / f"{patient}.png"))
     return written
+
+
+def patient_summary(predictions: list[Prediction], threshold: float) -> str:
+    """Per patient (from the Kaggle file names; other files together): patches predicted, the share called IDC and
+    the most confident IDC calls."""
+    groups: dict[str, list[tuple[Prediction, PatchName | None]]] = {}
+    for p in predictions:
+        if p.probability is not None:
+            parsed = parse_patch_name(Path(p.file).name)
+            groups.setdefault(parsed.patient if parsed else "(other files)", []).append((p, parsed))
+    lines = [f"  {'patient':<14} {'patches':>7} {'called IDC':>10}  most confident IDC calls: P(IDC) at (x, y)"]
+    for patient, items in sorted(groups.items(), key=lambda item: (item[0] == "(other files)", item[0])):
+        called = sorted((item for item in items if item[0].label), key=lambda item: -(item[0].probability or 0))
+        calls = ", ".join(f"{p.probability:.3f} at ({name.x}, {name.y})" if name else
+                          f"{p.probability:.3f} {Path(p.file).name}" for p, name in called[:CONFIDENT])
+        lines.append(f"  {patient:<14} {len(items):>7} {len(called) / len(items):>10.1%}  {calls or 'none'}")
+    return f"P(IDC) of {sum(map(len, groups.values()))} patches, IDC called at >= {threshold:.4f}:\n" + "\n".join(lines)
+
+
+def files_to_predict(inputs: str | Sequence[str]) -> list[Path]:
+    """The files the `predict` inputs name (`collect_files`); ConfigError (one line) unless one of them exists."""
+    files = collect_files(inputs)
+    if not any(path.is_file() for path in files):
+        named = [inputs] if isinstance(inputs, str) else list(inputs)
+        raise ConfigError(f"predict: no file to predict in {', '.join(map(str, named))} (missing, or folders without "
+                          f"image files: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def predict_and_write(classifier: Scorer, files: list[Path], batch_size: int, out_dir: Path) -> dict:
+    """P(IDC) of `files` into `out_dir/predictions.csv` and slide heatmaps; on the console each file (a few, or with
+    verbose=true) or a per-patient summary, then where the CSV and heatmaps are. ConfigError when none could be
+    predicted."""
+    predictions = predict_files(classifier, files, batch_size)
+    if is_verbose() or len(predictions) <= LISTED:
+        print(format_table(predictions))
+    failed = [p for p in predictions if p.error is not None]
+    if len(predictions) > LISTED and len(failed) < len(predictions):
+        print(patient_summary(predictions, classifier.threshold))
+    csv_path = out_dir / "predictions.csv"
+    write_csv(predictions, csv_path)
+    heatmaps = write_heatmaps(predictions, out_dir / "heatmaps", classifier.threshold)
+    if failed and len(failed) < len(predictions):
+        print(f"{len(failed)} of {len(predictions)} files could not be predicted (the CSV's error column), "
+              f"e.g. {failed[0].file}: {failed[0].error}")
+    print(f"CSV: {csv_path}" + (f"\nHeatmaps: {heatmaps[0].parent}/ ({len(heatmaps)}: "
+                                f"{', '.join(h.name for h in heatmaps[:5])}{', ...' if len(heatmaps) > 5 else ''})"
+                                if heatmaps else ""))
+    if len(failed) == len(predictions):
+        first = predictions[0]
+        raise ConfigError(f"predict: none of the {len(failed)} files could be predicted ({first.file}: {first.error}; "
+                          f"every error in {csv_path})")
+    return {"predicted": len(predictions) - len(failed), "failed": len(failed), "threshold": classifier.threshold}

@@ -21,9 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import timm
 import torch
-from timm.models import get_pretrained_cfg
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -39,6 +37,8 @@ HUB_TIMEOUT = 5.0  # seconds to wait for the hub before model.pretrained=true gi
 @functools.cache
 def architectures() -> tuple[str, ...]:
     """Every architecture timm can build (`timm.list_models()`)."""
+    import timm  # timm is imported where a timm model is named or built: the module's constants stay light
+
     return tuple(timm.list_models())
 
 
@@ -49,12 +49,16 @@ def close_names(name: str, count: int = 5) -> list[str]:
 
 def fixed_input_size(name: str) -> bool:
     """Whether the architecture is built for one input size (a ViT's position embeddings), per timm's config."""
+    from timm.models import get_pretrained_cfg
+
     cfg = get_pretrained_cfg(name)
     return bool(cfg and cfg.fixed_input_size)
 
 
 def pretrained_source(name: str) -> str:
     """Where timm's default pretrained weights of `name` come from (its hub id or URL)."""
+    from timm.models import get_pretrained_cfg
+
     cfg = get_pretrained_cfg(name)
     return str(cfg and (cfg.hf_hub_id or cfg.url) or "none")
 
@@ -90,6 +94,8 @@ class TimmBackbone(nn.Module):
             require_hub()
         self.name, self.in_channels = name, in_channels
         self.frozen, self.encoder_lr_scale = freeze == "encoder", encoder_lr_scale
+        import timm
+
         try:
             self.net = timm.create_model(name, pretrained=pretrained, num_classes=1, in_chans=in_channels,
                                          drop_rate=dropout, **extra)

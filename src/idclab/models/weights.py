@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from timm.models import adapt_input_conv
 
 from idclab.fileutil import whole_file
 
@@ -91,6 +90,8 @@ def fitted_state(target: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.
         elif tensor.shape == target[key].shape:
             state[key] = tensor
         elif key in stems and widens(tensor, target[key]):
+            from timm.models import adapt_input_conv  # here: importing this module leaves timm out
+
             state[key] = adapt_input_conv(target[key].shape[1], tensor)
         else:
             shapes.append(f"{key} ({_shape(tensor)} in the file, {_shape(target[key])} in the model)")

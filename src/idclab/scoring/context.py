@@ -10,11 +10,12 @@ tuned on the smoothed validation probabilities, the conditions it is used in.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.sparse import coo_matrix, csr_matrix, diags
-from scipy.spatial import cKDTree
-from sklearn.metrics import average_precision_score
+
+if TYPE_CHECKING:  # scipy and scikit-learn are imported where used: reading MAX_RADIUS or PATCH_STEP stays light
+    from scipy.sparse import csr_matrix
 
 PATCH_STEP = 50  # pixels between adjacent patches in the Kaggle coordinates
 MAX_RADIUS = 5  # patch steps: 120 neighbours at most (a saved radius beyond it is refused)
@@ -32,6 +33,9 @@ def neighbour_matrix(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, radiu
     reach = radius * PATCH_STEP
     apart = 2 * (max(np.abs(xs).max(initial=0), np.abs(ys).max(initial=0)) + reach) + 1  # > any in-slide distance
     points = np.column_stack([xs, ys, codes * apart]).astype(float)
+    from scipy.sparse import coo_matrix
+    from scipy.spatial import cKDTree
+
     pairs = cKDTree(points).query_pairs(reach + 0.5, p=np.inf, output_type="ndarray")
     pairs = pairs[(points[pairs[:, 0]] != points[pairs[:, 1]]).any(axis=1)]  # a copy at the same place is no neighbour
     i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
@@ -41,6 +45,8 @@ def neighbour_matrix(patients: np.ndarray, xs: np.ndarray, ys: np.ndarray, radiu
 def row_normalised(adjacency: csr_matrix) -> csr_matrix:
     """Each row divided by its sum (a neighbour's weight is 1/deg); an empty row stays empty."""
     degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    from scipy.sparse import diags
+
     return diags(np.divide(1.0, degree, out=np.zeros(len(degree)), where=degree > 0)) @ adjacency
 
 
@@ -60,5 +66,7 @@ def tune_weight(targets: np.ndarray, probs: np.ndarray, neighbours: csr_matrix,
         raise ValueError(f"context weights must be in [0, 1), got {list(weights)!r}")
     if len(np.unique(targets)) < 2:
         return 0.0
+    from sklearn.metrics import average_precision_score
+
     scores = [average_precision_score(targets, smooth(probs, neighbours, w)) for w in weights]
     return float(weights[int(np.argmax(scores))])

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_curve
 
 METHODS = ("fixed", "max_f1", "youden", "sensitivity")
 
@@ -33,11 +32,15 @@ def tune_threshold(targets: np.ndarray, probs: np.ndarray, method: str, value: f
     if method == "fixed" or len(np.unique(targets)) < 2:
         return float(value)
     if method == "max_f1":
+        from sklearn.metrics import precision_recall_curve  # here: reading METHODS stays light
+
         precision, recall, thresholds = precision_recall_curve(targets, probs)
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
         return float(thresholds[int(np.argmax(f1[:-1]))])
     if method == "sensitivity":
         return highest_threshold_reaching(targets, probs, target_sensitivity)
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(targets, probs)
     finite = np.isfinite(thresholds)
     return float(thresholds[finite][int(np.argmax((tpr - fpr)[finite]))])

@@ -1,4 +1,5 @@
-"""Everything that talks to MLflow (and nothing else in the package does).
+"""Everything that writes to MLflow (and, with `idclab.tracking.store` for reading, nothing else in the package
+talks to it).
 
 A `TrackedRun` owns one MLflow run for the length of a `with` block and always closes it: FINISHED on
 success, KILLED on Ctrl-C, FAILED on any other exception, so no run is ever left RUNNING.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import subprocess
 import sys
@@ -17,15 +17,12 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import matplotlib.figure
 import mlflow
-import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import yaml
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run
 from mlflow.exceptions import MlflowException
@@ -39,27 +36,30 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from idclab.fileutil import file_lock
 from idclab.termination import CtrlC
+from idclab.tracking.store import (  # noqa: F401  (the reading half, re-exported: callers import them from here)
+    CHECKPOINT_TAG,
+    KIND_TAG,
+    MODEL_URI_TAG,
+    PARENT_TAG,
+    SOURCE_RUN_TAG,
+    ModelFormatError,
+    RunNotFoundError,
+    checkpoint_of,
+    download_model_checkpoint,
+    fetch_model,
+    find_best_run,
+    local_store,
+    open_experiment,
+    store_client,
+)
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
 BATCH = 100
-KIND_TAG = "idclab.kind"
-SOURCE_RUN_TAG = "idclab.source_run_id"
-CHECKPOINT_TAG = "best_checkpoint"
-MODEL_URI_TAG = "model_uri"
-PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # a run's description in the UI (markdown)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # how MLflow 3's UI opens an experiment: on its training runs with
 MODEL_TRAINING = "custom_model_development"    # this value (the GenAI traces view without it)
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui --host 127.0.0.1` serves a local store
-
-
-class ModelFormatError(ValueError):
-    """An MLflow model that is not an idclab model, or whose files are not where its MLmodel says."""
-
-
-class RunNotFoundError(LookupError):
-    """No MLflow store, experiment, run, metric or run file matches what the user asked for."""
 
 
 def is_local_database(tracking_uri: str) -> bool:
@@ -374,31 +374,6 @@ def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str)
     return search_runs(client, experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
 
 
-def local_store(tracking_uri: str) -> Path | None:
-    """The database file or folder of a local store (SQLite, file store); None for a server."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri.removeprefix("sqlite:///"))
-    parsed = urlparse(tracking_uri)
-    return Path(parsed.path) if parsed.scheme in ("", "file") else None
-
-
-def open_experiment(tracking_uri: str, experiment_name: str) -> tuple[MlflowClient, str]:
-    """A client and the id of an existing experiment; RunNotFoundError if the store or the experiment is missing.
-
-    Unlike `connect`, nothing is ever created: not a database file, a store folder or an experiment.
-    """
-    local = local_store(tracking_uri)
-    if local is not None and not local.exists():
-        raise RunNotFoundError(f"no MLflow store at {tracking_uri}; train first (python train.py)")
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
-        raise RunNotFoundError(f"no MLflow experiment named {experiment_name!r} at {tracking_uri} "
-                               f"(experiments: {names})")
-    return client, experiment.experiment_id
-
-
 def search_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> pd.DataFrame:
     """Every run of an experiment matching `filter_string`, newest first, as MLflow's DataFrame
     (run_id, status, start_time, params.*, metrics.*, tags.*)."""
@@ -472,78 +447,3 @@ def register_model(client: MlflowClient, run: Run, name: str, alias: str) -> int
     return int(version.version)
 
 
-def download_model_checkpoint(client: MlflowClient, model_uri: str, download_dir: str | Path) -> Path:
-    """The checkpoint file inside an MLflow model (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...`),
-    downloaded as plain files: the model's code is never run and nothing in it is unpickled."""
-    mlflow.set_tracking_uri(client.tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(download_dir)))
-    meta = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else None
-    try:
-        relative = meta["flavors"]["python_function"]["artifacts"]["checkpoint"]["path"]
-    except (TypeError, KeyError) as error:
-        raise ModelFormatError(f"{model_uri} is not an idclab model (no checkpoint artifact in MLmodel)") from error
-    path = (local / relative).resolve()
-    if not path.is_file() or local.resolve() not in path.parents:
-        raise ModelFormatError(f"{model_uri}: checkpoint artifact {relative!r} is missing or outside the model")
-    return path
-
-
-def fetch_model(client: MlflowClient, model_uri: str, download_dir: str | Path) -> tuple[Path, Run | None]:
-    """The checkpoint inside an MLflow model and, for a registered version, the training run it came from. An
-    alias is resolved once, to the version it points at now, so both come from that version even if the alias
-    moves meanwhile. A model, alias, version or run that does not exist is a RunNotFoundError naming the URI."""
-    try:
-        source_run = None
-        if model_uri.startswith("models:/"):
-            name, _, alias = model_uri.removeprefix("models:/").partition("@")
-            if alias:
-                version = client.get_model_version_by_alias(name, alias)
-            else:
-                name, _, number = name.partition("/")
-                version = client.get_model_version(name, number)
-            model_uri = f"models:/{version.name}/{version.version}"
-            source_run = client.get_run(version.run_id) if version.run_id else None
-        return download_model_checkpoint(client, model_uri, download_dir), source_run
-    except MlflowException as error:
-        raise RunNotFoundError(f"no MLflow model {model_uri} at {client.tracking_uri}: "
-                               f"{(str(error).splitlines() or [type(error).__name__])[0]}") from error
-
-
-def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:
-    """The finished training run of an experiment with the best value of `metric`."""
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise RunNotFoundError(f"no MLflow experiment named {experiment_name!r} at {client.tracking_uri}; "
-                          "train first (python train.py)")
-    order = "DESC" if mode == "max" else "ASC"
-    runs = client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
-                              order_by=[f"metrics.`{metric}` {order}"], max_results=50)
-    ranked = [r for r in runs if metric in r.data.metrics]
-    if ranked:
-        return ranked[0]
-    if not runs:
-        raise RunNotFoundError(f"no finished training run in experiment {experiment_name!r} at {client.tracking_uri}; "
-                               "train first (python train.py)")
-    known = sorted({m for r in runs for m in r.data.metrics if not m.startswith("system/")})
-    raise RunNotFoundError(f"no finished training run of experiment {experiment_name!r} has metric {metric!r}; "
-                           f"its runs have: {', '.join(known)}")
-
-
-def checkpoint_of(client: MlflowClient, run: Run, download_dir: str | Path) -> Path:
-    """A local copy of the run's best checkpoint: the artifact the run logged (the one its `best_checkpoint` tag
-    names, when it logged several), downloaded; the tag's local file only for a run that logged none
-    (`logger.log_checkpoint=false`). A tag can be changed after the run, its artifacts cannot be replaced."""
-    recorded = run.data.tags.get(CHECKPOINT_TAG)
-    logged = {Path(a.path).name: a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
-    if logged:
-        chosen = logged.get(Path(recorded).name) if recorded else None
-        if chosen is None and len(logged) > 1:
-            raise RunNotFoundError(f"run {run.info.run_id} logged checkpoints {', '.join(sorted(logged))} and its "
-                                   f"{CHECKPOINT_TAG} tag names none of them: pass ckpt_path=... instead")
-        os.makedirs(download_dir, exist_ok=True)
-        return Path(client.download_artifacts(run.info.run_id, chosen or next(iter(logged.values())),
-                                              str(download_dir)))
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
-    raise RunNotFoundError(f"run {run.info.run_id} has no checkpoint file or artifact")

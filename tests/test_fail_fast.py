@@ -1,0 +1,87 @@
+"""A mistake on the command line fails before any side effect: one line naming it (and the key or option meant),
+exit code 2, no output folder, no MLflow store, and before torch, Lightning or MLflow is imported."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT
+from mlflow.tracking import MlflowClient
+
+from idclab.console import close_key
+
+HEAVY = ("torch", "pytorch_lightning", "mlflow", "sklearn", "pandas")
+
+
+def run(script: str, *args: str, root: Path, importtime: bool = False) -> subprocess.CompletedProcess:
+    """An entry point as a user runs it, its project and store in `root` (empty)."""
+    env = {**os.environ, "IDCLAB_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    flags = ["-X", "importtime"] if importtime else []
+    return subprocess.run([sys.executable, *flags, str(PROJECT / script), *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    (line,) = lines
+    assert line.startswith("error: ") and done.stdout == ""
+    return line
+
+
+def imported(done: subprocess.CompletedProcess) -> set[str]:
+    """The top-level packages a `-X importtime` run imported."""
+    return {m.group(1).split(".")[0] for m in re.finditer(r"^import time:.*\|\s+(\S+)$", done.stderr, re.MULTILINE)}
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("train.py", ["data=idc", "data.root=/nonexistent"], "data root /nonexistent does not exist"),
+    ("train.py", ["trainer.max_epoch=1"], "trainer.max_epoch is not a key of the config: did you mean "
+                                          "trainer.max_epochs?"),
+    ("evaluate.py", [], "no MLflow store at sqlite:///"),
+])
+def test_the_mistake_is_one_line_before_any_side_effect_or_heavy_import(tmp_path, script, args, expected):
+    done = run(script, *args, root=tmp_path, importtime=True)
+    assert expected in error_line(done)
+    assert list(tmp_path.iterdir()) == []  # no outputs/DATE/TIME, no mlflow.db
+    assert not imported(done) & set(HEAVY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, expected", [
+    ("train.py", ["data=idc"], "data.root is not set: pass data.root=PATH"),
+    ("train.py", ["split=external"], "split.root must name"),  # a value check: after the imports, no folder left
+    ("train.py", ["-m", "data=idc", "data.root=/nonexistent", "loss=focal,bce"], "data root /nonexistent"),
+    ("train.py", ["loss=focall"], "did you mean loss=focal?"),
+    ("train.py", ["lr=0.1"], "lr is not a key of the config: did you mean optim.lr?"),
+    ("train.py", ["trainr.max_epochs=2"], "did you mean trainer.max_epochs?"),
+    ("evaluate.py", ["ckpt_path=/nonexistent.ckpt"], "checkpoint /nonexistent.ckpt does not exist"),
+    ("evaluate.py", ["model_uri=models:/idc-classifier@champion"], "no MLflow store at"),
+    ("evaluate.py", ["ckpt_path=/etc/hostname", "predict=[/nonexistent.png]"], "predict: no file to predict"),
+])
+def test_more_mistakes_leave_nothing_behind(tmp_path, script, args, expected):
+    assert expected in error_line(run(script, *args, root=tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+@pytest.mark.slow
+def test_evaluating_a_store_without_the_experiment_creates_no_experiment(tmp_path, new_store):
+    uri = new_store(tmp_path)
+    done = run("evaluate.py", root=tmp_path)
+    assert "no MLflow experiment named 'idc'" in error_line(done)
+    assert [e.name for e in MlflowClient(uri).search_experiments()] == ["Default"]  # no idc-eval made
+    assert not (tmp_path / "evaluation").exists()
+
+
+def test_the_key_meant():
+    keys = ["trainer", "trainer.max_epochs", "optim", "optim.lr", "averaging.swa_lr", "loss", "loss.alpha"]
+    assert close_key("trainer.max_epoch", keys) == "trainer.max_epochs"
+    assert close_key("trainr.max_epochs", keys) == "trainer.max_epochs"
+    assert close_key("lr", keys) == "optim.lr"  # the only key ending in `.lr`
+    assert close_key("looss", keys) == "loss"
+    assert close_key("foo.bar", keys) is None
