@@ -1,14 +1,18 @@
-"""Screenshots of the MLflow UI for README, taken in a real headless browser (Debian's chromium).
+"""Screenshots of the MLflow UI for README, taken in a real headless browser (Debian's chromium) with a fresh
+profile, as a newcomer sees the UI.
 
-    MLFLOW_TRACKING_URI=sqlite:////tmp/shots/mlflow.db python train.py -m loss=focal,weighted
+    IDCLAB_ROOT=/tmp/shots python train.py -m loss=focal,weighted   # the store: /tmp/shots/mlflow.db
     mlflow ui --backend-store-uri sqlite:////tmp/shots/mlflow.db --host 127.0.0.1 --port 5055 &
     pip install playwright   # the Python driver only: it drives /usr/bin/chromium (apt-get install chromium)
     python docs/ui_screenshots.py --store sqlite:////tmp/shots/mlflow.db --ui http://127.0.0.1:5055
 
-Writes docs/ui_sweep.png (the sweep's parent run with its children), docs/ui_compare.png (the compare view
-on the short option params), docs/ui_run.png (a child run's overview: datasets, params, tags) and
-docs/ui_artifacts.png (its artifacts, the test confusion matrix open) and docs/ui_sweep_summary.png (the
-parent's comparison table).
+Every page is opened in the UI's Model training view (`?workflowType=machine_learning`, what the links train.py
+prints ask for). Writes docs/ui_sweep.png (the experiment's runs: the sweep's parent with its children, their
+descriptions and headline metrics as columns), docs/ui_sweep_summary.png (the parent's overview: its description
+holds the sweep's ranking and verdict), docs/ui_compare.png and docs/ui_compare_params.png (the compare view on
+the option the sweep varied, then the parameters that differ), docs/ui_run.png (a child's overview: description,
+datasets, params, tags), docs/ui_system.png (its system metrics) and docs/ui_artifacts.png (its artifacts, the test
+confusion matrix open).
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from playwright.sync_api import Page, sync_playwright
 
 DOCS = Path(__file__).resolve().parent
 SETTLE_MS = 5000  # the UI loads its tables and charts asynchronously
+TRAINING = "workflowType=machine_learning"  # the UI's Model training view (a fresh browser opens on GenAI)
+# the runs table's columns ticked or unticked (shown by default: Dataset, Source, Models): the descriptions and the
+# headline metrics in view
+COLUMNS = ("Dataset", "Source", "Models", "Description", "best_val_auprc", "test_balanced_accuracy", "test_auroc")
 
 
 def latest_sweep(client: MlflowClient, experiment: str) -> tuple[str, object, list]:
@@ -42,6 +50,20 @@ def open_page(page: Page, url: str) -> None:
     if close.count():
         close.first.click()
         page.wait_for_timeout(500)
+
+
+def show_columns(page: Page, names: tuple[str, ...]) -> None:
+    """Toggle `names` in the runs table's Columns menu (searched one at a time), then close the menu."""
+    page.get_by_role("button", name="Columns").first.click()
+    page.wait_for_timeout(1000)
+    menu = page.locator("[data-component-id='mlflow.experiment_page.runs_table.column_selector']")
+    for name in names:
+        menu.get_by_placeholder("Search columns").fill(name)
+        page.wait_for_timeout(500)
+        menu.get_by_text(name, exact=True).first.click()
+        page.wait_for_timeout(300)
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(1000)
 
 
 def show_metric(page: Page, metric: str) -> None:
@@ -71,31 +93,31 @@ def main() -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 900})
-        open_page(page, f"{args.ui}/#/experiments/{experiment_id}/runs")
+        open_page(page, f"{args.ui}/#/experiments/{experiment_id}?{TRAINING}")  # opens on the runs table
+        show_columns(page, COLUMNS)
         page.locator("button[data-component-id*=runnamecellrenderer]").first.click()  # expand the parent
         page.wait_for_timeout(1000)
         page.screenshot(path=DOCS / "ui_sweep.png")
-        open_page(page, f"{args.ui}/#/compare-runs?runs={quote(runs)}&experiments={quote(json.dumps([experiment_id]))}")
+        open_page(page, f"{args.ui}/#/experiments/{experiment_id}/runs/{parent.info.run_id}?{TRAINING}")
+        page.screenshot(path=DOCS / "ui_sweep_summary.png")
+        open_page(page, f"{args.ui}/#/compare-runs?runs={quote(runs)}&experiments={quote(json.dumps([experiment_id]))}"
+                        f"&{TRAINING}")
         show_metric(page, "best_val_auprc")
         page.screenshot(path=DOCS / "ui_compare.png")
         page.get_by_text("Show diff only").first.click()  # the params that differ: the options the sweep varied
         page.get_by_text("Parameters", exact=True).last.scroll_into_view_if_needed()
         page.wait_for_timeout(500)
         page.screenshot(path=DOCS / "ui_compare_params.png")
-        open_page(page, f"{args.ui}/#/experiments/{experiment_id}/runs/{child}")
+        open_page(page, f"{args.ui}/#/experiments/{experiment_id}/runs/{child}?{TRAINING}")
         page.screenshot(path=DOCS / "ui_run.png")
-        open_page(page, f"{args.ui}/#/experiments/{experiment_id}/runs/{child}/artifacts")
+        open_page(page, f"{args.ui}/#/experiments/{experiment_id}/runs/{child}/system-metrics?{TRAINING}")
+        page.screenshot(path=DOCS / "ui_system.png")
+        open_page(page, f"{args.ui}/#/experiments/{experiment_id}/runs/{child}/artifacts?{TRAINING}")
         page.get_by_text("test", exact=True).first.click()
         page.wait_for_timeout(1000)
         page.get_by_text("confusion_matrix.png", exact=True).first.click()
         page.wait_for_timeout(2000)
         page.screenshot(path=DOCS / "ui_artifacts.png")
-        open_page(page, f"{args.ui}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts")
-        page.locator("text='comparison' >> visible=true").first.click()
-        page.wait_for_timeout(1000)
-        page.locator("text='comparison.md' >> visible=true").first.click()
-        page.wait_for_timeout(2000)
-        page.screenshot(path=DOCS / "ui_sweep_summary.png")
         browser.close()
     print(f"sweep {parent.info.run_name}: {len(children)} children; screenshots in {DOCS}")
 

@@ -71,17 +71,18 @@ def test_the_description_names_the_validation_score_and_test_intervals():
     results = {"test_balanced_accuracy": 0.9, "test_balanced_accuracy_ci_low": 0.8,
                "test_balanced_accuracy_ci_high": 0.95, "test_auroc": 0.97, "test_f1": 0.85}
     text = headline(results, ("val_auprc", 0.97654))
-    assert text.splitlines()[0] == "**val_auprc 0.9765** on validation (it chose the model)"
-    assert "| balanced accuracy | 0.9000 | 0.8000 to 0.9500 |" in text and "| AUROC | 0.9700 | n/a |" in text
-    assert "| out of fold |" in headline({"oof_auroc": 0.9}, prefix="oof_")
+    assert text.splitlines()[0] == ("val_auprc 0.9765 on validation; test balanced accuracy 0.9000 [0.8000, 0.9500], "
+                                    "AUROC 0.9700, F1 0.8500")  # one line: the runs table shows the first
+    assert headline({"oof_auroc": 0.9}, prefix="oof_").startswith("out of fold AUROC 0.9000\n")
 
 
 def test_header_and_closing():
     assert data_words(SUMMARY) == "synthetic data: 100 patches of 4 patients (60 train, 20 val, 20 test)"
     assert "3 files skipped" in data_words(SUMMARY | {"skipped_files": {"bad_name": 2, "unreadable": 1}})
     link = run_link("sqlite:////x/mlflow.db", "1", "abc")
-    assert link == "http://127.0.0.1:5000/#/experiments/1/runs/abc"
-    assert run_link("http://host:5000/", "1", "abc") == "http://host:5000/#/experiments/1/runs/abc"
+    assert link == "http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning"
+    assert run_link("http://host:5000/", "1", "abc") == (
+        "http://host:5000/#/experiments/1/runs/abc?workflowType=machine_learning")
     assert run_link("databricks://profile", "1", "abc") is None and ui_command("http://host:5000") is None
     line = header(["loss=focal"], SUMMARY, "idc", link)
     assert line == (f"Training loss=focal on {data_words(SUMMARY)} -> MLflow experiment idc, run {link}")
@@ -175,7 +176,7 @@ def test_the_default_run_prints_at_most_40_lines_and_ends_with_what_to_run_next(
         assert noise not in done.stdout + done.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
-    assert run.data.tags["mlflow.note.content"].startswith("**val_auprc ")
+    assert run.data.tags["mlflow.note.content"].startswith("val_auprc ")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "test")}
     assert "test/classification_report.txt" in artifacts  # the full report, imbalanced-learn's table included
     assert "loss.alpha" not in run.data.params and "cv.val" not in run.data.params

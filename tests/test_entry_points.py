@@ -61,11 +61,11 @@ def test_real_data_without_root_fails_with_the_layout(tmp_path, data_dir):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_SAMPLE.is_dir(), reason="real IDC sample (../shared/data/idc-sample) not present")
 def test_real_idc_sample_trains_and_evaluates(tmp_path, data_dir):
-    done = run("train.py", "data=idc", f"data.root={SHARED_SAMPLE}", "trainer.max_epochs=1",
+    done = run("train.py", "data=idc", f"data.root={SHARED_SAMPLE}", "trainer.max_epochs=1", "verbose=true",
                "trainer.limit_train_batches=5", "trainer.limit_val_batches=3", "trainer.limit_test_batches=3",
                root=tmp_path, data_dir=data_dir)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "padded" in done.stdout  # the sample has border patches smaller than 50x50
+    assert "padded" in done.stdout  # the sample has border patches smaller than 50x50 (the data line: verbose)
     done = run("evaluate.py", root=tmp_path, data_dir=data_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "IDC (1)" in done.stdout

@@ -24,6 +24,8 @@ from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from idclab.verbosity import set_verbose
+
 STARTED = time.time()  # when the entry point started (before Hydra made any folder)
 # (logger, message fragment): records dropped from the project's own runs
 DROPPED_LOG_RECORDS = (
@@ -147,6 +149,7 @@ def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         config = compose(config_name, overrides=kept, return_hydra_config=True)
     HydraConfig.instance().set_config(config)  # `${hydra:...}` in the paths resolves through it (Hydra resets it)
+    set_verbose(bool(config.get("verbose", False)))  # from the start: a sweep's callbacks open the store first
     skip = {o.key_or_group for o in overrides if o.is_sweep_override()}
     first_checks(config, skip | set(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}))
 

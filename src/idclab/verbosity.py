@@ -8,6 +8,7 @@ file either way: only the console leaves them out.
 from __future__ import annotations
 
 import logging
+import sys
 
 # INFO records these loggers send to the console only with verbose=true (GPU/TPU lines, "Seed set", "Restoring
 # states", the MLflow run opened): Hydra's log file keeps them
@@ -32,8 +33,8 @@ def set_verbose(on: bool) -> None:
     """Show the details from now on (`on`), or leave them out of the console (idempotent)."""
     _Switch.verbose = bool(on)
     for handler in logging.getLogger().handlers:
-        if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
-            continue  # a file keeps every record
+        if getattr(handler, "stream", None) not in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            continue  # a file (or a test's capture) keeps every record
         for old in [f for f in handler.filters if isinstance(f, DetailFilter)]:
             handler.removeFilter(old)
         if not on:

@@ -171,16 +171,20 @@ HEADLINE = (("balanced_accuracy", "balanced accuracy"), ("auroc", "AUROC"), ("f1
 
 
 def headline(results: dict[str, Any], validation: tuple[str, float] | None = None, prefix: str = "test_") -> str:
-    """A run's description in the MLflow UI (markdown): the validation score that chose the model and the test (or,
-    `prefix="oof_"`, out-of-fold) balanced accuracy, AUROC and F1 (IDC) with their patient-bootstrap 95% intervals."""
-    lines = [f"**{validation[0]} {validation[1]:.4f}** on validation (it chose the model)", ""] if validation else []
-    lines += [f"| {'out of fold' if prefix == 'oof_' else 'test'} | value | 95% interval (patients) |",
-              "| --- | --- | --- |"]
+    """A run's description in the MLflow UI: one line (the runs table shows a description's first line) with the
+    validation score that chose the model and the test (or, `prefix="oof_"`, out-of-fold) balanced accuracy, AUROC
+    and F1 (IDC) with their patient-bootstrap 95% intervals; then what the numbers are."""
+    scores = []
     for key, label in HEADLINE:
         value, low, high = (results.get(f"{prefix}{key}{end}") for end in ("", "_ci_low", "_ci_high"))
-        interval = f"{low:.4f} to {high:.4f}" if low is not None and high is not None else "n/a"
-        lines += [f"| {label} | {float(value):.4f} | {interval} |"] if value is not None else []
-    return "\n".join(lines)
+        if value is not None:
+            interval = f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+            scores.append(f"{label} {float(value):.4f}{interval}")
+    what = "out of fold" if prefix == "oof_" else "test"
+    chose = [f"{validation[0]} {validation[1]:.4f} on validation"] if validation else []
+    line = "; ".join([*chose, f"{what} {', '.join(scores)}"])
+    return (f"{line}\n\n" + "The validation score chose the model; " * bool(validation)
+            + f"{what} intervals: 95%, resampling the patients.")
 
 
 def threshold_free(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -60,6 +60,8 @@ NOTE_TAG = "mlflow.note.content"  # a run's description in the UI (markdown)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # how MLflow 3's UI opens an experiment: on its training runs with
 MODEL_TRAINING = "custom_model_development"    # this value (the GenAI traces view without it)
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui --host 127.0.0.1` serves a local store
+UI_TRAINING = "workflowType=machine_learning"  # MLflow 3.17's UI opens an experiment as its GenAI/Model training
+# toggle says (GenAI until the user switches), not as its experimentKind tag: links ask for the training view
 
 
 def is_local_database(tracking_uri: str) -> bool:
@@ -102,15 +104,15 @@ def connect(tracking_uri: str, experiment_name: str, artifact_location: str | No
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
-    """The address of a run in the MLflow UI: on `mlflow ui` (UI_ADDRESS) for a local store, on the server itself
-    for an http(s) tracking URI; None for other stores (Databricks, ...)."""
+    """The address of a run in the MLflow UI, in its Model training view: on `mlflow ui` (UI_ADDRESS) for a local
+    store, on the server itself for an http(s) tracking URI; None for other stores (Databricks, ...)."""
     if local_store(tracking_uri) is not None:
         base = UI_ADDRESS
     elif tracking_uri.startswith(("http://", "https://")):
         base = tracking_uri.rstrip("/")
     else:
         return None
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{UI_TRAINING}"
 
 
 def ui_command(tracking_uri: str) -> str | None:
