@@ -47,6 +47,7 @@ def choose_threshold(trainer: pl.Trainer, classifier: IDCClassifier, datamodule:
                f"threshold without context {patch_threshold:.4f}")
     threshold = tune_threshold(targets, probs, method, **options)
     classifier.set_threshold(threshold)
+    classifier.hparams["threshold_method"] = threshold_cfg.name  # as store_threshold records it: the report names it
     detail(f"Operating threshold ({threshold_cfg.name} on validation): {threshold:.4f}")
     return threshold, rows, probs, patch_probs
 
