@@ -118,8 +118,9 @@ def test_the_encoder_learns_at_its_scale_of_the_learning_rate_and_a_frozen_one_n
 
 
 def test_an_unknown_name_suggests_close_ones():
-    with pytest.raises(registry.OptionError, match=r"model.name='resnt18' is not an option; choose one of idcnet, "
-                                                   r"cnn, ann, janowczyk or one of \d+ timm names .*close names: resnet18"):
+    with pytest.raises(registry.OptionError,
+                       match=r"model.name='resnt18' is not an option; choose one of idcnet, "
+                             r"cnn, ann, janowczyk or one of \d+ timm names .*close names: resnet18"):
         registry.build("model", {"name": "resnt18"})
 
 
