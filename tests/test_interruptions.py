@@ -21,7 +21,7 @@ from PIL import Image
 from test_reliability import SLOW_EPOCHS, only_run, start_training, wait_for_epochs
 
 from idclab.classifier.module import IDCClassifier
-from idclab.cli import USER_ERRORS
+from idclab.cli import is_user_error
 from idclab.config.validation import require_both_classes
 from idclab.data.layout import DataLayoutError
 from idclab.training.pipeline import train
@@ -142,7 +142,7 @@ def test_user_errors_exit_2_in_one_line_and_bugs_exit_1_with_a_traceback(tmp_pat
     done = run_train_raising(tmp_path, "KeyError('missing')")
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" in done.stderr and "KeyError: 'missing'" in done.stderr
-    assert not issubclass(KeyError, USER_ERRORS) and not issubclass(IndexError, USER_ERRORS)
+    assert not is_user_error(KeyError("k")) and not is_user_error(IndexError("i"))
 
 
 def write_negative_only_dataset(root: Path, patients: int = 6, patches: int = 6) -> None:
@@ -163,7 +163,7 @@ def test_single_class_training_data_is_refused_before_training(make_cfg, tmp_pat
     with pytest.raises(DataLayoutError, match=one_line) as err:
         train(make_cfg("data=idc", f"data.root={tmp_path / 'idc'}", "data.decode_workers=1", "data.batch_size=8",
                        *TINY_TRAINER, tiny=False))
-    assert isinstance(err.value, USER_ERRORS)
+    assert is_user_error(err.value)
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
