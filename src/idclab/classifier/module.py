@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from idclab.classifier.mixup import draw_mixup, mixed_loss
+from idclab.classifier.predictor import ContextRule
 from idclab.classifier.schedules import make_scheduler, scheduled
 from idclab.data.neighbourhood import input_channels, views_of
 from idclab.models.stain import NoStain, StainNormaliser
@@ -25,7 +26,7 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class IDCClassifier(pl.LightningModule):
+class IDCClassifier(ContextRule, pl.LightningModule):
     """Binary IDC classifier on uint8 patches; normalisation happens here, on the model's device.
 
     `config` (the resolved run config as a plain dict), `mean`, `std`, `threshold` and
@@ -102,15 +103,6 @@ class IDCClassifier(pl.LightningModule):
         self.patch_threshold = float(patch_threshold)
         self.hparams.update(context_weight=self.context_weight, context_radius=self.context_radius,
                             patch_threshold=self.patch_threshold)
-
-    @property
-    def uses_context(self) -> bool:
-        return self.context_weight > 0
-
-    @property
-    def alone_threshold(self) -> float:
-        """The threshold for a patch scored without its neighbours."""
-        return self.patch_threshold if self.uses_context and self.patch_threshold is not None else self.threshold
 
     def in_context(self, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """`probs` of index `rows` blended with those of their neighbours among the same rows."""

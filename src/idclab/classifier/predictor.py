@@ -17,18 +17,13 @@ from torch import nn
 ENSEMBLE_KEY = "ensemble"  # a checkpoint of several members (`idclab.classifier.ensemble`): their checkpoints
 
 
-class OperatingPoint(nn.Module):
-    """What turns P(IDC) into labels: the threshold, and the spatial context it was tuned with (`context_weight` >
-    0: each patch blended with its slide neighbours; `patch_threshold` for a patch without known neighbours)."""
+class ContextRule:
+    """The thresholds of a model with its spatial context: `threshold`, `context_weight` (> 0: each patch blended
+    with its slide neighbours) and `patch_threshold` (for a patch without known neighbours), set by the owner."""
 
-    tta = False  # prediction here is plain; test-time augmentation re-tunes on validation (evaluate.py's path)
-
-    def __init__(self, views: tuple[int, ...], threshold: float = 0.5, context_weight: float = 0.0,
-                 context_radius: int = 1, patch_threshold: float | None = None):
-        super().__init__()
-        self.input_views = views  # non-empty: each patch comes with its neighbourhood views (3 channels each)
-        self.threshold = float(threshold)
-        self.context_weight, self.context_radius, self.patch_threshold = context_weight, context_radius, patch_threshold
+    threshold: float
+    context_weight: float
+    patch_threshold: float | None
 
     @property
     def uses_context(self) -> bool:
@@ -38,6 +33,19 @@ class OperatingPoint(nn.Module):
     def alone_threshold(self) -> float:
         """The threshold for a patch scored without its neighbours."""
         return self.patch_threshold if self.uses_context and self.patch_threshold is not None else self.threshold
+
+
+class OperatingPoint(ContextRule, nn.Module):
+    """What turns P(IDC) into labels: the threshold, and the spatial context it was tuned with (`ContextRule`)."""
+
+    tta = False  # prediction here is plain; test-time augmentation re-tunes on validation (evaluate.py's path)
+
+    def __init__(self, views: tuple[int, ...], threshold: float = 0.5, context_weight: float = 0.0,
+                 context_radius: int = 1, patch_threshold: float | None = None):
+        super().__init__()
+        self.input_views = views  # non-empty: each patch comes with its neighbourhood views (3 channels each)
+        self.threshold = float(threshold)
+        self.context_weight, self.context_radius, self.patch_threshold = context_weight, context_radius, patch_threshold
 
     def blend(self, probs: np.ndarray, patients: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """`probs` blended with those of their neighbours among them (patient, x, y in pixels per patch)."""
