@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from idclab.config.build import load_classifier
+from idclab.data.datamodule import resolve_root
 from idclab.evaluation.evaluate import evaluate
 from idclab.scoring.context import WEIGHTS, neighbour_matrix, smooth
 from idclab.training.pipeline import train
@@ -26,7 +27,7 @@ def only_run(cfg):
 
 
 @pytest.mark.slow
-def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_predict(make_cfg, tmp_path, data_dir):
+def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_predict(make_cfg, tmp_path):
     cfg = make_cfg("context=neighbours", "context.weight=0.5", "logger.log_model=true", *FULL_SPLITS)
     train(cfg)
     client, run = only_run(cfg)
@@ -44,7 +45,7 @@ def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_p
         assert evaluated[name] == pytest.approx(metrics[name], abs=1e-6), name
 
     patient = sorted(classifier.hparams["split_patients"]["test"])[0]
-    slide = next(p for p in data_dir.glob(f"synthetic/synthetic-*/{patient}") if p.is_dir())
+    slide = resolve_root(cfg.data) / patient  # this run's data set (other synthetic sets share patient names)
     folder = tmp_path / "slide"
     shutil.copytree(slide, folder)
     evaluate(make_cfg(f"ckpt_path={checkpoint}", f"predict={folder}", config_name="evaluate"))

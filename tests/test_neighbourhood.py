@@ -151,8 +151,8 @@ def test_views_of_reads_the_saved_config_and_refuses_a_data_that_is_not_a_mappin
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("setting", "views"), [("1", (1,)), ("[1,2]", (1, 2))])
-def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(make_cfg, tmp_path, data_dir,
-                                                                              setting, views):
+def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(make_cfg, tmp_path, setting,
+                                                                              views):
     """The view is built from the cache's index at test and evaluate, from the files' names at predict and from the
     request's positions when served: the same patches get the same P(IDC) every way."""
     import csv
@@ -162,7 +162,7 @@ def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(m
     from mlflow.tracking import MlflowClient
 
     from idclab.config.build import load_classifier
-    from idclab.data.datamodule import PatchDataModule, prepare_data
+    from idclab.data.datamodule import PatchDataModule, prepare_data, resolve_root
     from idclab.data.decode import decode_patch
     from idclab.evaluation.evaluate import evaluate
     from idclab.evaluation.prediction import predict_files
@@ -180,9 +180,9 @@ def test_a_neighbourhood_model_scores_alike_at_test_evaluate_predict_and_serve(m
     assert evaluated["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)
 
     folder = tmp_path / "slides"  # every test patient's whole slide, so each patch has its neighbours at hand
+    root = resolve_root(cfg.data)  # this run's data set (other tests' synthetic sets share patient names)
     for patient in classifier.hparams["split_patients"]["test"]:
-        shutil.copytree(next(p for p in data_dir.glob(f"synthetic/synthetic-*/{patient}") if p.is_dir()),
-                        folder / patient)
+        shutil.copytree(root / patient, folder / patient)
     evaluate(make_cfg(f"ckpt_path={checkpoint}", f"predict={folder}", config_name="evaluate"))
     with open(tmp_path / "out" / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
