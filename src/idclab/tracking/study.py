@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from idclab.config.registry import OptionError
-from idclab.config.validation import ConfigError, is_validation_metric, validate_train_config
+from idclab.config.validation import ConfigError, is_int, is_validation_metric, validate_train_config
 from idclab.data.layout import DataLayoutError
 from idclab.scoring.verdict import CROSS_VALIDATED, SCORES, Rule, verdict_markdown, verdict_table
 from idclab.tracking.compare import VERDICT_FILE
@@ -102,10 +102,6 @@ def require(ok: bool, key: str, problem: str) -> None:
         raise StudyError(f"study.{key}: {problem}")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
@@ -128,9 +124,9 @@ def read_study(config: DictConfig) -> Study:
                 f"must be a list of overrides (e.g. [loss=focal]), got {overrides!r}")
     require(baseline in strategies, "baseline", f"{baseline!r} is not one of the strategies ({', '.join(strategies)})")
     seeds, folds = node.get("seeds"), node.get("folds")
-    require(isinstance(seeds, list) and bool(seeds) and all(_is_int(s) for s in seeds)
+    require(isinstance(seeds, list) and bool(seeds) and all(is_int(s) for s in seeds)
             and len(set(seeds)) == len(seeds), "seeds", f"must be a list of distinct integers, got {seeds!r}")
-    require(folds is None or (_is_int(folds) and folds >= 2), "folds",
+    require(folds is None or (is_int(folds) and folds >= 2), "folds",
             f"must be null (one split) or an integer >= 2 (patient-grouped folds), got {folds!r}")
     common = node.get("common") or []
     require(_is_strings(common), "common", f"must be a list of overrides, got {common!r}")
@@ -153,7 +149,7 @@ def read_study(config: DictConfig) -> Study:
             f"must be a number >= 0, got {margin!r}")
     require(isinstance(confidence, float) and 0 < confidence < 1, "rule.confidence",
             f"must be a number between 0 and 1, got {confidence!r}")
-    require(_is_int(resamples) and resamples >= 100, "rule.resamples", f"must be an integer >= 100, got {resamples!r}")
+    require(is_int(resamples) and resamples >= 100, "rule.resamples", f"must be an integer >= 100, got {resamples!r}")
     only = node.get("only")
     require(only is None or (_is_strings(only) and bool(only) and set(only) <= set(strategies)), "only",
             f"must be null or a list of the strategies ({', '.join(strategies)}), got {only!r}")
