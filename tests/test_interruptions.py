@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -17,6 +18,7 @@ import torch
 from conftest import PROJECT, TINY_TRAINER
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from PIL import Image
 from test_reliability import SLOW_EPOCHS, only_run, start_training, wait_for_epochs
 
@@ -24,6 +26,9 @@ from idclab.classifier.module import IDCClassifier
 from idclab.cli import is_user_error
 from idclab.config.validation import require_both_classes
 from idclab.data.layout import DataLayoutError
+from idclab.evaluation.calibrate import one_device_trainer
+from idclab.termination import sigterm_exits_143
+from idclab.tracking.runs import TrackedRun
 from idclab.training.pipeline import train
 
 EPOCH_METRICS = ("val_auprc", "val_loss", "train_loss", "train_auprc")
@@ -173,3 +178,70 @@ def test_single_class_validation_split_is_refused():
     with pytest.raises(DataLayoutError, match=r"the val split holds no positive patches \(0 positive, 9 negative\)"):
         require_both_classes(counts)
     require_both_classes(counts | {"val": {"negative": 9, "positive": 1}})  # a one-class test split is allowed
+
+
+
+class CountingModel(pl.LightningModule):
+    """Counts the batches it sees; sends this process SIGTERM during batch `signal_at`."""
+
+    def __init__(self, signal_at: int | None = None):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.signal_at, self.seen = signal_at, 0
+
+    def step(self, batch, batch_idx):
+        if batch_idx == self.signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        self.seen += 1
+        return self.layer(batch[0]).sum()
+
+    training_step = test_step = predict_step = step
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def four_batches() -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 2)), batch_size=1)
+
+
+def cpu_trainer(out_dir: Path) -> pl.Trainer:
+    """The one-device trainer that picks thresholds, tests and predicts."""
+    return one_device_trainer(OmegaConf.create({"accelerator": "cpu", "precision": "32-true",
+                                                "enable_progress_bar": False}), out_dir)
+
+
+@pytest.mark.parametrize("stage", ["predict", "test"])
+@pytest.mark.parametrize("signal_at", [1, 3])  # a batch in the middle, and the last one
+def test_sigterm_during_prediction_or_test_stops_at_that_batch_end_with_143(tmp_path, stage, signal_at):
+    model = CountingModel(signal_at)
+    with pytest.raises(SystemExit) as stopped, sigterm_exits_143():
+        trainer = cpu_trainer(tmp_path)
+        if stage == "test":
+            trainer.test(model, four_batches(), verbose=False)
+        else:
+            trainer.predict(model, four_batches())
+        raise AssertionError("the work after the trainer went on after SIGTERM")
+    assert stopped.value.code == 143
+    assert model.seen == signal_at + 1
+
+
+def test_after_a_sigterm_no_later_trainer_trains_and_no_run_opens(tmp_path):
+    """A SIGTERM that one trainer took (a fold's test) stops the next one (the next fold's fit) at its first batch
+    end, and opens no MLflow run."""
+    later = CountingModel()
+    with pytest.raises(SystemExit) as stopped, sigterm_exits_143():
+        with contextlib.suppress(SystemExit):
+            cpu_trainer(tmp_path).test(CountingModel(signal_at=3), four_batches(), verbose=False)
+        with contextlib.suppress(SystemExit):
+            TrackedRun(NoNewRuns(), "1", "job", {}, system_metrics=None).__enter__()
+        cpu_trainer(tmp_path).fit(later, four_batches())
+    assert stopped.value.code == 143
+    assert later.seen == 1
+
+
+class NoNewRuns:
+    """Stands in for MlflowClient: opening a run fails the test."""
+
+    def create_run(self, *args, **kwargs):
+        raise AssertionError("an MLflow run was opened after SIGTERM")

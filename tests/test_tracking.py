@@ -12,9 +12,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from idclab.classifier.interrupts import InterruptGuard
 from idclab.termination import CtrlC
 from idclab.tracking.runs import RunNotFoundError, TrackedRun, fetch_model
-from idclab.training.callbacks import CtrlCGuard
 
 SPLITS = {"train": pd.DataFrame({"patient": ["8863"], "label": [1]})}
 
@@ -54,7 +54,7 @@ def ctrl_c(monkeypatch):
 
 
 def test_a_ctrl_c_lost_in_a_finalizer_is_raised_at_the_next_batch_end(ctrl_c):
-    guard = CtrlCGuard()
+    guard = InterruptGuard()
     guard.on_train_batch_end()  # nothing received: training goes on
     with contextlib.suppress(KeyboardInterrupt):  # what Python does to an exception raised inside __del__
         ctrl_c.handler(signal.SIGINT, None)
@@ -83,9 +83,11 @@ def test_a_run_that_lost_a_ctrl_c_ends_killed_not_finished(ctrl_c):
     with TrackedRun(client, "1", "job", {}, resume_run_id="r1", system_metrics=None):
         pass
     assert client.ended == ["FINISHED"]
-    ctrl_c.received = True
     with pytest.raises(KeyboardInterrupt), TrackedRun(client, "1", "job", {}, resume_run_id="r1", system_metrics=None):
-        pass
+        ctrl_c.received = True  # lost inside the block
+    assert client.ended == ["FINISHED", "KILLED"]
+    with pytest.raises(KeyboardInterrupt), TrackedRun(client, "1", "job", {}, resume_run_id="r1", system_metrics=None):
+        raise AssertionError("a run opened after the Ctrl-C")
     assert client.ended == ["FINISHED", "KILLED"]
 
 

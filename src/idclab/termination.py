@@ -2,9 +2,11 @@
 Ctrl-C is never lost.
 
 Outside Lightning the handler raises `Terminated` at once; the `TrackedRun` being unwound ends its MLflow
-run KILLED. While a Lightning trainer runs, its own SIGTERM handler calls ours too: Lightning then stops at
-its next safe point (end of a batch or epoch, never inside a checkpoint write) with `SIGTERMException`.
-Either way the process leaves with status 143 (128 + SIGTERM), as a process killed by the signal does.
+run KILLED. While a Lightning trainer runs, its own SIGTERM handler calls ours too, and the trainer stops at
+its next batch end (never inside a checkpoint write): Lightning's loops check for training and for all but the
+last batch of validation and test; `raise_if_interrupted`, called at every batch end (training, validation, test,
+prediction) and before a run opens, covers the rest, so no later stage, fold or trainer starts. Either way the
+process leaves with status 143 (128 + SIGTERM), as a process killed by the signal does.
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ class SigtermHandler:
             raise Terminated
 
 
+_active: list[SigtermHandler] = []  # the handler of the innermost `sigterm_exits_143` block
+
+
+def raise_if_interrupted() -> None:
+    """Raise a Ctrl-C that Python lost (KeyboardInterrupt) or a SIGTERM a trainer took (`Terminated`)."""
+    CtrlC.raise_if_lost()
+    if _active and _active[-1].received:
+        raise Terminated
+
+
 @contextmanager
 def sigterm_exits_143() -> Iterator[None]:
     """Within the block SIGTERM stops the work and Ctrl-C is remembered (`CtrlC`); on leaving the block after a
@@ -66,9 +78,11 @@ def sigterm_exits_143() -> Iterator[None]:
     handler = SigtermHandler()
     previous = signal.signal(signal.SIGTERM, handler)
     previous_sigint = signal.signal(signal.SIGINT, CtrlC.handler)
+    _active.append(handler)
     try:
         yield
     finally:
+        _active.pop()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_sigint)
         if handler.received:

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from idclab.classifier.interrupts import InterruptGuard
 from idclab.classifier.module import IDCClassifier
 from idclab.data.datamodule import PatchDataModule
 from idclab.scoring.context import neighbour_matrix, smooth, tune_weight
@@ -78,4 +79,4 @@ def one_device_trainer(trainer_cfg: DictConfig, out_dir: Path, logger: Any = Fal
     progress bars only in a terminal (in a log each redraw would be a line)."""
     return pl.Trainer(accelerator=trainer_cfg.accelerator, devices=1, precision=trainer_cfg.precision,
                       logger=logger, enable_progress_bar=trainer_cfg.enable_progress_bar and sys.stdout.isatty(),
-                      enable_model_summary=False, default_root_dir=out_dir)
+                      enable_model_summary=False, default_root_dir=out_dir, callbacks=[InterruptGuard()])

@@ -11,6 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from idclab.classifier.interrupts import InterruptGuard
 from idclab.classifier.module import IDCClassifier
 from idclab.config.build import CheckpointError, load_classifier
 from idclab.config.validation import ConfigError, validate_evaluate_config
@@ -66,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict:
         if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
             datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers,
                                          neighbourhood=classifier.input_views)
-            trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir)
+            trainer = pl.Trainer(**cfg.trainer, logger=False, default_root_dir=out_dir, callbacks=[InterruptGuard()])
             print(f"Threshold with TTA: {retune_with_tta(trainer, classifier, datamodule):.4f}")
         results = predict_and_write(classifier, files, cfg.batch_size, out_dir)
         register(cfg, source_run)
@@ -83,7 +84,7 @@ def evaluate(cfg: DictConfig) -> dict:
                     system_metrics=cfg.logger.system_metrics_interval) as run:
         bar = cfg.trainer.enable_progress_bar and sys.stdout.isatty()  # in a log each redraw would be a line
         trainer = pl.Trainer(**{**cfg.trainer, "enable_progress_bar": bar}, enable_model_summary=False,
-                             logger=run.lightning_logger(), default_root_dir=out_dir)
+                             logger=run.lightning_logger(), default_root_dir=out_dir, callbacks=[InterruptGuard()])
         thresholds = {"threshold": classifier.threshold}
         if classifier.tta:
             thresholds = {"threshold_without_tta": classifier.threshold,

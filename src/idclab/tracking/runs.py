@@ -35,7 +35,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from idclab.fileutil import file_lock
-from idclab.termination import CtrlC
+from idclab.termination import CtrlC, raise_if_interrupted
 from idclab.tracking.store import (  # noqa: F401  (the reading half, re-exported: callers import them from here)
     CHECKPOINT_TAG,
     KIND_TAG,
@@ -206,6 +206,7 @@ class TrackedRun:
         self._monitor: SystemMetrics | None = None
 
     def __enter__(self) -> TrackedRun:
+        raise_if_interrupted()  # after a SIGTERM or a lost Ctrl-C no run opens
         resumed = bool(self.run_id)
         if resumed:  # continue an interrupted run: same run, metrics carry on
             self.client.update_run(self.run_id, status="RUNNING")

@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 
 from idclab.config import registry
-from idclab.termination import CtrlC
 
 
 class DeferredReweighting(Callback):
@@ -23,17 +22,6 @@ class DeferredReweighting(Callback):
         criterion = pl_module.criterion
         if hasattr(criterion, "set_class_weighting"):
             criterion.set_class_weighting(trainer.current_epoch >= self.start_epoch)
-
-
-class CtrlCGuard(Callback):
-    """Raises a Ctrl-C that Python lost (see `idclab.termination.CtrlC`) at the next batch end, where Lightning
-    turns it into a graceful stop and exit(1)."""
-
-    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
-        CtrlC.raise_if_lost()
-
-    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
-        CtrlC.raise_if_lost()
 
 
 def training_callbacks(cfg: DictConfig) -> list[Callback]:

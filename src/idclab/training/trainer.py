@@ -12,9 +12,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
+from idclab.classifier.interrupts import InterruptGuard
 from idclab.evaluation.calibrate import one_device_trainer
 from idclab.tracking.runs import TrackedRun
-from idclab.training.callbacks import CtrlCGuard, training_callbacks
+from idclab.training.callbacks import training_callbacks
 from idclab.training.progress import progress_callbacks
 from idclab.training.resume import LastCheckpoint
 from idclab.verbosity import is_verbose
@@ -25,7 +26,7 @@ def make_trainer(cfg: DictConfig, out_dir: Path, logger: Any) -> tuple[pl.Traine
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
                                  mode=cfg.checkpoint.mode)
     progress, bar = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.checkpoint.monitor)
-    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), CtrlCGuard(), *training_callbacks(cfg),
+    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), InterruptGuard(), *training_callbacks(cfg),
                  *progress]
     options = {"enable_model_summary": is_verbose(), **cfg.trainer, "enable_progress_bar": bar}
     trainer = pl.Trainer(**options, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
