@@ -120,3 +120,11 @@ def test_layers_stay_out_of_what_is_not_theirs(package: str, forbidden: str) -> 
     offenders = [str(p.relative_to(PACKAGE)) for p in (PACKAGE / package).rglob("*.py")
                  if any(m == forbidden or m.startswith(forbidden + ".") for m in runtime_imports(p))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("module", ["fit", "crossval", "trainer", "callbacks"])
+def test_the_fit_stage_gets_its_plan_not_the_config(module: str) -> None:
+    """Only the conductor (and `plan`, which reads it once) sees the run's whole config."""
+    path = PACKAGE / "training" / f"{module}.py"
+    assert not [m for m in runtime_imports(path) if m.startswith("omegaconf")]
+    assert "DictConfig" not in path.read_text()

@@ -172,10 +172,11 @@ def test_a_config_saved_before_the_neighbourhood_option_trains_without_it(make_c
     from omegaconf import open_dict
 
     from idclab.training.fit import make_model_and_data
+    from idclab.training.plan import fit_plan
 
     cfg = make_cfg()
     with open_dict(cfg):
         del cfg.data["neighbourhood"]
     data = prepare_data(cfg.data, cfg.split)
-    datamodule, classifier = make_model_and_data(cfg, OmegaConf.to_container(cfg, resolve=True), data)
+    datamodule, classifier = make_model_and_data(fit_plan(cfg, OmegaConf.to_container(cfg, resolve=True)), data)
     assert datamodule.neighbourhood == () and classifier.input_views == ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from torch import nn
 
@@ -26,6 +27,7 @@ from idclab.data.sampling import DeferredSampler, deferred, no_sampler, oversamp
 from idclab.models.idcnet import IDCNet, Residual
 from idclab.models.losses import bce, class_balanced, focal, logit_adjusted, ranking, truncated, weighted_bce
 from idclab.training.callbacks import DeferredReweighting, training_callbacks
+from idclab.training.plan import FitPlan, fit_plan
 
 LOGITS = torch.tensor([2.0, -1.0])
 TARGETS = torch.tensor([1.0, 0.0])
@@ -245,16 +247,21 @@ def test_a_non_finite_loss_is_caught_at_once_on_the_cpu_and_by_the_next_check_on
             hook()
 
 
+def plan_of(cfg: DictConfig) -> FitPlan:
+    return fit_plan(cfg, OmegaConf.to_container(cfg, resolve=True))
+
+
 def test_training_callbacks_follow_the_config(make_cfg):
-    assert training_callbacks(make_cfg()) == []
-    older = OmegaConf.create({"optim": {"lr": 1e-3}, "checkpoint": {"monitor": "val_auprc", "mode": "max"}})
-    assert training_callbacks(older) == []  # a resumed run's config saved before these keys existed
-    callbacks = training_callbacks(make_cfg("averaging=ema", "early_stopping.patience=3", "drw.start_epoch=2"))
+    assert training_callbacks(plan_of(make_cfg())) == []
+    older = {"optim": {"lr": 1e-3}, "checkpoint": {"monitor": "val_auprc", "mode": "max"}}
+    assert training_callbacks(replace(plan_of(make_cfg()), config=older)) == []  # saved before these keys existed
+    callbacks = training_callbacks(plan_of(make_cfg("averaging=ema", "early_stopping.patience=3",
+                                                    "drw.start_epoch=2")))
     ema, stopping, drw = callbacks
     assert isinstance(ema, EMA) and ema.decay == 0.999
     assert (stopping.monitor, stopping.mode, stopping.patience) == ("val_auprc", "max", 3)
     assert isinstance(drw, DeferredReweighting) and drw.start_epoch == 2
-    (swa,) = training_callbacks(make_cfg("averaging=swa", "optim.lr=0.01"))
+    (swa,) = training_callbacks(plan_of(make_cfg("averaging=swa", "optim.lr=0.01")))
     assert isinstance(swa, SWA) and swa._swa_lrs == 0.01  # null swa_lr: optim.lr
 
 
@@ -304,9 +311,9 @@ def fit(make_cfg, *overrides: str, ckpt_path: str | None = None):
     cfg = make_cfg(*overrides)
     validate_train_config(cfg)
     pl.seed_everything(cfg.seed)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    datamodule, classifier = make_model_and_data(cfg, config, prepare_data(cfg.data, cfg.split))
-    trainer, checkpoint = make_trainer(cfg, Path(cfg.paths.output_dir), logger=False)
+    plan = plan_of(cfg)
+    datamodule, classifier = make_model_and_data(plan, prepare_data(cfg.data, cfg.split))
+    trainer, checkpoint = make_trainer(plan, Path(cfg.paths.output_dir), logger=False)
     recorder = Recorder()
     trainer.callbacks.append(recorder)
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -24,6 +24,7 @@ from idclab.tracking.runs import MLflowEpochLogger
 from idclab.training import fit as training
 from idclab.training.fit import Fitted
 from idclab.training.pipeline import train
+from idclab.training.plan import fit_plan
 from idclab.training.resume import LAST_CHECKPOINT, last_checkpoint, write_state
 
 MEMBER_METRICS = ("val_auprc", "train_loss")
@@ -62,10 +63,11 @@ def test_a_seed_ensemble_on_one_device_is_accepted(make_cfg, devices):
 def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_one_is_kept(
         make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("ensemble.members=3", "seed=7")
+    plan = fit_plan(cfg, OmegaConf.to_container(cfg, resolve=True))
     fits, seeds = [], []
     monkeypatch.setattr(pl, "seed_everything", lambda seed, workers=False: seeds.append(seed))
 
-    def fake_fit(cfg, config, data, run, out_dir, ckpt_path=None, seed=None, prefix=""):
+    def fake_fit(plan, data, run, out_dir, ckpt_path=None, seed=None, prefix=""):
         fits.append((seed, prefix, out_dir.name, ckpt_path))
         (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         return Fitted(None, None, None, str(saved_member(cfg, out_dir / "checkpoints" / "best.ckpt", seed)), 0.5)
@@ -78,7 +80,7 @@ def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_o
 
     monkeypatch.setattr(training, "fit_member", fake_fit)
     out = tmp_path / "run"
-    paths, _ = training.fit_members(cfg, {}, None, Run(), out, 3)
+    paths, _ = training.fit_members(plan, None, Run(), out)
     assert seeds == [7, 8, 9] and [f[:3] for f in fits] == [(7, "member_0/", "member_0"), (8, "member_1/", "member_1"),
                                                            (9, "member_2/", "member_2")]
     assert paths == [str(out / f"member_{k}" / "checkpoints" / "best.ckpt") for k in range(3)]
@@ -86,13 +88,13 @@ def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_o
     write_state(out, "run-a", {})
     os.utime(out / "run_state.json", ns=(0, 0))  # the run started before every file above
     fits.clear()
-    assert training.fit_members(cfg, {}, None, Run(), out, 3, resuming=True)[0] == paths
+    assert training.fit_members(plan, None, Run(), out, resuming=True)[0] == paths
     assert fits == [(9, "member_2/", "member_2", None)]  # no last.ckpt of it: trained again from the start
     last = out / "member_2" / LAST_CHECKPOINT
     last.write_bytes(b"epoch 1")
     (out / "member_2" / training.MEMBER_FILE).unlink()
     fits.clear()
-    training.fit_members(cfg, {}, None, Run(), out, 3, resuming=True)
+    training.fit_members(plan, None, Run(), out, resuming=True)
     assert fits == [(9, "member_2/", "member_2", last)]  # continues from its last checkpoint
 
 

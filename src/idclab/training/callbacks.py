@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 
 from idclab.config import registry
+from idclab.training.plan import FitPlan
 
 
 class DeferredReweighting(Callback):
@@ -24,18 +22,16 @@ class DeferredReweighting(Callback):
             criterion.set_class_weighting(trainer.current_epoch >= self.start_epoch)
 
 
-def training_callbacks(cfg: DictConfig) -> list[Callback]:
+def training_callbacks(plan: FitPlan) -> list[Callback]:
     """Callbacks for `averaging`, `early_stopping.patience` and `drw.start_epoch` (groups/keys absent: off)."""
     callbacks: list[Callback] = []
-    group = cfg.get("averaging")  # absent from configs saved before the group existed
-    spec: Any = registry.LATER_GROUPS["averaging"] if group is None else OmegaConf.to_container(group, resolve=True)
-    averager = registry.build("averaging", spec, lr=cfg.optim.lr)
+    averager = registry.build("averaging", plan.averaging, lr=plan.option("optim.lr"))
     if averager is not None:
         callbacks.append(averager)
-    patience = OmegaConf.select(cfg, "early_stopping.patience")
+    patience = plan.option("early_stopping.patience")
     if patience is not None:
-        callbacks.append(EarlyStopping(monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, patience=patience))
-    start_epoch = OmegaConf.select(cfg, "drw.start_epoch")
+        callbacks.append(EarlyStopping(monitor=plan.monitor, mode=plan.mode, patience=patience))
+    start_epoch = plan.option("drw.start_epoch")
     if start_epoch is not None:
         callbacks.append(DeferredReweighting(start_epoch))
     return callbacks

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 from sklearn.model_selection import StratifiedGroupKFold
 
 from idclab.classifier.ensemble import ENSEMBLE_FILE, save_ensemble
@@ -27,13 +26,14 @@ from idclab.config.build import load_ensemble
 from idclab.config.validation import NEXT_FOLD, ConfigError
 from idclab.data.datamodule import PatchDataModule, PreparedData
 from idclab.data.split import PatientSplit, patch_share, patient_share, stratified_patient_split
-from idclab.evaluation.calibrate import context_config, one_device_trainer
+from idclab.evaluation.calibrate import one_device_trainer
 from idclab.evaluation.oof import RULES, ensemble_operating_point, oof_report, patch_frame
-from idclab.evaluation.reporting import headline, report_options, test_and_report
+from idclab.evaluation.reporting import headline, test_and_report
 from idclab.scoring.thresholds import rule_of
 from idclab.tracking.inputs import log_inputs, run_tags, sweep_parent
 from idclab.tracking.runs import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
 from idclab.training.fit import FitResult, fit_and_test
+from idclab.training.plan import FitPlan, FoldPlan
 
 if TYPE_CHECKING:  # only the tracking package talks to MLflow; this is a type name
     from mlflow.tracking import MlflowClient
@@ -90,30 +90,29 @@ def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any
             "threshold": result.threshold, **{f"test_{k}": float(result.metrics[f"test_{k}"]) for k in keys}}
 
 
-def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, client: MlflowClient,
-                   experiment_id: str, context: dict[str, Any]) -> float:
-    """Run `cfg.cv.folds` folds as child runs of one parent run; return the mean best validation score."""
-    out_dir = Path(cfg.paths.output_dir)
+def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: MlflowClient, experiment_id: str,
+                   context: dict[str, Any]) -> float:
+    """Run `cv.folds` folds as child runs of one parent run; return the mean best validation score."""
+    out_dir, config, monitor = cv.out_dir, plan.config, plan.monitor
     pool = np.sort(np.concatenate([data.split.rows["train"], data.split.rows["val"]]))
-    folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cfg.cv.folds, cfg.cv.seed)
+    folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cv.folds, cv.seed)
     name = " ".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent"}
     rows, predictions, validations, members, contexts = [], [], [], [], []
-    with TrackedRun(client, experiment_id, f"cv{cfg.cv.folds} {name}", tags, parent_run_id=sweep_parent(context),
-                    system_metrics=cfg.logger.system_metrics_interval) as parent:
+    with TrackedRun(client, experiment_id, f"cv{cv.folds} {name}", tags, parent_run_id=sweep_parent(context),
+                    system_metrics=plan.system_metrics) as parent:
         log_inputs(parent, config, data)
         for fold, fold_patients in enumerate(folds):
-            split = fold_split(data, pool, folds, fold, cfg.cv.val, cfg.cv.seed + fold,
-                               cfg.cv.get("train_patients", 1.0), cfg.cv.get("train_patches", 1.0))
+            split = fold_split(data, pool, folds, fold, cv.val, cv.seed + fold, cv.train_patients, cv.train_patches)
             fold_data = replace(data, split=split)
             print(f"Fold {fold + 1}/{len(folds)}: {len(split.patients['train'])} train, "
                   f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients")
             fold_tags = tags | {KIND_TAG: "cv_fold", "cv": "fold", FOLD_TAG: str(fold)}
             with TrackedRun(client, experiment_id, f"fold {fold} {name}", fold_tags, parent_run_id=parent.run_id,
-                            system_metrics=cfg.logger.system_metrics_interval) as child:
+                            system_metrics=plan.system_metrics) as child:
                 log_inputs(child, config, fold_data)
-                result = fit_and_test(cfg, config, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
-                child.describe(headline(result.metrics, (cfg.checkpoint.monitor, result.best_score)))
+                result = fit_and_test(plan, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
+                child.describe(headline(result.metrics, (monitor, result.best_score)))
             rows.append(fold_row(fold, split, result))
             members.append(result.best_path)
             predictions.append(patch_frame(data, fold, result.test_rows, result.test_probs, result.test_patch_probs)
@@ -122,27 +121,27 @@ def cross_validate(cfg: DictConfig, config: dict[str, Any], data: PreparedData, 
             contexts.append(result.context)
         table = pd.DataFrame(rows)
         metrics, text = oof_report(table, pd.concat(predictions), pd.concat(validations), out_dir / "cv",
-                                   int(cfg.report.bootstrap_resamples), RULES | {"configured": rule_of(cfg.threshold)})
+                                   plan.report["bootstrap_resamples"], RULES | {"configured": rule_of(plan.threshold)})
         print("\n" + text)
         mean_score = float(table["best_val_score"].mean())
-        parent.describe(headline(metrics, (f"mean {cfg.checkpoint.monitor}", mean_score), prefix="oof_"))
-        parent.log_metrics(metrics | {f"best_{cfg.checkpoint.monitor}": mean_score,
+        parent.describe(headline(metrics, (f"mean {monitor}", mean_score), prefix="oof_"))
+        parent.log_metrics(metrics | {f"best_{monitor}": mean_score,
                                       "threshold": float(table["threshold"].mean())})
         for path in sorted((out_dir / "cv").iterdir()):
             parent.log_file(path, "cv")
         threshold, context = float(table["threshold"].mean()), {}
-        context_cfg = context_config(cfg)
         weight = float(np.mean([c.get("context_weight", 0.0) for c in contexts]))  # 0 where validation chose none
-        if context_cfg.name != "none" and weight > 0:
-            threshold, alone = ensemble_operating_point(pd.concat(validations), rule_of(cfg.threshold),
-                                                        context_cfg.radius, weight)
-            context = {"context_weight": weight, "context_radius": int(context_cfg.radius), "patch_threshold": alone}
+        if plan.context["name"] != "none" and weight > 0:
+            radius = int(plan.context["radius"])
+            threshold, alone = ensemble_operating_point(pd.concat(validations), rule_of(plan.threshold), radius,
+                                                        weight)
+            context = {"context_weight": weight, "context_radius": radius, "patch_threshold": alone}
             parent.log_metrics({"context_weight": weight, "ensemble_threshold": threshold})
-        finish_ensemble(cfg, data, parent, members, threshold, out_dir, context)
+        finish_ensemble(plan, data, parent, members, threshold, out_dir, context)
     return mean_score
 
 
-def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, members: list[str | None],
+def finish_ensemble(plan: FitPlan, data: PreparedData, parent: TrackedRun, members: list[str | None],
                     threshold: float, out_dir: Path, context: dict[str, Any] | None = None) -> None:
     """Save the fold models as one ensemble checkpoint, test it on the held-out patients, log it as a model."""
     if not all(members):
@@ -153,14 +152,12 @@ def finish_ensemble(cfg: DictConfig, data: PreparedData, parent: TrackedRun, mem
     path = save_ensemble([Path(p) for p in members if p], threshold, out_dir / "checkpoints" / ENSEMBLE_FILE, record,
                          context)
     parent.set_tags({CHECKPOINT_TAG: str(path.resolve())})
-    if cfg.logger.log_checkpoint:
+    if plan.log_checkpoint:
         parent.log_file(path, "checkpoints")
     if len(data.split.rows["test"]):
         ensemble = load_ensemble(path)
-        datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers,
-                                     neighbourhood=ensemble.input_views)
-        trainer = one_device_trainer(cfg.trainer, out_dir, parent.lightning_logger())
-        test_and_report(trainer, ensemble, datamodule, out_dir / "test", parent,
-                        **report_options(cfg.report))
-    if cfg.logger.log_model:
+        datamodule = PatchDataModule(data, plan.batch_size, plan.num_workers, neighbourhood=ensemble.input_views)
+        trainer = one_device_trainer(plan.trainer, out_dir, parent.lightning_logger())
+        test_and_report(trainer, ensemble, datamodule, out_dir / "test", parent, **plan.report)
+    if plan.log_model:
         print(f"Logged MLflow ensemble model {log_model(parent, path)}")

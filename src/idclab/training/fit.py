@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
 
 from idclab.classifier.ensemble import ENSEMBLE_FILE, EnsembleClassifier, save_ensemble
 from idclab.classifier.module import IDCClassifier
@@ -24,17 +23,17 @@ from idclab.data.neighbourhood import views_of
 from idclab.data.sampling import deferred
 from idclab.evaluation.calibrate import (
     choose_threshold,
-    context_config,
     context_metrics,
     context_record,
     one_device_trainer,
 )
 from idclab.evaluation.oof import patch_frame
-from idclab.evaluation.reporting import report_options, test_and_report, threshold_free
+from idclab.evaluation.reporting import test_and_report, threshold_free
 from idclab.fileutil import write_json
 from idclab.models.stain import fit_stain
 from idclab.tracking.inputs import VAL_PREDICTIONS
 from idclab.tracking.runs import CHECKPOINT_TAG, TrackedRun, log_model
+from idclab.training.plan import FitPlan
 from idclab.training.resume import LAST_CHECKPOINT, written_since_start
 from idclab.training.trainer import make_trainer, single_process
 from idclab.verbosity import detail
@@ -73,14 +72,15 @@ class Fitted:
     members: list[str] | None = None
 
 
-def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedData, seed: int | None = None
+def make_model_and_data(plan: FitPlan, data: PreparedData, seed: int | None = None
                         ) -> tuple[PatchDataModule, IDCClassifier]:
     """The DataModule (augmentation and sampler from the registry) and a fresh classifier for `data`; `seed`
-    (default `cfg.seed`) seeds the data order, the channel statistics and the stain fit."""
-    seed = cfg.seed if seed is None else seed
+    (default `plan.seed`) seeds the data order, the channel statistics and the stain fit."""
+    seed = plan.seed if seed is None else seed
+    config = plan.config
     augmentation = registry.build("augment", config["augment"])
-    sampler_factory = deferred(registry.factory("sampler", config["sampler"]), OmegaConf.select(cfg, "drw.start_epoch"))
-    datamodule = PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers, augmentation, sampler_factory, seed,
+    sampler_factory = deferred(registry.factory("sampler", config["sampler"]), plan.option("drw.start_epoch"))
+    datamodule = PatchDataModule(data, plan.batch_size, plan.num_workers, augmentation, sampler_factory, seed,
                                  views_of(config))
     mean, std = channel_stats(data.cache.images, data.split.rows["train"], seed)
     classifier = build_classifier(config, datamodule.train_class_counts(), mean, std, **data.record())
@@ -88,13 +88,13 @@ def make_model_and_data(cfg: DictConfig, config: dict[str, Any], data: PreparedD
     return datamodule, classifier
 
 
-def fit_member(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
-               ckpt_path: Path | None = None, seed: int | None = None, prefix: str = "") -> Fitted:
+def fit_member(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, ckpt_path: Path | None = None,
+               seed: int | None = None, prefix: str = "") -> Fitted:
     """Fit one classifier on train, keeping its best epoch on val (metrics logged to `run` after `prefix`)."""
-    datamodule, classifier = make_model_and_data(cfg, config, data, seed)
-    trainer, checkpoint = make_trainer(cfg, out_dir, logger=run.lightning_logger(prefix))
+    datamodule, classifier = make_model_and_data(plan, data, seed)
+    trainer, checkpoint = make_trainer(plan, out_dir, logger=run.lightning_logger(prefix))
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    trainer = single_process(trainer, cfg, run, out_dir)
+    trainer = single_process(trainer, plan, run, out_dir)
     score = checkpoint.best_model_score
     best_score = float(score) if score is not None else float("nan")
     if not checkpoint.best_model_path:
@@ -102,27 +102,27 @@ def fit_member(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run:
     return Fitted(datamodule, classifier, trainer, checkpoint.best_model_path or None, best_score)
 
 
-def fit_seed_ensemble(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
-                      members: int, resuming: bool = False) -> Fitted:
-    """Fit `members` classifiers on the same split (`fit_members`), then join their best epochs into one
-    `EnsembleClassifier` (mean P(IDC)) scored on val by `checkpoint.monitor`."""
-    paths, datamodule = fit_members(cfg, config, data, run, out_dir, members, resuming)
+def fit_seed_ensemble(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, resuming: bool = False
+                      ) -> Fitted:
+    """Fit `plan.members` classifiers on the same split (`fit_members`), then join their best epochs into one
+    `EnsembleClassifier` (mean P(IDC)) scored on val by `plan.monitor`."""
+    paths, datamodule = fit_members(plan, data, run, out_dir, resuming)
     ensemble = EnsembleClassifier([load_classifier(p) for p in paths], 0.5, **data.record())
-    (scores,) = one_device_trainer(cfg.trainer, out_dir).validate(ensemble, datamodule=datamodule, verbose=False)
-    best_score = float(scores[cfg.checkpoint.monitor])
-    print(f"Seed ensemble of {members}: {cfg.checkpoint.monitor} {best_score:.4f} on validation")
-    return Fitted(datamodule, ensemble, one_device_trainer(cfg.trainer, out_dir, run.lightning_logger()), None,
+    (scores,) = one_device_trainer(plan.trainer, out_dir).validate(ensemble, datamodule=datamodule, verbose=False)
+    best_score = float(scores[plan.monitor])
+    print(f"Seed ensemble of {plan.members}: {plan.monitor} {best_score:.4f} on validation")
+    return Fitted(datamodule, ensemble, one_device_trainer(plan.trainer, out_dir, run.lightning_logger()), None,
                   best_score, paths)
 
 
-def fit_members(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
-                members: int, resuming: bool = False) -> tuple[list[str], PatchDataModule]:
+def fit_members(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, resuming: bool = False
+                ) -> tuple[list[str], PatchDataModule]:
     """Train member k seeded with `seed + k` in `out_dir/member_k` (its metrics under `member_k/`); the members'
     best checkpoints and a DataModule of `data`. Resuming, a member this run finished is kept and an unfinished one
     continues from its last checkpoint."""
-    paths, datamodule = [], None
+    paths, datamodule, members = [], None, plan.members
     for k in range(members):
-        member_dir, seed = out_dir / f"member_{k}", cfg.seed + k
+        member_dir, seed = out_dir / f"member_{k}", plan.seed + k
         record = member_dir / MEMBER_FILE
         kept = trained_member(record, run.run_id) if resuming else None
         if kept:
@@ -133,15 +133,15 @@ def fit_members(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run
         pl.seed_everything(seed, workers=True)
         last = member_dir / LAST_CHECKPOINT
         resume_from = last if resuming and written_since_start(last, out_dir) else None
-        fitted = fit_member(cfg, config, data, run, member_dir, resume_from, seed, prefix=f"member_{k}/")
+        fitted = fit_member(plan, data, run, member_dir, resume_from, seed, prefix=f"member_{k}/")
         if not fitted.best_path:
             raise RuntimeError(f"ensemble member {k} saved no checkpoint (fast_dev_run?): an ensemble needs them all")
-        run.log_metrics({f"member_{k}/best_{cfg.checkpoint.monitor}": fitted.best_score})
+        run.log_metrics({f"member_{k}/best_{plan.monitor}": fitted.best_score})
         write_json(record, {"run_id": run.run_id, "best_path": fitted.best_path})
         paths.append(fitted.best_path)
         datamodule = fitted.datamodule
-    return paths, datamodule or PatchDataModule(data, cfg.data.batch_size, cfg.data.num_workers,
-                                                neighbourhood=views_of(config))
+    return paths, datamodule or PatchDataModule(data, plan.batch_size, plan.num_workers,
+                                                neighbourhood=views_of(plan.config))
 
 
 def trained_member(record: Path, run_id: str) -> str | None:
@@ -156,37 +156,35 @@ def trained_member(record: Path, run_id: str) -> str | None:
     return str(best) if saved.get("run_id") == run_id and own and best.is_file() else None
 
 
-def fit(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
-        ckpt_path: Path | None = None) -> Fitted:
+def fit(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, ckpt_path: Path | None = None
+        ) -> Fitted:
     """One model, or with `ensemble.members` > 1 a seed ensemble, fitted on train with epochs chosen on val."""
-    members = OmegaConf.select(cfg, "ensemble.members", default=1)
-    if members > 1:
-        return fit_seed_ensemble(cfg, config, data, run, out_dir, members, resuming=ckpt_path is not None)
-    return fit_member(cfg, config, data, run, out_dir, ckpt_path)
+    if plan.members > 1:
+        return fit_seed_ensemble(plan, data, run, out_dir, resuming=ckpt_path is not None)
+    return fit_member(plan, data, run, out_dir, ckpt_path)
 
 
-def fit_and_test(cfg: DictConfig, config: dict[str, Any], data: PreparedData, run: TrackedRun, out_dir: Path,
-                 ckpt_path: Path | None = None, log_fold_model: bool = True) -> FitResult:
+def fit_and_test(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, ckpt_path: Path | None = None,
+                 log_fold_model: bool = True) -> FitResult:
     """Fit, calibrate (threshold and context on val), save the operating point with the weights, test and report
     into `run`, and log the model."""
-    fitted = fit(cfg, config, data, run, out_dir, ckpt_path)
+    fitted = fit(plan, data, run, out_dir, ckpt_path)
     classifier, trainer = fitted.classifier, fitted.trainer
     threshold, val_rows, val_probs, val_patch_probs = choose_threshold(
-        trainer, classifier, fitted.datamodule, fitted.best_path, cfg.threshold, context_config(cfg))
+        trainer, classifier, fitted.datamodule, fitted.best_path, plan.threshold, plan.context)
     validation = patch_frame(data, 0, val_rows, val_probs, val_patch_probs).drop(columns="fold")
     run.log_text(validation.to_csv(index=False), VAL_PREDICTIONS)  # what a study's verdict is recomputed from
     model_scores = threshold_free(validation["target"].to_numpy(), val_patch_probs)  # the patches alone
-    run.log_metrics({"threshold": threshold} | context_metrics(classifier, context_config(cfg))
+    run.log_metrics({"threshold": threshold} | context_metrics(classifier, plan.context)
                     | {f"val_model_{name}": value for name, value in model_scores.items()})
-    best_path = save_operating_point(fitted, threshold, cfg.threshold.name, out_dir, data)
+    best_path = save_operating_point(fitted, threshold, plan.threshold["name"], out_dir, data)
     if best_path:
         run.set_tags({CHECKPOINT_TAG: str(Path(best_path).resolve())})
-        run.log_metrics({f"best_{cfg.checkpoint.monitor}": fitted.best_score})
-        if cfg.logger.log_checkpoint:
+        run.log_metrics({f"best_{plan.monitor}": fitted.best_score})
+        if plan.log_checkpoint:
             run.log_file(best_path, "checkpoints")
-    metrics = test_and_report(trainer, classifier, fitted.datamodule, out_dir / "test", run,
-                              **report_options(cfg.report))
-    if best_path and cfg.logger.log_model and log_fold_model:
+    metrics = test_and_report(trainer, classifier, fitted.datamodule, out_dir / "test", run, **plan.report)
+    if best_path and plan.log_model and log_fold_model:
         detail(f"Logged MLflow model {log_model(run, best_path)}")
     return FitResult(fitted.best_score, best_path, threshold, val_rows, val_probs, val_patch_probs,
                      classifier.test_rows.numpy(), classifier.test_probs.numpy(), metrics, context_record(classifier),

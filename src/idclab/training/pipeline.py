@@ -1,7 +1,8 @@
 """`python train.py`: the conductor. Validate, prepare the data, fit, calibrate, test and report, log the model.
 
-Fitting is one model, a seed ensemble (`ensemble.members`) or k patient-grouped folds (`cv.folds`); each split is
-fitted, calibrated and tested by `idclab.training.fit.fit_and_test`.
+The conductor alone reads the whole config: the fit stage gets a `FitPlan` (and k folds a `FoldPlan`). Fitting is
+one model, a seed ensemble (`ensemble.members`) or k patient-grouped folds (`cv.folds`); each split is fitted,
+calibrated and tested by `idclab.training.fit.fit_and_test`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from idclab.tracking.runs import TrackedRun, connect, run_link, run_status, ui_c
 from idclab.training.briefing import closing, header
 from idclab.training.crossval import cross_validate
 from idclab.training.fit import fit_and_test, make_model_and_data
+from idclab.training.plan import FitPlan, fit_plan, fold_plan
 from idclab.training.resume import OUTPUT_DIR_TAG, ResumePoint, find_resume_point, ignored_overrides, write_state
 from idclab.training.trainer import is_worker_process, make_trainer
 from idclab.verbosity import detail, set_verbose
@@ -40,26 +42,27 @@ def train(cfg: DictConfig) -> float:
     cfg, resume = resumed_config(cfg, find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
                                                         lambda run_id: run_status(client, run_id)))
     config = settled_config(cfg)
+    plan = fit_plan(cfg, config)
     data = prepare(cfg)
     context = hydra_context()
     if cfg.cv.folds:
-        return cross_validate(cfg, config, data, client, experiment_id, context)
+        return cross_validate(plan, fold_plan(cfg), data, client, experiment_id, context)
     out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
     ckpt_path = resume.checkpoint if resume else None
     if is_worker_process():  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
-        return fit_as_worker(cfg, config, data, out_dir, ckpt_path)
+        return fit_as_worker(plan, data, out_dir, ckpt_path)
     run_name = ",".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
     uri, experiment = cfg.logger.tracking_uri, cfg.logger.experiment_name
     with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None,
-                    parent_run_id=sweep_parent(context), system_metrics=cfg.logger.system_metrics_interval) as run:
+                    parent_run_id=sweep_parent(context), system_metrics=plan.system_metrics) as run:
         link = run_link(uri, experiment_id, run.run_id)
         print(header(context["overrides"], data.summary(), experiment, link), flush=True)
         write_state(out_dir, run.run_id, config)
         if resume is None:
             log_inputs(run, config, data)
-        result = fit_and_test(cfg, config, data, run, out_dir, ckpt_path)
-        best = (cfg.checkpoint.monitor, result.best_score)
+        result = fit_and_test(plan, data, run, out_dir, ckpt_path)
+        best = (plan.monitor, result.best_score)
         run.describe(headline(result.metrics, best))
     print(closing(run_name, run.run_id, experiment, out_dir, uri, link, ui_command(uri), best,
                   next_steps=not context["sweep"]))
@@ -109,10 +112,9 @@ def prepare(cfg: DictConfig) -> PreparedData:
     return data
 
 
-def fit_as_worker(cfg: DictConfig, config: dict[str, Any], data: PreparedData, out_dir: Path,
-                  ckpt_path: Path | None) -> float:
+def fit_as_worker(plan: FitPlan, data: PreparedData, out_dir: Path, ckpt_path: Path | None) -> float:
     """A DDP worker's part: it helps fit; rank 0 tracks, calibrates, tests and reports."""
-    datamodule, classifier = make_model_and_data(cfg, config, data)
-    trainer, _ = make_trainer(cfg, out_dir, logger=False)
+    datamodule, classifier = make_model_and_data(plan, data)
+    trainer, _ = make_trainer(plan, out_dir, logger=False)
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return float("nan")

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -16,31 +15,32 @@ from idclab.classifier.interrupts import InterruptGuard
 from idclab.evaluation.calibrate import one_device_trainer
 from idclab.tracking.runs import TrackedRun
 from idclab.training.callbacks import training_callbacks
+from idclab.training.plan import FitPlan
 from idclab.training.progress import progress_callbacks
 from idclab.training.resume import LastCheckpoint
 from idclab.verbosity import is_verbose
 
 
-def make_trainer(cfg: DictConfig, out_dir: Path, logger: Any) -> tuple[pl.Trainer, ModelCheckpoint]:
-    """The Lightning Trainer of `cfg.trainer`, keeping the best (by `checkpoint.monitor`) and last checkpoints."""
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=cfg.checkpoint.monitor,
-                                 mode=cfg.checkpoint.mode)
-    progress, bar = progress_callbacks(cfg.trainer.enable_progress_bar, cfg.checkpoint.monitor)
-    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), InterruptGuard(), *training_callbacks(cfg),
+def make_trainer(plan: FitPlan, out_dir: Path, logger: Any) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """The Lightning Trainer of `plan.trainer`, keeping the best (by `plan.monitor`) and last checkpoints."""
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=plan.monitor,
+                                 mode=plan.mode)
+    progress, bar = progress_callbacks(plan.trainer["enable_progress_bar"], plan.monitor)
+    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), InterruptGuard(), *training_callbacks(plan),
                  *progress]
-    options = {"enable_model_summary": is_verbose(), **cfg.trainer, "enable_progress_bar": bar}
+    options = {"enable_model_summary": is_verbose(), **plan.trainer, "enable_progress_bar": bar}
     trainer = pl.Trainer(**options, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
 
 
-def single_process(trainer: pl.Trainer, cfg: DictConfig, run: TrackedRun, out_dir: Path) -> pl.Trainer:
+def single_process(trainer: pl.Trainer, plan: FitPlan, run: TrackedRun, out_dir: Path) -> pl.Trainer:
     """The fitted trainer, or after multi-process (DDP) training a one-device trainer for rank 0's
     threshold choice and test, so the test set is seen whole and in order."""
     if trainer.world_size == 1:
         return trainer
     if torch.distributed.is_initialized():  # the workers are done: metrics must not wait for them
         torch.distributed.destroy_process_group()
-    return one_device_trainer(cfg.trainer, out_dir, run.lightning_logger())
+    return one_device_trainer(plan.trainer, out_dir, run.lightning_logger())
 
 
 def is_worker_process() -> bool:
