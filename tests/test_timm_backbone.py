@@ -20,7 +20,10 @@ from idclab.evaluation.evaluate import evaluate, export_weights
 from idclab.models.timm_backbone import TimmBackbone
 from idclab.models.weights import WeightsError, read_weights, sha256_of
 from idclab.tracking.inputs import option_params, run_tags, start_weights
-from idclab.training.pipeline import train
+from idclab.training import fit
+from idclab.training.pipeline import resumed_config, train
+from idclab.training.plan import fit_plan
+from idclab.training.resume import ResumePoint
 
 PATCHES = torch.rand(4, 3, 50, 50)
 
@@ -193,6 +196,31 @@ def test_a_checkpoint_is_rebuilt_without_reading_its_starting_weights(make_cfg, 
     cfg = make_cfg("model=timm", f"model.weights={tmp_path / 'gone.safetensors'}", "model.pretrained=true")
     classifier = classifier_of(cfg, start=False)
     assert classifier.hparams["config"]["model"]["weights"].endswith("gone.safetensors")
+
+
+def test_a_resumed_run_neither_reads_nor_fetches_the_weights_it_started_from(make_cfg, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """A run state is data: resuming a run that started from timm's download (or a file since gone) contacts no hub
+    and reads no file; the run's last checkpoint holds its weights."""
+    def unreachable(*args, **kwargs):
+        raise AssertionError("the hub was contacted")
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    saved = OmegaConf.to_container(make_cfg("model=timm", "model.pretrained=true"), resolve=True)
+    resumed = ResumePoint("r1", tmp_path, tmp_path / "last.ckpt", saved)
+    cfg, _ = resumed_config(make_cfg(), resumed)
+    starts = []
+
+    def make(plan, data, seed=None, start=True):
+        starts.append(start)
+        raise StopIteration
+
+    monkeypatch.setattr(fit, "make_model_and_data", make)
+    plan = fit_plan(cfg, saved)
+    for checkpoint in (None, tmp_path / "last.ckpt"):
+        with pytest.raises(StopIteration):
+            fit.fit_member(plan, None, None, tmp_path, checkpoint)
+    assert starts == [True, False]
 
 
 def test_export_refuses_a_model_without_a_timm_backbone(make_cfg, tmp_path: Path):

@@ -14,7 +14,6 @@ from idclab.config.checkpoint import (  # noqa: F401  (CheckpointError and conte
     CheckpointError,
     context_of,
     ensemble_parts,
-    idle_start,
     load_weights,
     read_checkpoint,
     same_views,
@@ -32,7 +31,7 @@ def build_classifier(config: dict[str, Any], class_counts: list[int], mean: list
     `split_patients`, `data_fingerprint` (see `PreparedData.record`) and the tuned spatial `context`
     (context_weight, context_radius, patch_threshold) are saved with it. `start=False` leaves out the model's
     starting weights (`model.weights`, `model.pretrained`: nothing read or fetched) for weights loaded next."""
-    model_config = config["model"] if start else idle_start(config["model"])
+    model_config = config["model"] if start else registry.idle_start(config["model"])
     model = registry.build("model", model_config, in_channels=input_channels(views_of(config)))
     criterion = registry.build("loss", config["loss"], class_counts=class_counts)
     stain = registry.build("stain", registry.group_config(config, "stain"))  # its fitted target: in the state dict

@@ -24,7 +24,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be loaded into the model its config describes."""
 
 
-START_SETTINGS = {"weights": None, "pretrained": False}  # where a model's weights start: a checkpoint's replace them
 CONTEXT_KEYS = ("context_weight", "context_radius", "patch_threshold")
 PREDICTION_GROUPS = ("model", "stain")  # what prediction builds; the other groups are checked by name
 TRAINING_ONLY = ("criterion.",)  # state dict entries of what prediction does not build (a loss's class weights)
@@ -94,12 +93,6 @@ def load_weights(module: torch.nn.Module, state: Any, path: Path) -> None:
                               f"{detail[:300]}{'...' if len(detail) > 300 else ''})") from error
 
 
-def idle_start(model_config: dict[str, Any]) -> dict[str, Any]:
-    """A model config without its starting weights (`model.weights`, `model.pretrained`: nothing read or fetched),
-    for a model whose weights are loaded next."""
-    return {**model_config, **{key: idle for key, idle in START_SETTINGS.items() if key in model_config}}
-
-
 def load_predictor(path: str | Path) -> OperatingPoint:
     """A trained model (or seed/fold ensemble) from its checkpoint, as plain torch for prediction, with the refusals
     of `load_classifier`: the file read weights-only, its config rebuilt through the closed registry (the groups
@@ -119,7 +112,7 @@ def predictor_from(checkpoint: dict[str, Any], path: Path) -> Predictor:
     config = hparams["config"]
     try:
         views = views_of(config)
-        model = registry.build("model", idle_start(config["model"]), in_channels=input_channels(views))
+        model = registry.build("model", registry.idle_start(config["model"]), in_channels=input_channels(views))
         stain = registry.build("stain", registry.group_config(config, "stain"))  # its fitted target: in the weights
         predictor = Predictor(model, stain, hparams["mean"], hparams["std"], config, views,
                               threshold=hparams.get("threshold", 0.5), **context_of(hparams))

@@ -172,6 +172,15 @@ def check(config: Mapping[str, Any], settings_of: Collection[str] = GROUPS) -> N
             option_of(group, chosen["name"])
 
 
+START_SETTINGS = {"weights": None, "pretrained": False}  # where a model's weights start: a checkpoint's replace them
+
+
+def idle_start(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config without its starting weights (`model.weights`, `model.pretrained`: nothing read or fetched),
+    for a model whose weights are loaded next."""
+    return {**model_config, **{key: idle for key, idle in START_SETTINGS.items() if key in model_config}}
+
+
 def group_config(config: Mapping[str, Any], group: str) -> Mapping[str, Any]:
     """A run config's group, or for a group added later and absent from an older config its `none` option."""
     return config[group] if group in config or group not in LATER_GROUPS else LATER_GROUPS[group]

@@ -207,8 +207,9 @@ def check_saved_config(config: dict[str, Any]) -> None:
         raise ConfigError(f"data.synthetic holds unknown keys: {', '.join(unknown)}")
 
 
-def validate_train_config(cfg: DictConfig) -> None:
-    """Raise ConfigError (or OptionError) for the first value that cannot work (before any data is read)."""
+def validate_train_config(cfg: DictConfig, start: bool = True) -> None:
+    """Raise ConfigError (or OptionError) for the first value that cannot work (before any data is read).
+    `start=False` (a resumed run: its checkpoint holds the weights) leaves the model's starting weights unread."""
     _check(cfg, TRAIN_RULES)
     check_fine_tuning(cfg)
     registry.check({group: OmegaConf.to_container(cfg[group], resolve=True) for group in registry.GROUPS
@@ -227,7 +228,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         require_root(cfg.data.root)
     if cfg.split.get("root"):
         require_root(cfg.split.root)
-    check_family_model(cfg)
+    check_family_model(cfg, start)
 
 
 FINE_TUNING = (("freeze", "none"), ("encoder_lr_scale", 1.0))  # settings of models with an encoder/head split
@@ -244,16 +245,17 @@ def check_fine_tuning(cfg: DictConfig) -> None:
                               f"model={name} has none")
 
 
-def check_family_model(cfg: DictConfig) -> None:
-    """Build a family's model (a timm architecture) as the run will, with its starting weights (a local file checked
-    key by key, or timm's download after the hub answers), and pass one 50x50 batch through it: what only building
-    shows fails here, before any run opens."""
+def check_family_model(cfg: DictConfig, start: bool = True) -> None:
+    """Build a family's model (a timm architecture) as the run will, with its starting weights unless `start` is
+    false (a local file checked key by key, or timm's download after the hub answers), and pass one 50x50 batch
+    through it: what only building shows fails here, before any run opens."""
     config = OmegaConf.to_container(cfg, resolve=True)
     if registry.REGISTRY["model"][registry.option_of("model", config["model"]["name"])].family is None:
         return
     channels = input_channels(views_of(config))
+    model_config = config["model"] if start else registry.idle_start(config["model"])
     try:
-        model = registry.build("model", config["model"], in_channels=channels).eval()
+        model = registry.build("model", model_config, in_channels=channels).eval()
         with torch.no_grad():
             model(torch.zeros(1, channels, PATCH_SIDE, PATCH_SIDE))
     except (ValueError, TypeError, RuntimeError, AssertionError) as error:

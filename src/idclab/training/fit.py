@@ -72,10 +72,11 @@ class Fitted:
     members: list[str] | None = None
 
 
-def make_model_and_data(plan: FitPlan, data: PreparedData, seed: int | None = None
+def make_model_and_data(plan: FitPlan, data: PreparedData, seed: int | None = None, start: bool = True
                         ) -> tuple[PatchDataModule, IDCClassifier]:
     """The DataModule (augmentation and sampler from the registry) and a fresh classifier for `data`; `seed`
-    (default `plan.seed`) seeds the data order, the channel statistics and the stain fit."""
+    (default `plan.seed`) seeds the data order, the channel statistics and the stain fit. `start=False` (resuming
+    from a checkpoint, which holds the weights) reads and fetches no starting weights."""
     seed = plan.seed if seed is None else seed
     config = plan.config
     augmentation = registry.build("augment", config["augment"])
@@ -83,7 +84,7 @@ def make_model_and_data(plan: FitPlan, data: PreparedData, seed: int | None = No
     datamodule = PatchDataModule(data, plan.batch_size, plan.num_workers, augmentation, sampler_factory, seed,
                                  views_of(config))
     mean, std = channel_stats(data.cache.images, data.split.rows["train"], seed)
-    classifier = build_classifier(config, datamodule.train_class_counts(), mean, std, **data.record())
+    classifier = build_classifier(config, datamodule.train_class_counts(), mean, std, start=start, **data.record())
     fit_stain(classifier.stain, data.cache.images, data.split.rows["train"], seed)
     return datamodule, classifier
 
@@ -91,7 +92,7 @@ def make_model_and_data(plan: FitPlan, data: PreparedData, seed: int | None = No
 def fit_member(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, ckpt_path: Path | None = None,
                seed: int | None = None, prefix: str = "") -> Fitted:
     """Fit one classifier on train, keeping its best epoch on val (metrics logged to `run` after `prefix`)."""
-    datamodule, classifier = make_model_and_data(plan, data, seed)
+    datamodule, classifier = make_model_and_data(plan, data, seed, start=ckpt_path is None)
     trainer, checkpoint = make_trainer(plan, out_dir, logger=run.lightning_logger(prefix))
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     trainer = single_process(trainer, plan, run, out_dir)

@@ -80,7 +80,7 @@ def resumed_config(cfg: DictConfig, resume: ResumePoint | None) -> tuple[DictCon
         warnings.warn(f"resuming with the config the run started with; ignored: {', '.join(ignored)}", stacklevel=1)
     check_saved_config(resume.config)  # a run state is data: plain values, then the same checks
     cfg = OmegaConf.create(resume.config)
-    validate_train_config(cfg)
+    validate_train_config(cfg, start=False)  # its checkpoint holds the weights: the starting ones stay unread
     return cfg, resume
 
 
@@ -114,7 +114,7 @@ def prepare(cfg: DictConfig) -> PreparedData:
 
 def fit_as_worker(plan: FitPlan, data: PreparedData, out_dir: Path, ckpt_path: Path | None) -> float:
     """A DDP worker's part: it helps fit; rank 0 tracks, calibrates, tests and reports."""
-    datamodule, classifier = make_model_and_data(plan, data)
+    datamodule, classifier = make_model_and_data(plan, data, start=ckpt_path is None)
     trainer, _ = make_trainer(plan, out_dir, logger=False)
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return float("nan")
