@@ -153,3 +153,18 @@ def test_a_sweep_parent_that_fails_before_its_jobs_is_not_left_running(tmp_path,
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
     assert run.info.status == "FAILED" and "No space" in run.data.tags["error"]
+
+
+def test_a_run_records_the_commit_its_process_started_with_not_the_checkout_at_its_start(make_cfg, monkeypatch):
+    """A long multirun imports its code once: a commit made while it runs is not the code its later jobs run."""
+    from omegaconf import OmegaConf
+
+    from idclab.tracking import inputs, runs
+
+    config = OmegaConf.to_container(make_cfg(), resolve=True)
+    before = inputs.run_tags(config, {"overrides": [], "sweep": None})
+    monkeypatch.setattr(runs, "git_state", lambda folder: {"mlflow.source.git.commit": "f" * 40, "git_dirty": "true"})
+    monkeypatch.setattr(inputs, "git_state", runs.git_state, raising=False)
+    after = inputs.run_tags(config, {"overrides": [], "sweep": None})
+    assert after["mlflow.source.git.commit"] == before["mlflow.source.git.commit"] != "f" * 40
+    assert after["git_dirty"] == before["git_dirty"]

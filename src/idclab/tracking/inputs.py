@@ -18,6 +18,9 @@ from idclab.tracking.sweep import read_parent
 
 STUDY_TAG, STRATEGY_TAG = "idclab.study", "idclab.strategy"  # a study's job: its study and strategy
 VAL_PREDICTIONS = "val/predictions.csv"  # the chosen model's validation predictions (a study's verdict reads them)
+# the commit of the code this process runs, read once when it is imported: a commit made while a long multirun
+# goes on is not what its later jobs run
+CODE_STATE = git_state(Path(__file__).parent)
 
 
 def hydra_context() -> dict[str, Any]:
@@ -45,7 +48,7 @@ def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
     study = config.get("study") or {}
     if study.get("strategy"):
         tags |= {STUDY_TAG: str(study["name"]), STRATEGY_TAG: str(study["strategy"])}
-    tags.update(git_state(Path(__file__).parent))  # the commit of the code that ran
+    tags.update(CODE_STATE)
     return tags
 
 
