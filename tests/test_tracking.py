@@ -168,3 +168,10 @@ def test_a_run_records_the_commit_its_process_started_with_not_the_checkout_at_i
     after = inputs.run_tags(config, {"overrides": [], "sweep": None})
     assert after["mlflow.source.git.commit"] == before["mlflow.source.git.commit"] != "f" * 40
     assert after["git_dirty"] == before["git_dirty"]
+
+
+def test_a_sweeps_last_line_counts_every_status_of_its_jobs():
+    from idclab.tracking.sweep import children_line
+
+    assert children_line({"FINISHED": 2}) == "2 finished, 0 failed of 2"
+    assert children_line({"FINISHED": 2, "KILLED": 1}) == "2 finished, 0 failed, 1 killed of 3"  # an earlier attempt

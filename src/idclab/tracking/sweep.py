@@ -142,8 +142,8 @@ class SweepParentRun(Callback):
         run.close(status)
         if printed:  # a study's verdict, else the sweep's ranking and noise verdict
             print(printed[-1])
-        print(f"Sweep {run.run_name.removeprefix('sweep ')}: {counts.get('FINISHED', 0)} finished, "
-              f"{counts.get('FAILED', 0)} failed of {sum(counts.values())}; parent run {run.run_id} {status}")
+        print(f"Sweep {run.run_name.removeprefix('sweep ')}: {children_line(counts)}; parent run {run.run_id} "
+              f"{status}")
         print(self.next)
 
     @staticmethod
@@ -168,3 +168,10 @@ class SweepParentRun(Callback):
         run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name, NOTE_TAG: words})
         run.log_metrics({self.monitor: best.score})
         return words
+
+
+def children_line(counts: dict[str, int]) -> str:
+    """The jobs by status in words: finished and failed always, any other status (an earlier attempt KILLED) too."""
+    others = [f"{n} {status.lower()}" for status, n in sorted(counts.items()) if status not in ("FINISHED", "FAILED")]
+    return ", ".join([f"{counts.get('FINISHED', 0)} finished", f"{counts.get('FAILED', 0)} failed", *others]
+                     ) + f" of {sum(counts.values())}"
