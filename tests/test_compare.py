@@ -21,6 +21,7 @@ from idclab.tracking.compare import (
     main,
     markdown,
     project_tracking_uri,
+    statistic_columns,
     summarise,
     summarise_sweep,
 )
@@ -210,3 +211,19 @@ def test_a_studys_runs_are_grouped_by_strategy_and_its_verdict_decides():
     assert list(table.columns[:3]) == ["study.strategy", "runs", "seeds"]
     assert answer(table).endswith("A study: its verdict (paired by seed, with a patient-bootstrap interval, by the "
                                   "rule fixed before its runs) decides, not this ranking.")
+
+
+def test_a_cross_validated_study_reports_its_out_of_fold_figures_and_minutes_never_ranked_on_them():
+    runs = runs_frame([("resnet18", 1, 0.91), ("resnet18", 2, 0.93), ("idcnet", 1, 0.91)], key="study.strategy")
+    runs["metrics.oof_auroc"] = [0.95, 0.93, 0.80]  # would rank idcnet last, were it ranked on
+    runs["metrics.oof_f1"] = [0.70, 0.72, 0.60]
+    runs["metrics.test_f1"] = float("nan")  # no held-out test patients
+    runs["start_time"] = pd.to_datetime(["2026-12-06 10:00", "2026-12-06 11:00", "2026-12-06 12:00"], utc=True)
+    runs["end_time"] = runs["start_time"] + pd.to_timedelta([30, 40, 12], unit="min")
+    table = summarise(runs, "best_val_auprc")
+    assert list(table["study.strategy"]) == ["resnet18", "idcnet"]  # by validation
+    assert statistic_columns(table) == ["best_val_auprc", "oof_auroc", "oof_f1", "minutes"]  # no empty test column
+    assert table["oof_auroc_mean"].tolist() == pytest.approx([0.94, 0.80])
+    text = squeeze(markdown(table))
+    assert "| resnet18 | 2 | 1 2 | 0.920 ± 0.014 | 0.940 ± 0.014 | 0.710 ± 0.014 | 35.0 ± 7.1 |" in text
+    assert "out-of-fold" in text

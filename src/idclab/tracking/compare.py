@@ -2,8 +2,9 @@
 
 Reads the finished training runs of a sweep (default: the latest of the experiment), groups them by every
 parameter that differs between them (seeds and run-specific keys such as output folders aside), ranks the
-groups by a validation metric (test metrics are reported, never used to rank) and writes `comparison.md`,
-`comparison.csv` and `comparison.png`. Nothing is written to MLflow; a missing store or experiment is an error.
+groups by a validation metric (test and out-of-fold metrics and minutes are reported, never used to rank) and
+writes `comparison.md`, `comparison.csv` and `comparison.png`. Nothing is written to MLflow; a missing store or
+experiment is an error.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ if TYPE_CHECKING:
 DEFAULT_METRIC = "best_val_auprc"
 TEST_METRICS = ("test_f1", "test_balanced_accuracy", "test_auroc", "test_auprc", "test_mcc", "test_sensitivity",
                 "test_specificity")
-PLOTTED_TEST_METRICS = ("test_auprc", "test_f1", "test_balanced_accuracy")
+OOF_METRICS = ("oof_auroc", "oof_balanced_accuracy", "oof_f1", "oof_auprc")  # a cross-validated run's estimate
+REPORTED_METRICS = (*TEST_METRICS, *OOF_METRICS)  # on the reported patients: shown, never ranked on
+PLOTTED_METRICS = ("test_auprc", "test_f1", "test_balanced_accuracy", "oof_auroc", "oof_balanced_accuracy", "oof_f1")
+MINUTES = "minutes"  # a run's wall-clock time, start to end
 RUN_SPECIFIC = ("paths.", "logger.", "data.count.", "data.cache_key", "data.cache_dir", "data.generated_dir",
                 "data.num_workers", "data.decode_workers", "trainer.enable_progress_bar", "resume", "study.only")
 STRATEGY_PARAM = "study.strategy"  # a study's runs: the strategy names the group (its overrides are in the study)
@@ -112,7 +116,8 @@ def seed_list(seeds: pd.Series) -> str:
 def summarise(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max", pool: bool = False
               ) -> pd.DataFrame:
     """One row per group of runs that differ only in their seeds: the params telling the groups apart, the number
-    of runs, their seeds, and mean and std (NaN for one run) of `metric` and the test metrics; best first."""
+    of runs, their seeds, and mean and std (NaN for one run) of `metric`, the reported test or out-of-fold metrics
+    the runs have, and their minutes; best first."""
     check_metric(runs, metric)
     keys = varying_params(runs)
     if pool and keys:
@@ -122,9 +127,12 @@ def summarise(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max
     else:
         frame = params_of(runs)[keys].fillna("-")
     frame["seed"] = runs.get("params.seed", pd.Series("?", index=runs.index))
-    metrics = [metric, *(m for m in TEST_METRICS if f"metrics.{m}" in runs.columns)]
+    metrics = [metric, *(m for m in REPORTED_METRICS if runs.get(f"metrics.{m}", pd.Series()).notna().any())]
     for name in metrics:
         frame[name] = runs[f"metrics.{name}"]
+    if {"start_time", "end_time"} <= set(runs.columns):
+        frame[MINUTES] = (runs["end_time"] - runs["start_time"]).dt.total_seconds() / 60
+        metrics.append(MINUTES)
     statistics = {f"{m}_{stat}": (m, stat) for m in metrics for stat in ("mean", "std")}
     table = frame.groupby(keys).agg(
         runs=("seed", "size"), seeds=("seed", seed_list), **statistics)
@@ -139,11 +147,11 @@ def best_run(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max"
     return BestRun(str(row["run_id"]), str(row.get("tags.mlflow.runName", "")), float(row[f"metrics.{metric}"]))
 
 
-def mean_std(mean: float, std: float) -> str:
+def mean_std(mean: float, std: float, digits: int = 3) -> str:
     """`0.812 ± 0.014`; `± n/a` when one run gives no spread."""
     if pd.isna(mean):
         return "n/a"
-    return f"{mean:.3f} ± {'n/a' if pd.isna(std) else f'{std:.3f}'}"
+    return f"{mean:.{digits}f} ± {'n/a' if pd.isna(std) else f'{std:.{digits}f}'}"
 
 
 def statistic_columns(table: pd.DataFrame) -> list[str]:
@@ -156,9 +164,11 @@ def markdown(table: pd.DataFrame) -> str:
     metrics = statistic_columns(table)
     shown = table[[c for c in table.columns if not c.endswith(("_mean", "_std"))]].copy()
     for name in metrics:
-        shown[name] = [mean_std(m, s) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"], strict=True)]
-    caption = (f"Mean ± std over seeds (n/a: a single run), ranked by {metrics[0]} (validation); "
-               "test metrics are reported, never used to rank.")
+        digits = 1 if name == MINUTES else 3
+        shown[name] = [mean_std(m, s, digits) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"],
+                                                               strict=True)]
+    caption = (f"Mean ± std over seeds (n/a: a single run), ranked by {metrics[0]} (validation); test and "
+               f"out-of-fold metrics are reported, never used to rank; {MINUTES}: each run's wall-clock time.")
     return f"{caption}\n\n{shown.to_markdown(index=False)}\n\n{answer(table)}\n"
 
 
@@ -231,7 +241,7 @@ def group_labels(table: pd.DataFrame) -> list[str]:
 def comparison_figure(table: pd.DataFrame, title: str) -> Figure:
     """Mean ± std per group (best at the top), one panel for the ranking metric and one per main test metric."""
     metrics = statistic_columns(table)
-    shown = [metrics[0], *(m for m in PLOTTED_TEST_METRICS if m in metrics)]
+    shown = [metrics[0], *(m for m in PLOTTED_METRICS if m in metrics)]
     fig = Figure(figsize=(3.2 * len(shown) + 2.5, 0.35 * len(table) + 1.6), layout="constrained")
     axes = fig.subplots(1, len(shown), sharey=True, squeeze=False)[0]
     y = np.arange(len(table))
@@ -239,7 +249,8 @@ def comparison_figure(table: pd.DataFrame, title: str) -> Figure:
         means, stds = table[f"{name}_mean"], table[f"{name}_std"]
         ax.errorbar(means, y, xerr=stds.fillna(0.0), fmt="o", color="C0" if ax is axes[0] else "C7", capsize=3)
         ax.set_xlim(*axis_limits(means, stds))
-        ax.set_title(f"{name}\n({'ranks the groups' if ax is axes[0] else 'test: not used to rank'})", fontsize=9)
+        ax.set_title(f"{name}\n({'ranks the groups' if ax is axes[0] else 'reported: not used to rank'})",
+                     fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, group_labels(table), fontsize=8)
     axes[0].set_ylim(len(table) - 0.5, -0.5)  # best group at the top
