@@ -178,5 +178,5 @@ def test_a_config_saved_before_the_neighbourhood_option_trains_without_it(make_c
     with open_dict(cfg):
         del cfg.data["neighbourhood"]
     data = prepare_data(cfg.data, cfg.split)
-    datamodule, classifier = make_model_and_data(fit_plan(cfg, OmegaConf.to_container(cfg, resolve=True)), data)
+    datamodule, classifier = make_model_and_data(fit_plan(OmegaConf.to_container(cfg, resolve=True)), data)
     assert datamodule.neighbourhood == () and classifier.input_views == ()

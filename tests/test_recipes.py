@@ -248,7 +248,7 @@ def test_a_non_finite_loss_is_caught_at_once_on_the_cpu_and_by_the_next_check_on
 
 
 def plan_of(cfg: DictConfig) -> FitPlan:
-    return fit_plan(cfg, OmegaConf.to_container(cfg, resolve=True))
+    return fit_plan(OmegaConf.to_container(cfg, resolve=True))
 
 
 def test_training_callbacks_follow_the_config(make_cfg):

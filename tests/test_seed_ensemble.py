@@ -63,7 +63,7 @@ def test_a_seed_ensemble_on_one_device_is_accepted(make_cfg, devices):
 def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_one_is_kept(
         make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("ensemble.members=3", "seed=7")
-    plan = fit_plan(cfg, OmegaConf.to_container(cfg, resolve=True))
+    plan = fit_plan(OmegaConf.to_container(cfg, resolve=True))
     fits, seeds = [], []
     monkeypatch.setattr(pl, "seed_everything", lambda seed, workers=False: seeds.append(seed))
 

@@ -216,7 +216,7 @@ def test_a_resumed_run_neither_reads_nor_fetches_the_weights_it_started_from(mak
         raise StopIteration
 
     monkeypatch.setattr(fit, "make_model_and_data", make)
-    plan = fit_plan(cfg, saved)
+    plan = fit_plan(saved)
     for checkpoint in (None, tmp_path / "last.ckpt"):
         with pytest.raises(StopIteration):
             fit.fit_member(plan, None, None, tmp_path, checkpoint)

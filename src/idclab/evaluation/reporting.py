@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +195,9 @@ def threshold_free(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     return {"auroc": float(roc_auc_score(targets, probs)), "auprc": float(average_precision_score(targets, probs))}
 
 
-def report_options(report_cfg: Any) -> dict[str, Any]:
+def report_options(report_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of `test_and_report` from a `report` config section."""
-    patients = report_cfg.heatmap_patients
-    return {"bootstrap_resamples": int(report_cfg.bootstrap_resamples),
+    patients = report_cfg["heatmap_patients"]
+    return {"bootstrap_resamples": int(report_cfg["bootstrap_resamples"]),
             "heatmap_patients": patients if isinstance(patients, int) else [str(p) for p in patients],
-            "gallery_size": int(report_cfg.gallery_size)}
+            "gallery_size": int(report_cfg["gallery_size"])}

@@ -42,11 +42,11 @@ def train(cfg: DictConfig) -> float:
     cfg, resume = resumed_config(cfg, find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
                                                         lambda run_id: run_status(client, run_id)))
     config = settled_config(cfg)
-    plan = fit_plan(cfg, config)
+    plan = fit_plan(config)
     data = prepare(cfg)
     context = hydra_context()
     if cfg.cv.folds:
-        return cross_validate(plan, fold_plan(cfg), data, client, experiment_id, context)
+        return cross_validate(plan, fold_plan(config), data, client, experiment_id, context)
     out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
     ckpt_path = resume.checkpoint if resume else None
     if is_worker_process():  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from idclab.config import registry
 from idclab.evaluation.reporting import report_options
 
@@ -34,12 +32,7 @@ class FitPlan:
 
     def option(self, key: str, default: Any = None) -> Any:
         """A dotted key of the run config (`drw.start_epoch`), `default` where a saved config lacks it."""
-        value: Any = self.config
-        for part in key.split("."):
-            if not isinstance(value, dict) or part not in value:
-                return default
-            value = value[part]
-        return value
+        return lookup(self.config, key, default)
 
     @property
     def averaging(self) -> dict[str, Any]:
@@ -60,20 +53,31 @@ class FoldPlan:
     out_dir: Path
 
 
-def fit_plan(cfg: DictConfig, config: dict[str, Any]) -> FitPlan:
-    """The fit stage's settings from the run config `cfg` and its resolved values `config`."""
-    context = config.get("context") or {"name": "none"}  # absent from configs saved before the group existed
-    return FitPlan(config=config, seed=int(cfg.seed), members=int(OmegaConf.select(cfg, "ensemble.members",
-                                                                                     default=1)),
-                   batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
-                   monitor=str(cfg.checkpoint.monitor), mode=str(cfg.checkpoint.mode), trainer=config["trainer"],
-                   threshold=config["threshold"], context=context, report=report_options(cfg.report),
-                   log_model=bool(cfg.logger.log_model), log_checkpoint=bool(cfg.logger.log_checkpoint),
-                   system_metrics=cfg.logger.system_metrics_interval)
+def fit_plan(config: dict[str, Any]) -> FitPlan:
+    """The fit stage's settings from a resolved run config (plain values)."""
+    data, checkpoint, logger = config["data"], config["checkpoint"], config["logger"]
+    return FitPlan(config=config, seed=int(config["seed"]), members=int(lookup(config, "ensemble.members", 1)),
+                   batch_size=int(data["batch_size"]), num_workers=int(data["num_workers"]),
+                   monitor=str(checkpoint["monitor"]), mode=str(checkpoint["mode"]), trainer=config["trainer"],
+                   threshold=config["threshold"],
+                   context=config.get("context") or {"name": "none"},  # absent from configs saved before the group
+                   report=report_options(config["report"]), log_model=bool(logger["log_model"]),
+                   log_checkpoint=bool(logger["log_checkpoint"]), system_metrics=logger.get("system_metrics_interval"))
 
 
-def fold_plan(cfg: DictConfig) -> FoldPlan:
-    """The cross-validation settings of `cfg.cv` (`cv.folds` set)."""
-    return FoldPlan(folds=int(cfg.cv.folds), seed=int(cfg.cv.seed), val=cfg.cv.val,
-                    train_patients=float(cfg.cv.get("train_patients", 1.0)),
-                    train_patches=float(cfg.cv.get("train_patches", 1.0)), out_dir=Path(cfg.paths.output_dir))
+def fold_plan(config: dict[str, Any]) -> FoldPlan:
+    """The cross-validation settings of a resolved run config's `cv` (`cv.folds` set)."""
+    cv = config["cv"]
+    return FoldPlan(folds=int(cv["folds"]), seed=int(cv["seed"]), val=cv["val"],
+                    train_patients=float(cv.get("train_patients", 1.0)),
+                    train_patches=float(cv.get("train_patches", 1.0)), out_dir=Path(config["paths"]["output_dir"]))
+
+
+def lookup(config: dict[str, Any], key: str, default: Any = None) -> Any:
+    """A dotted key of a plain config (`drw.start_epoch`), `default` where a saved config lacks it."""
+    value: Any = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return default
+        value = value[part]
+    return value
