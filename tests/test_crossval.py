@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -29,7 +31,10 @@ from idclab.evaluation.oof import (
     validation_halves,
 )
 from idclab.training.crossval import fold_split, patient_folds
+from idclab.training.fit import FitResult
+from idclab.training.fold_record import ARRAYS, RECORD, kept_fold, save_fold
 from idclab.training.pipeline import train
+from idclab.training.resume import LAST_CHECKPOINT, STATE_FILE, last_checkpoint, write_state
 
 PATIENTS = np.repeat([f"p{i}" for i in range(10)], 6)
 LABELS = np.tile([0, 0, 0, 0, 1, 1], 10)
@@ -293,3 +298,115 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     with pytest.raises(ConfigError, match="records no test patients"):  # split.test=0: the estimate is out of fold
         evaluate(make_cfg("register.name=cv-model", config_name="evaluate"))
     assert client.search_registered_models() == []
+
+
+def cut_in_fold(monkeypatch, fold: int, epoch: int) -> None:
+    """Raise in fold `fold`'s epoch `epoch` just after its last.ckpt is written (a power cut mid-study)."""
+    save = pl.Trainer.save_checkpoint
+
+    def power_cut(self, filepath, *args, **kwargs):
+        save(self, filepath, *args, **kwargs)
+        path = Path(filepath)
+        if path.parts[-3] == f"fold_{fold}" and path.name == "last.ckpt" and self.current_epoch == epoch:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", power_cut)
+
+
+def cv_runs(client: MlflowClient) -> tuple[list, dict[str, object]]:
+    """The cross-validation parent runs and the fold runs by fold number."""
+    runs = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("cv") == "parent"]
+    return parents, {r.data.tags["idclab.fold"]: r for r in runs if r.data.tags.get("cv") == "fold"}
+
+
+@pytest.mark.slow
+def test_a_killed_cross_validation_keeps_its_finished_folds_and_resumes_the_cut_one(make_cfg, monkeypatch, tmp_path):
+    args = ("cv.folds=2", "split.train=0.8", "split.val=0.2", "split.test=0", "trainer.max_epochs=3")
+    cut_in_fold(monkeypatch, fold=1, epoch=1)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(make_cfg(*args))
+    monkeypatch.undo()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,), folds = cv_runs(client)
+    assert parent.info.status == "FAILED" and [folds[k].info.status for k in "01"] == ["FINISHED", "FAILED"]
+    assert parent.data.tags["output_dir"] == str((tmp_path / "out").resolve())  # what resume=RUN_ID reads
+    kept_dir = tmp_path / "out" / "fold_0" / "checkpoints"
+    stamps = {path.name: path.stat().st_mtime_ns for path in kept_dir.iterdir()}
+
+    train(make_cfg(*args))  # the same command: same output folder, so it continues
+    assert {path.name: path.stat().st_mtime_ns for path in kept_dir.iterdir()} == stamps  # not trained again
+    (resumed,), after = cv_runs(client)
+    assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
+    assert {k: r.info.run_id for k, r in after.items()} == {k: r.info.run_id for k, r in folds.items()}
+    assert all(r.info.status == "FINISHED" for r in after.values())
+    history = client.get_metric_history(after["1"].info.run_id, "val_auprc")
+    assert sorted(m.step for m in history) == [0, 1, 2]  # the cut fold continued: each epoch logged once
+    # the kept fold's predictions are the ones it made: its own validation file is the parent's fold-0 rows
+    own = pd.read_csv(client.download_artifacts(folds["0"].info.run_id, "val/predictions.csv"))
+    pooled = pd.read_csv(Path(client.download_artifacts(parent.info.run_id, "cv")) / "val_predictions.csv")
+    kept = pooled[pooled["fold"] == 0].drop(columns="fold").reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept[own.columns], own, check_dtype=False)
+    assert "oof_auroc" in resumed.data.metrics
+    assert len(load_classifier(resumed.data.tags["best_checkpoint"]).model) == 2
+
+
+def fold_result(best_path: str | None) -> FitResult:
+    rows = np.array([3, 1, 4])
+    probs = np.array([0.2, 0.7, 0.9], dtype=np.float32)
+    return FitResult(0.81, best_path, 0.4, rows, probs, probs, rows + 10, probs, {"test_f1": 0.5},
+                     {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.45}, probs)
+
+
+def test_a_fold_record_is_kept_only_for_its_run_its_patients_and_its_own_checkpoint(tmp_path):
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    best.parent.mkdir()
+    best.write_bytes(b"weights")
+    row = {"fold": 0, "patients": 2, "best_val_score": 0.81, "threshold": 0.4, "test_f1": 0.5}
+    save_fold(tmp_path, "run-a", ["p1", "p2"], row, fold_result(str(best)))
+    kept_row, kept = kept_fold(tmp_path, "run-a", ["p1", "p2"])
+    assert kept_row == row and kept.best_path == str(best) and kept.threshold == 0.4 and kept.best_score == 0.81
+    assert kept.context == {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.45}
+    np.testing.assert_array_equal(kept.test_rows, [13, 11, 14])
+    np.testing.assert_array_equal(kept.val_patch_probs, np.array([0.2, 0.7, 0.9], dtype=np.float32))
+    assert kept_fold(tmp_path, "run-b", ["p1", "p2"]) is None  # another run's fold
+    assert kept_fold(tmp_path, "run-a", ["p1", "p3"]) is None  # other patients: the data changed
+    elsewhere = tmp_path / "best.ckpt"
+    elsewhere.write_bytes(b"weights")
+    save_fold(tmp_path, "run-a", ["p1"], row, fold_result(str(elsewhere)))
+    assert kept_fold(tmp_path, "run-a", ["p1"]) is None  # a checkpoint outside the fold's folder
+    save_fold(tmp_path, "run-a", ["p1"], row, fold_result(None))
+    assert kept_fold(tmp_path, "run-a", ["p1"]) is None  # no checkpoint (fast_dev_run): trained again
+
+
+def test_a_fold_record_is_read_as_data_and_a_damaged_one_is_not_kept(tmp_path):
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    best.parent.mkdir()
+    best.write_bytes(b"weights")
+    save_fold(tmp_path, "run-a", ["p1"], {"fold": 0}, fold_result(str(best)))
+    arrays = dict(np.load(tmp_path / ARRAYS))
+    np.savez(tmp_path / ARRAYS, **arrays | {"test_probs": np.array([object()], dtype=object)})
+    assert kept_fold(tmp_path, "run-a", ["p1"]) is None  # an object array is never unpickled
+    (tmp_path / ARRAYS).unlink()
+    assert kept_fold(tmp_path, "run-a", ["p1"]) is None
+    save_fold(tmp_path, "run-a", ["p1"], {"fold": 0}, fold_result(str(best)))
+    (tmp_path / RECORD).write_text("[1, 2]")
+    assert kept_fold(tmp_path, "run-a", ["p1"]) is None
+
+
+def test_a_cross_validation_resumes_from_its_newest_fold_checkpoint(tmp_path):
+    write_state(tmp_path, "cv-run", {"seed": 1})
+    start = (tmp_path / STATE_FILE).stat().st_mtime_ns
+    for fold, age in ((0, 2), (1, 3), (2, 1)):
+        last = tmp_path / f"fold_{fold}" / LAST_CHECKPOINT
+        last.parent.mkdir(parents=True)
+        last.write_bytes(b"epoch")
+        os.utime(last, ns=(start + age, start + age))
+    assert last_checkpoint(tmp_path) == tmp_path / "fold_1" / LAST_CHECKPOINT
+    member = tmp_path / "fold_2" / "member_0" / LAST_CHECKPOINT
+    member.parent.mkdir(parents=True)
+    member.write_bytes(b"epoch")
+    os.utime(member, ns=(start + 5, start + 5))
+    assert last_checkpoint(tmp_path) == member
+    (tmp_path / RECORD).write_text('{"parent_run_id": "run-a", "patients": ["p1"]}')
+    assert kept_fold(tmp_path, "run-a", ["p1"]) is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +32,11 @@ from idclab.evaluation.oof import RULES, ensemble_operating_point, oof_report, p
 from idclab.evaluation.reporting import headline, test_and_report
 from idclab.scoring.thresholds import rule_of
 from idclab.tracking.inputs import log_inputs, run_tags, sweep_parent
-from idclab.tracking.runs import CHECKPOINT_TAG, KIND_TAG, TrackedRun, log_model
+from idclab.tracking.runs import CHECKPOINT_TAG, KIND_TAG, PARENT_TAG, TrackedRun, log_model, run_status
 from idclab.training.fit import FitResult, fit_and_test
+from idclab.training.fold_record import kept_fold, save_fold
 from idclab.training.plan import FitPlan, FoldPlan
+from idclab.training.resume import OUTPUT_DIR_TAG, ResumePoint, find_resume_point, write_state
 
 if TYPE_CHECKING:  # only the tracking package talks to MLflow; this is a type name
     from mlflow.tracking import MlflowClient
@@ -91,29 +94,35 @@ def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any
 
 
 def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: MlflowClient, experiment_id: str,
-                   context: dict[str, Any]) -> float:
-    """Run `cv.folds` folds as child runs of one parent run; return the mean best validation score."""
+                   context: dict[str, Any], resume: ResumePoint | None = None) -> float:
+    """Run `cv.folds` folds as child runs of one parent run; return the mean best validation score. Resuming an
+    interrupted one (`resume`), the folds it finished are kept and the one it was training continues."""
     out_dir, config, monitor = cv.out_dir, plan.config, plan.monitor
     pool = np.sort(np.concatenate([data.split.rows["train"], data.split.rows["val"]]))
     folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cv.folds, cv.seed)
     name = " ".join(context["overrides"]) or "defaults"
-    tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent"}
+    tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent", OUTPUT_DIR_TAG: str(out_dir.resolve())}
     rows, predictions, validations, members, contexts = [], [], [], [], []
-    with TrackedRun(client, experiment_id, f"cv{cv.folds} {name}", tags, parent_run_id=sweep_parent(context),
-                    system_metrics=plan.system_metrics) as parent:
-        log_inputs(parent, config, data)
+    with TrackedRun(client, experiment_id, f"cv{cv.folds} {name}", tags, resume.run_id if resume else None,
+                    parent_run_id=sweep_parent(context), system_metrics=plan.system_metrics) as parent:
+        write_state(out_dir, parent.run_id, config)
+        if resume is None:
+            log_inputs(parent, config, data)
         for fold, fold_patients in enumerate(folds):
             split = fold_split(data, pool, folds, fold, cv.val, cv.seed + fold, cv.train_patients, cv.train_patches)
-            fold_data = replace(data, split=split)
+            fold_dir = out_dir / f"fold_{fold}"
+            kept = kept_fold(fold_dir, parent.run_id, fold_patients) if resume else None
             print(f"Fold {fold + 1}/{len(folds)}: {len(split.patients['train'])} train, "
-                  f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients")
-            fold_tags = tags | {KIND_TAG: "cv_fold", "cv": "fold", FOLD_TAG: str(fold)}
-            with TrackedRun(client, experiment_id, f"fold {fold} {name}", fold_tags, parent_run_id=parent.run_id,
-                            system_metrics=plan.system_metrics) as child:
-                log_inputs(child, config, fold_data)
-                result = fit_and_test(plan, fold_data, child, out_dir / f"fold_{fold}", log_fold_model=False)
-                child.describe(headline(result.metrics, (monitor, result.best_score)))
-            rows.append(fold_row(fold, split, result))
+                  f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients"
+                  + (": finished before the interruption, kept" if kept else ""))
+            if kept:
+                row, result = kept
+            else:
+                fold_tags = tags | {KIND_TAG: "cv_fold", "cv": "fold", FOLD_TAG: str(fold),
+                                    OUTPUT_DIR_TAG: str(fold_dir.resolve())}
+                row, result = fit_fold(plan, replace(data, split=split), fold, parent, f"fold {fold} {name}",
+                                       fold_tags, fold_dir, resuming=resume is not None)
+            rows.append(row)
             members.append(result.best_path)
             predictions.append(patch_frame(data, fold, result.test_rows, result.test_probs, result.test_patch_probs)
                                .assign(threshold=result.threshold))
@@ -139,6 +148,30 @@ def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: Mlfl
             parent.log_metrics({"context_weight": weight, "ensemble_threshold": threshold})
         finish_ensemble(plan, data, parent, members, threshold, out_dir, context)
     return mean_score
+
+
+def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, name: str, tags: dict[str, str],
+             fold_dir: Path, resuming: bool) -> tuple[dict[str, Any], FitResult]:
+    """Fit and test fold `fold` (split in `data`) in a child run of `parent` and record it in `fold_dir`; its own
+    interrupted run (a child of `parent`) continues from its last checkpoint when `resuming` finds one. The fold's
+    row and result."""
+    lookup = partial(run_status, parent.client)
+    resume = find_resume_point(fold_dir, None, lookup) if resuming else None
+    if resume and lookup(resume.run_id)[1].get(PARENT_TAG) != parent.run_id:
+        resume = None
+    if resume:
+        print(f"Resuming the fold's MLflow run {resume.run_id} from {resume.checkpoint}")
+    with TrackedRun(parent.client, parent.experiment_id, name, tags, resume.run_id if resume else None,
+                    parent_run_id=parent.run_id, system_metrics=plan.system_metrics) as child:
+        write_state(fold_dir, child.run_id, plan.config)
+        if resume is None:
+            log_inputs(child, plan.config, data)
+        result = fit_and_test(plan, data, child, fold_dir, resume.checkpoint if resume else None,
+                              log_fold_model=False)
+        child.describe(headline(result.metrics, (plan.monitor, result.best_score)))
+        row = fold_row(fold, data.split, result)
+        save_fold(fold_dir, parent.run_id, data.split.patients["test"], row, result)
+    return row, result
 
 
 def finish_ensemble(plan: FitPlan, data: PreparedData, parent: TrackedRun, members: list[str | None],

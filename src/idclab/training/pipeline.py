@@ -46,7 +46,7 @@ def train(cfg: DictConfig) -> float:
     data = prepare(cfg)
     context = hydra_context()
     if cfg.cv.folds:
-        return cross_validate(plan, fold_plan(config), data, client, experiment_id, context)
+        return cross_validate(plan, fold_plan(config), data, client, experiment_id, context, resume)
     out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
     ckpt_path = resume.checkpoint if resume else None
     if is_worker_process():  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports

@@ -2,7 +2,8 @@
 
 Every run writes `run_state.json` (its MLflow run id and resolved config) into its output folder, and
 `LastCheckpoint` keeps `checkpoints/last.ckpt` up to date at the end of every epoch. A run killed mid-epoch
-resumes from the last completed epoch, in the same MLflow run, with the config it started with.
+resumes from the last completed epoch, in the same MLflow run, with the config it started with; a seed ensemble
+keeps its finished members and a cross-validation its finished folds.
 """
 
 from __future__ import annotations
@@ -87,10 +88,14 @@ def ignored_overrides(requested: dict[str, Any], resumed: dict[str, Any]) -> lis
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """A last checkpoint of the run recorded in `folder`: its own, or a seed ensemble member's (None if none was
-    written since the run started: files of an earlier run in a reused folder do not count)."""
-    candidates = [folder / LAST_CHECKPOINT, *sorted(folder.glob(f"member_*/{LAST_CHECKPOINT}"))]
-    return next((path for path in candidates if written_since_start(path, folder)), None)
+    """The newest last checkpoint of the run recorded in `folder`: its own, a seed ensemble member's or a
+    cross-validation fold's (None if none was written since the run started: files of an earlier run in a reused
+    folder do not count)."""
+    patterns = ("member_*", "fold_*", "fold_*/member_*")
+    candidates = [folder / LAST_CHECKPOINT, *(path for pattern in patterns
+                                              for path in folder.glob(f"{pattern}/{LAST_CHECKPOINT}"))]
+    written = [path for path in candidates if written_since_start(path, folder)]
+    return max(written, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def written_since_start(path: Path, folder: Path) -> bool:
