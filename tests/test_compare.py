@@ -227,3 +227,15 @@ def test_a_cross_validated_study_reports_its_out_of_fold_figures_and_minutes_nev
     text = squeeze(markdown(table))
     assert "| resnet18 | 2 | 1 2 | 0.920 ± 0.014 | 0.940 ± 0.014 | 0.710 ± 0.014 | 35.0 ± 7.1 |" in text
     assert "out-of-fold" in text
+
+
+def test_the_training_minutes_of_resumed_runs_are_reported_beside_their_wall_clock():
+    runs = runs_frame([("resnet18", 1, 0.91), ("idcnet", 1, 0.90)], key="study.strategy")
+    runs["metrics.train_minutes"] = [50.0, 20.0]  # resnet18 resumed the next day: its wall clock holds the pause
+    runs["start_time"] = pd.to_datetime(["2026-12-06 10:00", "2026-12-06 11:00"], utc=True)
+    runs["end_time"] = runs["start_time"] + pd.to_timedelta([1500, 22], unit="min")
+    table = summarise(runs, "best_val_auprc")
+    assert statistic_columns(table) == ["best_val_auprc", "train_minutes", "minutes"]
+    text = squeeze(markdown(table))
+    assert "| resnet18 | 1 | 1 | 0.910 ± n/a | 50.0 ± n/a | 1500.0 ± n/a |" in text
+    assert "train_minutes: the epochs' time" in text

@@ -348,6 +348,11 @@ def test_a_killed_cross_validation_keeps_its_finished_folds_and_resumes_the_cut_
     kept = pooled[pooled["fold"] == 0].drop(columns="fold").reset_index(drop=True)
     pd.testing.assert_frame_equal(kept[own.columns], own, check_dtype=False)
     assert "oof_auroc" in resumed.data.metrics
+    clock = [m.value for m in sorted(client.get_metric_history(after["1"].info.run_id, "train_seconds"),
+                                     key=lambda m: m.step)]
+    assert 0 < clock[0] < clock[1] < clock[2]  # the epochs' time carried over the cut
+    minutes = [client.get_run(r.info.run_id).data.metrics["train_minutes"] for r in after.values()]
+    assert minutes[0] > 0 and resumed.data.metrics["train_minutes"] == pytest.approx(sum(minutes))
     assert len(load_classifier(resumed.data.tags["best_checkpoint"]).model) == 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -22,10 +23,11 @@ from idclab.evaluation.evaluate import evaluate
 from idclab.scoring.thresholds import tune_threshold
 from idclab.tracking.runs import MLflowEpochLogger
 from idclab.training import fit as training
+from idclab.training import resume as resume_module
 from idclab.training.fit import Fitted
 from idclab.training.pipeline import train
 from idclab.training.plan import fit_plan
-from idclab.training.resume import LAST_CHECKPOINT, last_checkpoint, write_state
+from idclab.training.resume import LAST_CHECKPOINT, LastCheckpoint, last_checkpoint, write_state
 
 MEMBER_METRICS = ("val_auprc", "train_loss")
 
@@ -70,7 +72,8 @@ def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_o
     def fake_fit(plan, data, run, out_dir, ckpt_path=None, seed=None, prefix=""):
         fits.append((seed, prefix, out_dir.name, ckpt_path))
         (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        return Fitted(None, None, None, str(saved_member(cfg, out_dir / "checkpoints" / "best.ckpt", seed)), 0.5)
+        return Fitted(None, None, None, str(saved_member(cfg, out_dir / "checkpoints" / "best.ckpt", seed)), 0.5,
+                      train_seconds=10.0 * seed)
 
     class Run:
         run_id = "run-a"
@@ -80,7 +83,8 @@ def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_o
 
     monkeypatch.setattr(training, "fit_member", fake_fit)
     out = tmp_path / "run"
-    paths, _ = training.fit_members(plan, None, Run(), out)
+    paths, _, seconds = training.fit_members(plan, None, Run(), out)
+    assert seconds == 70 + 80 + 90  # every member's epochs
     assert seeds == [7, 8, 9] and [f[:3] for f in fits] == [(7, "member_0/", "member_0"), (8, "member_1/", "member_1"),
                                                            (9, "member_2/", "member_2")]
     assert paths == [str(out / f"member_{k}" / "checkpoints" / "best.ckpt") for k in range(3)]
@@ -88,7 +92,8 @@ def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_o
     write_state(out, "run-a", {})
     os.utime(out / "run_state.json", ns=(0, 0))  # the run started before every file above
     fits.clear()
-    assert training.fit_members(plan, None, Run(), out, resuming=True)[0] == paths
+    kept_paths, _, seconds = training.fit_members(plan, None, Run(), out, resuming=True)
+    assert kept_paths == paths and seconds == 70 + 80 + 90  # the kept members' time from their records
     assert fits == [(9, "member_2/", "member_2", None)]  # no last.ckpt of it: trained again from the start
     last = out / "member_2" / LAST_CHECKPOINT
     last.write_bytes(b"epoch 1")
@@ -246,3 +251,19 @@ def test_a_killed_seed_ensemble_resumes_its_unfinished_member_only(make_cfg, mon
     for member in (0, 1):
         assert member_history(client, run.info.run_id, member, "val_auprc") == [0, 1, 2], member
     assert len(load_classifier(tmp_path / "out" / "checkpoints" / "ensemble.ckpt").model) == 2
+
+
+def test_the_epoch_clock_sums_the_epochs_and_carries_over_a_resume(tmp_path, monkeypatch):
+    now = iter([0.0, 100.0, 130.0, 200.0, 245.0, 0.0, 500.0, 510.0])  # construction reads it too
+    monkeypatch.setattr(resume_module.time, "perf_counter", lambda: next(now))
+    trainer = SimpleNamespace(current_epoch=0, callback_metrics={}, fast_dev_run=True)
+    clock = LastCheckpoint(tmp_path)
+    for _ in range(2):
+        clock.on_train_epoch_start(trainer, None)
+        clock.on_train_epoch_end(trainer, None)
+    assert clock.train_seconds == 75.0
+    resumed = LastCheckpoint(tmp_path)
+    resumed.load_state_dict(clock.state_dict())  # what last.ckpt holds
+    resumed.on_train_epoch_start(trainer, None)
+    resumed.on_train_epoch_end(trainer, None)
+    assert resumed.train_seconds == 85.0

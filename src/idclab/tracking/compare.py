@@ -34,6 +34,7 @@ OOF_METRICS = ("oof_auroc", "oof_balanced_accuracy", "oof_f1", "oof_auprc")  # a
 REPORTED_METRICS = (*TEST_METRICS, *OOF_METRICS)  # on the reported patients: shown, never ranked on
 PLOTTED_METRICS = ("test_auprc", "test_f1", "test_balanced_accuracy", "oof_auroc", "oof_balanced_accuracy", "oof_f1")
 MINUTES = "minutes"  # a run's wall-clock time, start to end
+TRAIN_MINUTES = "train_minutes"  # its epochs' time (training and validation), summed over a resumed run's attempts
 RUN_SPECIFIC = ("paths.", "logger.", "data.count.", "data.cache_key", "data.cache_dir", "data.generated_dir",
                 "data.num_workers", "data.decode_workers", "trainer.enable_progress_bar", "resume", "study.only")
 STRATEGY_PARAM = "study.strategy"  # a study's runs: the strategy names the group (its overrides are in the study)
@@ -127,7 +128,8 @@ def summarise(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max
     else:
         frame = params_of(runs)[keys].fillna("-")
     frame["seed"] = runs.get("params.seed", pd.Series("?", index=runs.index))
-    metrics = [metric, *(m for m in REPORTED_METRICS if runs.get(f"metrics.{m}", pd.Series()).notna().any())]
+    metrics = [metric, *(m for m in (*REPORTED_METRICS, TRAIN_MINUTES)
+                         if runs.get(f"metrics.{m}", pd.Series()).notna().any())]
     for name in metrics:
         frame[name] = runs[f"metrics.{name}"]
     if {"start_time", "end_time"} <= set(runs.columns):
@@ -164,11 +166,12 @@ def markdown(table: pd.DataFrame) -> str:
     metrics = statistic_columns(table)
     shown = table[[c for c in table.columns if not c.endswith(("_mean", "_std"))]].copy()
     for name in metrics:
-        digits = 1 if name == MINUTES else 3
+        digits = 1 if name in (MINUTES, TRAIN_MINUTES) else 3
         shown[name] = [mean_std(m, s, digits) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"],
                                                                strict=True)]
     caption = (f"Mean ± std over seeds (n/a: a single run), ranked by {metrics[0]} (validation); test and "
-               f"out-of-fold metrics are reported, never used to rank; {MINUTES}: each run's wall-clock time.")
+               f"out-of-fold metrics are reported, never used to rank; {TRAIN_MINUTES}: the epochs' time (training "
+               f"and validation) over a run's attempts; {MINUTES}: wall-clock time, start to end (pauses included).")
     return f"{caption}\n\n{shown.to_markdown(index=False)}\n\n{answer(table)}\n"
 
 

@@ -90,7 +90,8 @@ def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any
     """One fold's line of the per-fold table."""
     keys = ("f1", "balanced_accuracy", "auroc", "auprc")
     return {"fold": fold, "patients": len(split.patients["test"]), "best_val_score": result.best_score,
-            "threshold": result.threshold, **{f"test_{k}": float(result.metrics[f"test_{k}"]) for k in keys}}
+            "threshold": result.threshold, **{f"test_{k}": float(result.metrics[f"test_{k}"]) for k in keys},
+            "train_minutes": result.train_seconds / 60}
 
 
 def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: MlflowClient, experiment_id: str,
@@ -134,8 +135,8 @@ def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: Mlfl
         print("\n" + text)
         mean_score = float(table["best_val_score"].mean())
         parent.describe(headline(metrics, (f"mean {monitor}", mean_score), prefix="oof_"))
-        parent.log_metrics(metrics | {f"best_{monitor}": mean_score,
-                                      "threshold": float(table["threshold"].mean())})
+        parent.log_metrics(metrics | {f"best_{monitor}": mean_score, "threshold": float(table["threshold"].mean()),
+                                      "train_minutes": float(table["train_minutes"].sum())})
         for path in sorted((out_dir / "cv").iterdir()):
             parent.log_file(path, "cv")
         threshold, context = float(table["threshold"].mean()), {}

@@ -34,7 +34,7 @@ from idclab.models.stain import fit_stain
 from idclab.tracking.inputs import VAL_PREDICTIONS
 from idclab.tracking.runs import CHECKPOINT_TAG, TrackedRun, log_model
 from idclab.training.plan import FitPlan
-from idclab.training.resume import LAST_CHECKPOINT, written_since_start
+from idclab.training.resume import LAST_CHECKPOINT, LastCheckpoint, written_since_start
 from idclab.training.trainer import make_trainer, single_process
 from idclab.verbosity import detail
 
@@ -58,6 +58,7 @@ class FitResult:
     metrics: dict[str, Any]
     context: dict[str, Any]  # the tuned spatial context (see `context_record`), empty without
     test_patch_probs: np.ndarray  # the test patches' own P(IDC), before spatial context
+    train_seconds: float = 0.0  # the training epochs' time (with validation), over all members and attempts
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Fitted:
     best_path: str | None  # the best epoch's checkpoint (None for an ensemble: its members' are in `members`)
     best_score: float
     members: list[str] | None = None
+    train_seconds: float = 0.0
 
 
 def make_model_and_data(plan: FitPlan, data: PreparedData, seed: int | None = None, start: bool = True
@@ -95,33 +97,35 @@ def fit_member(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path
     datamodule, classifier = make_model_and_data(plan, data, seed, start=ckpt_path is None)
     trainer, checkpoint = make_trainer(plan, out_dir, logger=run.lightning_logger(prefix))
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    (clock,) = [callback for callback in trainer.callbacks if isinstance(callback, LastCheckpoint)]
     trainer = single_process(trainer, plan, run, out_dir)
     score = checkpoint.best_model_score
     best_score = float(score) if score is not None else float("nan")
     if not checkpoint.best_model_path:
         log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
-    return Fitted(datamodule, classifier, trainer, checkpoint.best_model_path or None, best_score)
+    return Fitted(datamodule, classifier, trainer, checkpoint.best_model_path or None, best_score,
+                  train_seconds=clock.train_seconds)
 
 
 def fit_seed_ensemble(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, resuming: bool = False
                       ) -> Fitted:
     """Fit `plan.members` classifiers on the same split (`fit_members`), then join their best epochs into one
     `EnsembleClassifier` (mean P(IDC)) scored on val by `plan.monitor`."""
-    paths, datamodule = fit_members(plan, data, run, out_dir, resuming)
+    paths, datamodule, seconds = fit_members(plan, data, run, out_dir, resuming)
     ensemble = EnsembleClassifier([load_classifier(p) for p in paths], 0.5, **data.record())
     (scores,) = one_device_trainer(plan.trainer, out_dir).validate(ensemble, datamodule=datamodule, verbose=False)
     best_score = float(scores[plan.monitor])
     print(f"Seed ensemble of {plan.members}: {plan.monitor} {best_score:.4f} on validation")
     return Fitted(datamodule, ensemble, one_device_trainer(plan.trainer, out_dir, run.lightning_logger()), None,
-                  best_score, paths)
+                  best_score, paths, seconds)
 
 
 def fit_members(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, resuming: bool = False
-                ) -> tuple[list[str], PatchDataModule]:
+                ) -> tuple[list[str], PatchDataModule, float]:
     """Train member k seeded with `seed + k` in `out_dir/member_k` (its metrics under `member_k/`); the members'
-    best checkpoints and a DataModule of `data`. Resuming, a member this run finished is kept and an unfinished one
-    continues from its last checkpoint."""
-    paths, datamodule, members = [], None, plan.members
+    best checkpoints, a DataModule of `data` and their training seconds. Resuming, a member this run finished is
+    kept and an unfinished one continues from its last checkpoint."""
+    paths, datamodule, members, seconds = [], None, plan.members, 0.0
     for k in range(members):
         member_dir, seed = out_dir / f"member_{k}", plan.seed + k
         record = member_dir / MEMBER_FILE
@@ -129,6 +133,7 @@ def fit_members(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pat
         if kept:
             print(f"Ensemble member {k + 1}/{members} (seed {seed}): trained, kept ({kept})")
             paths.append(kept)
+            seconds += float(json.loads(record.read_text()).get("train_seconds", 0.0))
             continue
         print(f"Ensemble member {k + 1}/{members} (seed {seed})")
         pl.seed_everything(seed, workers=True)
@@ -138,11 +143,12 @@ def fit_members(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pat
         if not fitted.best_path:
             raise RuntimeError(f"ensemble member {k} saved no checkpoint (fast_dev_run?): an ensemble needs them all")
         run.log_metrics({f"member_{k}/best_{plan.monitor}": fitted.best_score})
-        write_json(record, {"run_id": run.run_id, "best_path": fitted.best_path})
+        write_json(record, {"run_id": run.run_id, "best_path": fitted.best_path,
+                            "train_seconds": fitted.train_seconds})
         paths.append(fitted.best_path)
-        datamodule = fitted.datamodule
+        datamodule, seconds = fitted.datamodule, seconds + fitted.train_seconds
     return paths, datamodule or PatchDataModule(data, plan.batch_size, plan.num_workers,
-                                                neighbourhood=views_of(plan.config))
+                                                neighbourhood=views_of(plan.config)), seconds
 
 
 def trained_member(record: Path, run_id: str) -> str | None:
@@ -176,7 +182,8 @@ def fit_and_test(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pa
     validation = patch_frame(data, 0, val_rows, val_probs, val_patch_probs).drop(columns="fold")
     run.log_text(validation.to_csv(index=False), VAL_PREDICTIONS)  # what a study's verdict is recomputed from
     model_scores = threshold_free(validation["target"].to_numpy(), val_patch_probs)  # the patches alone
-    run.log_metrics({"threshold": threshold} | context_metrics(classifier, plan.context)
+    run.log_metrics({"threshold": threshold, "train_minutes": fitted.train_seconds / 60}
+                    | context_metrics(classifier, plan.context)
                     | {f"val_model_{name}": value for name, value in model_scores.items()})
     best_path = save_operating_point(fitted, threshold, plan.threshold["name"], out_dir, data)
     if best_path:
@@ -189,7 +196,7 @@ def fit_and_test(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pa
         detail(f"Logged MLflow model {log_model(run, best_path)}")
     return FitResult(fitted.best_score, best_path, threshold, val_rows, val_probs, val_patch_probs,
                      classifier.test_rows.numpy(), classifier.test_probs.numpy(), metrics, context_record(classifier),
-                     classifier.test_patch_probs.numpy())
+                     classifier.test_patch_probs.numpy(), fitted.train_seconds)
 
 
 def save_operating_point(fitted: Fitted, threshold: float, method: str, out_dir: Path, data: PreparedData

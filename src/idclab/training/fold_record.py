@@ -29,7 +29,8 @@ def save_fold(folder: Path, parent_run_id: str, patients: list[str], row: dict[s
         np.savez(partial, **{name: np.asarray(getattr(result, name)) for name in ARRAY_FIELDS})
     write_json(folder / RECORD, {"parent_run_id": parent_run_id, "patients": patients, "row": row,
                                  "best_score": result.best_score, "best_path": result.best_path,
-                                 "threshold": result.threshold, "context": result.context})
+                                 "threshold": result.threshold, "context": result.context,
+                                 "train_seconds": result.train_seconds})
 
 
 def kept_fold(folder: Path, parent_run_id: str, patients: list[str]) -> tuple[dict[str, Any], FitResult] | None:
@@ -43,7 +44,7 @@ def kept_fold(folder: Path, parent_run_id: str, patients: list[str]) -> tuple[di
             return None
         result = FitResult(best_score=float(record["best_score"]), best_path=record["best_path"],
                            threshold=float(record["threshold"]), metrics={}, context=dict(record["context"]),
-                           **arrays)
+                           train_seconds=float(record["train_seconds"]), **arrays)
         return dict(record["row"]), result
     except (OSError, ValueError, KeyError, TypeError):  # missing, damaged or not a record: the fold is trained again
         return None

@@ -9,6 +9,7 @@ keeps its finished members and a cross-validation its finished folds.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,8 @@ def written_since_start(path: Path, folder: Path) -> bool:
 
 
 class LastCheckpoint(Checkpoint):
-    """Writes `last.ckpt` at the end of every training epoch, then commits the epoch's metrics to MLflow.
+    """Writes `last.ckpt` at the end of every training epoch, then commits the epoch's metrics to MLflow; keeps the
+    time the run's epochs took (training and validation), summed over a resumed run's attempts (`train_seconds`).
 
     (Lightning 2.6's `ModelCheckpoint(save_last=True)` rewrites it only when the best checkpoint improves.)
     As a `Checkpoint` it runs after the module's epoch-end hook and after the best-checkpoint callback. The
@@ -117,6 +119,8 @@ class LastCheckpoint(Checkpoint):
     def __init__(self, checkpoint_dir: Path):
         self.path = checkpoint_dir / LAST_CHECKPOINT.name
         self.logger: MLflowEpochLogger | None = None
+        self.train_seconds = 0.0
+        self.epoch_started = time.perf_counter()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         loggers = trainer.loggers if stage == "fit" else []  # predicting from a checkpoint restores nothing
@@ -126,11 +130,15 @@ class LastCheckpoint(Checkpoint):
         if self.logger:
             self.logger.holding = True
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epoch_started = time.perf_counter()
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
+        self.train_seconds += time.perf_counter() - self.epoch_started
         if self.logger:  # Lightning logs the train metrics after this hook: too late for the checkpoint
             train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
-            self.logger.log_metrics({**train_metrics, "epoch": epoch})
+            self.logger.log_metrics({**train_metrics, "epoch": epoch, "train_seconds": self.train_seconds})
         if not trainer.fast_dev_run:
             trainer.save_checkpoint(self.path, weights_only=False)  # the full training state, to resume
         if self.logger:
@@ -142,8 +150,9 @@ class LastCheckpoint(Checkpoint):
             self.logger.holding = False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"held": dict(self.logger.held)} if self.logger else {}
+        return {"train_seconds": self.train_seconds} | ({"held": dict(self.logger.held)} if self.logger else {})
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))
         if self.logger and state_dict.get("held"):
             self.logger.recover(max(state_dict["held"]), state_dict["held"])
