@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -334,7 +335,10 @@ def test_a_killed_cross_validation_keeps_its_finished_folds_and_resumes_the_cut_
     kept_dir = tmp_path / "out" / "fold_0" / "checkpoints"
     stamps = {path.name: path.stat().st_mtime_ns for path in kept_dir.iterdir()}
 
-    train(make_cfg(*args))  # the same command: same output folder, so it continues
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(make_cfg(*args))  # the same command: same output folder, so it continues
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]  # its own checkpoints: no alarm
     assert {path.name: path.stat().st_mtime_ns for path in kept_dir.iterdir()} == stamps  # not trained again
     (resumed,), after = cv_runs(client)
     assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"

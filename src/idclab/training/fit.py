@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,10 @@ def fit_member(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path
     """Fit one classifier on train, keeping its best epoch on val (metrics logged to `run` after `prefix`)."""
     datamodule, classifier = make_model_and_data(plan, data, seed, start=ckpt_path is None)
     trainer, checkpoint = make_trainer(plan, out_dir, logger=run.lightning_logger(prefix))
-    trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with warnings.catch_warnings():
+        if ckpt_path:  # resuming: the folder holds this run's own checkpoints, as it should
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     (clock,) = [callback for callback in trainer.callbacks if isinstance(callback, LastCheckpoint)]
     trainer = single_process(trainer, plan, run, out_dir)
     score = checkpoint.best_model_score
