@@ -35,7 +35,14 @@ from idclab.training.crossval import fold_split, patient_folds
 from idclab.training.fit import FitResult
 from idclab.training.fold_record import ARRAYS, RECORD, kept_fold, save_fold
 from idclab.training.pipeline import train
-from idclab.training.resume import LAST_CHECKPOINT, STATE_FILE, last_checkpoint, write_state
+from idclab.training.resume import (
+    LAST_CHECKPOINT,
+    STATE_FILE,
+    ResumeError,
+    find_resume_point,
+    last_checkpoint,
+    write_state,
+)
 
 PATIENTS = np.repeat([f"p{i}" for i in range(10)], 6)
 LABELS = np.tile([0, 0, 0, 0, 1, 1], 10)
@@ -335,6 +342,7 @@ def test_a_killed_cross_validation_keeps_its_finished_folds_and_resumes_the_cut_
     kept_dir = tmp_path / "out" / "fold_0" / "checkpoints"
     stamps = {path.name: path.stat().st_mtime_ns for path in kept_dir.iterdir()}
 
+    client.set_terminated(folds["0"].info.run_id, "KILLED")  # as if cut between its record and its run's close
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(make_cfg(*args))  # the same command: same output folder, so it continues
@@ -352,7 +360,7 @@ def test_a_killed_cross_validation_keeps_its_finished_folds_and_resumes_the_cut_
     kept = pooled[pooled["fold"] == 0].drop(columns="fold").reset_index(drop=True)
     pd.testing.assert_frame_equal(kept[own.columns], own, check_dtype=False)
     assert "oof_auroc" in resumed.data.metrics
-    clock = [m.value for m in sorted(client.get_metric_history(after["1"].info.run_id, "train_seconds"),
+    clock = [m.value for m in sorted(client.get_metric_history(after["1"].info.run_id, "train_minutes"),
                                      key=lambda m: m.step)]
     assert 0 < clock[0] < clock[1] < clock[2]  # the epochs' time carried over the cut
     minutes = [client.get_run(r.info.run_id).data.metrics["train_minutes"] for r in after.values()]
@@ -364,43 +372,72 @@ def fold_result(best_path: str | None) -> FitResult:
     rows = np.array([3, 1, 4])
     probs = np.array([0.2, 0.7, 0.9], dtype=np.float32)
     return FitResult(0.81, best_path, 0.4, rows, probs, probs, rows + 10, probs, {"test_f1": 0.5},
-                     {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.45}, probs)
+                     {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.45}, probs, 90.0)
 
 
-def test_a_fold_record_is_kept_only_for_its_run_its_patients_and_its_own_checkpoint(tmp_path):
-    best = tmp_path / "checkpoints" / "best.ckpt"
-    best.parent.mkdir()
+def fold_data(cache_key: str = "abc", test_rows: tuple[int, ...] = (11, 13, 14)) -> SimpleNamespace:
+    """What a fold record reads of a fold's data: its fingerprint and the rows of its split."""
+    rows = {"val": np.array([1, 3, 4]), "test": np.array(test_rows)}
+    return SimpleNamespace(split=SimpleNamespace(rows=rows), record=lambda: {
+        "data_fingerprint": {"cache_key": cache_key, "patches": {"val": 3, "test": 3}}})
+
+
+def saved_fold(folder: Path, best_path: str | None = "") -> None:
+    """A fold of run `run-a` (MLflow run `fold-a`) recorded in `folder`, its checkpoint in the fold's folder."""
+    best = folder / "checkpoints" / "best.ckpt"
+    best.parent.mkdir(exist_ok=True)
     best.write_bytes(b"weights")
     row = {"fold": 0, "patients": 2, "best_val_score": 0.81, "threshold": 0.4, "test_f1": 0.5}
-    save_fold(tmp_path, "run-a", ["p1", "p2"], row, fold_result(str(best)))
-    kept_row, kept = kept_fold(tmp_path, "run-a", ["p1", "p2"])
-    assert kept_row == row and kept.best_path == str(best) and kept.threshold == 0.4 and kept.best_score == 0.81
-    assert kept.context == {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.45}
-    np.testing.assert_array_equal(kept.test_rows, [13, 11, 14])
-    np.testing.assert_array_equal(kept.val_patch_probs, np.array([0.2, 0.7, 0.9], dtype=np.float32))
-    assert kept_fold(tmp_path, "run-b", ["p1", "p2"]) is None  # another run's fold
-    assert kept_fold(tmp_path, "run-a", ["p1", "p3"]) is None  # other patients: the data changed
+    save_fold(folder, "run-a", "fold-a", fold_data(), row, fold_result(str(best) if best_path == "" else best_path))
+
+
+def test_a_fold_record_is_kept_only_for_its_run_its_data_and_its_own_checkpoint(tmp_path):
+    saved_fold(tmp_path)
+    kept = kept_fold(tmp_path, "run-a", fold_data())
+    assert kept.run_id == "fold-a" and kept.row["test_f1"] == 0.5
+    result = kept.result
+    assert result.best_path == str(tmp_path / "checkpoints" / "best.ckpt") and result.threshold == 0.4
+    assert result.best_score == 0.81 and result.train_seconds == 90.0
+    assert result.context == {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.45}
+    np.testing.assert_array_equal(result.test_rows, [13, 11, 14])
+    np.testing.assert_array_equal(result.val_patch_probs, np.array([0.2, 0.7, 0.9], dtype=np.float32))
+    assert kept_fold(tmp_path, "run-b", fold_data()) is None  # another run's fold
+    assert kept_fold(tmp_path, "run-a", fold_data(cache_key="xyz")) is None  # the data changed
+    assert kept_fold(tmp_path, "run-a", fold_data(test_rows=(11, 13, 15))) is None  # other out-of-fold patches
+    assert kept_fold(tmp_path, "run-a", fold_data(test_rows=(9, 11, 13, 14))).run_id == "fold-a"  # a limited test
     elsewhere = tmp_path / "best.ckpt"
     elsewhere.write_bytes(b"weights")
-    save_fold(tmp_path, "run-a", ["p1"], row, fold_result(str(elsewhere)))
-    assert kept_fold(tmp_path, "run-a", ["p1"]) is None  # a checkpoint outside the fold's folder
-    save_fold(tmp_path, "run-a", ["p1"], row, fold_result(None))
-    assert kept_fold(tmp_path, "run-a", ["p1"]) is None  # no checkpoint (fast_dev_run): trained again
+    saved_fold(tmp_path, str(elsewhere))
+    assert kept_fold(tmp_path, "run-a", fold_data()) is None  # a checkpoint outside the fold's folder
+    saved_fold(tmp_path, None)
+    assert kept_fold(tmp_path, "run-a", fold_data()) is None  # no checkpoint (fast_dev_run): trained again
 
 
-def test_a_fold_record_is_read_as_data_and_a_damaged_one_is_not_kept(tmp_path):
-    best = tmp_path / "checkpoints" / "best.ckpt"
-    best.parent.mkdir()
-    best.write_bytes(b"weights")
-    save_fold(tmp_path, "run-a", ["p1"], {"fold": 0}, fold_result(str(best)))
-    arrays = dict(np.load(tmp_path / ARRAYS))
-    np.savez(tmp_path / ARRAYS, **arrays | {"test_probs": np.array([object()], dtype=object)})
-    assert kept_fold(tmp_path, "run-a", ["p1"]) is None  # an object array is never unpickled
-    (tmp_path / ARRAYS).unlink()
-    assert kept_fold(tmp_path, "run-a", ["p1"]) is None
-    save_fold(tmp_path, "run-a", ["p1"], {"fold": 0}, fold_result(str(best)))
-    (tmp_path / RECORD).write_text("[1, 2]")
-    assert kept_fold(tmp_path, "run-a", ["p1"]) is None
+@pytest.mark.parametrize("damage", ["object array", "float rows", "repeated rows", "short probabilities",
+                                    "empty arrays file",
+                                    "cut arrays file", "no arrays file", "not a record", "record without keys"])
+def test_a_fold_record_is_read_as_data_and_a_damaged_one_is_not_kept(tmp_path, damage):
+    saved_fold(tmp_path)
+    arrays, path = dict(np.load(tmp_path / ARRAYS)), tmp_path / ARRAYS
+    if damage == "object array":  # never unpickled
+        np.savez(path, **arrays | {"test_probs": np.array([object()] * 3, dtype=object)})
+    elif damage == "float rows":
+        np.savez(path, **arrays | {"test_rows": arrays["test_rows"].astype(float)})
+    elif damage == "repeated rows":
+        np.savez(path, **arrays | {"val_rows": np.array([1, 1, 3])})
+    elif damage == "short probabilities":
+        np.savez(path, **arrays | {"val_probs": arrays["val_probs"][:2]})
+    elif damage == "empty arrays file":
+        path.write_bytes(b"")
+    elif damage == "cut arrays file":  # a power cut before the bytes reached the disk
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "no arrays file":
+        path.unlink()
+    elif damage == "not a record":
+        (tmp_path / RECORD).write_text("[1, 2]")
+    else:
+        (tmp_path / RECORD).write_text('{"parent_run_id": "run-a"}')
+    assert kept_fold(tmp_path, "run-a", fold_data()) is None
 
 
 def test_a_cross_validation_resumes_from_its_newest_fold_checkpoint(tmp_path):
@@ -417,5 +454,23 @@ def test_a_cross_validation_resumes_from_its_newest_fold_checkpoint(tmp_path):
     member.write_bytes(b"epoch")
     os.utime(member, ns=(start + 5, start + 5))
     assert last_checkpoint(tmp_path) == member
-    (tmp_path / RECORD).write_text('{"parent_run_id": "run-a", "patients": ["p1"]}')
-    assert kept_fold(tmp_path, "run-a", ["p1"]) is None
+
+
+def test_a_folds_run_is_resumed_through_its_cross_validation(tmp_path):
+    fold_dir = tmp_path / "fold_1"
+    write_state(fold_dir, "fold-run", {"seed": 1})
+    last = fold_dir / LAST_CHECKPOINT
+    last.parent.mkdir()
+    last.write_bytes(b"epoch")
+    tags = {"idclab.kind": "cv_fold", "mlflow.parentRunId": "cv-run", "output_dir": str(fold_dir)}
+
+    def lookup(run_id):
+        return "KILLED", tags
+
+    message = "run fold-run is a fold of cross-validation run cv-run: resume that one"
+    with pytest.raises(ResumeError, match=message):  # the same command pointed at the fold's folder
+        find_resume_point(fold_dir, None, lookup)
+    with pytest.raises(ResumeError, match="resume=cv-run"):
+        find_resume_point(tmp_path / "elsewhere", "fold-run", lookup)
+    tags["idclab.kind"] = "train"  # a run of its own resumes
+    assert find_resume_point(fold_dir, None, lookup).run_id == "fold-run"

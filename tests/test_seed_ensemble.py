@@ -22,12 +22,13 @@ from idclab.data.datamodule import PatchDataModule, prepare_data
 from idclab.evaluation.evaluate import evaluate
 from idclab.scoring.thresholds import tune_threshold
 from idclab.tracking.runs import MLflowEpochLogger
+from idclab.training import callbacks as callbacks_module
 from idclab.training import fit as training
-from idclab.training import resume as resume_module
+from idclab.training.callbacks import EpochClock
 from idclab.training.fit import Fitted
 from idclab.training.pipeline import train
 from idclab.training.plan import fit_plan
-from idclab.training.resume import LAST_CHECKPOINT, LastCheckpoint, last_checkpoint, write_state
+from idclab.training.resume import LAST_CHECKPOINT, last_checkpoint, write_state
 
 MEMBER_METRICS = ("val_auprc", "train_loss")
 
@@ -251,19 +252,27 @@ def test_a_killed_seed_ensemble_resumes_its_unfinished_member_only(make_cfg, mon
     for member in (0, 1):
         assert member_history(client, run.info.run_id, member, "val_auprc") == [0, 1, 2], member
     assert len(load_classifier(tmp_path / "out" / "checkpoints" / "ensemble.ckpt").model) == 2
+    metrics = client.get_run(run.info.run_id).data.metrics  # the ensemble's time: both members', over both attempts
+    assert metrics["train_minutes"] == pytest.approx(metrics["member_0/train_minutes"]
+                                                     + metrics["member_1/train_minutes"])
+    assert member_history(client, run.info.run_id, 1, "train_minutes") == [0, 1, 2]
 
 
-def test_the_epoch_clock_sums_the_epochs_and_carries_over_a_resume(tmp_path, monkeypatch):
-    now = iter([0.0, 100.0, 130.0, 200.0, 245.0, 0.0, 500.0, 510.0])  # construction reads it too
-    monkeypatch.setattr(resume_module.time, "perf_counter", lambda: next(now))
-    trainer = SimpleNamespace(current_epoch=0, callback_metrics={}, fast_dev_run=True)
-    clock = LastCheckpoint(tmp_path)
-    for _ in range(2):
+def test_the_epoch_clock_sums_the_epochs_and_carries_over_a_resume(monkeypatch):
+    now = iter([100.0, 130.0, 200.0, 245.0, 500.0, 510.0])
+    monkeypatch.setattr(callbacks_module.time, "perf_counter", lambda: next(now))
+    logger = MLflowEpochLogger(SimpleNamespace(run_id="r"), prefix="member_0/")
+    logger.holding = True  # as while training: the epoch's metrics wait for its checkpoint
+    trainer = SimpleNamespace(current_epoch=0, loggers=[logger])
+    clock = EpochClock()
+    for epoch in range(2):
+        trainer.current_epoch = epoch
         clock.on_train_epoch_start(trainer, None)
         clock.on_train_epoch_end(trainer, None)
-    assert clock.train_seconds == 75.0
-    resumed = LastCheckpoint(tmp_path)
+    assert clock.seconds == 75.0
+    assert logger.held == {0: {"member_0/train_minutes": 0.5}, 1: {"member_0/train_minutes": 1.25}}
+    resumed = EpochClock()
     resumed.load_state_dict(clock.state_dict())  # what last.ckpt holds
     resumed.on_train_epoch_start(trainer, None)
     resumed.on_train_epoch_end(trainer, None)
-    assert resumed.train_seconds == 85.0
+    assert resumed.seconds == 85.0

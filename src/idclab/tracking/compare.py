@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from idclab.config.validation import is_validation_metric
 from idclab.fileutil import save_figure, whole_file, write_text
-from idclab.tracking.runs import KIND_TAG, open_experiment, run_status, sweep_runs, training_runs
+from idclab.tracking.runs import KIND_TAG, TRAIN_MINUTES, open_experiment, run_status, sweep_runs, training_runs
 
 if TYPE_CHECKING:
     from idclab.tracking.runs import MlflowClient
@@ -34,7 +34,6 @@ OOF_METRICS = ("oof_auroc", "oof_balanced_accuracy", "oof_f1", "oof_auprc")  # a
 REPORTED_METRICS = (*TEST_METRICS, *OOF_METRICS)  # on the reported patients: shown, never ranked on
 PLOTTED_METRICS = ("test_auprc", "test_f1", "test_balanced_accuracy", "oof_auroc", "oof_balanced_accuracy", "oof_f1")
 MINUTES = "minutes"  # a run's wall-clock time, start to end
-TRAIN_MINUTES = "train_minutes"  # its epochs' time (training and validation), summed over a resumed run's attempts
 RUN_SPECIFIC = ("paths.", "logger.", "data.count.", "data.cache_key", "data.cache_dir", "data.generated_dir",
                 "data.num_workers", "data.decode_workers", "trainer.enable_progress_bar", "resume", "study.only")
 STRATEGY_PARAM = "study.strategy"  # a study's runs: the strategy names the group (its overrides are in the study)
@@ -169,9 +168,11 @@ def markdown(table: pd.DataFrame) -> str:
         digits = 1 if name in (MINUTES, TRAIN_MINUTES) else 3
         shown[name] = [mean_std(m, s, digits) for m, s in zip(table[f"{name}_mean"], table[f"{name}_std"],
                                                                strict=True)]
+    clock = (f"{TRAIN_MINUTES}: the epochs' time (training and validation) over a run's attempts; "
+             if TRAIN_MINUTES in metrics else "")
     caption = (f"Mean ± std over seeds (n/a: a single run), ranked by {metrics[0]} (validation); test and "
-               f"out-of-fold metrics are reported, never used to rank; {TRAIN_MINUTES}: the epochs' time (training "
-               f"and validation) over a run's attempts; {MINUTES}: wall-clock time, start to end (pauses included).")
+               f"out-of-fold metrics are reported, never used to rank; {clock}{MINUTES}: each run's wall-clock "
+               "time, start to end (a resumed run's pause included).")
     return f"{caption}\n\n{shown.to_markdown(index=False)}\n\n{answer(table)}\n"
 
 

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
 BATCH = 100
 NOTE_TAG = "mlflow.note.content"  # a run's description in the UI (markdown)
+TRAIN_MINUTES = "train_minutes"  # the epochs' time (training and validation) over a run's attempts
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # how MLflow 3's UI opens an experiment: on its training runs with
 MODEL_TRAINING = "custom_model_development"    # this value (the GenAI traces view without it)
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui --host 127.0.0.1` serves a local store
@@ -370,6 +371,12 @@ def run_status(client: MlflowClient, run_id: str) -> tuple[str, dict[str, str]]:
     except Exception as error:
         raise RunNotFoundError(f"no MLflow run {run_id!r} at {client.tracking_uri}") from error
     return run.info.status, dict(run.data.tags)
+
+
+def finish_run(client: MlflowClient, run_id: str) -> None:
+    """Mark a run whose work is done FINISHED (one cut off after its last result was recorded)."""
+    if client.get_run(run_id).info.status != "FINISHED":
+        client.set_terminated(run_id, "FINISHED")
 
 
 def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> pd.DataFrame:

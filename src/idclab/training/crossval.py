@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +31,28 @@ from idclab.evaluation.oof import RULES, ensemble_operating_point, oof_report, p
 from idclab.evaluation.reporting import headline, test_and_report
 from idclab.scoring.thresholds import rule_of
 from idclab.tracking.inputs import log_inputs, run_tags, sweep_parent
-from idclab.tracking.runs import CHECKPOINT_TAG, KIND_TAG, PARENT_TAG, TrackedRun, log_model, run_status
+from idclab.tracking.runs import (
+    CHECKPOINT_TAG,
+    KIND_TAG,
+    PARENT_TAG,
+    TRAIN_MINUTES,
+    RunNotFoundError,
+    TrackedRun,
+    finish_run,
+    log_model,
+    run_status,
+)
 from idclab.training.fit import FitResult, fit_and_test
 from idclab.training.fold_record import kept_fold, save_fold
 from idclab.training.plan import FitPlan, FoldPlan
-from idclab.training.resume import OUTPUT_DIR_TAG, ResumePoint, find_resume_point, write_state
+from idclab.training.resume import (
+    FOLD_KIND,
+    OUTPUT_DIR_TAG,
+    ResumePoint,
+    last_checkpoint,
+    read_state,
+    write_state,
+)
 
 if TYPE_CHECKING:  # only the tracking package talks to MLflow; this is a type name
     from mlflow.tracking import MlflowClient
@@ -91,7 +107,7 @@ def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any
     keys = ("f1", "balanced_accuracy", "auroc", "auprc")
     return {"fold": fold, "patients": len(split.patients["test"]), "best_val_score": result.best_score,
             "threshold": result.threshold, **{f"test_{k}": float(result.metrics[f"test_{k}"]) for k in keys},
-            "train_minutes": result.train_seconds / 60}
+            TRAIN_MINUTES: result.train_seconds / 60}
 
 
 def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: MlflowClient, experiment_id: str,
@@ -111,18 +127,19 @@ def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: Mlfl
             log_inputs(parent, config, data)
         for fold, fold_patients in enumerate(folds):
             split = fold_split(data, pool, folds, fold, cv.val, cv.seed + fold, cv.train_patients, cv.train_patches)
-            fold_dir = out_dir / f"fold_{fold}"
-            kept = kept_fold(fold_dir, parent.run_id, fold_patients) if resume else None
+            fold_data, fold_dir = replace(data, split=split), out_dir / f"fold_{fold}"
+            kept = kept_fold(fold_dir, parent.run_id, fold_data) if resume else None
             print(f"Fold {fold + 1}/{len(folds)}: {len(split.patients['train'])} train, "
                   f"{len(split.patients['val'])} val, {len(fold_patients)} out-of-fold patients"
                   + (": finished before the interruption, kept" if kept else ""))
             if kept:
-                row, result = kept
+                finish_run(client, kept.run_id)
+                row, result = kept.row, kept.result
             else:
-                fold_tags = tags | {KIND_TAG: "cv_fold", "cv": "fold", FOLD_TAG: str(fold),
+                fold_tags = tags | {KIND_TAG: FOLD_KIND, "cv": "fold", FOLD_TAG: str(fold),
                                     OUTPUT_DIR_TAG: str(fold_dir.resolve())}
-                row, result = fit_fold(plan, replace(data, split=split), fold, parent, f"fold {fold} {name}",
-                                       fold_tags, fold_dir, resuming=resume is not None)
+                row, result = fit_fold(plan, fold_data, fold, parent, f"fold {fold} {name}", fold_tags, fold_dir,
+                                       resuming=resume is not None)
             rows.append(row)
             members.append(result.best_path)
             predictions.append(patch_frame(data, fold, result.test_rows, result.test_probs, result.test_patch_probs)
@@ -136,7 +153,7 @@ def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: Mlfl
         mean_score = float(table["best_val_score"].mean())
         parent.describe(headline(metrics, (f"mean {monitor}", mean_score), prefix="oof_"))
         parent.log_metrics(metrics | {f"best_{monitor}": mean_score, "threshold": float(table["threshold"].mean()),
-                                      "train_minutes": float(table["train_minutes"].sum())})
+                                      TRAIN_MINUTES: float(table[TRAIN_MINUTES].sum())})
         for path in sorted((out_dir / "cv").iterdir()):
             parent.log_file(path, "cv")
         threshold, context = float(table["threshold"].mean()), {}
@@ -154,12 +171,8 @@ def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: Mlfl
 def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, name: str, tags: dict[str, str],
              fold_dir: Path, resuming: bool) -> tuple[dict[str, Any], FitResult]:
     """Fit and test fold `fold` (split in `data`) in a child run of `parent` and record it in `fold_dir`; its own
-    interrupted run (a child of `parent`) continues from its last checkpoint when `resuming` finds one. The fold's
-    row and result."""
-    lookup = partial(run_status, parent.client)
-    resume = find_resume_point(fold_dir, None, lookup) if resuming else None
-    if resume and lookup(resume.run_id)[1].get(PARENT_TAG) != parent.run_id:
-        resume = None
+    interrupted run continues from its last checkpoint when `resuming` finds one. The fold's row and result."""
+    resume = interrupted_fold(fold_dir, parent) if resuming else None
     if resume:
         print(f"Resuming the fold's MLflow run {resume.run_id} from {resume.checkpoint}")
     with TrackedRun(parent.client, parent.experiment_id, name, tags, resume.run_id if resume else None,
@@ -171,8 +184,23 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
                               log_fold_model=False)
         child.describe(headline(result.metrics, (plan.monitor, result.best_score)))
         row = fold_row(fold, data.split, result)
-        save_fold(fold_dir, parent.run_id, data.split.patients["test"], row, result)
+        save_fold(fold_dir, parent.run_id, child.run_id, data, row, result)
     return row, result
+
+
+def interrupted_fold(fold_dir: Path, parent: TrackedRun) -> ResumePoint | None:
+    """The fold's interrupted run: an unfinished child of `parent` recorded in `fold_dir` with a last checkpoint
+    written since it started (None if there is none, or its run is gone from the store)."""
+    state, checkpoint = read_state(fold_dir), last_checkpoint(fold_dir)
+    if state is None or checkpoint is None:
+        return None
+    try:
+        status, tags = run_status(parent.client, state[0])
+    except RunNotFoundError:
+        return None
+    if status == "FINISHED" or tags.get(PARENT_TAG) != parent.run_id:
+        return None
+    return ResumePoint(run_id=state[0], output_dir=fold_dir, checkpoint=checkpoint, config=state[1])
 
 
 def finish_ensemble(plan: FitPlan, data: PreparedData, parent: TrackedRun, members: list[str | None],

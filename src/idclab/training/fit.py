@@ -33,9 +33,10 @@ from idclab.evaluation.reporting import test_and_report, threshold_free
 from idclab.fileutil import write_json
 from idclab.models.stain import fit_stain
 from idclab.tracking.inputs import VAL_PREDICTIONS
-from idclab.tracking.runs import CHECKPOINT_TAG, TrackedRun, log_model
+from idclab.tracking.runs import CHECKPOINT_TAG, TRAIN_MINUTES, TrackedRun, log_model
+from idclab.training.callbacks import EpochClock
 from idclab.training.plan import FitPlan
-from idclab.training.resume import LAST_CHECKPOINT, LastCheckpoint, written_since_start
+from idclab.training.resume import LAST_CHECKPOINT, written_since_start
 from idclab.training.trainer import make_trainer, single_process
 from idclab.verbosity import detail
 
@@ -101,14 +102,14 @@ def fit_member(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path
         if ckpt_path:  # resuming: the folder holds this run's own checkpoints, as it should
             warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    (clock,) = [callback for callback in trainer.callbacks if isinstance(callback, LastCheckpoint)]
+    (clock,) = [callback for callback in trainer.callbacks if isinstance(callback, EpochClock)]
     trainer = single_process(trainer, plan, run, out_dir)
     score = checkpoint.best_model_score
     best_score = float(score) if score is not None else float("nan")
     if not checkpoint.best_model_path:
         log.warning("no checkpoint was saved (fast_dev_run?): testing the last weights")
     return Fitted(datamodule, classifier, trainer, checkpoint.best_model_path or None, best_score,
-                  train_seconds=clock.train_seconds)
+                  train_seconds=clock.seconds)
 
 
 def fit_seed_ensemble(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, resuming: bool = False
@@ -137,7 +138,7 @@ def fit_members(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pat
         if kept:
             print(f"Ensemble member {k + 1}/{members} (seed {seed}): trained, kept ({kept})")
             paths.append(kept)
-            seconds += float(json.loads(record.read_text()).get("train_seconds", 0.0))
+            seconds += recorded_seconds(record)
             continue
         print(f"Ensemble member {k + 1}/{members} (seed {seed})")
         pl.seed_everything(seed, workers=True)
@@ -167,6 +168,14 @@ def trained_member(record: Path, run_id: str) -> str | None:
     return str(best) if saved.get("run_id") == run_id and own and best.is_file() else None
 
 
+def recorded_seconds(record: Path) -> float:
+    """The training seconds a kept member's record holds (0 if it holds none it can give)."""
+    try:
+        return float(json.loads(record.read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 def fit(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, ckpt_path: Path | None = None
         ) -> Fitted:
     """One model, or with `ensemble.members` > 1 a seed ensemble, fitted on train with epochs chosen on val."""
@@ -186,8 +195,8 @@ def fit_and_test(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pa
     validation = patch_frame(data, 0, val_rows, val_probs, val_patch_probs).drop(columns="fold")
     run.log_text(validation.to_csv(index=False), VAL_PREDICTIONS)  # what a study's verdict is recomputed from
     model_scores = threshold_free(validation["target"].to_numpy(), val_patch_probs)  # the patches alone
-    run.log_metrics({"threshold": threshold, "train_minutes": fitted.train_seconds / 60}
-                    | context_metrics(classifier, plan.context)
+    ensemble_clock = {TRAIN_MINUTES: fitted.train_seconds / 60} if fitted.members else {}  # one model's: per epoch
+    run.log_metrics({"threshold": threshold} | ensemble_clock | context_metrics(classifier, plan.context)
                     | {f"val_model_{name}": value for name, value in model_scores.items()})
     best_path = save_operating_point(fitted, threshold, plan.threshold["name"], out_dir, data)
     if best_path:

@@ -9,7 +9,6 @@ keeps its finished members and a cross-validation its finished folds.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
 from idclab.fileutil import write_json
-from idclab.tracking.runs import MLflowEpochLogger, flatten
+from idclab.tracking.runs import KIND_TAG, PARENT_TAG, MLflowEpochLogger, flatten
 
 STATE_FILE = "run_state.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 OUTPUT_DIR_TAG = "output_dir"
+FOLD_KIND = "cv_fold"  # the kind tag of a cross-validation fold's run
 
 
 class ResumeError(RuntimeError):
@@ -63,10 +63,12 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
     With `requested_run_id` (`resume=RUN_ID`), that run's output folder (tag `output_dir`) must hold
     its state file and a last checkpoint, or ResumeError is raised. Without it, a run whose output
     folder is reused (same `hydra.run.dir`) resumes automatically if its MLflow run did not finish.
+    A cross-validation fold is resumed by resuming its cross-validation (ResumeError names it).
     """
     folder = output_dir
     if requested_run_id:
         _, tags = lookup(requested_run_id)
+        refuse_fold(requested_run_id, tags)
         folder = Path(tags.get(OUTPUT_DIR_TAG, output_dir))
     state = read_state(folder)
     checkpoint = last_checkpoint(folder)
@@ -76,9 +78,22 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
         if checkpoint is None:
             raise ResumeError(f"cannot resume run {requested_run_id}: {folder} holds no last checkpoint of it "
                               "(it stopped before finishing its first epoch); start it again")
-    elif state is None or checkpoint is None or lookup(state[0])[0] == "FINISHED":
+    elif state is None or checkpoint is None:
         return None
+    else:
+        status, tags = lookup(state[0])
+        if status == "FINISHED":
+            return None
+        refuse_fold(state[0], tags)
     return ResumePoint(run_id=state[0], output_dir=folder, checkpoint=checkpoint, config=state[1])
+
+
+def refuse_fold(run_id: str, tags: dict[str, str]) -> None:
+    """ResumeError if `run_id` is a cross-validation fold (its cross-validation resumes it)."""
+    if tags.get(KIND_TAG) == FOLD_KIND:
+        parent = tags.get(PARENT_TAG, "?")
+        raise ResumeError(f"run {run_id} is a fold of cross-validation run {parent}: resume that one "
+                          f"(resume={parent}, or the same command in its output folder)")
 
 
 def ignored_overrides(requested: dict[str, Any], resumed: dict[str, Any]) -> list[str]:
@@ -106,8 +121,7 @@ def written_since_start(path: Path, folder: Path) -> bool:
 
 
 class LastCheckpoint(Checkpoint):
-    """Writes `last.ckpt` at the end of every training epoch, then commits the epoch's metrics to MLflow; keeps the
-    time the run's epochs took (training and validation), summed over a resumed run's attempts (`train_seconds`).
+    """Writes `last.ckpt` at the end of every training epoch, then commits the epoch's metrics to MLflow.
 
     (Lightning 2.6's `ModelCheckpoint(save_last=True)` rewrites it only when the best checkpoint improves.)
     As a `Checkpoint` it runs after the module's epoch-end hook and after the best-checkpoint callback. The
@@ -119,8 +133,6 @@ class LastCheckpoint(Checkpoint):
     def __init__(self, checkpoint_dir: Path):
         self.path = checkpoint_dir / LAST_CHECKPOINT.name
         self.logger: MLflowEpochLogger | None = None
-        self.train_seconds = 0.0
-        self.epoch_started = time.perf_counter()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         loggers = trainer.loggers if stage == "fit" else []  # predicting from a checkpoint restores nothing
@@ -130,15 +142,11 @@ class LastCheckpoint(Checkpoint):
         if self.logger:
             self.logger.holding = True
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.epoch_started = time.perf_counter()
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        self.train_seconds += time.perf_counter() - self.epoch_started
         if self.logger:  # Lightning logs the train metrics after this hook: too late for the checkpoint
             train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
-            self.logger.log_metrics({**train_metrics, "epoch": epoch, "train_seconds": self.train_seconds})
+            self.logger.log_metrics({**train_metrics, "epoch": epoch})
         if not trainer.fast_dev_run:
             trainer.save_checkpoint(self.path, weights_only=False)  # the full training state, to resume
         if self.logger:
@@ -150,9 +158,8 @@ class LastCheckpoint(Checkpoint):
             self.logger.holding = False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_seconds": self.train_seconds} | ({"held": dict(self.logger.held)} if self.logger else {})
+        return {"held": dict(self.logger.held)} if self.logger else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.train_seconds = float(state_dict.get("train_seconds", 0.0))
         if self.logger and state_dict.get("held"):
             self.logger.recover(max(state_dict["held"]), state_dict["held"])

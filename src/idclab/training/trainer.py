@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from idclab.classifier.interrupts import InterruptGuard
 from idclab.evaluation.calibrate import one_device_trainer
 from idclab.tracking.runs import TrackedRun
-from idclab.training.callbacks import training_callbacks
+from idclab.training.callbacks import EpochClock, training_callbacks
 from idclab.training.plan import FitPlan
 from idclab.training.progress import progress_callbacks
 from idclab.training.resume import LastCheckpoint
@@ -26,8 +26,8 @@ def make_trainer(plan: FitPlan, out_dir: Path, logger: Any) -> tuple[pl.Trainer,
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=plan.monitor,
                                  mode=plan.mode)
     progress, bar = progress_callbacks(plan.trainer["enable_progress_bar"], plan.monitor)
-    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), InterruptGuard(), *training_callbacks(plan),
-                 *progress]
+    callbacks = [checkpoint, LastCheckpoint(out_dir / "checkpoints"), InterruptGuard(), EpochClock(),
+                 *training_callbacks(plan), *progress]
     options = {"enable_model_summary": is_verbose(), **plan.trainer, "enable_progress_bar": bar}
     trainer = pl.Trainer(**options, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
