@@ -472,5 +472,7 @@ def test_a_folds_run_is_resumed_through_its_cross_validation(tmp_path):
         find_resume_point(fold_dir, None, lookup)
     with pytest.raises(ResumeError, match="resume=cv-run"):
         find_resume_point(tmp_path / "elsewhere", "fold-run", lookup)
+    assert find_resume_point(fold_dir, None, lookup, parent_run_id="cv-run").run_id == "fold-run"  # by its own
+    assert find_resume_point(fold_dir, None, lookup, parent_run_id="cv-other") is None  # not another's child
     tags["idclab.kind"] = "train"  # a run of its own resumes
     assert find_resume_point(fold_dir, None, lookup).run_id == "fold-run"

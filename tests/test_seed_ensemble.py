@@ -111,7 +111,9 @@ def test_a_member_record_is_kept_only_for_its_own_run_and_its_own_checkpoint(tmp
     best.write_bytes(b"weights")
     elsewhere = tmp_path / "best.ckpt"
     elsewhere.write_bytes(b"weights")
-    cases = [({"run_id": "a", "best_path": str(best)}, "a", str(best)),
+    cases = [({"run_id": "a", "best_path": str(best), "train_seconds": 12.5}, "a", (str(best), 12.5)),
+             ({"run_id": "a", "best_path": str(best)}, "a", (str(best), 0.0)),  # written before the epoch clock
+             ({"run_id": "a", "best_path": str(best), "train_seconds": None}, "a", None),
              ({"run_id": "b", "best_path": str(best)}, "a", None),            # an earlier run in the same folder
              ({"run_id": "a", "best_path": str(elsewhere)}, "a", None),       # not the member's own checkpoint
              ({"run_id": "a", "best_path": str(best) + ".gone"}, "a", None),

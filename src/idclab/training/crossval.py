@@ -12,8 +12,10 @@ patients when there are any, and logged as the parent's MLflow model.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,6 @@ from idclab.tracking.inputs import log_inputs, run_tags, sweep_parent
 from idclab.tracking.runs import (
     CHECKPOINT_TAG,
     KIND_TAG,
-    PARENT_TAG,
     TRAIN_MINUTES,
     RunNotFoundError,
     TrackedRun,
@@ -49,8 +50,7 @@ from idclab.training.resume import (
     FOLD_KIND,
     OUTPUT_DIR_TAG,
     ResumePoint,
-    last_checkpoint,
-    read_state,
+    find_resume_point,
     write_state,
 )
 
@@ -172,7 +172,10 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
              fold_dir: Path, resuming: bool) -> tuple[dict[str, Any], FitResult]:
     """Fit and test fold `fold` (split in `data`) in a child run of `parent` and record it in `fold_dir`; its own
     interrupted run continues from its last checkpoint when `resuming` finds one. The fold's row and result."""
-    resume = interrupted_fold(fold_dir, parent) if resuming else None
+    resume = None
+    if resuming:  # the fold's own interrupted run, a child of `parent` (gone from the store: the fold starts afresh)
+        with contextlib.suppress(RunNotFoundError):
+            resume = find_resume_point(fold_dir, None, partial(run_status, parent.client), parent.run_id)
     if resume:
         print(f"Resuming the fold's MLflow run {resume.run_id} from {resume.checkpoint}")
     with TrackedRun(parent.client, parent.experiment_id, name, tags, resume.run_id if resume else None,
@@ -186,21 +189,6 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
         row = fold_row(fold, data.split, result)
         save_fold(fold_dir, parent.run_id, child.run_id, data, row, result)
     return row, result
-
-
-def interrupted_fold(fold_dir: Path, parent: TrackedRun) -> ResumePoint | None:
-    """The fold's interrupted run: an unfinished child of `parent` recorded in `fold_dir` with a last checkpoint
-    written since it started (None if there is none, or its run is gone from the store)."""
-    state, checkpoint = read_state(fold_dir), last_checkpoint(fold_dir)
-    if state is None or checkpoint is None:
-        return None
-    try:
-        status, tags = run_status(parent.client, state[0])
-    except RunNotFoundError:
-        return None
-    if status == "FINISHED" or tags.get(PARENT_TAG) != parent.run_id:
-        return None
-    return ResumePoint(run_id=state[0], output_dir=fold_dir, checkpoint=checkpoint, config=state[1])
 
 
 def finish_ensemble(plan: FitPlan, data: PreparedData, parent: TrackedRun, members: list[str | None],

@@ -136,9 +136,9 @@ def fit_members(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pat
         record = member_dir / MEMBER_FILE
         kept = trained_member(record, run.run_id) if resuming else None
         if kept:
-            print(f"Ensemble member {k + 1}/{members} (seed {seed}): trained, kept ({kept})")
-            paths.append(kept)
-            seconds += recorded_seconds(record)
+            print(f"Ensemble member {k + 1}/{members} (seed {seed}): trained, kept ({kept[0]})")
+            paths.append(kept[0])
+            seconds += kept[1]
             continue
         print(f"Ensemble member {k + 1}/{members} (seed {seed})")
         pl.seed_everything(seed, workers=True)
@@ -156,24 +156,24 @@ def fit_members(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pat
                                                 neighbourhood=views_of(plan.config)), seconds
 
 
-def trained_member(record: Path, run_id: str) -> str | None:
-    """The best checkpoint of a member that run `run_id` finished, from the member's record: None unless the record
-    is that run's and names a file in the member's own checkpoints folder (the member is then trained again)."""
+def trained_member(record: Path, run_id: str) -> tuple[str, float] | None:
+    """The best checkpoint and training seconds of a member that run `run_id` finished, from the member's record:
+    None unless the record is that run's and names a file in the member's own checkpoints folder (the member is then
+    trained again)."""
     try:
         saved = json.loads(record.read_text())
-        best = Path(saved["best_path"])
+        best, seconds = saved["best_path"], float(saved.get("train_seconds", 0.0))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    own = best.parent.resolve() == (record.parent / "checkpoints").resolve()
-    return str(best) if saved.get("run_id") == run_id and own and best.is_file() else None
+    return (best, seconds) if saved.get("run_id") == run_id and own_checkpoint(best, record.parent) else None
 
 
-def recorded_seconds(record: Path) -> float:
-    """The training seconds a kept member's record holds (0 if it holds none it can give)."""
-    try:
-        return float(json.loads(record.read_text())["train_seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+def own_checkpoint(path: object, folder: Path) -> bool:
+    """Whether `path` names an existing file in `folder/checkpoints` (a record may name only its own folder's)."""
+    if not isinstance(path, str):
+        return False
+    best = Path(path)
+    return best.is_file() and best.parent.resolve() == (folder / "checkpoints").resolve()
 
 
 def fit(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Path, ckpt_path: Path | None = None

@@ -19,7 +19,7 @@ import numpy as np
 
 from idclab.data.datamodule import PreparedData
 from idclab.fileutil import whole_file, write_json
-from idclab.training.fit import FitResult
+from idclab.training.fit import FitResult, own_checkpoint
 
 RECORD = "fold.json"
 ARRAYS = "fold.npz"
@@ -79,11 +79,3 @@ def same_patches(arrays: dict[str, np.ndarray], data: PreparedData) -> bool:
         if any(arrays[f"{split}_{kind}"].shape != rows.shape for kind in ("probs", "patch_probs")):
             return False
     return True
-
-
-def own_checkpoint(path: object, folder: Path) -> bool:
-    """Whether `path` is an existing file in `folder/checkpoints`."""
-    if not isinstance(path, str):
-        return False
-    best = Path(path)
-    return best.is_file() and best.parent.resolve() == (folder / "checkpoints").resolve()

@@ -57,13 +57,15 @@ def read_state(output_dir: Path) -> tuple[str, dict[str, Any]] | None:
 
 
 def find_resume_point(output_dir: Path, requested_run_id: str | None,
-                      lookup: Callable[[str], tuple[str, dict[str, str]]]) -> ResumePoint | None:
+                      lookup: Callable[[str], tuple[str, dict[str, str]]], parent_run_id: str | None = None
+                      ) -> ResumePoint | None:
     """Decide whether to resume; `lookup(run_id)` gives an MLflow run's (status, tags).
 
     With `requested_run_id` (`resume=RUN_ID`), that run's output folder (tag `output_dir`) must hold
     its state file and a last checkpoint, or ResumeError is raised. Without it, a run whose output
     folder is reused (same `hydra.run.dir`) resumes automatically if its MLflow run did not finish.
-    A cross-validation fold is resumed by resuming its cross-validation (ResumeError names it).
+    A cross-validation fold is resumed by its cross-validation, which passes `parent_run_id`: only a child of
+    that run resumes there; anywhere else ResumeError names the cross-validation to resume.
     """
     folder = output_dir
     if requested_run_id:
@@ -82,9 +84,10 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
         return None
     else:
         status, tags = lookup(state[0])
-        if status == "FINISHED":
+        if status == "FINISHED" or (parent_run_id and tags.get(PARENT_TAG) != parent_run_id):
             return None
-        refuse_fold(state[0], tags)
+        if not parent_run_id:
+            refuse_fold(state[0], tags)
     return ResumePoint(run_id=state[0], output_dir=folder, checkpoint=checkpoint, config=state[1])
 
 
