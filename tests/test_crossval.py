@@ -375,11 +375,12 @@ def fold_result(best_path: str | None) -> FitResult:
                      {"context_weight": 0.3, "context_radius": 1, "patch_threshold": 0.45}, probs, 90.0)
 
 
-def fold_data(cache_key: str = "abc", test_rows: tuple[int, ...] = (11, 13, 14)) -> SimpleNamespace:
+def fold_data(content: str = "abc", test_rows: tuple[int, ...] = (11, 13, 14), cache_key: str = "k1"
+              ) -> SimpleNamespace:
     """What a fold record reads of a fold's data: its fingerprint and the rows of its split."""
     rows = {"val": np.array([1, 3, 4]), "test": np.array(test_rows)}
     return SimpleNamespace(split=SimpleNamespace(rows=rows), record=lambda: {
-        "data_fingerprint": {"cache_key": cache_key, "patches": {"val": 3, "test": 3}}})
+        "data_fingerprint": {"cache_key": cache_key, "content": content, "patches": {"val": 3, "test": 3}}})
 
 
 def saved_fold(folder: Path, best_path: str | None = "") -> None:
@@ -402,7 +403,8 @@ def test_a_fold_record_is_kept_only_for_its_run_its_data_and_its_own_checkpoint(
     np.testing.assert_array_equal(result.test_rows, [13, 11, 14])
     np.testing.assert_array_equal(result.val_patch_probs, np.array([0.2, 0.7, 0.9], dtype=np.float32))
     assert kept_fold(tmp_path, "run-b", fold_data()) is None  # another run's fold
-    assert kept_fold(tmp_path, "run-a", fold_data(cache_key="xyz")) is None  # the data changed
+    assert kept_fold(tmp_path, "run-a", fold_data(content="xyz")) is None  # the data changed
+    assert kept_fold(tmp_path, "run-a", fold_data(cache_key="k2")).run_id == "fold-a"  # the same data, new file times
     assert kept_fold(tmp_path, "run-a", fold_data(test_rows=(11, 13, 15))) is None  # other out-of-fold patches
     assert kept_fold(tmp_path, "run-a", fold_data(test_rows=(9, 11, 13, 14))).run_id == "fold-a"  # a limited test
     elsewhere = tmp_path / "best.ckpt"

@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,23 @@ def test_cache_is_built_once_and_rebuilt_when_data_changes(tmp_path):
     rebuilt = load_or_build(scan(data), cache_dir)
     assert rebuilt.key != cache.key
     assert not list(cache_dir.glob("*.partial"))
+
+
+def test_the_content_digest_names_the_pixels_and_labels_not_the_files_times_or_place(tmp_path):
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    for x in range(1, 200, 50):
+        write(data, "7", x, x % 2, rgb(value=(x % 256, 0, 0)))
+    cache = load_or_build(scan(data), cache_dir, workers=1)
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved, copy_function=shutil.copy)  # a fresh copy: new place, new modification times
+    copy = load_or_build(scan(moved), cache_dir, workers=1)
+    assert copy.key != cache.key and copy.content == cache.content
+    (relabelled,) = (moved / "7" / "1").glob("*_x1_*")
+    (moved / "7" / "0").mkdir(exist_ok=True)
+    relabelled.rename(moved / "7" / "0" / relabelled.name.replace("class1", "class0"))  # the same pixels, relabelled
+    assert load_or_build(scan(moved), cache_dir, workers=1).content != cache.content
+    write(data, "7", 51, 1, rgb(value=(9, 9, 9)))
+    assert load_or_build(scan(data), cache_dir, workers=1).content != cache.content
 
 
 def test_bad_files_are_skipped_with_warning_or_fail_in_strict_mode(tmp_path, caplog):

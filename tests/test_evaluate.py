@@ -22,7 +22,7 @@ from idclab.config.validation import ConfigError
 from idclab.data.datamodule import resolve_root
 from idclab.data.layout import DataLayoutError
 from idclab.data.split import PatientSplit
-from idclab.evaluation.evaluate import evaluate, evaluation_data, leave_out_fitted_patients
+from idclab.evaluation.evaluate import data_changes, evaluate, evaluation_data, leave_out_fitted_patients
 from idclab.training.pipeline import train
 
 
@@ -318,6 +318,21 @@ def test_evaluate_tests_the_recorded_patients_after_the_data_changed(make_cfg, t
         evaluate(eval_cfg(make_cfg, "split_from=fresh", f"paths.output_dir={tmp_path / 'fresh'}"))
     (fitted,) = re.search(r"\((\d+)\)", str(error.value)).groups()
     assert fitted in trained["patients"]["train"] + trained["patients"]["val"] and "\n" not in str(error.value)
+
+
+def test_the_data_counts_as_changed_when_its_content_changed_not_its_files_times(capsys):
+    def changes(recorded: dict) -> dict:
+        data = SimpleNamespace(split=SimpleNamespace(notes={}), record=lambda: {"data_fingerprint": {
+            "cache_key": "k2", "content": "c1", "patches": {"test": 5}}})
+        return data_changes(SimpleNamespace(hparams={"data_fingerprint": recorded}), data)
+
+    logged = changes({"cache_key": "k1", "content": "c1", "patches": {"test": 5}})  # a fresh copy of the same data
+    assert "changed" not in capsys.readouterr().out
+    assert logged["data.content"] == logged["data.recorded_content"] == "c1"
+    changes({"cache_key": "k1", "content": "c0", "patches": {"test": 5}})
+    assert "The data changed since training (content c0 -> c1)" in capsys.readouterr().out
+    changes({"cache_key": "k1", "patches": {"test": 5}})  # recorded before contents were: its cache key tells
+    assert "The data changed since training (cache k1 -> k2)" in capsys.readouterr().out
 
 
 def test_a_fresh_split_never_tests_the_patients_a_model_was_fitted_on():

@@ -175,6 +175,8 @@ def check_record(hparams: dict[str, Any]) -> None:
         return
     counts = fingerprint.get("patches") if isinstance(fingerprint, dict) else None
     if not (isinstance(fingerprint, dict) and isinstance(fingerprint.get("cache_key"), str)
+            and isinstance(fingerprint.get("content", ""), str)
             and isinstance(counts, dict) and set(counts) <= set(SPLITS)
             and all(isinstance(n, int) and not isinstance(n, bool) for n in counts.values())):
-        raise ValueError("data_fingerprint must hold a cache_key string and patch counts per split")
+        raise ValueError("data_fingerprint must hold a cache_key string, a content digest string (when recorded) "
+                         "and patch counts per split")

@@ -1,8 +1,10 @@
 """The packed patch cache: every PNG decoded once into one memory-mapped uint8 array.
 
 `<cache_dir>/<key>.npy` holds N x 50 x 50 x 3 pixels in the index's order and `<key>.json` the decode
-status of each row. The key hashes the file list with sizes and modification times and the fill rule,
-so a changed dataset gets a new cache and an unchanged one is never rebuilt. A build writes temporary
+status of each row and the content digest. The key hashes the file list with sizes and modification times and
+the fill rule, so a changed dataset gets a new cache and an unchanged one is never rebuilt. The content digest
+hashes what training sees (file names, which carry patient and class, decode statuses and pixels), so a copy of
+the same data in another place or with fresh file times has the same digest: what records of the data compare. A build writes temporary
 files renamed at the end (and removed on failure), under a lock, so a killed build leaves no corrupt
 cache and parallel sweep jobs build it once. Its disk space is reserved first, so a full disk fails at
 once; a cache found broken later (e.g. truncated) is rebuilt.
@@ -11,6 +13,7 @@ once; a cache found broken later (e.g. truncated) is rebuilt.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +35,7 @@ from idclab.fileutil import file_lock, stable_hash
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CHUNK = 1024
 NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 CANNOT_PREALLOCATE = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS, errno.ENODEV}
@@ -51,6 +54,7 @@ class PatchCache:
     """Decoded pixels of an index, memory-mapped, with each row's decode status."""
 
     key: str
+    content: str  # digest of the names, statuses and pixels: the same for a copy of the same data
     images: np.ndarray  # N x 50 x 50 x 3 uint8, memory-mapped read-only
     status: np.ndarray  # N strings, PatchStatus values
     views: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
@@ -149,12 +153,21 @@ def build(index: PatchIndex, npy: Path, meta: Path, key: str, workers: int) -> N
         create_partial(tmp_npy, n)
         jobs = [(tmp_npy, i, [str(index.root / p) for p in index.paths[i:i + CHUNK]]) for i in range(0, n, CHUNK)]
         status = decode_all(jobs, n, workers)
-        tmp_meta.write_text(json.dumps({"key": key, "paths": index.paths, "status": status}))
+        content = content_digest(index.paths, status, np.load(tmp_npy, mmap_mode="r"))
+        tmp_meta.write_text(json.dumps({"key": key, "content": content, "paths": index.paths, "status": status}))
         os.replace(tmp_npy, npy)
         os.replace(tmp_meta, meta)  # the metadata file marks the cache complete
     finally:
         tmp_npy.unlink(missing_ok=True)
         tmp_meta.unlink(missing_ok=True)
+
+
+def content_digest(paths: list[str], status: list[str], images: np.ndarray) -> str:
+    """Hash of the relative file names, decode statuses and pixels, read a chunk at a time."""
+    digest = hashlib.blake2b(json.dumps([paths, status]).encode(), digest_size=8)
+    for start in range(0, len(images), CHUNK):
+        digest.update(np.ascontiguousarray(images[start:start + CHUNK]).data)
+    return digest.hexdigest()
 
 
 def read_part(path: Path, read: Callable[[Path], T]) -> T:
@@ -170,9 +183,9 @@ def read_cache(index: PatchIndex, key: str, npy: Path, meta: Path) -> PatchCache
     info = read_part(meta, lambda path: json.loads(path.read_text()))
     images = read_part(npy, lambda path: np.load(path, mmap_mode="r"))
     if images.shape != (len(index), PATCH_SIZE, PATCH_SIZE, 3) or info.get("paths") != index.paths \
-            or len(info.get("status", ())) != len(index):
+            or len(info.get("status", ())) != len(index) or not isinstance(info.get("content"), str):
         raise CacheError(f"Patch cache {npy} does not match the data index.")
-    return PatchCache(key=key, images=images, status=np.array(info["status"]))
+    return PatchCache(key=key, content=info["content"], images=images, status=np.array(info["status"]))
 
 
 def find_cache(index: PatchIndex, key: str, npy: Path, meta: Path) -> PatchCache | None:

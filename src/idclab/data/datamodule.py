@@ -45,6 +45,7 @@ class PreparedData:
             "source": self.source,
             "root": str(self.index.root),
             "cache_key": self.cache.key,
+            "content": self.cache.content,
             "patches": len(self.index),
             "class_counts": dict(zip(("negative", "positive"), self.index.class_counts(), strict=True)),
             "split_counts": counts,
@@ -56,9 +57,9 @@ class PreparedData:
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint records of its data (plain values): the patient ids of each split, and a
-        fingerprint (cache key, patches per split) to tell whether the data changed since."""
+        fingerprint (cache key, content digest, patches per split) to tell whether the data changed since."""
         return {"split_patients": {s: [str(p) for p in names] for s, names in self.split.patients.items()},
-                "data_fingerprint": {"cache_key": self.cache.key,
+                "data_fingerprint": {"cache_key": self.cache.key, "content": self.cache.content,
                                      "patches": {s: int(len(rows)) for s, rows in self.split.rows.items()}}}
 
 

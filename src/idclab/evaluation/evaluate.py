@@ -227,14 +227,16 @@ def data_changes(classifier: IDCClassifier, data: PreparedData) -> dict[str, obj
     recorded = classifier.hparams.get("data_fingerprint") or {}
     now = data.record()["data_fingerprint"]
     new = data.split.notes.get("new_patients", [])
-    if recorded and recorded["cache_key"] != now["cache_key"]:
-        print(f"The data changed since training (cache {recorded['cache_key']} -> {now['cache_key']})"
+    field = "content" if "content" in recorded else "cache_key"  # checkpoints before content digests: the key
+    if recorded and recorded[field] != now[field]:
+        print(f"The data changed since training ({field.replace('_key', '')} {recorded[field]} -> {now[field]})"
               + (f"; {len(new)} new patients left out: {', '.join(new)}" if new else ""))
     test_then, test_now = recorded.get("patches", {}).get("test"), now["patches"]["test"]
     if test_then is not None and test_then != test_now:
         print(f"Warning: the test patients now have {test_now} patches, {test_then} when trained "
               "(files added, removed or unreadable)")
     return {"data.cache_key": now["cache_key"], "data.recorded_cache_key": recorded.get("cache_key"),
+            "data.content": now["content"], "data.recorded_content": recorded.get("content"),
             "data.count.test": test_now, "data.recorded_count.test": test_then, "data.new_patients": len(new)}
 
 

@@ -3,7 +3,7 @@
 `fold.json` (plain values) and `fold.npz` (arrays, read without pickle) in the fold's folder hold what the pooled
 out-of-fold report and the fold ensemble need: the fold's table row, best checkpoint, threshold, tuned context,
 training time and its validation and out-of-fold predictions. A record counts only for the cross-validation run
-that wrote it, on the same data (fingerprint) and the same validation and out-of-fold patches, and only if the
+that wrote it, on the same data (content digest and patches per split) and the same validation and out-of-fold patches, and only if the
 checkpoint it names is in the fold's own folder; otherwise the fold is trained again.
 """
 
@@ -53,7 +53,7 @@ def kept_fold(folder: Path, parent_run_id: str, data: PreparedData) -> KeptFold 
     """The fold that run `parent_run_id` finished on `data` (the fold's split), or None."""
     try:
         record = json.loads((folder / RECORD).read_text())
-        if record["parent_run_id"] != parent_run_id or record["data_fingerprint"] != data.record()["data_fingerprint"] \
+        if record["parent_run_id"] != parent_run_id or not same_data(record["data_fingerprint"], data) \
                 or not own_checkpoint(record["best_path"], folder):
             return None
         with np.load(folder / ARRAYS, allow_pickle=False) as saved:
@@ -66,6 +66,13 @@ def kept_fold(folder: Path, parent_run_id: str, data: PreparedData) -> KeptFold 
         return KeptFold(dict(record["row"]), result, str(record["run_id"]))
     except UNREADABLE:
         return None
+
+
+def same_data(recorded: dict[str, Any], data: PreparedData) -> bool:
+    """Whether a recorded fingerprint is of `data`'s pixels and labels, split into as many patches (the content,
+    not the cache key: that changes with the files' times and place, as in a fresh copy of the same data)."""
+    now = data.record()["data_fingerprint"]
+    return recorded.get("content") == now["content"] and recorded.get("patches") == now["patches"]
 
 
 def same_patches(arrays: dict[str, np.ndarray], data: PreparedData) -> bool:
