@@ -1,13 +1,13 @@
 """The packed patch cache: every PNG decoded once into one memory-mapped uint8 array.
 
-`<cache_dir>/<key>.npy` holds N x 50 x 50 x 3 pixels in the index's order and `<key>.json` the decode
-status of each row and the content digest. The key hashes the file list with sizes and modification times and
-the fill rule, so a changed dataset gets a new cache and an unchanged one is never rebuilt. The content digest
-hashes what training sees (file names, which carry patient and class, decode statuses and pixels), so a copy of
-the same data in another place or with fresh file times has the same digest: what records of the data compare. A build writes temporary
-files renamed at the end (and removed on failure), under a lock, so a killed build leaves no corrupt
-cache and parallel sweep jobs build it once. Its disk space is reserved first, so a full disk fails at
-once; a cache found broken later (e.g. truncated) is rebuilt.
+`<cache_dir>/<key>.npy` holds N x 50 x 50 x 3 pixels in the index's order and `<key>.json` the decode status of
+each row and the content digest. The key hashes the file list with sizes and modification times and the fill rule,
+so a changed dataset gets a new cache and an unchanged one is never rebuilt. The content digest hashes what
+training sees (file names, which carry patient and class, decode statuses and pixels), so a copy of the same data
+in another place or with fresh file times has the same digest: what records of the data compare. A build writes
+temporary files renamed at the end (and removed on failure), under a lock, so a killed build leaves no corrupt
+cache and parallel sweep jobs build it once. Its disk space is reserved first, so a full disk fails at once; a
+cache found broken later (e.g. truncated) is rebuilt.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> N
     run.log_datasets({split: data.index.frame(rows) for split, rows in data.split.rows.items()},
                      source=summary["root"])
     run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
-                    for cls, n in counts.items()} | {"data.cache_key": summary["cache_key"], "data.content": summary["content"]})
+                    for cls, n in counts.items()}
+                   | {"data.cache_key": summary["cache_key"], "data.content": summary["content"]})
     run.log_json(summary, "data/summary.json")
     run.log_json(environment(), "environment.json")
     run.log_text(OmegaConf.to_yaml(config), "config/config.yaml")

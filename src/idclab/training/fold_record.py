@@ -3,8 +3,8 @@
 `fold.json` (plain values) and `fold.npz` (arrays, read without pickle) in the fold's folder hold what the pooled
 out-of-fold report and the fold ensemble need: the fold's table row, best checkpoint, threshold, tuned context,
 training time and its validation and out-of-fold predictions. A record counts only for the cross-validation run
-that wrote it, on the same data (content digest and patches per split) and the same validation and out-of-fold patches, and only if the
-checkpoint it names is in the fold's own folder; otherwise the fold is trained again.
+that wrote it, on the same data (content digest and patches per split) and the same validation and out-of-fold
+patches, and only if the checkpoint it names is in the fold's own folder; otherwise the fold is trained again.
 """
 
 from __future__ import annotations
