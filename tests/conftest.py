@@ -167,3 +167,11 @@ def new_store(empty_store: Path):
         return f"sqlite:///{database}"
 
     return _new
+
+
+def copy_patches(make_cfg, folder: Path) -> Path:
+    """A private copy of the tiny synthetic data set, in the Kaggle layout, to change after training."""
+    from idclab.data.datamodule import resolve_root
+
+    shutil.copytree(resolve_root(make_cfg().data), folder)
+    return folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import TINY_TRAINER, copy_patches
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -330,10 +332,12 @@ def cv_runs(client: MlflowClient) -> tuple[list, dict[str, object]]:
 
 @pytest.mark.slow
 def test_a_killed_cross_validation_keeps_its_finished_folds_and_resumes_the_cut_one(make_cfg, monkeypatch, tmp_path):
-    args = ("cv.folds=2", "split.train=0.8", "split.val=0.2", "split.test=0", "trainer.max_epochs=3")
+    patches = copy_patches(make_cfg, tmp_path / "patches")
+    args = ("data=idc", f"data.root={patches}", "data.batch_size=16", "data.decode_workers=1", *TINY_TRAINER,
+            "cv.folds=2", "split.train=0.8", "split.val=0.2", "split.test=0", "trainer.max_epochs=3")
     cut_in_fold(monkeypatch, fold=1, epoch=1)
     with pytest.raises(RuntimeError, match="power cut"):
-        train(make_cfg(*args))
+        train(make_cfg(*args, tiny=False))
     monkeypatch.undo()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (parent,), folds = cv_runs(client)
@@ -343,9 +347,12 @@ def test_a_killed_cross_validation_keeps_its_finished_folds_and_resumes_the_cut_
     stamps = {path.name: path.stat().st_mtime_ns for path in kept_dir.iterdir()}
 
     client.set_terminated(folds["0"].info.run_id, "KILLED")  # as if cut between its record and its run's close
+    later = time.time_ns() + 10**9
+    for path in patches.rglob("*.png"):  # the same data, copied afresh in a new session: new file times
+        os.utime(path, ns=(later, later))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train(make_cfg(*args))  # the same command: same output folder, so it continues
+        train(make_cfg(*args, tiny=False))  # the same command: same output folder, so it continues
     assert not [w for w in caught if "exists and is not empty" in str(w.message)]  # its own checkpoints: no alarm
     assert {path.name: path.stat().st_mtime_ns for path in kept_dir.iterdir()} == stamps  # not trained again
     (resumed,), after = cv_runs(client)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TRAINER
+from conftest import TINY_TRAINER, copy_patches
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -255,12 +255,6 @@ def test_report_pictures_are_valid_images(make_cfg, trained, tmp_path):
     assert 1 <= len(heatmaps) <= 3
     with Image.open(heatmaps[0]) as image:
         assert image.size[0] > 2 * image.size[1] // 2 and image.size[0] >= 800  # four panels side by side
-
-
-def copy_patches(make_cfg, folder: Path) -> Path:
-    """A private copy of the tiny synthetic data set, in the Kaggle layout, to change after training."""
-    shutil.copytree(resolve_root(make_cfg().data), folder)
-    return folder
 
 
 def add_patient(root: Path, like: str, name: str) -> None:
