@@ -450,7 +450,7 @@ def test_a_fold_record_is_read_as_data_and_a_damaged_one_is_not_kept(tmp_path, d
 
 
 def test_a_cross_validation_resumes_from_its_newest_fold_checkpoint(tmp_path):
-    write_state(tmp_path, "cv-run", {"seed": 1})
+    write_state(tmp_path, "cv-run", {"seed": 1}, None)
     start = (tmp_path / STATE_FILE).stat().st_mtime_ns
     for fold, age in ((0, 2), (1, 3), (2, 1)):
         last = tmp_path / f"fold_{fold}" / LAST_CHECKPOINT
@@ -467,7 +467,7 @@ def test_a_cross_validation_resumes_from_its_newest_fold_checkpoint(tmp_path):
 
 def test_a_folds_run_is_resumed_through_its_cross_validation(tmp_path):
     fold_dir = tmp_path / "fold_1"
-    write_state(fold_dir, "fold-run", {"seed": 1})
+    write_state(fold_dir, "fold-run", {"seed": 1}, None)
     last = fold_dir / LAST_CHECKPOINT
     last.parent.mkdir()
     last.write_bytes(b"epoch")

@@ -11,11 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, TINY_DATA, TINY_TRAINER
+from conftest import PROJECT, TINY_DATA, TINY_TRAINER, copy_patches
 from mlflow.tracking import MlflowClient
 
+from idclab.classifier.module import IDCClassifier
 from idclab.training.pipeline import train
-from idclab.training.resume import ResumeError
+from idclab.training.resume import (
+    LAST_CHECKPOINT,
+    ResumeError,
+    check_resumed_data,
+    find_resume_point,
+    write_state,
+)
 
 SLOW_EPOCHS = [*TINY_DATA, *TINY_TRAINER, "trainer.max_epochs=6", "trainer.limit_train_batches=8"]
 
@@ -105,6 +112,55 @@ def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
     shutil.rmtree(tmp_path / "out")  # the run's output folder is gone: nothing left to resume from
     with pytest.raises(ResumeError, match="no run_state.json"):
         train(make_cfg(f"resume={run.info.run_id}"))
+
+
+def test_a_resume_refuses_data_whose_content_changed_since_the_run_started(tmp_path):
+    started = {"cache_key": "k1", "content": "c1", "patches": {"train": 8, "val": 2, "test": 2}}
+    (tmp_path / "checkpoints").mkdir()
+    write_state(tmp_path, "run-a", {"seed": 1}, started)
+    (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")
+    point = find_resume_point(tmp_path, "run-a", lambda run_id: ("KILLED", {}))
+    assert point.data_fingerprint == started
+    check_resumed_data(point, started | {"cache_key": "k2"})  # a fresh copy of the same files: resumed
+    with pytest.raises(ResumeError, match=r"cannot resume run run-a: the data changed since it started \(content "
+                                          r"c1 -> c2\)") as error:
+        check_resumed_data(point, started | {"content": "c2"})
+    assert "start a new run" in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ResumeError, match=r"patches per split \{'train': 8, 'val': 2, 'test': 2\} -> "):
+        check_resumed_data(point, started | {"patches": {"train": 9, "val": 2, "test": 2}})
+    write_state(tmp_path, "run-a", {"seed": 1}, None)  # a state written before fingerprints were recorded
+    (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")
+    with pytest.warns(UserWarning, match="records no data fingerprint"):
+        check_resumed_data(find_resume_point(tmp_path, "run-a", lambda run_id: ("KILLED", {})), started)
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_not_resumed_on_changed_data_and_stays_as_it_ended(make_cfg, tmp_path, monkeypatch):
+    patches = copy_patches(make_cfg, tmp_path / "patches")
+    args = ("data=idc", f"data.root={patches}", "data.batch_size=16", "data.decode_workers=1", *TINY_TRAINER,
+            "trainer.max_epochs=3")
+    epoch_end, ends = IDCClassifier.on_train_epoch_end, []
+
+    def power_cut(self) -> None:  # in the second epoch's end: the first epoch's checkpoint is saved
+        epoch_end(self)
+        ends.append(1)
+        if len(ends) == 2:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(IDCClassifier, "on_train_epoch_end", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(make_cfg(*args, tiny=False))
+    monkeypatch.undo()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (cut,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    (a_file, *_) = sorted(patches.rglob("*.png"))
+    a_file.write_bytes(next(p for p in sorted(patches.rglob("*.png")) if p.read_bytes() != a_file.read_bytes())
+                       .read_bytes())  # one patch's pixels replaced by another's
+    with pytest.raises(ResumeError, match="the data changed since it started"):
+        train(make_cfg(*args, tiny=False))  # the same command: it would resume
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert run.info.status == "FAILED"  # as the cut left it: not reopened, not left RUNNING
+    assert run.data.metrics == cut.data.metrics and run.info.end_time == cut.info.end_time
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_o
                                                            (9, "member_2/", "member_2")]
     assert paths == [str(out / f"member_{k}" / "checkpoints" / "best.ckpt") for k in range(3)]
     (out / "member_2" / training.MEMBER_FILE).unlink()  # killed before its record was written
-    write_state(out, "run-a", {})
+    write_state(out, "run-a", {}, None)
     os.utime(out / "run_state.json", ns=(0, 0))  # the run started before every file above
     fits.clear()
     kept_paths, _, seconds = training.fit_members(plan, None, Run(), out, resuming=True)
@@ -130,13 +130,13 @@ def test_a_resume_finds_the_runs_own_or_a_members_last_checkpoint_but_not_an_ear
     member_last = tmp_path / "member_1" / LAST_CHECKPOINT
     member_last.parent.mkdir(parents=True)
     member_last.write_bytes(b"earlier run")
-    write_state(tmp_path, "run-b", {"seed": 1})
+    write_state(tmp_path, "run-b", {"seed": 1}, None)
     os.utime(member_last, ns=(0, 0))  # written before run-b started: another run's
     assert last_checkpoint(tmp_path) is None
     member_last.write_bytes(b"run-b")
     assert last_checkpoint(tmp_path) == member_last
     stamp = (tmp_path / "run_state.json").stat().st_mtime_ns
-    write_state(tmp_path, "run-b", {"seed": 1})  # a resume leaves the start time alone
+    write_state(tmp_path, "run-b", {"seed": 1}, None)  # a resume leaves the start time alone
     assert (tmp_path / "run_state.json").stat().st_mtime_ns == stamp
     own = tmp_path / LAST_CHECKPOINT
     own.parent.mkdir()

@@ -63,6 +63,13 @@ class PreparedData:
                                      "patches": {s: int(len(rows)) for s, rows in self.split.rows.items()}}}
 
 
+def same_data(recorded: object, now: dict[str, Any]) -> bool:
+    """Whether two data fingerprints (`PreparedData.record`) are of the same pixels and labels, split into as many
+    patches: the content digest, not the cache key, which changes with the files' times and place (a fresh copy)."""
+    return isinstance(recorded, dict) and recorded.get("content") == now["content"] \
+        and recorded.get("patches") == now["patches"]
+
+
 def resolve_root(data_cfg: Any) -> Path:
     """The folder to scan: the user's root for real data, or the generated synthetic set."""
     if data_cfg.source == "synthetic":

@@ -122,7 +122,7 @@ def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: Mlfl
     rows, predictions, validations, members, contexts = [], [], [], [], []
     with TrackedRun(client, experiment_id, f"cv{cv.folds} {name}", tags, resume.run_id if resume else None,
                     parent_run_id=sweep_parent(context), system_metrics=plan.system_metrics) as parent:
-        write_state(out_dir, parent.run_id, config)
+        write_state(out_dir, parent.run_id, config, data.record()["data_fingerprint"])
         if resume is None:
             log_inputs(parent, config, data)
         for fold, fold_patients in enumerate(folds):
@@ -180,7 +180,7 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
         print(f"Resuming the fold's MLflow run {resume.run_id} from {resume.checkpoint}")
     with TrackedRun(parent.client, parent.experiment_id, name, tags, resume.run_id if resume else None,
                     parent_run_id=parent.run_id, system_metrics=plan.system_metrics) as child:
-        write_state(fold_dir, child.run_id, plan.config)
+        write_state(fold_dir, child.run_id, plan.config, data.record()["data_fingerprint"])
         if resume is None:
             log_inputs(child, plan.config, data)
         result = fit_and_test(plan, data, child, fold_dir, resume.checkpoint if resume else None,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from idclab.data.datamodule import PreparedData
+from idclab.data.datamodule import PreparedData, same_data
 from idclab.fileutil import whole_file, write_json
 from idclab.training.fit import FitResult, own_checkpoint
 
@@ -53,7 +53,8 @@ def kept_fold(folder: Path, parent_run_id: str, data: PreparedData) -> KeptFold 
     """The fold that run `parent_run_id` finished on `data` (the fold's split), or None."""
     try:
         record = json.loads((folder / RECORD).read_text())
-        if record["parent_run_id"] != parent_run_id or not same_data(record["data_fingerprint"], data) \
+        now = data.record()["data_fingerprint"]
+        if record["parent_run_id"] != parent_run_id or not same_data(record["data_fingerprint"], now) \
                 or not own_checkpoint(record["best_path"], folder):
             return None
         with np.load(folder / ARRAYS, allow_pickle=False) as saved:
@@ -66,13 +67,6 @@ def kept_fold(folder: Path, parent_run_id: str, data: PreparedData) -> KeptFold 
         return KeptFold(dict(record["row"]), result, str(record["run_id"]))
     except UNREADABLE:
         return None
-
-
-def same_data(recorded: dict[str, Any], data: PreparedData) -> bool:
-    """Whether a recorded fingerprint is of `data`'s pixels and labels, split into as many patches (the content,
-    not the cache key: that changes with the files' times and place, as in a fresh copy of the same data)."""
-    now = data.record()["data_fingerprint"]
-    return recorded.get("content") == now["content"] and recorded.get("patches") == now["patches"]
 
 
 def same_patches(arrays: dict[str, np.ndarray], data: PreparedData) -> bool:

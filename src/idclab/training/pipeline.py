@@ -24,7 +24,14 @@ from idclab.training.briefing import closing, header
 from idclab.training.crossval import cross_validate
 from idclab.training.fit import fit_and_test, make_model_and_data
 from idclab.training.plan import FitPlan, fit_plan, fold_plan
-from idclab.training.resume import OUTPUT_DIR_TAG, ResumePoint, find_resume_point, ignored_overrides, write_state
+from idclab.training.resume import (
+    OUTPUT_DIR_TAG,
+    ResumePoint,
+    check_resumed_data,
+    find_resume_point,
+    ignored_overrides,
+    write_state,
+)
 from idclab.training.trainer import is_worker_process, make_trainer
 from idclab.verbosity import detail, set_verbose
 
@@ -44,6 +51,8 @@ def train(cfg: DictConfig) -> float:
     config = settled_config(cfg)
     plan = fit_plan(config)
     data = prepare(cfg)
+    if resume:
+        check_resumed_data(resume, data.record()["data_fingerprint"])
     context = hydra_context()
     if cfg.cv.folds:
         return cross_validate(plan, fold_plan(config), data, client, experiment_id, context, resume)
@@ -58,7 +67,7 @@ def train(cfg: DictConfig) -> float:
                     parent_run_id=sweep_parent(context), system_metrics=plan.system_metrics) as run:
         link = run_link(uri, experiment_id, run.run_id)
         print(header(context["overrides"], data.summary(), experiment, link), flush=True)
-        write_state(out_dir, run.run_id, config)
+        write_state(out_dir, run.run_id, config, data.record()["data_fingerprint"])
         if resume is None:
             log_inputs(run, config, data)
         result = fit_and_test(plan, data, run, out_dir, ckpt_path)

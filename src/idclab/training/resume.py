@@ -1,14 +1,16 @@
 """Where an interrupted training run can continue from.
 
-Every run writes `run_state.json` (its MLflow run id and resolved config) into its output folder, and
-`LastCheckpoint` keeps `checkpoints/last.ckpt` up to date at the end of every epoch. A run killed mid-epoch
-resumes from the last completed epoch, in the same MLflow run, with the config it started with; a seed ensemble
-keeps its finished members and a cross-validation its finished folds.
+Every run writes `run_state.json` (its MLflow run id, resolved config and data fingerprint) into its output
+folder, and `LastCheckpoint` keeps `checkpoints/last.ckpt` up to date at the end of every epoch. A run killed
+mid-epoch resumes from the last completed epoch, in the same MLflow run, with the config it started with, on the
+data it started on (the same content: a fresh copy of the same files will do); a seed ensemble keeps its finished
+members and a cross-validation its finished folds.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
+from idclab.data.datamodule import same_data
 from idclab.fileutil import write_json
 from idclab.tracking.runs import KIND_TAG, PARENT_TAG, MLflowEpochLogger, flatten
 
@@ -32,28 +35,44 @@ class ResumeError(RuntimeError):
 
 @dataclass
 class ResumePoint:
-    """An interrupted run: its MLflow id, output folder, last checkpoint and resolved config."""
+    """An interrupted run: its MLflow id, output folder, last checkpoint, resolved config and data fingerprint."""
 
     run_id: str
     output_dir: Path
     checkpoint: Path
     config: dict[str, Any]
+    data_fingerprint: dict[str, Any] | None = None  # None: a state written before fingerprints were recorded
 
 
-def write_state(output_dir: Path, run_id: str, config: dict[str, Any]) -> None:
-    """Record which MLflow run an output folder belongs to, and its config. A resumed run leaves the file as it
-    is, so that its time stays the run's start (see `written_since_start`)."""
-    if read_state(output_dir) != (run_id, config):
-        write_json(output_dir / STATE_FILE, {"run_id": run_id, "config": config})
+def write_state(output_dir: Path, run_id: str, config: dict[str, Any], data_fingerprint: dict[str, Any] | None
+                ) -> None:
+    """Record which MLflow run an output folder belongs to, its config and its data (`PreparedData.record`). A
+    resumed run leaves the file as it is, so that its time stays the run's start (see `written_since_start`)."""
+    if read_state(output_dir) != (run_id, config, data_fingerprint):
+        write_json(output_dir / STATE_FILE, {"run_id": run_id, "config": config, "data_fingerprint": data_fingerprint})
 
 
-def read_state(output_dir: Path) -> tuple[str, dict[str, Any]] | None:
-    """The (run id, config) recorded in an output folder, or None."""
+def read_state(output_dir: Path) -> tuple[str, dict[str, Any], dict[str, Any] | None] | None:
+    """The (run id, config, data fingerprint) recorded in an output folder, or None."""
     path = output_dir / STATE_FILE
     if not path.is_file():
         return None
     state = json.loads(path.read_text())
-    return state["run_id"], state["config"]
+    return state["run_id"], state["config"], state.get("data_fingerprint")
+
+
+def check_resumed_data(resume: ResumePoint, now: dict[str, Any]) -> None:
+    """ResumeError unless the resumed run started on the data fingerprinted `now` (the same content and patches per
+    split: the cache key may differ); only a warning for a state that records no fingerprint."""
+    started = resume.data_fingerprint
+    if started is None:
+        warnings.warn(f"the state of run {resume.run_id} records no data fingerprint (written by an older idclab): "
+                      "resuming without checking that the data is the one it started on", stacklevel=2)
+    elif not same_data(started, now):
+        changes = [f"{name} {started.get(key)} -> {now[key]}" for key, name in
+                   (("content", "content"), ("patches", "patches per split")) if started.get(key) != now[key]]
+        raise ResumeError(f"cannot resume run {resume.run_id}: the data changed since it started "
+                          f"({'; '.join(changes)}); start a new run (another paths.output_dir) or restore the data")
 
 
 def find_resume_point(output_dir: Path, requested_run_id: str | None,
@@ -88,7 +107,8 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
             return None
         if not parent_run_id:
             refuse_fold(state[0], tags)
-    return ResumePoint(run_id=state[0], output_dir=folder, checkpoint=checkpoint, config=state[1])
+    return ResumePoint(run_id=state[0], output_dir=folder, checkpoint=checkpoint, config=state[1],
+                       data_fingerprint=state[2])
 
 
 def refuse_fold(run_id: str, tags: dict[str, str]) -> None:
