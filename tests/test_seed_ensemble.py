@@ -137,6 +137,7 @@ def test_a_resume_finds_the_runs_own_or_a_members_last_checkpoint_but_not_an_ear
     assert last_checkpoint(tmp_path) == member_last
     stamp = (tmp_path / "run_state.json").stat().st_mtime_ns
     write_state(tmp_path, "run-b", {"seed": 1}, None)  # a resume leaves the start time alone
+    write_state(tmp_path, "run-b", {"seed": 1}, {"content": "c"})  # even one by a newer idclab that records more
     assert (tmp_path / "run_state.json").stat().st_mtime_ns == stamp
     own = tmp_path / LAST_CHECKPOINT
     own.parent.mkdir()

@@ -46,9 +46,11 @@ class ResumePoint:
 
 def write_state(output_dir: Path, run_id: str, config: dict[str, Any], data_fingerprint: dict[str, Any] | None
                 ) -> None:
-    """Record which MLflow run an output folder belongs to, its config and its data (`PreparedData.record`). A
-    resumed run leaves the file as it is, so that its time stays the run's start (see `written_since_start`)."""
-    if read_state(output_dir) != (run_id, config, data_fingerprint):
+    """Record which MLflow run an output folder belongs to, its config and its data (`PreparedData.record`), as the
+    run starts. A resumed run leaves the file as it is, so that its time stays the run's start (see
+    `written_since_start`)."""
+    state = read_state(output_dir)
+    if state is None or state[0] != run_id:
         write_json(output_dir / STATE_FILE, {"run_id": run_id, "config": config, "data_fingerprint": data_fingerprint})
 
 
