@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from idclab.classifier.module import IDCClassifier
 from idclab.training.pipeline import train
 from idclab.training.resume import (
     LAST_CHECKPOINT,
+    STATE_FILE,
     ResumeError,
     check_resumed_data,
     find_resume_point,
@@ -128,7 +130,7 @@ def test_a_resume_refuses_data_whose_content_changed_since_the_run_started(tmp_p
     assert "start a new run" in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(ResumeError, match=r"patches per split \{'train': 8, 'val': 2, 'test': 2\} -> "):
         check_resumed_data(point, started | {"patches": {"train": 9, "val": 2, "test": 2}})
-    write_state(tmp_path, "run-a", {"seed": 1}, None)  # a state written before fingerprints were recorded
+    (tmp_path / STATE_FILE).write_text(json.dumps({"run_id": "run-a", "config": {"seed": 1}}))  # by an older idclab
     (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")
     with pytest.warns(UserWarning, match="records no data fingerprint"):
         check_resumed_data(find_resume_point(tmp_path, "run-a", lambda run_id: ("KILLED", {})), started)
