@@ -24,6 +24,7 @@ from idclab.tracking.compare import (
     statistic_columns,
     summarise,
     summarise_sweep,
+    varying_params,
 )
 from idclab.tracking.runs import KIND_TAG, PARENT_TAG
 
@@ -91,6 +92,13 @@ def test_a_sweep_is_grouped_by_the_params_that_differ_and_ranked_on_validation(s
     assert math.isnan(table["best_val_auprc_std"].iloc[2])
     assert best.run_name == "loss=focal,seed=2" and best.score == pytest.approx(0.92)
     assert isinstance(figure, Figure)
+
+
+def test_runs_are_told_apart_by_their_options_not_by_their_data_records():
+    """Cache keys and content digests are records of the data (absent from runs made before digests were)."""
+    runs = pd.DataFrame({"params.loss": ["bce", "bce", "focal"], "params.seed": ["1", "2", "1"],
+                         "params.data.cache_key": ["k1", "k2", "k2"], "params.data.content": [None, "c", "c"]})
+    assert varying_params(runs) == ["loss"]
 
 
 def test_markdown_shows_n_a_for_a_group_of_one(store):

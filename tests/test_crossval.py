@@ -412,6 +412,12 @@ def test_a_fold_record_is_kept_only_for_its_run_its_data_and_its_own_checkpoint(
     assert kept_fold(tmp_path, "run-b", fold_data()) is None  # another run's fold
     assert kept_fold(tmp_path, "run-a", fold_data(content="xyz")) is None  # the data changed
     assert kept_fold(tmp_path, "run-a", fold_data(cache_key="k2")).run_id == "fold-a"  # the same data, new file times
+    record = json.loads((tmp_path / RECORD).read_text())
+    del record["data_fingerprint"]["content"]  # a record written before content digests: its cache key tells
+    (tmp_path / RECORD).write_text(json.dumps(record))
+    assert kept_fold(tmp_path, "run-a", fold_data(content="any")).run_id == "fold-a"
+    assert kept_fold(tmp_path, "run-a", fold_data(cache_key="k2")) is None
+    saved_fold(tmp_path)
     assert kept_fold(tmp_path, "run-a", fold_data(test_rows=(11, 13, 15))) is None  # other out-of-fold patches
     assert kept_fold(tmp_path, "run-a", fold_data(test_rows=(9, 11, 13, 14))).run_id == "fold-a"  # a limited test
     elsewhere = tmp_path / "best.ckpt"

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 from pathlib import Path
@@ -97,6 +98,20 @@ def test_the_content_digest_names_the_pixels_and_labels_not_the_files_times_or_p
     assert load_or_build(scan(moved), cache_dir, workers=1).content != cache.content
     write(data, "7", 51, 1, rgb(value=(9, 9, 9)))
     assert load_or_build(scan(data), cache_dir, workers=1).content != cache.content
+
+
+def test_a_cache_built_before_content_digests_gains_one_without_being_decoded_again(tmp_path):
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    for x in range(1, 200, 50):
+        write(data, "7", x, x % 2, rgb(value=(x % 256, 0, 0)))
+    cache = load_or_build(scan(data), cache_dir, workers=1)
+    npy, meta = cache_dir / f"{cache.key}.npy", cache_dir / f"{cache.key}.json"
+    info = json.loads(meta.read_text())
+    meta.write_text(json.dumps({k: v for k, v in info.items() if k != "content"}))  # as an older idclab left it
+    stamp = npy.stat().st_mtime_ns
+    again = load_or_build(scan(data), cache_dir, workers=1)
+    assert again.key == cache.key and again.content == cache.content and npy.stat().st_mtime_ns == stamp
+    assert json.loads(meta.read_text())["content"] == cache.content  # written once, for the next reader
 
 
 def test_bad_files_are_skipped_with_warning_or_fail_in_strict_mode(tmp_path, caplog):

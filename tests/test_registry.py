@@ -100,7 +100,8 @@ def test_a_checkpoint_with_odd_hyperparameters_is_refused(tmp_path: Path):
     path = write_checkpoint(tmp_path / "odd.ckpt", CONFIG, mean="os.system")
     with pytest.raises(CheckpointError, match="mean must be 3 numbers"):
         load_classifier(path)
-    for fingerprint in ({"cache_key": "abc"}, {"cache_key": 3, "patches": {}}, {"cache_key": "k", "patches": {"x": 1}}):
+    for fingerprint in ({"cache_key": "abc"}, {"cache_key": 3, "patches": {}}, {"cache_key": "k", "patches": {"x": 1}},
+                        {"cache_key": "k", "content": 7, "patches": {}}):
         path = write_checkpoint(tmp_path / "odd.ckpt", CONFIG, data_fingerprint=fingerprint)
         with pytest.raises(CheckpointError, match="data_fingerprint must hold"):
             load_classifier(path)

@@ -130,6 +130,13 @@ def test_a_resume_refuses_data_whose_content_changed_since_the_run_started(tmp_p
     assert "start a new run" in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(ResumeError, match=r"patches per split \{'train': 8, 'val': 2, 'test': 2\} -> "):
         check_resumed_data(point, started | {"patches": {"train": 9, "val": 2, "test": 2}})
+    (tmp_path / STATE_FILE).write_text(json.dumps({"run_id": "run-a", "config": {"seed": 1},
+                                                   "data_fingerprint": "c1"}))  # damaged: refused, in one line
+    (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")
+    with pytest.raises(ResumeError, match="run-a: its run_state.json holds no readable data fingerprint"):
+        check_resumed_data(find_resume_point(tmp_path, "run-a", lambda run_id: ("KILLED", {})), started)
+    write_state(tmp_path, "run-b", {"seed": 2}, started)  # another run's start: written
+    assert json.loads((tmp_path / STATE_FILE).read_text())["run_id"] == "run-b"
     (tmp_path / STATE_FILE).write_text(json.dumps({"run_id": "run-a", "config": {"seed": 1}}))  # by an older idclab
     (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")
     with pytest.warns(UserWarning, match="records no data fingerprint"):

@@ -31,10 +31,10 @@ class IDCClassifier(ContextRule, pl.LightningModule):
 
     `config` (the resolved run config as a plain dict), `mean`, `std`, `threshold` and
     `class_counts` are saved in every checkpoint so the model can be rebuilt and used alone, with
-    `split_patients` (the patient ids of each split) and `data_fingerprint` (cache key, patches per split)
-    recording the data it was fitted on. Batches are (images, targets, index rows); validation and test
-    count each patch once (by row) even when a distributed sampler repeats some. After `trainer.test`,
-    `test_probs`, `test_targets` and `test_rows` hold the test predictions in row order.
+    `split_patients` (the patient ids of each split) and `data_fingerprint` (cache key, content digest,
+    patches per split) recording the data it was fitted on. Batches are (images, targets, index rows);
+    validation and test count each patch once (by row) even when a distributed sampler repeats some. After
+    `trainer.test`, `test_probs`, `test_targets` and `test_rows` hold the test predictions in row order.
 
     With spatial context (`context_weight` > 0, tuned on validation), test probabilities are blended with
     their slide neighbours' (see `idclab.scoring.context`); `positions` (patient, x, y per index row) must then be set

@@ -31,11 +31,11 @@ from tqdm.auto import tqdm
 
 from idclab.data.decode import PAD_VALUE, PATCH_SIZE, PatchStatus, decode_patch
 from idclab.data.layout import DataLayoutError, PatchIndex
-from idclab.fileutil import file_lock, stable_hash
+from idclab.fileutil import file_lock, stable_hash, write_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CACHE_FORMAT = 2
+CACHE_FORMAT = 1
 CHUNK = 1024
 NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 CANNOT_PREALLOCATE = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS, errno.ENODEV}
@@ -183,9 +183,14 @@ def read_cache(index: PatchIndex, key: str, npy: Path, meta: Path) -> PatchCache
     info = read_part(meta, lambda path: json.loads(path.read_text()))
     images = read_part(npy, lambda path: np.load(path, mmap_mode="r"))
     if images.shape != (len(index), PATCH_SIZE, PATCH_SIZE, 3) or info.get("paths") != index.paths \
-            or len(info.get("status", ())) != len(index) or not isinstance(info.get("content"), str):
+            or len(info.get("status", ())) != len(index):
         raise CacheError(f"Patch cache {npy} does not match the data index.")
-    return PatchCache(key=key, content=info["content"], images=images, status=np.array(info["status"]))
+    content = info.get("content")
+    if not isinstance(content, str):  # built by an idclab before content digests: digested once, not decoded again
+        content = content_digest(info["paths"], info["status"], images)
+        with suppress(OSError):  # a read-only cache folder: digested again by the next reader
+            write_json(meta, info | {"content": content})
+    return PatchCache(key=key, content=content, images=images, status=np.array(info["status"]))
 
 
 def find_cache(index: PatchIndex, key: str, npy: Path, meta: Path) -> PatchCache | None:

@@ -65,9 +65,12 @@ class PreparedData:
 
 def same_data(recorded: object, now: dict[str, Any]) -> bool:
     """Whether two data fingerprints (`PreparedData.record`) are of the same pixels and labels, split into as many
-    patches: the content digest, not the cache key, which changes with the files' times and place (a fresh copy)."""
-    return isinstance(recorded, dict) and recorded.get("content") == now["content"] \
-        and recorded.get("patches") == now["patches"]
+    patches: the content digest, not the cache key, which changes with the files' times and place (a fresh copy);
+    a record made before content digests has only its cache key to tell."""
+    if not isinstance(recorded, dict):
+        return False
+    field = "content" if "content" in recorded else "cache_key"
+    return recorded[field] == now[field] and recorded.get("patches") == now["patches"]
 
 
 def resolve_root(data_cfg: Any) -> Path:

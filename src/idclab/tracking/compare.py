@@ -34,8 +34,9 @@ OOF_METRICS = ("oof_auroc", "oof_balanced_accuracy", "oof_f1", "oof_auprc")  # a
 REPORTED_METRICS = (*TEST_METRICS, *OOF_METRICS)  # on the reported patients: shown, never ranked on
 PLOTTED_METRICS = ("test_auprc", "test_f1", "test_balanced_accuracy", "oof_auroc", "oof_balanced_accuracy", "oof_f1")
 MINUTES = "minutes"  # a run's wall-clock time, start to end
-RUN_SPECIFIC = ("paths.", "logger.", "data.count.", "data.cache_key", "data.cache_dir", "data.generated_dir",
-                "data.num_workers", "data.decode_workers", "trainer.enable_progress_bar", "resume", "study.only")
+RUN_SPECIFIC = ("paths.", "logger.", "data.count.", "data.cache_key", "data.content", "data.cache_dir",
+                "data.generated_dir", "data.num_workers", "data.decode_workers", "trainer.enable_progress_bar",
+                "resume", "study.only")
 STRATEGY_PARAM = "study.strategy"  # a study's runs: the strategy names the group (its overrides are in the study)
 VERDICT_FILE = "study/verdict.md"  # on a study's parent run (idclab.tracking.study)
 MIN_SPAN = 0.1  # the comparison figure's axes span at least this much of a [0, 1] score...

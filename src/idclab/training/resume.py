@@ -1,10 +1,10 @@
 """Where an interrupted training run can continue from.
 
-Every run writes `run_state.json` (its MLflow run id, resolved config and data fingerprint) into its output
-folder, and `LastCheckpoint` keeps `checkpoints/last.ckpt` up to date at the end of every epoch. A run killed
-mid-epoch resumes from the last completed epoch, in the same MLflow run, with the config it started with, on the
-data it started on (the same content: a fresh copy of the same files will do); a seed ensemble keeps its finished
-members and a cross-validation its finished folds.
+Every run writes `run_state.json` (its MLflow run id, resolved config and data fingerprint) into its output folder,
+and `LastCheckpoint` keeps `checkpoints/last.ckpt` up to date at the end of every epoch. A run killed mid-epoch
+resumes from the last completed epoch, in the same MLflow run, with the config it started with, on the data it
+started on (the same content: a fresh copy of the same files at the same path will do); a seed ensemble keeps its
+finished members and a cross-validation its finished folds.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ FOLD_KIND = "cv_fold"  # the kind tag of a cross-validation fold's run
 
 
 class ResumeError(RuntimeError):
-    """A resume was asked for but there is nothing to resume from."""
+    """A run cannot resume: nothing to resume from, another run's folder, or data changed since it started."""
 
 
 @dataclass
@@ -70,11 +70,15 @@ def check_resumed_data(resume: ResumePoint, now: dict[str, Any]) -> None:
     if started is None:
         warnings.warn(f"the state of run {resume.run_id} records no data fingerprint (written by an older idclab): "
                       "resuming without checking that the data is the one it started on", stacklevel=2)
+    elif not isinstance(started, dict):
+        raise ResumeError(f"cannot resume run {resume.run_id}: its {STATE_FILE} holds no readable data fingerprint; "
+                          "start a new run")
     elif not same_data(started, now):
         changes = [f"{name} {started.get(key)} -> {now[key]}" for key, name in
                    (("content", "content"), ("patches", "patches per split")) if started.get(key) != now[key]]
         raise ResumeError(f"cannot resume run {resume.run_id}: the data changed since it started "
-                          f"({'; '.join(changes)}); start a new run (another paths.output_dir) or restore the data")
+                          f"({'; '.join(changes)}); restore the data, or start a new run (without resume=, in another "
+                          "output folder)")
 
 
 def find_resume_point(output_dir: Path, requested_run_id: str | None,
