@@ -135,6 +135,11 @@ def test_a_resume_refuses_data_whose_content_changed_since_the_run_started(tmp_p
     (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")
     with pytest.raises(ResumeError, match="run-a: its run_state.json holds no readable data fingerprint"):
         check_resumed_data(find_resume_point(tmp_path, "run-a", lambda run_id: ("KILLED", {})), started)
+    (tmp_path / STATE_FILE).write_text(json.dumps({"run_id": "run-a", "config": {"seed": 1},
+                                                   "data_fingerprint": {"cache_key": "k0", "patches": {}}}))
+    (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")  # an older record: its cache key tells
+    with pytest.raises(ResumeError, match=r"\(cache key k0 -> k1; patches per split \{\} -> "):
+        check_resumed_data(find_resume_point(tmp_path, "run-a", lambda run_id: ("KILLED", {})), started)
     write_state(tmp_path, "run-b", {"seed": 2}, started)  # another run's start: written
     assert json.loads((tmp_path / STATE_FILE).read_text())["run_id"] == "run-b"
     (tmp_path / STATE_FILE).write_text(json.dumps({"run_id": "run-a", "config": {"seed": 1}}))  # by an older idclab

@@ -67,10 +67,20 @@ def same_data(recorded: object, now: dict[str, Any]) -> bool:
     """Whether two data fingerprints (`PreparedData.record`) are of the same pixels and labels, split into as many
     patches: the content digest, not the cache key, which changes with the files' times and place (a fresh copy);
     a record made before content digests has only its cache key to tell."""
-    if not isinstance(recorded, dict):
-        return False
-    field = "content" if "content" in recorded else "cache_key"
-    return recorded[field] == now[field] and recorded.get("patches") == now["patches"]
+    return isinstance(recorded, dict) and not fingerprint_changes(recorded, now)
+
+
+def identity_key(recorded: dict[str, Any]) -> str:
+    """The field of a data fingerprint that names its data: the content digest, or the cache key of a fingerprint
+    recorded before content digests."""
+    return "content" if "content" in recorded else "cache_key"
+
+
+def fingerprint_changes(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How data fingerprinted `now` differs from a recorded fingerprint, as `what old -> new` (none: the same)."""
+    field = identity_key(recorded)
+    return [f"{name} {recorded.get(key)} -> {now[key]}" for key, name in
+            ((field, field.replace("_", " ")), ("patches", "patches per split")) if recorded.get(key) != now[key]]
 
 
 def resolve_root(data_cfg: Any) -> Path:

@@ -15,7 +15,7 @@ from idclab.classifier.interrupts import InterruptGuard
 from idclab.classifier.module import IDCClassifier
 from idclab.config.build import CheckpointError, load_classifier
 from idclab.config.validation import ConfigError, validate_evaluate_config
-from idclab.data.datamodule import PatchDataModule, PreparedData, prepare_data
+from idclab.data.datamodule import PatchDataModule, PreparedData, identity_key, prepare_data
 from idclab.data.layout import DataLayoutError, require_root
 from idclab.evaluation.calibrate import choose_threshold
 from idclab.evaluation.predict import locate_model, plain_prediction, predict
@@ -227,9 +227,9 @@ def data_changes(classifier: IDCClassifier, data: PreparedData) -> dict[str, obj
     recorded = classifier.hparams.get("data_fingerprint") or {}
     now = data.record()["data_fingerprint"]
     new = data.split.notes.get("new_patients", [])
-    field = "content" if "content" in recorded else "cache_key"  # checkpoints before content digests: the key
-    if recorded and recorded[field] != now[field]:
-        print(f"The data changed since training ({field.replace('_key', '')} {recorded[field]} -> {now[field]})"
+    field = identity_key(recorded)
+    if recorded and recorded.get(field) != now[field]:
+        print(f"The data changed since training ({field.replace('_key', '')} {recorded.get(field)} -> {now[field]})"
               + (f"; {len(new)} new patients left out: {', '.join(new)}" if new else ""))
     test_then, test_now = recorded.get("patches", {}).get("test"), now["patches"]["test"]
     if test_then is not None and test_then != test_now:

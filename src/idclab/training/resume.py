@@ -19,7 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 
-from idclab.data.datamodule import same_data
+from idclab.data.datamodule import fingerprint_changes
 from idclab.fileutil import write_json
 from idclab.tracking.runs import KIND_TAG, PARENT_TAG, MLflowEpochLogger, flatten
 
@@ -73,9 +73,7 @@ def check_resumed_data(resume: ResumePoint, now: dict[str, Any]) -> None:
     elif not isinstance(started, dict):
         raise ResumeError(f"cannot resume run {resume.run_id}: its {STATE_FILE} holds no readable data fingerprint; "
                           "start a new run")
-    elif not same_data(started, now):
-        changes = [f"{name} {started.get(key)} -> {now[key]}" for key, name in
-                   (("content", "content"), ("patches", "patches per split")) if started.get(key) != now[key]]
+    elif changes := fingerprint_changes(started, now):
         raise ResumeError(f"cannot resume run {resume.run_id}: the data changed since it started "
                           f"({'; '.join(changes)}); restore the data, or start a new run (without resume=, in another "
                           "output folder)")
