@@ -57,6 +57,9 @@ def test_the_mistake_is_one_line_before_any_side_effect_or_heavy_import(tmp_path
     ("train.py", ["data=idc"], "data.root is not set: pass data.root=PATH"),
     ("train.py", ["split=external"], "split.root must name"),  # a value check: after the imports, no folder left
     ("train.py", ["-m", "data=idc", "data.root=/nonexistent", "loss=focal,bce"], "data root /nonexistent"),
+    ("train.py", ["-m", "model=timm", "model.name=resnt18", "loss=bce,focal"], "close names: resnet18"),
+    ("train.py", ["-m", "model.dropout=0.1,1.5"], "model.dropout=1.5: model.dropout must be a number in [0, 1)"),
+    ("train.py", ["-m", "data=idc", "data.root=/nonexistent,/alsonot"], "data.root=/nonexistent: data root "),
     ("train.py", ["loss=focall"], "did you mean loss=focal?"),
     ("train.py", ["lr=0.1"], "lr is not a key of the config: did you mean optim.lr?"),
     ("train.py", ["trainr.max_epochs=2"], "did you mean trainer.max_epochs?"),

@@ -13,19 +13,24 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
+from idclab.classifier.module import IDCClassifier
 from idclab.config import registry
 from idclab.config.build import build_classifier, load_classifier
 from idclab.config.validation import ConfigError, validate_train_config
 from idclab.evaluation.evaluate import evaluate, export_weights
 from idclab.models.timm_backbone import TimmBackbone
 from idclab.models.weights import WeightsError, read_weights, sha256_of
-from idclab.tracking.inputs import option_params, run_tags, start_weights
+from idclab.tracking.inputs import option_params, recorded_start_weights, run_tags, start_weights
 from idclab.training import fit
 from idclab.training.pipeline import resumed_config, train
 from idclab.training.plan import fit_plan
 from idclab.training.resume import ResumePoint
 
 PATCHES = torch.rand(4, 3, 50, 50)
+
+
+class Contacted(BaseException):
+    """Raised by a stand-in for the hub or timm's download: no `except Exception` in the code under test hides it."""
 
 
 def timm_file(path: Path, name: str = "resnet18", **kwargs) -> Path:
@@ -120,6 +125,20 @@ def test_the_encoder_learns_at_its_scale_of_the_learning_rate_and_a_frozen_one_n
     assert len(plain["params"]) == len(list(classifier_of(make_cfg()).parameters()))
 
 
+def test_a_distilled_architecture_has_both_heads_as_its_head(tmp_path: Path):
+    """DeiT-distilled's classifier is two linear heads (`get_classifier()` is a tuple): both are the head."""
+    path = TimmBackbone("deit_tiny_distilled_patch16_224", in_channels=6, patch_size=10).export(
+        tmp_path / "deit.safetensors", "test")
+    model = TimmBackbone("deit_tiny_distilled_patch16_224", in_channels=6, patch_size=10, freeze="encoder",
+                         weights=str(path))
+    assert {key.split(".")[0] for key in model.head_keys()} == {"head", "head_dist"}
+    head = {id(p) for p in model.head_parameters()}
+    assert head == {id(p) for p in (*model.net.head.parameters(), *model.net.head_dist.parameters())}
+    assert all(p.requires_grad for p in model.head_parameters())
+    assert not any(p.requires_grad for p in model.encoder_parameters())
+    assert model(torch.rand(2, 6, 50, 50)).shape == (2,)
+
+
 def test_an_unknown_name_suggests_close_ones():
     with pytest.raises(registry.OptionError,
                        match=r"model.name='resnt18' is not an option; choose one of idcnet, "
@@ -129,7 +148,7 @@ def test_an_unknown_name_suggests_close_ones():
 
 def test_runs_are_tagged_with_the_option_and_the_timm_name(make_cfg):
     config = OmegaConf.to_container(make_cfg("model=timm", "model.name=mobilenetv3_small_100"), resolve=True)
-    tags = run_tags(config, {"overrides": [], "sweep": None})
+    tags = run_tags(config, {"overrides": [], "sweep": None}, {})
     params = option_params(config)
     for record in (tags, params):
         assert (record["model"], record["model.name"]) == ("timm", "mobilenetv3_small_100")
@@ -141,9 +160,15 @@ def test_the_starting_weights_are_recorded_by_path_and_digest(make_cfg, tmp_path
     path = timm_file(tmp_path / "start.safetensors")
     config = OmegaConf.to_container(make_cfg("model=timm", f"model.weights={path}"), resolve=True)
     assert start_weights(config) == {"model.weights": str(path.resolve()), "model.weights.sha256": sha256_of(path)}
-    assert run_tags(config, {"overrides": [], "sweep": None})["model.weights.sha256"] == sha256_of(path)
+    recorded = start_weights(config)
+    tags = run_tags(config, {"overrides": [], "sweep": None}, recorded)
+    assert tags["model.weights.sha256"] == sha256_of(path)
+    path.unlink()  # a resumed run keeps what it recorded, unread
+    assert recorded_start_weights(tags) == recorded
     pretrained = OmegaConf.to_container(make_cfg("model=timm", "model.pretrained=true"), resolve=True)
     assert start_weights(pretrained) == {"model.pretrained_weights": "timm/resnet18.a1_in1k"}
+    assert recorded_start_weights(run_tags(pretrained, {"overrides": [], "sweep": None}, start_weights(pretrained))
+                                  ) == {"model.pretrained_weights": "timm/resnet18.a1_in1k"}
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -155,6 +180,13 @@ def test_the_starting_weights_are_recorded_by_path_and_digest(make_cfg, tmp_path
     (["model=cnn", "+model.encoder_lr_scale=0.1"], "model=cnn has none"),
     (["model=timm", "model.img_size=50"], "model.name=resnet18: timm resnet18 does not take model.img_size"),
     (["model=timm", "model.freeze=head"], "model.freeze must be one of none, encoder"),
+    (["model=timm", "model.name=vit_tiny_patch16_224", "model.patch_size=7"],
+     "model.patch_size must be null or a divisor of 50"),
+    (["model=timm", "model.name=vit_tiny_patch16_224", "model.img_size=64"], "model.img_size must be null or 50"),
+    (["model=timm", "model.name=vit_tiny_patch16_224"], "cuts 50x50 patches into 16x16 tokens, leaving pixels out"),
+    (["model=timm", "model.freeze=encoder", "averaging=swa"],
+     "averaging=swa anneals every parameter to one learning rate and re-estimates every batch norm"),
+    (["model=timm", "model.encoder_lr_scale=0.1", "averaging=swa"], "with model.encoder_lr_scale=0.1"),
 ])
 def test_bad_timm_settings_are_refused_before_any_run(make_cfg, tmp_path: Path, overrides, message):
     cfg = make_cfg(*overrides)
@@ -178,7 +210,7 @@ def test_pretrained_without_the_hub_fails_at_once_in_one_line_before_any_run(mak
         raise urllib.error.URLError("no route to host")
 
     def no_download(*args, **kwargs):
-        raise AssertionError("timm was asked to download")
+        raise Contacted("timm was asked to download")
 
     monkeypatch.setattr(urllib.request, "urlopen", unreachable)
     monkeypatch.setattr(timm, "create_model", no_download)
@@ -203,7 +235,7 @@ def test_a_resumed_run_neither_reads_nor_fetches_the_weights_it_started_from(mak
     """A run state is data: resuming a run that started from timm's download (or a file since gone) contacts no hub
     and reads no file; the run's last checkpoint holds its weights."""
     def unreachable(*args, **kwargs):
-        raise AssertionError("the hub was contacted")
+        raise Contacted("the hub was contacted")
 
     monkeypatch.setattr(urllib.request, "urlopen", unreachable)
     saved = OmegaConf.to_container(make_cfg("model=timm", "model.pretrained=true"), resolve=True)
@@ -221,6 +253,13 @@ def test_a_resumed_run_neither_reads_nor_fetches_the_weights_it_started_from(mak
         with pytest.raises(StopIteration):
             fit.fit_member(plan, None, None, tmp_path, checkpoint)
     assert starts == [True, False]
+
+
+@pytest.mark.parametrize("override", ["register.name=idc", "predict=[a.png]", "tta=true"])
+def test_export_does_not_silently_drop_another_task(make_cfg, override):
+    with pytest.raises(ConfigError, match=f"export.weights writes the backbone and does nothing else: drop "
+                                          f"{override.split('=')[0]}"):
+        evaluate(make_cfg("export.weights=x.safetensors", override, config_name="evaluate"))
 
 
 def test_export_refuses_a_model_without_a_timm_backbone(make_cfg, tmp_path: Path):
@@ -257,3 +296,30 @@ def test_a_timm_run_trains_evaluates_exports_and_starts_another_with_the_same_fi
     assert latest.info.run_id != run.info.run_id and latest.info.status == "FINISHED"
     assert latest.data.tags["model.weights.sha256"] == sha256_of(path)
     assert latest.data.params["model.weights"] == str(path)
+
+
+@pytest.mark.slow
+def test_a_cut_run_resumes_after_its_starting_weights_file_is_gone(make_cfg, tmp_path: Path, monkeypatch):
+    """The same command resumes a run whose starting file was since deleted: its checkpoint holds the weights, and
+    the run keeps the file's digest it recorded at the start."""
+    path = timm_file(tmp_path / "start.safetensors", "test_resnet")
+    args = ("model=timm", "model.name=test_resnet", f"model.weights={path}", "trainer.max_epochs=3")
+    epoch_end, ends = IDCClassifier.on_train_epoch_end, []
+
+    def power_cut(self) -> None:  # in the second epoch's end: the first epoch's checkpoint is saved
+        epoch_end(self)
+        ends.append(1)
+        if len(ends) == 2:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(IDCClassifier, "on_train_epoch_end", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(make_cfg(*args))
+    monkeypatch.undo()
+    digest = sha256_of(path)
+    path.unlink()
+    train(make_cfg(*args))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    assert (run.info.status, run.data.tags["resumed"]) == ("FINISHED", "true")
+    assert (run.data.tags["model.weights.sha256"], run.data.params["model.weights.sha256"]) == (digest, digest)

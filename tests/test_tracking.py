@@ -162,10 +162,10 @@ def test_a_run_records_the_commit_its_process_started_with_not_the_checkout_at_i
     from idclab.tracking import inputs, runs
 
     config = OmegaConf.to_container(make_cfg(), resolve=True)
-    before = inputs.run_tags(config, {"overrides": [], "sweep": None})
+    before = inputs.run_tags(config, {"overrides": [], "sweep": None}, {})
     monkeypatch.setattr(runs, "git_state", lambda folder: {"mlflow.source.git.commit": "f" * 40, "git_dirty": "true"})
     monkeypatch.setattr(inputs, "git_state", runs.git_state, raising=False)
-    after = inputs.run_tags(config, {"overrides": [], "sweep": None})
+    after = inputs.run_tags(config, {"overrides": [], "sweep": None}, {})
     assert after["mlflow.source.git.commit"] == before["mlflow.source.git.commit"] != "f" * 40
     assert after["git_dirty"] == before["git_dirty"]
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from idclab.cli import is_user_error
 from idclab.models.weights import WeightsError, fitted_state, read_weights, sha256_of, write_weights
 
 
@@ -98,3 +99,8 @@ def test_a_shape_outside_the_stem_is_never_widened():
 def test_safetensors_written_elsewhere_read_as_they_are(tmp_path: Path):
     save_file({"x": torch.ones(2, dtype=torch.float16)}, str(tmp_path / "f.safetensors"))
     assert read_weights(tmp_path / "f.safetensors")["x"].dtype == torch.float16
+
+
+def test_a_weights_file_that_does_not_fit_is_the_users_to_fix():
+    """Anywhere it surfaces (a file changed between the check and the build), it is one line and exit 2."""
+    assert is_user_error(WeightsError("model.weights=x.safetensors does not fit timm resnet18"))

@@ -26,6 +26,7 @@ USER_ERRORS = frozenset({
     "idclab.config.validation.ConfigError", "idclab.config.registry.OptionError", "idclab.data.layout.DataLayoutError",
     "idclab.data.cache.BadPatchError", "idclab.config.checkpoint.CheckpointError", "idclab.training.resume.ResumeError",
     "idclab.tracking.store.RunNotFoundError", "idclab.tracking.store.ModelFormatError",
+    "idclab.models.weights.WeightsError",
 })
 
 

@@ -135,8 +135,8 @@ def run_hydra(main: Callable[[], object], conf_dir: Path, config_name: str) -> N
 
 def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
     """Compose the command line's config and make `first_checks` on it, before Hydra makes an output folder or
-    instantiates its callbacks (the sweep's imports MLflow and Lightning). In a multirun what the sweep varies is
-    left to each job. Hydra's own flags (--help, --cfg, --info, ...) are left to Hydra."""
+    instantiates its callbacks (the sweep's imports MLflow and Lightning); in a multirun, then `check_sweep_jobs`.
+    Hydra's own flags (--help, --cfg, --info, ...) are left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.utils import get_args_parser
 
@@ -148,10 +148,51 @@ def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
     kept = [o.input_line for o in overrides if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         config = compose(config_name, overrides=kept, return_hydra_config=True)
-    HydraConfig.instance().set_config(config)  # `${hydra:...}` in the paths resolves through it (Hydra resets it)
-    set_verbose(bool(config.get("verbose", False)))  # from the start: a sweep's callbacks open the store first
-    skip = {o.key_or_group for o in overrides if o.is_sweep_override()}
-    first_checks(config, skip | set(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}))
+        HydraConfig.instance().set_config(config)  # `${hydra:...}` in the paths resolves through it (Hydra resets it)
+        set_verbose(bool(config.get("verbose", False)))  # from the start: a sweep's callbacks open the store first
+        skip = {o.key_or_group for o in overrides if o.is_sweep_override()}
+        first_checks(config, skip | set(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}))
+        if args.multirun and config_name == "train" and OmegaConf.select(config, "study.name") is None:
+            check_sweep_jobs(config_name, config, args.overrides)
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def check_sweep_jobs(config_name: str, config: DictConfig, arguments: list[str]) -> None:
+    """Compose and validate every job of a multirun under Hydra's basic sweeper (each combination of the swept
+    values) before the sweep opens its MLflow run: the first job that cannot work is one line, exit 2, naming its
+    swept values when the mistake is that job's alone. A study's sweeper checks its own jobs, another sweeper's are
+    left to it. Imports torch: building a timm model is part of the check."""
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    from idclab.config.registry import OptionError
+    from idclab.config.validation import ConfigError, job_view, validate_train_config
+    from idclab.data.layout import DataLayoutError
+
+    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+        return
+    params = [f"{key}={value}" for key, value in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides([*params, *arguments])
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+
+    def problem(job: list[str]) -> str | None:
+        try:
+            validate_train_config(job_view(compose(config_name, overrides=[o for o in job if not o.startswith("hydra")],
+                                                   return_hydra_config=True)))
+        except (ConfigError, OptionError, DataLayoutError) as error:
+            return str(error)
+        return None
+
+    for index, job in enumerate(jobs):
+        message = problem(job)
+        if message is None:
+            continue
+        if len(jobs) > 1 and problem(jobs[index - 1 if index else 1]) != message:  # this job's own mistake
+            message = f"{' '.join(o for o in job if o.split('=', 1)[0].lstrip('+~') in swept)}: {message}"
+        fail(message)
 
 
 def first_checks(config: DictConfig, skip: set[str] | frozenset[str] = frozenset()) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from idclab.config import registry
 from idclab.data.layout import DataLayoutError, require_root
@@ -111,12 +112,12 @@ TRAIN_RULES: list[Rule] = [
     ("model.freeze", lambda v: v in FREEZE, f"one of {', '.join(FREEZE)}"),
     ("model.encoder_lr_scale", lambda v: _is_number(v) and v > 0, "a number > 0 (freeze the encoder with "
      "model.freeze=encoder)"),
-    ("model.weights", lambda v: v is None or (isinstance(v, str) and v.endswith(".safetensors")),
+    ("model.weights", lambda v: v is None or (isinstance(v, str) and v.lower().endswith(".safetensors")),
      "null or the path of a .safetensors file (pickled .pth/.ckpt/.bin files are refused: a weights file is data)"),
     ("model.pretrained", lambda v: isinstance(v, bool), "true or false"),
-    ("model.img_size", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
-    ("model.patch_size", lambda v: v is None or (is_int(v) and 1 <= v <= PATCH_SIDE),
-     f"null or an integer from 1 to {PATCH_SIDE}"),
+    ("model.img_size", lambda v: v is None or v == PATCH_SIDE, f"null or {PATCH_SIDE} (the patches' side)"),
+    ("model.patch_size", lambda v: v is None or (is_int(v) and 1 <= v <= PATCH_SIDE and PATCH_SIDE % v == 0),
+     f"null or a divisor of {PATCH_SIDE} (a ViT's token grid must tile the patch)"),
     ("stain.sample", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     ("stain.alpha", lambda v: _is_number(v) and 0 <= v < 50, "a percentile in [0, 50)"),
     ("stain.beta", lambda v: _is_number(v) and v > 0, "a number > 0"),
@@ -150,7 +151,7 @@ EVALUATE_RULES: list[Rule] = [
      f"a validation metric ({', '.join(prefix + '*' for prefix in VALIDATION_METRIC_PREFIXES)})"),
     ("select.mode", lambda v: v in ("min", "max"), "min or max"),
     ("split_from", lambda v: v in ("recorded", "fresh"), "recorded or fresh"),
-    ("export.weights", lambda v: v is None or (isinstance(v, str) and v.endswith(".safetensors")),
+    ("export.weights", lambda v: v is None or (isinstance(v, str) and v.lower().endswith(".safetensors")),
      "null or the path of a .safetensors file to write"),
     LOADER_WORKERS_RULE,
     DECODE_WORKERS_RULE,
@@ -205,6 +206,16 @@ def check_saved_config(config: dict[str, Any]) -> None:
     unknown = sorted(set(synthetic) - {spec.name for spec in fields(SyntheticSpec)})
     if unknown:
         raise ConfigError(f"data.synthetic holds unknown keys: {', '.join(unknown)}")
+
+
+def job_view(config: DictConfig) -> DictConfig:
+    """A composed config as its job will see it, before it runs: without Hydra's node, and with a stand-in for the
+    job's output folder (known only once Hydra starts the job)."""
+    view = copy.deepcopy(config)
+    with open_dict(view):
+        view.pop("hydra", None)
+        OmegaConf.update(view, "paths.output_dir", "(the job's output folder)", force_add=True)
+    return view
 
 
 def validate_train_config(cfg: DictConfig, start: bool = True) -> None:
@@ -286,6 +297,11 @@ def check_recipe(cfg: DictConfig) -> None:
     averaging = OmegaConf.select(cfg, "averaging.name", default="none")
     if averaging == "swa" and OmegaConf.select(cfg, "early_stopping.patience") is not None:
         raise ConfigError("averaging=swa averages the last epochs: set early_stopping.patience=null")
+    fine_tuning = [f"model.{key}={OmegaConf.select(cfg, f'model.{key}')}" for key, idle in FINE_TUNING
+                   if OmegaConf.select(cfg, f"model.{key}", default=idle) != idle]
+    if averaging == "swa" and fine_tuning:
+        raise ConfigError("averaging=swa anneals every parameter to one learning rate and re-estimates every batch "
+                          f"norm's statistics: with {' and '.join(fine_tuning)} use averaging=none or ema")
     members = OmegaConf.select(cfg, "ensemble.members", default=1)
     for asked, what in ((members > 1, f"ensemble.members={members} trains its members"),
                         (bool(folds), f"cv.folds={folds} runs its folds")):
@@ -306,6 +322,11 @@ def one_device(trainer: DictConfig) -> bool:
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first evaluate.py value that cannot work."""
     _check(cfg, EVALUATE_RULES)
+    if OmegaConf.select(cfg, "export.weights"):
+        for key, idle in (("register.name", None), ("predict", []), ("tta", False)):
+            if OmegaConf.select(cfg, key) not in (idle, None):
+                raise ConfigError(f"export.weights writes the backbone and does nothing else: drop {key} (run "
+                                  "evaluate.py again for it)")
     if not one_device(cfg.trainer):
         raise ConfigError("evaluate.py runs on one device: set trainer.devices=1 (and trainer.num_nodes=1); under "
                           "DDP every process would evaluate, each on part of the validation patients")

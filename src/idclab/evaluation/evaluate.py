@@ -104,11 +104,12 @@ def evaluate(cfg: DictConfig) -> dict:
 
 def export_weights(classifier: IDCClassifier, path: str, source: str) -> dict[str, str]:
     """Write the selected model's timm backbone to `path` (safetensors, timm's keys) for another run's
-    `model.weights`; ConfigError for a seed ensemble or a model that is not a timm backbone."""
+    `model.weights`; ConfigError for an ensemble (seeds or folds) or a model that is not a timm backbone."""
     if not isinstance(classifier.model, TimmBackbone):
         members = classifier.hparams.get("members")
-        what = (f"a seed ensemble of {members} models (export one: ckpt_path=<its output>/member_K/checkpoints/"
-                "best.ckpt)" if members else f"model={classifier.hparams['config']['model']['name']}")
+        what = (f"an ensemble of {members} models (a seed ensemble or a cross-validation's folds; export one of "
+                "them: ckpt_path=<the run's output_dir tag>/member_K/ or fold_K/checkpoints/best.ckpt)" if members
+                else f"model={classifier.hparams['config']['model']['name']}")
         raise ConfigError(f"export.weights writes a timm backbone (model=timm) for model.weights; the selected model "
                           f"is {what}")
     written = classifier.model.export(path, source)

@@ -7,9 +7,10 @@ classifier for 50x50 patches (an architecture with a fixed input size, such as a
 stem widened to 3k channels by repeating the RGB filters for each view and scaling them all by 1/k), or from timm's
 own download (`pretrained`, same stem rule; refused at once when huggingface.co cannot be reached).
 
-Fine-tuning: the encoder is everything but timm's classifier (`get_classifier()`); `freeze="encoder"` trains the
-head only (the encoder's batch norms keep their running statistics), and `encoder_lr_scale` is the encoder's
-learning rate relative to the head's, read by the LightningModule through `encoder_parameters()`.
+Fine-tuning: the encoder is everything but timm's classifier (`get_classifier()`, both heads of a distilled one);
+`freeze="encoder"` trains the head only (the encoder's batch norms keep their running statistics), and
+`encoder_lr_scale` is the encoder's learning rate relative to the head's, read by the LightningModule through
+`encoder_parameters()`.
 """
 
 from __future__ import annotations
@@ -102,16 +103,25 @@ class TimmBackbone(nn.Module):
         except TypeError as error:
             raise ValueError(f"timm {name} does not take {' or '.join(f'model.{k}' for k in extra)}: {error}"
                              ) from error
+        tokens = getattr(getattr(self.net, "patch_embed", None), "patch_size", None)
+        if tokens and any(PATCH_SIDE % side for side in tokens):
+            raise ValueError(f"timm {name} cuts 50x50 patches into {tokens[0]}x{tokens[1]} tokens, leaving pixels out: "
+                             "set model.patch_size to a divisor of 50 (e.g. 10)")
         if weights:
             self.load_weights(weights)
         for parameter in self.encoder_parameters() if self.frozen else ():
             parameter.requires_grad_(False)
 
+    def heads(self) -> tuple[nn.Module, ...]:
+        """timm's classifier: one module, or two for a distilled architecture (DeiT's head and head_dist)."""
+        head = self.net.get_classifier()
+        return tuple(head) if isinstance(head, tuple) else (head,)
+
     def head_keys(self) -> set[str]:
         """The state keys of timm's classifier (the head a pretrained file's is replaced by)."""
-        head = self.net.get_classifier()
-        prefix = next(name for name, module in self.net.named_modules() if module is head)
-        return {key for key in self.net.state_dict() if key.startswith(f"{prefix}.")}
+        heads = self.heads()
+        prefixes = tuple(f"{name}." for name, module in self.net.named_modules() if any(module is h for h in heads))
+        return {key for key in self.net.state_dict() if key.startswith(prefixes)}
 
     def stem_keys(self) -> set[str]:
         """The weight keys of the first convolution(s), per timm's config (widened for 6 or more channels)."""
@@ -136,7 +146,7 @@ class TimmBackbone(nn.Module):
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """The classifier's parameters."""
-        return self.net.get_classifier().parameters()
+        return (parameter for head in self.heads() for parameter in head.parameters())
 
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
         """Every parameter but the classifier's."""
@@ -147,7 +157,7 @@ class TimmBackbone(nn.Module):
         """Train mode, except a frozen encoder's batch norms, which keep their running statistics."""
         super().train(mode)
         if self.frozen:
-            head = set(self.net.get_classifier().modules())
+            head = {module for head in self.heads() for module in head.modules()}
             for module in self.net.modules():
                 if isinstance(module, _BatchNorm) and module not in head:
                     module.eval()

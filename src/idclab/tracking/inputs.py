@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,11 @@ def hydra_context() -> dict[str, Any]:
     return {"overrides": overrides, "sweep": hydra_cfg.sweep.dir if multirun else None}
 
 
-def run_tags(config: dict[str, Any], context: dict[str, Any]) -> dict[str, str]:
-    """Tags that let the MLflow UI filter and group runs: kind, overrides, sweep, git state."""
+def run_tags(config: dict[str, Any], context: dict[str, Any], weights: Mapping[str, str]) -> dict[str, str]:
+    """Tags that let the MLflow UI filter and group runs: kind, overrides, sweep, git state, the starting
+    `weights` (`start_weights`, or what a resumed run recorded)."""
     tags = {KIND_TAG: "train", "overrides": " ".join(context["overrides"]) or "(defaults)",
-            "data_source": config["data"]["source"], **registry.option_names(config), **start_weights(config)}
+            "data_source": config["data"]["source"], **registry.option_names(config), **weights}
     for override in context["overrides"]:
         key, _, value = override.partition("=")
         tags[f"override.{key.lstrip('+~')}"] = value
@@ -57,10 +59,11 @@ def sweep_parent(context: dict[str, Any]) -> str | None:
     return read_parent(context["sweep"])
 
 
-def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData) -> None:
-    """Parameters (the flattened config and data counts), the datasets, the data summary, versions and config."""
+def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData, weights: Mapping[str, str]) -> None:
+    """Parameters (the flattened config, the starting `weights` and data counts), the datasets, the data summary,
+    versions and config."""
     summary = data.summary()
-    run.log_params(option_params(config) | start_weights(config))
+    run.log_params(option_params(config) | dict(weights))
     run.log_datasets({split: data.index.frame(rows) for split, rows in data.split.rows.items()},
                      source=summary["root"])
     run.log_params({f"data.count.{split}.{cls}": n for split, counts in summary["split_counts"].items()
@@ -104,3 +107,12 @@ def start_weights(config: dict[str, Any]) -> dict[str, str]:
     if model.get("pretrained"):
         return {"model.pretrained_weights": pretrained_source(model["name"])}
     return {}
+
+
+START_WEIGHTS_KEYS = ("model.weights", "model.weights.sha256", "model.pretrained_weights")
+
+
+def recorded_start_weights(tags: Mapping[str, str]) -> dict[str, str]:
+    """The starting weights a run recorded in its tags when it started: a resumed run keeps them (its file may be
+    gone or changed since; its checkpoint holds the weights)."""
+    return {key: tags[key] for key in START_WEIGHTS_KEYS if key in tags}

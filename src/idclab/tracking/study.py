@@ -11,7 +11,6 @@ Hydra launcher, and logs the verdict (`idclab.scoring.verdict`) on the parent: `
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -31,11 +30,11 @@ from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from idclab.config.registry import OptionError
-from idclab.config.validation import ConfigError, is_int, is_validation_metric, validate_train_config
+from idclab.config.validation import ConfigError, is_int, is_validation_metric, job_view, validate_train_config
 from idclab.data.layout import DataLayoutError
 from idclab.scoring.verdict import CROSS_VALIDATED, SCORES, Rule, verdict_markdown, verdict_table
 from idclab.tracking.compare import VERDICT_FILE
@@ -188,16 +187,6 @@ def one_line(error: BaseException) -> str:
     text = re.sub(r":\s*\n\t", ": ", text).replace("\n\t", ", ")  # listed options joined by commas
     return "; ".join(line.strip().rstrip(".") for line in text.splitlines()
                      if line.strip() and not line.strip().startswith(("full_key:", "object_type=")))
-
-
-def job_view(config: DictConfig) -> DictConfig:
-    """A composed config as its job will see it, before it runs: without Hydra's node, and with a stand-in for the
-    job's output folder (known only once Hydra starts the job)."""
-    view = copy.deepcopy(config)
-    with open_dict(view):
-        view.pop("hydra", None)
-        OmegaConf.update(view, "paths.output_dir", "(the job's output folder)", force_add=True)
-    return view
 
 
 def job_config(config: DictConfig) -> dict[str, Any]:

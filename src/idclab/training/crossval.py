@@ -32,7 +32,7 @@ from idclab.evaluation.calibrate import one_device_trainer
 from idclab.evaluation.oof import RULES, ensemble_operating_point, oof_report, patch_frame
 from idclab.evaluation.reporting import headline, test_and_report
 from idclab.scoring.thresholds import rule_of
-from idclab.tracking.inputs import log_inputs, run_tags, sweep_parent
+from idclab.tracking.inputs import log_inputs, recorded_start_weights, run_tags, sweep_parent
 from idclab.tracking.runs import (
     CHECKPOINT_TAG,
     KIND_TAG,
@@ -111,20 +111,22 @@ def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any
 
 
 def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: MlflowClient, experiment_id: str,
-                   context: dict[str, Any], resume: ResumePoint | None = None) -> float:
-    """Run `cv.folds` folds as child runs of one parent run; return the mean best validation score. Resuming an
-    interrupted one (`resume`), the folds it finished are kept and the one it was training continues."""
+                   context: dict[str, Any], weights: dict[str, str], resume: ResumePoint | None = None) -> float:
+    """Run `cv.folds` folds as child runs of one parent run, recording the starting `weights`; return the mean
+    best validation score. Resuming an interrupted one (`resume`), the folds it finished are kept and the one it
+    was training continues."""
     out_dir, config, monitor = cv.out_dir, plan.config, plan.monitor
     pool = np.sort(np.concatenate([data.split.rows["train"], data.split.rows["val"]]))
     folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cv.folds, cv.seed)
     name = " ".join(context["overrides"]) or "defaults"
-    tags = run_tags(config, context) | {KIND_TAG: "train", "cv": "parent", OUTPUT_DIR_TAG: str(out_dir.resolve())}
+    tags = run_tags(config, context, weights) | {KIND_TAG: "train", "cv": "parent",
+                                                 OUTPUT_DIR_TAG: str(out_dir.resolve())}
     rows, predictions, validations, members, contexts = [], [], [], [], []
     with TrackedRun(client, experiment_id, f"cv{cv.folds} {name}", tags, resume.run_id if resume else None,
                     parent_run_id=sweep_parent(context), system_metrics=plan.system_metrics) as parent:
         write_state(out_dir, parent.run_id, config, data.record()["data_fingerprint"])
         if resume is None:
-            log_inputs(parent, config, data)
+            log_inputs(parent, config, data, weights)
         for fold, fold_patients in enumerate(folds):
             split = fold_split(data, pool, folds, fold, cv.val, cv.seed + fold, cv.train_patients, cv.train_patches)
             fold_data, fold_dir = replace(data, split=split), out_dir / f"fold_{fold}"
@@ -182,7 +184,7 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
                     parent_run_id=parent.run_id, system_metrics=plan.system_metrics) as child:
         write_state(fold_dir, child.run_id, plan.config, data.record()["data_fingerprint"])
         if resume is None:
-            log_inputs(child, plan.config, data)
+            log_inputs(child, plan.config, data, recorded_start_weights(tags))
         result = fit_and_test(plan, data, child, fold_dir, resume.checkpoint if resume else None,
                               log_fold_model=False)
         child.describe(headline(result.metrics, (plan.monitor, result.best_score)))

@@ -18,7 +18,14 @@ from idclab.config.validation import check_saved_config, config_warnings, requir
 from idclab.data.datamodule import PreparedData, prepare_data
 from idclab.data.split import SPLITS
 from idclab.evaluation.reporting import headline
-from idclab.tracking.inputs import hydra_context, log_inputs, run_tags, sweep_parent
+from idclab.tracking.inputs import (
+    hydra_context,
+    log_inputs,
+    recorded_start_weights,
+    run_tags,
+    start_weights,
+    sweep_parent,
+)
 from idclab.tracking.runs import TrackedRun, connect, run_link, run_status, ui_command
 from idclab.training.briefing import closing, header
 from idclab.training.crossval import cross_validate
@@ -29,6 +36,7 @@ from idclab.training.resume import (
     ResumePoint,
     check_resumed_data,
     find_resume_point,
+    has_state,
     ignored_overrides,
     write_state,
 )
@@ -43,25 +51,28 @@ def train(cfg: DictConfig) -> float:
     from its last checkpoint, with the config it started with.
     """
     set_verbose(bool(cfg.get("verbose", False)))
-    validate_train_config(cfg)
+    may_resume = bool(cfg.get("resume")) or has_state(Path(cfg.paths.output_dir))
+    validate_train_config(cfg, start=not may_resume)  # a resumed run's checkpoint holds its weights
     client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
                                     cfg.logger.artifact_location)
     cfg, resume = resumed_config(cfg, find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
-                                                        lambda run_id: run_status(client, run_id)))
+                                                        lambda run_id: run_status(client, run_id)),
+                                 start_checked=not may_resume)
     config = settled_config(cfg)
+    weights = recorded_start_weights(run_status(client, resume.run_id)[1]) if resume else start_weights(config)
     plan = fit_plan(config)
     data = prepare(cfg)
     if resume:
         check_resumed_data(resume, data.record()["data_fingerprint"])
     context = hydra_context()
     if cfg.cv.folds:
-        return cross_validate(plan, fold_plan(config), data, client, experiment_id, context, resume)
+        return cross_validate(plan, fold_plan(config), data, client, experiment_id, context, weights, resume)
     out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
     ckpt_path = resume.checkpoint if resume else None
     if is_worker_process():  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
         return fit_as_worker(plan, data, out_dir, ckpt_path)
     run_name = ",".join(context["overrides"]) or "defaults"
-    tags = run_tags(config, context) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
+    tags = run_tags(config, context, weights) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
     uri, experiment = cfg.logger.tracking_uri, cfg.logger.experiment_name
     with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None,
                     parent_run_id=sweep_parent(context), system_metrics=plan.system_metrics) as run:
@@ -69,7 +80,7 @@ def train(cfg: DictConfig) -> float:
         print(header(context["overrides"], data.summary(), experiment, link), flush=True)
         write_state(out_dir, run.run_id, config, data.record()["data_fingerprint"])
         if resume is None:
-            log_inputs(run, config, data)
+            log_inputs(run, config, data, weights)
         result = fit_and_test(plan, data, run, out_dir, ckpt_path)
         best = (plan.monitor, result.best_score)
         run.describe(headline(result.metrics, best))
@@ -78,10 +89,14 @@ def train(cfg: DictConfig) -> float:
     return result.best_score
 
 
-def resumed_config(cfg: DictConfig, resume: ResumePoint | None) -> tuple[DictConfig, ResumePoint | None]:
-    """The config to run: the requested one, or a resumed run's own (checked like any config; what the request
-    changed is ignored, with a warning)."""
+def resumed_config(cfg: DictConfig, resume: ResumePoint | None, start_checked: bool = True
+                   ) -> tuple[DictConfig, ResumePoint | None]:
+    """The config to run: the requested one (its starting weights checked now unless `start_checked`), or a resumed
+    run's own (checked like any config, its starting weights unread; what the request changed is ignored, with a
+    warning)."""
     if resume is None:
+        if not start_checked:  # a finished run's folder: this run starts afresh, from its starting weights
+            validate_train_config(cfg)
         return cfg, None
     print(f"Resuming MLflow run {resume.run_id} from {resume.checkpoint}")
     ignored = ignored_overrides(plain_config(cfg), resume.config)

@@ -54,6 +54,11 @@ def write_state(output_dir: Path, run_id: str, config: dict[str, Any], data_fing
         write_json(output_dir / STATE_FILE, {"run_id": run_id, "config": config, "data_fingerprint": data_fingerprint})
 
 
+def has_state(output_dir: Path) -> bool:
+    """Whether `output_dir` holds a run's state file: a run started there, which this one may resume."""
+    return (output_dir / STATE_FILE).is_file()
+
+
 def read_state(output_dir: Path) -> tuple[str, dict[str, Any], dict[str, Any] | None] | None:
     """The (run id, config, data fingerprint) recorded in an output folder, or None."""
     path = output_dir / STATE_FILE
