@@ -16,9 +16,9 @@ from safetensors.torch import save_file
 from idclab.classifier.module import IDCClassifier
 from idclab.config import registry
 from idclab.config.build import build_classifier, load_classifier
-from idclab.config.validation import ConfigError, validate_train_config
+from idclab.config.validation import ConfigError, config_warnings, validate_train_config
 from idclab.evaluation.evaluate import evaluate, export_weights
-from idclab.models.timm_backbone import TimmBackbone
+from idclab.models.timm_backbone import TimmBackbone, require_hub
 from idclab.models.weights import WeightsError, read_weights, sha256_of
 from idclab.tracking.inputs import option_params, recorded_start_weights, run_tags, start_weights
 from idclab.training import fit
@@ -323,3 +323,40 @@ def test_a_cut_run_resumes_after_its_starting_weights_file_is_gone(make_cfg, tmp
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
     assert (run.info.status, run.data.tags["resumed"]) == ("FINISHED", "true")
     assert (run.data.tags["model.weights.sha256"], run.data.params["model.weights.sha256"]) == (digest, digest)
+
+
+def test_fine_tuning_settings_without_starting_weights_warn(make_cfg, tmp_path: Path):
+    """A frozen or slowed encoder of random weights is legal (a random-feature probe) but rarely meant."""
+    (warning,) = config_warnings(make_cfg("model=timm", "model.freeze=encoder"))
+    assert warning.startswith("model.freeze=encoder without model.weights or model.pretrained=true: the encoder")
+    (warning,) = config_warnings(make_cfg("model=timm", "model.encoder_lr_scale=0.1"))
+    assert warning.startswith("model.encoder_lr_scale=0.1 without model.weights")
+    path = timm_file(tmp_path / "start.safetensors")
+    assert config_warnings(make_cfg("model=timm", "model.freeze=encoder", f"model.weights={path}")) == []
+    assert config_warnings(make_cfg("model=timm")) == []
+
+
+def test_the_hub_check_honours_huggingface_settings(monkeypatch: pytest.MonkeyPatch):
+    """HF_ENDPOINT (a mirror) is the address asked; with HF_HUB_OFFLINE=1 timm reads its cache, no address is asked."""
+    asked = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: asked.append(request.full_url) or
+                        type("Answer", (), {"close": lambda self: None})())
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example.org")
+    require_hub()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    require_hub()
+    assert asked == ["https://hf-mirror.example.org"]
+
+
+def test_weights_timm_cannot_load_are_one_line_before_any_run(make_cfg, tmp_path: Path, monkeypatch):
+    """Offline (HF_HUB_OFFLINE) without the weights in timm's cache, or a hub that refuses the download."""
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("Cannot find the requested files in the local cache")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(timm, "create_model", missing)
+    with pytest.raises(ConfigError, match=r"^model.name=resnet18: model.pretrained=true: timm could not load the "
+                                          r"weights of resnet18 \(Cannot find the requested files in the local "
+                                          r"cache\)"):
+        train(make_cfg("model=timm", "model.pretrained=true"))
+    assert not (tmp_path / "mlflow.db").exists()

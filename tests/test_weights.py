@@ -104,3 +104,12 @@ def test_safetensors_written_elsewhere_read_as_they_are(tmp_path: Path):
 def test_a_weights_file_that_does_not_fit_is_the_users_to_fix():
     """Anywhere it surfaces (a file changed between the check and the build), it is one line and exit 2."""
     assert is_user_error(WeightsError("model.weights=x.safetensors does not fit timm resnet18"))
+
+
+def test_an_export_names_what_it_was_exported_from_when_it_does_not_fit(tmp_path: Path):
+    from idclab.models.timm_backbone import TimmBackbone
+
+    path = TimmBackbone("resnet34", in_channels=6).export(tmp_path / "resnet34.safetensors", "run 1")
+    with pytest.raises(WeightsError, match=r"does not fit timm resnet18 with 6 input channels: .*\(the file is an "
+                                           r"idclab export of timm resnet34 with 6 input channels, from run 1\)$"):
+        TimmBackbone("resnet18", in_channels=6, weights=str(path))

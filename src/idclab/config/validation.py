@@ -358,7 +358,17 @@ def reweights_classes(loss_cfg: DictConfig) -> bool:
 
 def config_warnings(cfg: DictConfig) -> list[str]:
     """What a valid config may not mean to do: each a one-line warning."""
-    return [w for w in (double_correction(cfg), leaky_neighbourhood(cfg)) if w]
+    return [w for w in (double_correction(cfg), leaky_neighbourhood(cfg), random_encoder(cfg)) if w]
+
+
+def random_encoder(cfg: DictConfig) -> str | None:
+    """A warning when fine-tuning settings (a frozen or slowed encoder) meet an encoder of random weights."""
+    model = cfg.model
+    tuned = [f"model.{key}={model.get(key)}" for key, idle in FINE_TUNING if model.get(key, idle) != idle]
+    if not tuned or model.get("weights") or model.get("pretrained"):
+        return None
+    return (f"{' and '.join(tuned)} without model.weights or model.pretrained=true: the encoder starts from random "
+            "weights, so it is a random-feature probe, not fine-tuning")
 
 
 def leaky_neighbourhood(cfg: DictConfig) -> str | None:

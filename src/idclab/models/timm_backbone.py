@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +29,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from idclab.models.precision import in_float32
-from idclab.models.weights import WeightsError, fitted_state, read_weights, write_weights
+from idclab.models.weights import WeightsError, exported_from, fitted_state, read_weights, write_weights
 
 PATCH_SIDE = 50  # idclab.data.decode.PATCH_SIZE: the side of the patches every backbone sees
 FREEZE = ("none", "encoder")
-HUB = "https://huggingface.co"
+HUB = "https://huggingface.co"  # timm's download asks HF_ENDPOINT instead, when set
 HUB_TIMEOUT = 5.0  # seconds to wait for the hub before model.pretrained=true gives up
 
 
@@ -65,12 +67,18 @@ def pretrained_source(name: str) -> str:
 
 
 def require_hub(timeout: float = HUB_TIMEOUT) -> None:
-    """WeightsError (one line) unless huggingface.co answers within `timeout` seconds (honouring proxy settings)."""
+    """WeightsError (one line) unless the hub answers within `timeout` seconds, as timm's download would ask it:
+    HF_ENDPOINT (a mirror), else huggingface.co, through the proxy settings; with HF_HUB_OFFLINE set timm reads its
+    own cache, and nothing is asked."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    hub = os.environ.get("HF_ENDPOINT") or HUB
     try:
-        urllib.request.urlopen(urllib.request.Request(HUB, method="HEAD"), timeout=timeout).close()
+        urllib.request.urlopen(urllib.request.Request(hub, method="HEAD"), timeout=timeout).close()
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise WeightsError(f"model.pretrained=true downloads timm's weights from huggingface.co, which this machine "
+        host = urllib.parse.urlparse(hub).netloc or hub
+        raise WeightsError(f"model.pretrained=true downloads timm's weights from {host}, which this machine "
                            f"cannot reach ({reason}): download them where you can and pass "
                            "model.weights=PATH.safetensors") from error
 
@@ -103,6 +111,10 @@ class TimmBackbone(nn.Module):
         except TypeError as error:
             raise ValueError(f"timm {name} does not take {' or '.join(f'model.{k}' for k in extra)}: {error}"
                              ) from error
+        except OSError as error:  # the hub refused or the cache lacks them (HF_HUB_OFFLINE)
+            detail = " ".join(str(error).split())[:200]
+            raise WeightsError(f"model.pretrained=true: timm could not load the weights of {name} ({detail}); "
+                               "pass model.weights=PATH.safetensors") from error
         tokens = getattr(getattr(self.net, "patch_embed", None), "patch_size", None)
         if tokens and any(PATCH_SIDE % side for side in tokens):
             raise ValueError(f"timm {name} cuts 50x50 patches into {tokens[0]}x{tokens[1]} tokens, leaving pixels out: "
@@ -134,8 +146,9 @@ class TimmBackbone(nn.Module):
         try:
             state = fitted_state(self.net.state_dict(), loaded, self.head_keys(), self.stem_keys())
         except WeightsError as error:
+            origin = exported_from(path)
             raise WeightsError(f"model.weights={path} does not fit timm {self.name} with {self.in_channels} input "
-                               f"channels: {error}") from error
+                               f"channels: {error}{f' (the file is {origin})' if origin else ''}") from error
         self.net.load_state_dict(state, strict=False)
 
     def export(self, path: str | Path, source: str) -> Path:

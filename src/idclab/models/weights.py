@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from idclab.fileutil import whole_file
@@ -41,6 +41,19 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{path} is not a readable safetensors file ({error})") from error
+
+
+def exported_from(path: str | Path) -> str:
+    """What an idclab export says it was made from (its header's metadata, no tensor read), or "" for another file."""
+    try:
+        with safe_open(str(Path(path).expanduser()), "pt") as weights:
+            metadata = weights.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return ""
+    if "timm_name" not in metadata:
+        return ""
+    return (f"an idclab export of timm {metadata['timm_name']} with {metadata.get('in_channels', '?')} input channels"
+            f"{', from ' + metadata['source'] if metadata.get('source') else ''}")
 
 
 def write_weights(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str]) -> Path:
