@@ -21,6 +21,8 @@ BAD = [
     ("trainer.max_epochs=0", "trainer.max_epochs must be an integer >= 1"),
     ("data.synthetic.min_grid=9 data.synthetic.max_grid=4", "data.synthetic.min_grid (9) must be <= max_grid (4)"),
     ("checkpoint.mode=best", "checkpoint.mode must be min or max"),
+    ("report.heatmap_patients=-1", "report.heatmap_patients must be an integer >= 0 or a list of patient ids"),
+    ("report.heatmap_patients=[8975,[1]]", "report.heatmap_patients must be an integer >= 0 or a list of patient"),
     ("split=external", "split.root must name the second site's data root"),
     ("data.strict=maybe", "data.strict must be true or false"),
     ("cv.folds=1", "cv.folds must be null or an integer >= 2"),
@@ -74,6 +76,9 @@ def test_evaluate_values_are_checked(make_cfg):
         validate_evaluate_config(make_cfg("select.mode=highest", config_name="evaluate"))
     with pytest.raises(ConfigError, match="trainer.precision must be one of 32-true"):
         validate_evaluate_config(make_cfg("trainer.precision=16-true", config_name="evaluate"))
+    with pytest.raises(ConfigError, match="report.heatmap_patients must be an integer >= 0"):
+        validate_evaluate_config(make_cfg("report.heatmap_patients=-2", config_name="evaluate"))
+    validate_evaluate_config(make_cfg("report.heatmap_patients=[8975,'9036']", config_name="evaluate"))
 
 
 @pytest.mark.parametrize("metric", ["test_auroc", "oof_auroc", "cv_test_f1_mean", "train_loss"])

@@ -69,6 +69,12 @@ LOADER_WORKERS_RULE: Rule = ("data.num_workers", lambda v: is_int(v) and 0 <= v 
                              f"an integer from 0 to {MAX_WORKERS}")
 DECODE_WORKERS_RULE: Rule = ("data.decode_workers", lambda v: v is None or (is_int(v) and 1 <= v <= MAX_WORKERS),
                              f"null or an integer from 1 to {MAX_WORKERS}")
+REPORT_RULES: list[Rule] = [
+    ("report.bootstrap_resamples", lambda v: is_int(v) and v >= 10, "an integer >= 10"),
+    ("report.gallery_size", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    ("report.heatmap_patients", lambda v: (is_int(v) and v >= 0) or (OmegaConf.is_list(v) and all(
+        isinstance(p, (str, int)) and not isinstance(p, bool) for p in v)), "an integer >= 0 or a list of patient ids"),
+]
 TRAIN_RULES: list[Rule] = [
     ("seed", is_int, "an integer"),
     ("optim.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
@@ -133,8 +139,7 @@ TRAIN_RULES: list[Rule] = [
     ("context.radius", lambda v: is_int(v) and 1 <= v <= MAX_RADIUS,
      f"an integer from 1 to {MAX_RADIUS} (patch steps)"),
     ("context.weight", lambda v: v is None or (_is_number(v) and 0 <= v < 1), "null (tuned) or a number in [0, 1)"),
-    ("report.bootstrap_resamples", lambda v: is_int(v) and v >= 10, "an integer >= 10"),
-    ("report.gallery_size", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    *REPORT_RULES,
     ("ensemble.members", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     ("cv.folds", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2"),
     ("cv.val", lambda v: v == NEXT_FOLD or (_is_number(v) and 0 < v < 1), f"a fraction in (0, 1) or {NEXT_FOLD}"),
@@ -155,8 +160,7 @@ EVALUATE_RULES: list[Rule] = [
      "null or the path of a .safetensors file to write"),
     LOADER_WORKERS_RULE,
     DECODE_WORKERS_RULE,
-    ("report.bootstrap_resamples", lambda v: is_int(v) and v >= 10, "an integer >= 10"),
-    ("report.gallery_size", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    *REPORT_RULES,
     PRECISION_RULE,
     SYSTEM_METRICS_RULE,
 ]
