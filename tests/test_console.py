@@ -18,7 +18,7 @@ from hydra.errors import ConfigCompositionException
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from idclab.console import one_line, quiet_third_party
+from idclab.console import check_first, one_line, quiet_third_party
 from idclab.tracking.runs import KIND_TAG, RunNotFoundError, find_best_run
 from idclab.training.progress import epoch_line
 
@@ -114,3 +114,19 @@ def test_a_logged_run_prints_one_line_per_epoch_without_noise(tmp_path, data_dir
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert "'val_nope'" in line and "best_val_auprc" in line and "train first" not in line
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["-m", "loss=glob(f*)", "model.dropout=1.5"], "error: model.dropout must be a number in [0, 1), got 1.5"),
+    (["-m", "seed=range(1,4)", "model.dropout=0.1,1.5"],
+     "error: seed=1 model.dropout=1.5: model.dropout must be a number in [0, 1), got 1.5"),
+    (["-m", "seed=1,x"], "error: seed=x: seed must be an integer, got 'x'"),
+])
+def test_every_job_of_a_sweep_is_checked_before_hydra_starts(capsys, arguments, expected):
+    with pytest.raises(SystemExit) as done:
+        check_first(PROJECT / "conf", "train", arguments)
+    assert done.value.code == 2 and capsys.readouterr().err.strip() == expected
+
+
+def test_another_sweepers_jobs_are_left_to_it():
+    check_first(PROJECT / "conf", "train", ["-m", "hydra/sweeper=basic", "model.dropout=0.1,1.5"])

@@ -22,9 +22,9 @@ from idclab.models.timm_backbone import TimmBackbone, require_hub
 from idclab.models.weights import WeightsError, read_weights, sha256_of
 from idclab.tracking.inputs import option_params, recorded_start_weights, run_tags, start_weights
 from idclab.training import fit
-from idclab.training.pipeline import resumed_config, train
+from idclab.training.pipeline import resumed_config, starting_weights, train
 from idclab.training.plan import fit_plan
-from idclab.training.resume import ResumePoint
+from idclab.training.resume import ResumeError, ResumePoint
 
 PATCHES = torch.rand(4, 3, 50, 50)
 
@@ -363,3 +363,37 @@ def test_weights_timm_cannot_load_are_one_line_before_any_run(make_cfg, tmp_path
                                           r"cache\)"):
         train(make_cfg("model=timm", "model.pretrained=true"))
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_finished_runs_folder_starts_afresh_and_checks_its_starting_weights(make_cfg, tmp_path: Path):
+    """A folder whose run finished may look resumable until the store says otherwise: the weights are checked then."""
+    cfg = make_cfg("model=timm", f"model.weights={tmp_path / 'gone.safetensors'}")
+    with pytest.raises(ConfigError, match="gone.safetensors does not exist"):
+        resumed_config(cfg, None, start_checked=False)
+    assert resumed_config(cfg, None)[0] is cfg  # checked before (a fresh folder): not read again
+
+
+def test_a_resumed_cross_validation_checks_the_weights_its_unstarted_folds_will_read(make_cfg, tmp_path: Path):
+    """Its folds still to start read the starting file: it must be there and be the file the run recorded."""
+    path = timm_file(tmp_path / "start.safetensors", "test_resnet")
+    saved = OmegaConf.to_container(make_cfg("model=timm", "model.name=test_resnet", f"model.weights={path}",
+                                            "cv.folds=3"), resolve=True)
+    recorded = start_weights(saved)
+    assert starting_weights(saved, {"other": "tag", **recorded}) == recorded
+    timm_file(path, "test_resnet")  # other random weights under the same name
+    with pytest.raises(ResumeError, match=r"model.weights=.*start.safetensors changed since the run started "
+                                          r"\(sha256 [0-9a-f]{12}\.\.\., now [0-9a-f]{12}\.\.\.\)"):
+        starting_weights(saved, recorded)
+    single = {**saved, "cv": {**saved["cv"], "folds": None}}  # nothing left to start: its checkpoint holds it all
+    assert starting_weights(single, recorded) == recorded
+    path.unlink()
+    resumed = ResumePoint("r1", tmp_path, tmp_path / "last.ckpt", saved)
+    with pytest.raises(ConfigError, match="start.safetensors does not exist"):
+        resumed_config(make_cfg(), resumed)
+
+
+def test_only_a_new_run_must_tile_the_patch_with_its_tokens(make_cfg):
+    validate_train_config(make_cfg("model=timm", "model.name=pvt_v2_b0"))  # overlapping, padded embedding: no loss
+    validate_train_config(make_cfg("model=timm", "model.name=vit_tiny_patch16_224"), start=False)  # rebuilt as run
+    with pytest.raises(ConfigError, match="cuts 50x50 patches into 16x16 tokens"):
+        validate_train_config(make_cfg("model=timm", "model.name=vit_tiny_patch16_224"))

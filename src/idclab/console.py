@@ -166,25 +166,36 @@ def check_sweep_jobs(config_name: str, config: DictConfig, arguments: list[str])
     left to it. Imports torch: building a timm model is part of the check."""
     from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
     from idclab.config.registry import OptionError
     from idclab.config.validation import ConfigError, job_view, validate_train_config
     from idclab.data.layout import DataLayoutError
 
-    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+    if (OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER
+            or any(a.lstrip("+~").startswith("hydra/sweeper=") for a in arguments)):
         return
     params = [f"{key}={value}" for key, value in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
-    parsed = OverridesParser.create().parse_overrides([*params, *arguments])
+    try:
+        parsed = OverridesParser.create(GlobalHydra.instance().config_loader()).parse_overrides([*params, *arguments])
+        (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    except HydraException:  # a sweep the basic sweeper refuses: Hydra says so in its own words
+        return
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
-    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    checked: dict[tuple[str, ...], str | None] = {}  # jobs that differ only in an integer seed: checked once
 
     def problem(job: list[str]) -> str | None:
-        try:
-            validate_train_config(job_view(compose(config_name, overrides=[o for o in job if not o.startswith("hydra")],
-                                                   return_hydra_config=True)))
-        except (ConfigError, OptionError, DataLayoutError) as error:
-            return str(error)
-        return None
+        key = tuple(o for o in job if not re.fullmatch(r"[+~]?seed=-?\d+", o))
+        if key not in checked:
+            try:
+                composed = compose(config_name, overrides=[o for o in job if not o.startswith("hydra")],
+                                   return_hydra_config=True)
+                validate_train_config(job_view(composed), start=not composed.get("resume"))
+                checked[key] = None
+            except (ConfigError, OptionError, DataLayoutError) as error:
+                checked[key] = str(error)
+        return checked[key]
 
     for index, job in enumerate(jobs):
         message = problem(job)

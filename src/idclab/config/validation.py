@@ -121,7 +121,8 @@ TRAIN_RULES: list[Rule] = [
     ("model.weights", lambda v: v is None or (isinstance(v, str) and v.lower().endswith(".safetensors")),
      "null or the path of a .safetensors file (pickled .pth/.ckpt/.bin files are refused: a weights file is data)"),
     ("model.pretrained", lambda v: isinstance(v, bool), "true or false"),
-    ("model.img_size", lambda v: v is None or v == PATCH_SIDE, f"null or {PATCH_SIDE} (the patches' side)"),
+    ("model.img_size", lambda v: v is None or (is_int(v) and v == PATCH_SIDE),
+     f"null or {PATCH_SIDE} (the patches' side)"),
     ("model.patch_size", lambda v: v is None or (is_int(v) and 1 <= v <= PATCH_SIDE and PATCH_SIDE % v == 0),
      f"null or a divisor of {PATCH_SIDE} (a ViT's token grid must tile the patch)"),
     ("stain.sample", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
@@ -262,8 +263,8 @@ def check_fine_tuning(cfg: DictConfig) -> None:
 
 def check_family_model(cfg: DictConfig, start: bool = True) -> None:
     """Build a family's model (a timm architecture) as the run will, with its starting weights unless `start` is
-    false (a local file checked key by key, or timm's download after the hub answers), and pass one 50x50 batch
-    through it: what only building shows fails here, before any run opens."""
+    false (a local file checked key by key, or timm's download after the hub answers; a ViT's tokens must tile the
+    patch), and pass one 50x50 batch through it: what only building shows fails here, before any run opens."""
     config = OmegaConf.to_container(cfg, resolve=True)
     if registry.REGISTRY["model"][registry.option_of("model", config["model"]["name"])].family is None:
         return
@@ -271,6 +272,8 @@ def check_family_model(cfg: DictConfig, start: bool = True) -> None:
     model_config = config["model"] if start else registry.idle_start(config["model"])
     try:
         model = registry.build("model", model_config, in_channels=channels).eval()
+        if start:  # a new run: a saved one was built as it was
+            model.check_tiling()
         with torch.no_grad():
             model(torch.zeros(1, channels, PATCH_SIDE, PATCH_SIDE))
     except (ValueError, TypeError, RuntimeError, AssertionError) as error:

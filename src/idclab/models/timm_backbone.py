@@ -112,17 +112,26 @@ class TimmBackbone(nn.Module):
             raise ValueError(f"timm {name} does not take {' or '.join(f'model.{k}' for k in extra)}: {error}"
                              ) from error
         except OSError as error:  # the hub refused or the cache lacks them (HF_HUB_OFFLINE)
+            if not pretrained:
+                raise
             detail = " ".join(str(error).split())[:200]
             raise WeightsError(f"model.pretrained=true: timm could not load the weights of {name} ({detail}); "
                                "pass model.weights=PATH.safetensors") from error
-        tokens = getattr(getattr(self.net, "patch_embed", None), "patch_size", None)
-        if tokens and any(PATCH_SIDE % side for side in tokens):
-            raise ValueError(f"timm {name} cuts 50x50 patches into {tokens[0]}x{tokens[1]} tokens, leaving pixels out: "
-                             "set model.patch_size to a divisor of 50 (e.g. 10)")
         if weights:
             self.load_weights(weights)
         for parameter in self.encoder_parameters() if self.frozen else ():
             parameter.requires_grad_(False)
+
+    def check_tiling(self) -> None:
+        """ValueError when a ViT-like patchify layer (a convolution whose stride is its kernel) does not tile the
+        50x50 patch, leaving its last rows and columns out (overlapping or padded embeddings pass)."""
+        embed = getattr(self.net, "patch_embed", None)
+        proj = getattr(embed, "proj", None)
+        if (isinstance(proj, nn.Conv2d) and proj.stride == proj.kernel_size and not getattr(embed, "dynamic_img_pad",
+                                                                                              False)
+                and any(PATCH_SIDE % side for side in proj.stride)):
+            raise ValueError(f"timm {self.name} cuts 50x50 patches into {proj.stride[0]}x{proj.stride[1]} tokens, "
+                             "leaving pixels out: set model.patch_size to a divisor of 50 (e.g. 10)")
 
     def heads(self) -> tuple[nn.Module, ...]:
         """timm's classifier: one module, or two for a distilled architecture (DeiT's head and head_dist)."""

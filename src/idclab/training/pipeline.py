@@ -8,6 +8,7 @@ calibrated and tested by `idclab.training.fit.fit_and_test`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from idclab.training.fit import fit_and_test, make_model_and_data
 from idclab.training.plan import FitPlan, fit_plan, fold_plan
 from idclab.training.resume import (
     OUTPUT_DIR_TAG,
+    ResumeError,
     ResumePoint,
     check_resumed_data,
     find_resume_point,
@@ -59,7 +61,7 @@ def train(cfg: DictConfig) -> float:
                                                         lambda run_id: run_status(client, run_id)),
                                  start_checked=not may_resume)
     config = settled_config(cfg)
-    weights = recorded_start_weights(run_status(client, resume.run_id)[1]) if resume else start_weights(config)
+    weights = starting_weights(config, run_status(client, resume.run_id)[1] if resume else None)
     plan = fit_plan(config)
     data = prepare(cfg)
     if resume:
@@ -104,8 +106,28 @@ def resumed_config(cfg: DictConfig, resume: ResumePoint | None, start_checked: b
         warnings.warn(f"resuming with the config the run started with; ignored: {', '.join(ignored)}", stacklevel=1)
     check_saved_config(resume.config)  # a run state is data: plain values, then the same checks
     cfg = OmegaConf.create(resume.config)
-    validate_train_config(cfg, start=False)  # its checkpoint holds the weights: the starting ones stay unread
+    validate_train_config(cfg, start=starts_more(resume.config))  # else its checkpoint holds every weight it needs
     return cfg, resume
+
+
+def starts_more(config: dict[str, Any]) -> bool:
+    """Whether a resumed run may still start models from its starting weights (folds or seed-ensemble members)."""
+    return bool(config["cv"]["folds"]) or config["ensemble"]["members"] > 1
+
+
+def starting_weights(config: dict[str, Any], recorded: Mapping[str, str] | None) -> dict[str, str]:
+    """The starting weights as params and tags: read now for a fresh run (`recorded` None); for a resumed one, what
+    its tags `recorded`, after a ResumeError if a file its folds or members still to start would read has changed."""
+    if recorded is None:
+        return start_weights(config)
+    weights = recorded_start_weights(recorded)
+    if starts_more(config) and config["model"].get("weights"):
+        now, then = start_weights(config)["model.weights.sha256"], weights.get("model.weights.sha256", "")
+        if then and now != then:
+            raise ResumeError(f"model.weights={config['model']['weights']} changed since the run started (sha256 "
+                              f"{then[:12]}..., now {now[:12]}...): the folds or members it has still to start would "
+                              "start from other weights; put the file it started from back")
+    return weights
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
