@@ -175,3 +175,19 @@ def copy_patches(make_cfg, folder: Path) -> Path:
 
     shutil.copytree(resolve_root(make_cfg().data), folder)
     return folder
+
+
+def cut_at_second_epoch_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raise RuntimeError("power cut") at the end of the second training epoch, once the first one's checkpoint is
+    saved: a run killed mid-training, to resume."""
+    from idclab.classifier.module import IDCClassifier
+
+    epoch_end, ends = IDCClassifier.on_train_epoch_end, []
+
+    def power_cut(self: IDCClassifier) -> None:
+        epoch_end(self)
+        ends.append(1)
+        if len(ends) == 2:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(IDCClassifier, "on_train_epoch_end", power_cut)

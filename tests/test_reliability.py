@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, TINY_DATA, TINY_TRAINER, copy_patches
+from conftest import PROJECT, TINY_DATA, TINY_TRAINER, copy_patches, cut_at_second_epoch_end
 from mlflow.tracking import MlflowClient
 
-from idclab.classifier.module import IDCClassifier
 from idclab.training.pipeline import train
 from idclab.training.resume import (
     LAST_CHECKPOINT,
@@ -90,16 +89,7 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, data_dir):
 @pytest.mark.slow
 def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("trainer.max_epochs=3")
-    calls = {"n": 0}
-    original = __import__("idclab.classifier.module", fromlist=["IDCClassifier"]).IDCClassifier.on_train_epoch_end
-
-    def crash_in_second_epoch(self):
-        original(self)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("power cut")
-
-    monkeypatch.setattr("idclab.classifier.module.IDCClassifier.on_train_epoch_end", crash_in_second_epoch)
+    cut_at_second_epoch_end(monkeypatch)
     with pytest.raises(RuntimeError, match="power cut"):
         train(cfg)
     monkeypatch.undo()
@@ -153,15 +143,7 @@ def test_a_killed_run_is_not_resumed_on_changed_data_and_stays_as_it_ended(make_
     patches = copy_patches(make_cfg, tmp_path / "patches")
     args = ("data=idc", f"data.root={patches}", "data.batch_size=16", "data.decode_workers=1", *TINY_TRAINER,
             "trainer.max_epochs=3")
-    epoch_end, ends = IDCClassifier.on_train_epoch_end, []
-
-    def power_cut(self) -> None:  # in the second epoch's end: the first epoch's checkpoint is saved
-        epoch_end(self)
-        ends.append(1)
-        if len(ends) == 2:
-            raise RuntimeError("power cut")
-
-    monkeypatch.setattr(IDCClassifier, "on_train_epoch_end", power_cut)
+    cut_at_second_epoch_end(monkeypatch)
     with pytest.raises(RuntimeError, match="power cut"):
         train(make_cfg(*args, tiny=False))
     monkeypatch.undo()

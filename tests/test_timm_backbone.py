@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import cut_at_second_epoch_end
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from idclab.classifier.module import IDCClassifier
 from idclab.config import registry
 from idclab.config.build import build_classifier, load_classifier
 from idclab.config.validation import ConfigError, config_warnings, validate_train_config
@@ -307,15 +307,7 @@ def test_a_cut_run_resumes_after_its_starting_weights_file_is_gone(make_cfg, tmp
     the run keeps the file's digest it recorded at the start."""
     path = timm_file(tmp_path / "start.safetensors", "test_resnet")
     args = ("model=timm", "model.name=test_resnet", f"model.weights={path}", "trainer.max_epochs=3")
-    epoch_end, ends = IDCClassifier.on_train_epoch_end, []
-
-    def power_cut(self) -> None:  # in the second epoch's end: the first epoch's checkpoint is saved
-        epoch_end(self)
-        ends.append(1)
-        if len(ends) == 2:
-            raise RuntimeError("power cut")
-
-    monkeypatch.setattr(IDCClassifier, "on_train_epoch_end", power_cut)
+    cut_at_second_epoch_end(monkeypatch)
     with pytest.raises(RuntimeError, match="power cut"):
         train(make_cfg(*args))
     monkeypatch.undo()
