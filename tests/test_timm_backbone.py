@@ -22,9 +22,9 @@ from idclab.models.timm_backbone import TimmBackbone, require_hub
 from idclab.models.weights import WeightsError, read_weights, sha256_of
 from idclab.tracking.inputs import option_params, recorded_start_weights, run_tags, start_weights
 from idclab.training import fit
-from idclab.training.pipeline import resumed_config, starting_weights, train
+from idclab.training.pipeline import resumed_config, train
 from idclab.training.plan import fit_plan
-from idclab.training.resume import ResumeError, ResumePoint
+from idclab.training.resume import ResumeError, ResumePoint, starting_weights
 
 PATCHES = torch.rand(4, 3, 50, 50)
 

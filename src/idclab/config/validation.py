@@ -250,15 +250,18 @@ def validate_train_config(cfg: DictConfig, start: bool = True) -> None:
 FINE_TUNING = (("freeze", "none"), ("encoder_lr_scale", 1.0))  # settings of models with an encoder/head split
 
 
+def fine_tuning_settings(cfg: DictConfig) -> list[str]:
+    """The fine-tuning settings a config turns on, as `model.KEY=VALUE`."""
+    return [f"model.{key}={cfg.model.get(key)}" for key, idle in FINE_TUNING if cfg.model.get(key, idle) != idle]
+
+
 def check_fine_tuning(cfg: DictConfig) -> None:
     """A fine-tuning setting on a model without an encoder/head split (ann, cnn, idcnet) names the model."""
     name = cfg.model.get("name")
     factory = registry.REGISTRY["model"][registry.option_of("model", name)].factory
-    for key, idle in FINE_TUNING:
-        value = cfg.model.get(key, idle)
-        if value != idle and not hasattr(factory, "encoder_parameters"):
-            raise ConfigError(f"model.{key}={value} needs a model with an encoder/head split (model=timm): "
-                              f"model={name} has none")
+    settings = fine_tuning_settings(cfg)
+    if settings and not hasattr(factory, "encoder_parameters"):
+        raise ConfigError(f"{settings[0]} needs a model with an encoder/head split (model=timm): model={name} has none")
 
 
 def check_family_model(cfg: DictConfig, start: bool = True) -> None:
@@ -304,8 +307,7 @@ def check_recipe(cfg: DictConfig) -> None:
     averaging = OmegaConf.select(cfg, "averaging.name", default="none")
     if averaging == "swa" and OmegaConf.select(cfg, "early_stopping.patience") is not None:
         raise ConfigError("averaging=swa averages the last epochs: set early_stopping.patience=null")
-    fine_tuning = [f"model.{key}={OmegaConf.select(cfg, f'model.{key}')}" for key, idle in FINE_TUNING
-                   if OmegaConf.select(cfg, f"model.{key}", default=idle) != idle]
+    fine_tuning = fine_tuning_settings(cfg)
     if averaging == "swa" and fine_tuning:
         raise ConfigError("averaging=swa anneals every parameter to one learning rate and re-estimates every batch "
                           f"norm's statistics: with {' and '.join(fine_tuning)} use averaging=none or ema")
@@ -370,9 +372,8 @@ def config_warnings(cfg: DictConfig) -> list[str]:
 
 def random_encoder(cfg: DictConfig) -> str | None:
     """A warning when fine-tuning settings (a frozen or slowed encoder) meet an encoder of random weights."""
-    model = cfg.model
-    tuned = [f"model.{key}={model.get(key)}" for key, idle in FINE_TUNING if model.get(key, idle) != idle]
-    if not tuned or model.get("weights") or model.get("pretrained"):
+    tuned = fine_tuning_settings(cfg)
+    if not tuned or cfg.model.get("weights") or cfg.model.get("pretrained"):
         return None
     return (f"{' and '.join(tuned)} without model.weights or model.pretrained=true: the encoder starts from random "
             "weights, so it is a random-feature probe, not fine-tuning")

@@ -127,9 +127,8 @@ class TimmBackbone(nn.Module):
         50x50 patch, leaving its last rows and columns out (overlapping or padded embeddings pass)."""
         embed = getattr(self.net, "patch_embed", None)
         proj = getattr(embed, "proj", None)
-        if (isinstance(proj, nn.Conv2d) and proj.stride == proj.kernel_size and not getattr(embed, "dynamic_img_pad",
-                                                                                              False)
-                and any(PATCH_SIDE % side for side in proj.stride)):
+        patchify = isinstance(proj, nn.Conv2d) and proj.stride == proj.kernel_size
+        if patchify and not getattr(embed, "dynamic_img_pad", False) and any(PATCH_SIDE % s for s in proj.stride):
             raise ValueError(f"timm {self.name} cuts 50x50 patches into {proj.stride[0]}x{proj.stride[1]} tokens, "
                              "leaving pixels out: set model.patch_size to a divisor of 50 (e.g. 10)")
 

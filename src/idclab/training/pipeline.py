@@ -8,7 +8,6 @@ calibrated and tested by `idclab.training.fit.fit_and_test`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,7 @@ from idclab.config.validation import check_saved_config, config_warnings, requir
 from idclab.data.datamodule import PreparedData, prepare_data
 from idclab.data.split import SPLITS
 from idclab.evaluation.reporting import headline
-from idclab.tracking.inputs import (
-    hydra_context,
-    log_inputs,
-    recorded_start_weights,
-    run_tags,
-    start_weights,
-    sweep_parent,
-)
+from idclab.tracking.inputs import hydra_context, log_inputs, run_tags, sweep_parent
 from idclab.tracking.runs import TrackedRun, connect, run_link, run_status, ui_command
 from idclab.training.briefing import closing, header
 from idclab.training.crossval import cross_validate
@@ -34,12 +26,13 @@ from idclab.training.fit import fit_and_test, make_model_and_data
 from idclab.training.plan import FitPlan, fit_plan, fold_plan
 from idclab.training.resume import (
     OUTPUT_DIR_TAG,
-    ResumeError,
     ResumePoint,
     check_resumed_data,
     find_resume_point,
     has_state,
     ignored_overrides,
+    starting_weights,
+    starts_more,
     write_state,
 )
 from idclab.training.trainer import is_worker_process, make_trainer
@@ -108,26 +101,6 @@ def resumed_config(cfg: DictConfig, resume: ResumePoint | None, start_checked: b
     cfg = OmegaConf.create(resume.config)
     validate_train_config(cfg, start=starts_more(resume.config))  # else its checkpoint holds every weight it needs
     return cfg, resume
-
-
-def starts_more(config: dict[str, Any]) -> bool:
-    """Whether a resumed run may still start models from its starting weights (folds or seed-ensemble members)."""
-    return bool(config["cv"]["folds"]) or config["ensemble"]["members"] > 1
-
-
-def starting_weights(config: dict[str, Any], recorded: Mapping[str, str] | None) -> dict[str, str]:
-    """The starting weights as params and tags: read now for a fresh run (`recorded` None); for a resumed one, what
-    its tags `recorded`, after a ResumeError if a file its folds or members still to start would read has changed."""
-    if recorded is None:
-        return start_weights(config)
-    weights = recorded_start_weights(recorded)
-    if starts_more(config) and config["model"].get("weights"):
-        now, then = start_weights(config)["model.weights.sha256"], weights.get("model.weights.sha256", "")
-        if then and now != then:
-            raise ResumeError(f"model.weights={config['model']['weights']} changed since the run started (sha256 "
-                              f"{then[:12]}..., now {now[:12]}...): the folds or members it has still to start would "
-                              "start from other weights; put the file it started from back")
-    return weights
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:

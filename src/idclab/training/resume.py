@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from idclab.data.datamodule import fingerprint_changes
 from idclab.fileutil import write_json
+from idclab.tracking.inputs import recorded_start_weights, start_weights
 from idclab.tracking.runs import KIND_TAG, PARENT_TAG, MLflowEpochLogger, flatten
 
 STATE_FILE = "run_state.json"
@@ -52,6 +53,26 @@ def write_state(output_dir: Path, run_id: str, config: dict[str, Any], data_fing
     state = read_state(output_dir)
     if state is None or state[0] != run_id:
         write_json(output_dir / STATE_FILE, {"run_id": run_id, "config": config, "data_fingerprint": data_fingerprint})
+
+
+def starts_more(config: dict[str, Any]) -> bool:
+    """Whether a resumed run may still start models from its starting weights (folds or seed-ensemble members)."""
+    return bool(config["cv"]["folds"]) or config["ensemble"]["members"] > 1
+
+
+def starting_weights(config: dict[str, Any], recorded: Mapping[str, str] | None) -> dict[str, str]:
+    """The starting weights as params and tags: read now for a fresh run (`recorded` None); for a resumed one, what
+    its tags `recorded`, after a ResumeError if a file its folds or members still to start would read has changed."""
+    if recorded is None:
+        return start_weights(config)
+    weights = recorded_start_weights(recorded)
+    if starts_more(config) and config["model"].get("weights"):
+        now, then = start_weights(config)["model.weights.sha256"], weights.get("model.weights.sha256", "")
+        if then and now != then:
+            raise ResumeError(f"model.weights={config['model']['weights']} changed since the run started (sha256 "
+                              f"{then[:12]}..., now {now[:12]}...): the folds or members it has still to start would "
+                              "start from other weights; put the file it started from back")
+    return weights
 
 
 def has_state(output_dir: Path) -> bool:
