@@ -247,3 +247,28 @@ def test_the_training_minutes_of_resumed_runs_are_reported_beside_their_wall_clo
     text = squeeze(markdown(table))
     assert "| resnet18 | 1 | 1 | 0.910 ± n/a | 50.0 ± n/a | 1500.0 ± n/a |" in text
     assert "train_minutes: the epochs' time" in text
+
+
+def test_a_metric_is_ranked_in_its_own_direction():
+    """Ranking a loss with --mode max would put the worst group first and call it the winner."""
+    runs = pd.DataFrame({"params.loss": ["bce", "focal"], "params.seed": ["1", "1"],
+                         "metrics.val_loss": [0.3, 0.5], "metrics.best_val_auprc": [0.8, 0.7]})
+    with pytest.raises(CompareError, match="val_loss is better when lower: pass --mode min"):
+        summarise(runs, "val_loss", "max")
+    with pytest.raises(CompareError, match="best_val_auprc is better when higher: pass --mode max"):
+        summarise(runs, "best_val_auprc", "min")
+    assert list(summarise(runs, "val_loss", "min")["loss"]) == ["bce", "focal"]
+
+
+def test_all_runs_or_one_sweep_not_both(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--all", "--sweep", "x"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_patch_split_winner_is_called_inflated_not_better():
+    """In a comparison of splits the leaky one ranks first on validation: the answer says why."""
+    runs = pd.DataFrame({"params.split": ["patches", "stratified"], "params.seed": ["1", "1"],
+                         "metrics.best_val_auprc": [0.9, 0.8]})
+    text = answer(summarise(runs))
+    assert "Winner: split=patches" in text and "validates on patients it also trained on" in text

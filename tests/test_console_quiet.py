@@ -64,6 +64,9 @@ def test_the_brief_report_counts_by_hand():
     assert lines[3].split() == ["non-IDC", "0.8333", "0.8333", "0.8333", "6"]  # 5 of 6 right, 5 of 6 cleared
     assert lines[4] == "  3 of 4 IDC patches found; 3 of 4 IDC calls right; 5 of 6 non-IDC patches called non-IDC"
     assert lines[5].startswith("  balanced accuracy 0.8000 [0.8000, 0.8000], AUROC 0.9000")
+    assert lines[5].endswith("(95% intervals, 100 resamples of the patients; from 2 patients: rough)")
+    many = brief_report(targets, called, 10, results, 100, "P(IDC) >= 0.5000").splitlines()[5]
+    assert many.endswith("(95% intervals, 100 resamples of the patients)")
     assert "pre " not in text and "iba" not in text  # imbalanced-learn's table: artifacts only
 
 
@@ -79,6 +82,8 @@ def test_the_description_names_the_validation_score_and_test_intervals():
 def test_header_and_closing():
     assert data_words(SUMMARY) == "synthetic data: 100 patches of 4 patients (60 train, 20 val, 20 test)"
     assert "3 files skipped" in data_words(SUMMARY | {"skipped_files": {"bad_name": 2, "unreadable": 1}})
+    patch_split = SUMMARY | {"patients": {split: ["a", "b"] for split in ("train", "val", "test")}}
+    assert "of 2 patients" in data_words(patch_split)  # split=patches: the same patients in every split
     link = run_link("sqlite:////x/mlflow.db", "1", "abc")
     assert link == "http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning"
     assert run_link("http://host:5000/", "1", "abc") == (
@@ -214,3 +219,15 @@ def test_in_a_terminal_the_bar_counts_epochs_like_the_lines(tmp_path, data_dir):
     assert process.returncode == 0, text[-3000:]
     assert "Epoch 1/1" in text and "Epoch 0" not in text and "v_num" not in text
     assert not re.search(r"^epoch 1/1  ", text, re.MULTILINE)  # the bar keeps the epoch's line instead
+
+
+def test_heatmaps_of_patients_that_are_not_tested_are_refused_before_the_run():
+    from idclab.config.validation import ConfigError
+    from idclab.evaluation.reporting import check_heatmap_patients, error_galleries
+
+    check_heatmap_patients(3, ["8863"])  # a count: the test patients with the most patches
+    check_heatmap_patients(["8863", 9036], ["8863", "9036", "10253"])
+    with pytest.raises(ConfigError, match=r"report.heatmap_patients: nobody not among the 3 test patients "
+                                          r"\(10253, 8863, 9036\)"):
+        check_heatmap_patients(["8863", "nobody"], ["8863", "9036", "10253"])
+    assert error_galleries(None, *[np.zeros(2)] * 3, threshold=0.5, size=0) == {}  # gallery_size=0: no pictures

@@ -421,3 +421,19 @@ def test_tta_on_a_model_that_records_no_validation_patients_says_so():
     require_validation_patients(SimpleNamespace(hparams={"split_patients": {"val": ["d"]}}))  # a single model
     require_validation_patients(SimpleNamespace(hparams={}))  # no record: split_from=fresh re-splits it
     assert recorded_split(ensemble, OmegaConf.create({"name": "stratified"}), needs_val=False).required == ["test"]
+
+
+def test_a_model_trained_on_a_patch_split_is_never_registered(make_cfg, monkeypatch, tmp_path):
+    """Registering it would make a model no one can test honestly the team's champion: refused before the registry
+    is touched, also when it only predicts files."""
+    model = SimpleNamespace(hparams={"config": {"data": {"source": "synthetic"}, "split": {"name": "patches"}}},
+                            threshold=0.5)
+    registered = []
+    monkeypatch.setattr(idclab.evaluation.evaluate, "locate_model",
+                        lambda cfg, folder: (tmp_path / "best.ckpt", SimpleNamespace(), "runs:/leaky/model"))
+    monkeypatch.setattr(idclab.evaluation.evaluate, "load_classifier", lambda path: model)
+    monkeypatch.setattr(idclab.evaluation.evaluate, "register", lambda cfg, run: registered.append(run))
+    for overrides in (["register.name=idc"], ["register.name=idc", f"predict=[{tmp_path}]"]):
+        with pytest.raises(ConfigError, match="trained on split=patches.*not registered"):
+            evaluate(eval_cfg(make_cfg, *overrides))
+    assert registered == []

@@ -63,6 +63,7 @@ def test_the_mistake_is_one_line_before_any_side_effect_or_heavy_import(tmp_path
     ("train.py", ["loss=focall"], "did you mean loss=focal?"),
     ("train.py", ["lr=0.1"], "lr is not a key of the config: did you mean optim.lr?"),
     ("train.py", ["trainr.max_epochs=2"], "did you mean trainer.max_epochs?"),
+    ("train.py", ["+trainer.foo=1"], "trainer.foo is not an option of Lightning's Trainer"),  # was a FAILED run
     ("evaluate.py", ["ckpt_path=/nonexistent.ckpt"], "checkpoint /nonexistent.ckpt does not exist"),
     ("evaluate.py", ["model_uri=models:/idc-classifier@champion"], "no MLflow store at"),
     ("evaluate.py", ["ckpt_path=/etc/hostname", "predict=[/nonexistent.png]"], "predict: no file to predict"),
@@ -88,3 +89,15 @@ def test_the_key_meant():
     assert close_key("lr", keys) == "optim.lr"  # the only key ending in `.lr`
     assert close_key("looss", keys) == "loss"
     assert close_key("foo.bar", keys) is None
+
+
+@pytest.mark.slow
+def test_a_refusal_after_the_model_was_downloaded_leaves_no_evaluation_folder(trained_copy):
+    """The selected run's checkpoint is downloaded before the model can be refused (here: it is no timm backbone to
+    export): the refusal removes the download with the folder Hydra made."""
+    before = set(trained_copy.iterdir())
+    done = run("evaluate.py", "export.weights=backbone.safetensors", root=trained_copy)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.splitlines()[-1].startswith("error: export.weights writes a timm backbone")
+    assert set(trained_copy.iterdir()) == before  # no evaluation/DATE/TIME/downloaded/best.ckpt
+    assert not (trained_copy / "backbone.safetensors").exists()

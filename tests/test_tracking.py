@@ -175,3 +175,34 @@ def test_a_sweeps_last_line_counts_every_status_of_its_jobs():
 
     assert children_line({"FINISHED": 2}) == "2 finished, 0 failed of 2"
     assert children_line({"FINISHED": 2, "KILLED": 1}) == "2 finished, 0 failed, 1 killed of 3"  # an earlier attempt
+
+
+def training_run(client: MlflowClient, experiment_id: str, split: str, auprc: float) -> str:
+    """A finished training run as train.py logs it, trained on `split`."""
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(experiment_id, run_name=f"split={split}", tags={"idclab.kind": "train"})
+    client.log_batch(run.info.run_id, metrics=[Metric("best_val_auprc", auprc, 0, 0)],
+                     params=[Param("split", split), Param("seed", "1")])
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_the_best_run_is_never_one_trained_on_a_patch_split(tmp_path, new_store):
+    """split=patches validates on patients it also trained on: its validation figures are inflated, so it would
+    win any selection, and its model cannot be tested honestly. Selection passes over it, and says so when it is
+    all there is."""
+    from idclab.tracking.compare import best_run
+    from idclab.tracking.runs import training_runs
+    from idclab.tracking.store import find_best_run
+
+    client = MlflowClient(new_store(tmp_path))
+    experiment_id = client.create_experiment("idc")
+    leaky = training_run(client, experiment_id, "patches", 0.95)
+    with pytest.raises(RunNotFoundError, match="every finished training run .* was trained on split=patches"):
+        find_best_run(client, "idc", "best_val_auprc", "max")
+    assert best_run(training_runs(client, experiment_id)) is None
+    honest = training_run(client, experiment_id, "stratified", 0.80)
+    assert find_best_run(client, "idc", "best_val_auprc", "max").info.run_id == honest
+    best = best_run(training_runs(client, experiment_id))
+    assert best.run_id == honest and best.run_id != leaky and best.score == pytest.approx(0.80)

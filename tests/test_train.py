@@ -145,8 +145,14 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     import torch
 
     torch.save({"state_dict": {}, "payload": Payload()}, tmp_path / "pickle.ckpt")
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match=r"holds a pickled object \(test_train.Payload\), which idclab never "
+                                              "loads") as error:
         load_classifier(tmp_path / "pickle.ckpt")
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)  # no advice to load it anyway
+    (tmp_path / "train.log").write_text("epoch 1/10\n")
+    with pytest.raises(CheckpointError, match=r"train.log is not a checkpoint \(torch.load: ") as error:
+        load_classifier(tmp_path / "train.log")
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.slow

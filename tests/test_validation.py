@@ -87,8 +87,50 @@ def test_evaluate_selects_only_on_validation_metrics(make_cfg, metric):
     with pytest.raises(ConfigError, match="select.metric must be a validation metric") as error:
         validate_evaluate_config(make_cfg(f"select.metric={metric}", config_name="evaluate"))
     assert "\n" not in str(error.value)
-    for metric in ("val_loss", "best_val_auprc", "cv_val_pooled_auroc"):
+    for metric in ("best_val_auprc", "cv_val_pooled_auroc"):
         validate_evaluate_config(make_cfg(f"select.metric={metric}", config_name="evaluate"))
+    validate_evaluate_config(make_cfg("select.metric=val_loss", "select.mode=min", config_name="evaluate"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ("tta=no", "tta must be true or false, got 'no'"),
+    ("verbose=1", "verbose must be true or false, got 1"),
+    ("register.name=bad/name:x", "register.name must be null or a model name without '/' or ':'"),
+    ("register.name=''", "register.name must be null or a model name"),
+    ("register.name=idc register.alias=latest", "register.alias must be an alias other than 'latest' or 'v<N>'"),
+    ("register.name=idc register.alias=v3", "register.alias must be an alias other than 'latest' or 'v<N>'"),
+    ("register.name=idc tta=true", "register.name registers the training run's model, without TTA"),
+    ("select.metric=val_loss", "select.metric=val_loss is better when lower: add select.mode=min"),
+    ("select.metric=val_fp", "select.metric=val_fp is better when lower: add select.mode=min"),
+    ("select.mode=min", "select.metric=best_val_auprc is better when higher: drop select.mode=min"),
+    ("ckpt_path=a.ckpt model_uri=runs:/x/model", "ckpt_path and model_uri both name a model: keep one"),
+    ("+trainer.foo=1", "trainer.foo is not an option of Lightning's Trainer"),
+])
+def test_evaluate_options_that_cannot_mean_what_they_say_are_refused(make_cfg, overrides, message):
+    """Each would otherwise be read differently than written (`tta=no` as on, a loss maximised), or fail after
+    the model was registered or its evaluation run opened."""
+    with pytest.raises(ConfigError) as error:
+        validate_evaluate_config(make_cfg(*overrides.split(), config_name="evaluate"))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ("checkpoint.monitor=val_loss", "checkpoint.monitor=val_loss is better when lower: add checkpoint.mode=min"),
+    ("+trainer.foo=1", "trainer.foo is not an option of Lightning's Trainer"),
+    ("+trainer.strategy=ddq", "trainer.accelerator=auto, trainer.strategy=ddq: "),
+])
+def test_train_options_lightning_or_the_metric_would_refuse_are_refused_first(make_cfg, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate_train_config(make_cfg(*overrides.split()))
+    assert message in str(error.value) and "\n" not in str(error.value)
+    validate_train_config(make_cfg("checkpoint.monitor=val_loss", "checkpoint.mode=min"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is there")
+def test_a_gpu_trainer_without_a_gpu_is_refused_in_one_line(make_cfg):
+    with pytest.raises(ConfigError, match="trainer.accelerator=gpu: ") as error:
+        validate_train_config(make_cfg("trainer=gpu"))
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("devices", ["trainer.devices=2", "+trainer.num_nodes=2", "trainer.devices=auto"])

@@ -52,17 +52,18 @@ def run_or_explain(task: Callable[..., T], *args: object) -> T:
 
 
 HYDRA_FILES = {".hydra"}  # what Hydra writes into a run's folder before the task starts, with `<job>.log`
+DOWNLOADS = {"downloaded"}  # evaluate.py's copy of the selected model, fetched before the model can be refused
 
 
 def discard_untouched_output() -> None:
     """Remove this run's output folder (and its date folder and `outputs/`, left empty) when the task wrote nothing
-    into it: it holds only what Hydra made at the start. A sweep's job folders stay (the sweep owns them), as does
-    a folder that existed before this process (a resumed run's)."""
+    into it but a downloaded model: it holds only what Hydra made at the start. A sweep's job folders stay (the sweep
+    owns them), as does a folder that existed before this process (a resumed run's)."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
         return
     hydra = HydraConfig.get()
     folder = Path(hydra.runtime.output_dir)
-    made = HYDRA_FILES | {f"{hydra.job.name}.log"}
+    made = HYDRA_FILES | DOWNLOADS | {f"{hydra.job.name}.log"}
     if not folder.is_dir() or {p.name for p in folder.iterdir()} - made or folder.stat().st_ctime < STARTED:
         return
     shutil.rmtree(folder, ignore_errors=True)

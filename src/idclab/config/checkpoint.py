@@ -5,6 +5,7 @@ describes rebuilt as plain torch (`idclab.classifier.predictor`), without Lightn
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,20 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path} is not a loadable checkpoint (weights-only load): {error}") from error
+        raise CheckpointError(unloadable(path, error)) from error
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} was not written by idclab (not a checkpoint mapping)")
     return path, checkpoint
+
+
+def unloadable(path: Path, error: Exception) -> str:
+    """Why a weights-only load of `path` failed, in one line: a pickled object it holds (never loaded: torch's own
+    message suggests loading it without `weights_only`, which would run its code), or torch's first line."""
+    pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if pickled:
+        return f"{path} holds a pickled object ({pickled.group(1)}), which idclab never loads: not an idclab checkpoint"
+    reason = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{path} is not a checkpoint (torch.load: {type(error).__name__} {reason})"
 
 
 def ensemble_parts(checkpoint: dict[str, Any], path: Path) -> tuple[list[Any], float, dict[str, Any], dict[str, Any]]:

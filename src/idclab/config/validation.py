@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import logging
 import math
+import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
@@ -58,6 +62,67 @@ def is_validation_metric(name: Any) -> bool:
     return isinstance(name, str) and name.startswith(VALIDATION_METRIC_PREFIXES)
 
 
+LOWER_IS_BETTER = ("loss", "_fp", "_fn", "_ece", "_brier")  # metric names (or endings) minimised, not maximised
+
+
+def better_when(metric: str) -> str:
+    """`min` for a metric that is better when lower (a loss, false positives or negatives, calibration error),
+    else `max`."""
+    return "min" if "loss" in metric or metric.endswith(LOWER_IS_BETTER[1:]) else "max"
+
+
+def check_direction(cfg: DictConfig, metric_key: str, mode_key: str) -> None:
+    """ConfigError when the mode at `mode_key` would pick the worst value of the metric at `metric_key`."""
+    metric, mode = OmegaConf.select(cfg, metric_key), OmegaConf.select(cfg, mode_key)
+    if not isinstance(metric, str) or better_when(metric) == mode:
+        return
+    if mode == "max":
+        raise ConfigError(f"{metric_key}={metric} is better when lower: add {mode_key}=min")
+    raise ConfigError(f"{metric_key}={metric} is better when higher: drop {mode_key}=min")
+
+
+def is_model_name(value: Any) -> bool:
+    """MLflow's rule for a registered model's name: not blank, no '/' or ':', not a relative path."""
+    return (isinstance(value, str) and bool(value.strip()) and not {"/", ":"} & set(value)
+            and not value.startswith(".."))
+
+
+def is_alias(value: Any) -> bool:
+    """MLflow's rule for a model alias: letters, digits, '_' and '-', up to 255; 'latest' and 'v<N>' are reserved
+    (they already mean the newest version and version N)."""
+    return (isinstance(value, str) and re.fullmatch(r"[\w-]{1,255}", value) is not None
+            and value.lower() != "latest" and re.fullmatch(r"[vV]\d+", value) is None)
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """ConfigError, in one line, for trainer settings Lightning would refuse once a run is open: a key its Trainer
+    does not take, an accelerator this machine lacks, an unknown strategy. Builds (and drops) a Trainer without
+    logger or checkpoints; the global torch flags it sets are restored."""
+    import pytorch_lightning as pl
+
+    options = OmegaConf.to_container(trainer, resolve=True)
+    accepted = inspect.signature(pl.Trainer.__init__).parameters
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(f"trainer.{key} is not an option of Lightning's Trainer")
+    flags, silenced = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark), \
+        logging.root.manager.disable
+    logging.disable(logging.WARNING)  # the real trainer says it all again: device lines, precision warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pl.Trainer(**{**options, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                          "enable_model_summary": False})
+    except Exception as error:  # Lightning's MisconfigurationException, ValueError, RuntimeError...
+        setting = ", ".join(f"trainer.{key}={options[key]}" for key in ("accelerator", "strategy") if key in options)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"{setting}: {reason}") from None
+    finally:
+        logging.disable(silenced)
+        torch.use_deterministic_algorithms(flags[0])
+        torch.backends.cudnn.benchmark = flags[1]
+
+
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")  # "*-true" half or double precision would cast
 # the model's weights but not the float32 images the stain and colour maths make
 PRECISION_RULE: Rule = ("trainer.precision", lambda v: str(v) in PRECISIONS,
@@ -77,6 +142,7 @@ REPORT_RULES: list[Rule] = [
 ]
 TRAIN_RULES: list[Rule] = [
     ("seed", is_int, "an integer"),
+    ("verbose", lambda v: isinstance(v, bool), "true or false"),
     ("optim.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optim.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("data.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
@@ -156,6 +222,10 @@ EVALUATE_RULES: list[Rule] = [
     ("select.metric", is_validation_metric,
      f"a validation metric ({', '.join(prefix + '*' for prefix in VALIDATION_METRIC_PREFIXES)})"),
     ("select.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("tta", lambda v: isinstance(v, bool), "true or false"),
+    ("verbose", lambda v: isinstance(v, bool), "true or false"),
+    ("register.name", lambda v: v is None or is_model_name(v), "null or a model name without '/' or ':'"),
+    ("register.alias", is_alias, "an alias other than 'latest' or 'v<N>' (letters, digits, '_', '-')"),
     ("split_from", lambda v: v in ("recorded", "fresh"), "recorded or fresh"),
     ("export.weights", lambda v: v is None or (isinstance(v, str) and v.lower().endswith(".safetensors")),
      "null or the path of a .safetensors file to write"),
@@ -244,7 +314,9 @@ def validate_train_config(cfg: DictConfig, start: bool = True) -> None:
         require_root(cfg.data.root)
     if cfg.split.get("root"):
         require_root(cfg.split.root)
+    check_direction(cfg, "checkpoint.monitor", "checkpoint.mode")
     check_family_model(cfg, start)
+    check_trainer(cfg.trainer)
 
 
 FINE_TUNING = (("freeze", "none"), ("encoder_lr_scale", 1.0))  # settings of models with an encoder/head split
@@ -328,9 +400,16 @@ def one_device(trainer: DictConfig) -> bool:
     return single and nodes == 1
 
 
-def validate_evaluate_config(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first evaluate.py value that cannot work."""
+def validate_evaluate_config(cfg: DictConfig, trainer: bool = True) -> None:
+    """Raise ConfigError for the first evaluate.py value that cannot work (`trainer=False`: a task that builds no
+    Lightning trainer, whose settings are then left unchecked)."""
     _check(cfg, EVALUATE_RULES)
+    check_direction(cfg, "select.metric", "select.mode")
+    if cfg.ckpt_path and cfg.model_uri:
+        raise ConfigError("ckpt_path and model_uri both name a model: keep one")
+    if cfg.register.name and cfg.tta:
+        raise ConfigError("register.name registers the training run's model, without TTA (its threshold was tuned "
+                          "without it): register without tta=true, then evaluate the registered model with tta=true")
     if OmegaConf.select(cfg, "export.weights"):
         for key, idle in (("register.name", None), ("predict", []), ("tta", False)):
             if OmegaConf.select(cfg, key) not in (idle, None):
@@ -341,6 +420,8 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
                           "DDP every process would evaluate, each on part of the validation patients")
     if cfg.data.root:
         require_root(cfg.data.root)
+    if trainer:
+        check_trainer(cfg.trainer)
 
 
 def require_both_classes(split_counts: dict[str, dict[str, int]], splits: tuple[str, ...] = ("train", "val")) -> None:

@@ -20,11 +20,12 @@ from idclab.data.layout import DataLayoutError, require_root
 from idclab.evaluation.calibrate import choose_threshold
 from idclab.evaluation.predict import locate_model, plain_prediction, predict
 from idclab.evaluation.prediction import files_to_predict, predict_and_write
-from idclab.evaluation.reporting import headline, report_options, test_and_report
+from idclab.evaluation.reporting import check_heatmap_patients, headline, report_options, test_and_report
 from idclab.models.timm_backbone import TimmBackbone
 from idclab.models.weights import sha256_of
 from idclab.tracking.runs import (
     KIND_TAG,
+    PATCH_SPLIT,
     SOURCE_RUN_TAG,
     RunNotFoundError,
     TrackedRun,
@@ -59,9 +60,13 @@ def evaluate(cfg: DictConfig) -> dict:
         require_validation_patients(classifier)
     if cfg.register.name and source_run is None:
         raise RunNotFoundError("register.name needs a training run: let evaluate.py select the best run")
+    if cfg.register.name:
+        require_patient_split(classifier, "it is not registered")
     # the patients it will be tested (or TTA re-tuned) on, or the files to predict, are checked before anything is
     # registered; a model is registered only once it has predicted something or before its test run
     data = evaluation_data(cfg, classifier, needs_test=not cfg.predict) if classifier.tta or not cfg.predict else None
+    if not cfg.predict:
+        check_heatmap_patients(cfg.report.heatmap_patients, data.split.patients["test"])
     if cfg.predict:
         files = files_to_predict(cfg.predict)
         if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
@@ -153,9 +158,7 @@ def evaluation_data(cfg: DictConfig, classifier: IDCClassifier, needs_test: bool
     for key in ("cache_dir", "generated_dir", "decode_workers"):  # paths and process counts: this project's own
         data_cfg[key] = cfg.data[key]
     split_cfg = OmegaConf.create(config["split"])
-    if split_cfg.name == "patches":
-        raise ConfigError("the model was trained on split=patches, which puts patches of every patient in training: "
-                          "no patient is unseen, so evaluate.py cannot test it honestly (train with a patient split)")
+    require_patient_split(classifier, "evaluate.py cannot test it honestly")
     if cfg.split_from == "recorded":
         split_cfg = recorded_split(classifier, split_cfg, needs_val=bool(cfg.tta), needs_test=needs_test)
     root = require_root(cfg.data.root) if cfg.data.root else None
@@ -164,6 +167,14 @@ def evaluation_data(cfg: DictConfig, classifier: IDCClassifier, needs_test: bool
     if cfg.split_from == "fresh":
         leave_out_fitted_patients(classifier, data, required)
     return data
+
+
+def require_patient_split(classifier: IDCClassifier, consequence: str) -> None:
+    """ConfigError for a model trained on split=patches: no patient is unseen by it, so it can be neither tested
+    honestly nor made a registered model."""
+    if classifier.hparams["config"]["split"]["name"] == PATCH_SPLIT:
+        raise ConfigError(f"the model was trained on split={PATCH_SPLIT}, which puts patches of every patient in "
+                          f"training: no patient is unseen, so {consequence} (train with a patient split)")
 
 
 def leave_out_fitted_patients(classifier: IDCClassifier, data: PreparedData, required: tuple[str, ...]) -> None:

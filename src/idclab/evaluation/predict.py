@@ -48,7 +48,7 @@ def locate_model(cfg: DictConfig, download_dir: Path) -> tuple[Path, Run | None,
 def predict(cfg: DictConfig) -> dict:
     """Score every file of `cfg.predict` (files and folders): `predictions.csv`, heatmaps, a summary."""
     set_verbose(bool(cfg.get("verbose", False)))
-    validate_evaluate_config(cfg)
+    validate_evaluate_config(cfg, trainer=False)  # plain prediction builds no Lightning trainer
     out_dir = Path(cfg.paths.output_dir)
     files = files_to_predict(cfg.predict)
     checkpoint, _, source = locate_model(cfg, out_dir / "downloaded")

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support, roc_auc_score
 
 from idclab.classifier.module import IDCClassifier
+from idclab.config.validation import ConfigError
 from idclab.data.datamodule import PatchDataModule
 from idclab.evaluation.plots import (
     calibration_figure,
@@ -37,10 +38,12 @@ from idclab.verbosity import is_verbose
 
 def error_galleries(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray, probs: np.ndarray,
                     threshold: float, size: int) -> dict[str, Figure]:
-    """The most confident false positives and false negatives, with P(IDC), patient and (x, y)."""
+    """The most confident false positives and false negatives, with P(IDC), patient and (x, y); none for size 0."""
+    galleries: dict[str, Figure] = {}
+    if size == 0:
+        return galleries
     index, images = datamodule.data.index, datamodule.data.cache.images
     preds = probs >= threshold
-    galleries = {}
     for name, wrong, order in (("false_positives", preds & (targets == 0), -1),
                                ("false_negatives", ~preds & (targets == 1), 1)):
         chosen = np.flatnonzero(wrong)
@@ -70,6 +73,19 @@ def heatmaps(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray,
             np.asarray(images[rows[mine]]), index.xs[rows[mine]], index.ys[rows[mine]], probs[mine],
             targets[mine], threshold, title)
     return figures
+
+
+def check_heatmap_patients(requested: int | list[Any], test_patients: list[Any]) -> None:
+    """ConfigError naming the patients of a `report.heatmap_patients` list that are not test patients (no heatmap
+    would be drawn for them, and nothing said)."""
+    if isinstance(requested, int) or not test_patients:
+        return
+    known = {str(p) for p in test_patients}
+    missing = [str(p) for p in requested if str(p) not in known]
+    if missing:
+        shown = ", ".join(sorted(known)[:8]) + (", ..." if len(known) > 8 else "")
+        raise ConfigError(f"report.heatmap_patients: {', '.join(missing)} not among the {len(known)} test patients "
+                          f"({shown})")
 
 
 def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: PatchDataModule,
@@ -114,7 +130,8 @@ def test_and_report(trainer: pl.Trainer, classifier: IDCClassifier, datamodule: 
     how = f"threshold {threshold:.4f}{' (test-time augmentation)' if classifier.tta else ''}"
     summary = (f"Test: {len(targets)} patches from {len(np.unique(patients))} patients, {how}\n\n"
                f"{text}\n{imbalance_text}\nMCC {imbalance['mcc']:.4f}\n\n"
-               f"Patient-bootstrap 95% intervals ({bootstrap_resamples} resamples of patients):\n{ci_text}\n\n"
+               f"Patient-bootstrap 95% intervals ({bootstrap_resamples} resamples of patients"
+               f"{rough(len(np.unique(patients)))}):\n{ci_text}\n\n"
                f"At threshold 0.5: F1 {at_half['f1']:.4f}, balanced accuracy {at_half['balanced_accuracy']:.4f}, "
                f"recall {at_half['recall']:.4f}, precision {at_half['precision']:.4f}\n{context_line}")
     if is_verbose():
@@ -164,8 +181,16 @@ def brief_report(targets: np.ndarray, called: np.ndarray, patients: int, results
                  f"{cleared} of {negatives} non-IDC patches called non-IDC")
     lines.append("  " + ", ".join(f"{label} {results[f'test_{key}']:.4f} [{results[f'test_{key}_ci_low']:.4f}, "
                                   f"{results[f'test_{key}_ci_high']:.4f}]" for key, label in HEADLINE)
-                 + f" (95% intervals, {resamples} resamples of the patients)")
+                 + f" (95% intervals, {resamples} resamples of the patients{rough(patients)})")
     return "\n".join(lines) + "\n"
+
+
+FEW_PATIENTS = 10  # a patient bootstrap over fewer resamples too few patients for its interval to mean much
+
+
+def rough(patients: int) -> str:
+    """`; from 3 patients: rough` when a patient bootstrap draws from fewer than FEW_PATIENTS patients, else ``."""
+    return f"; from {patients} patients: rough" if patients < FEW_PATIENTS else ""
 
 
 HEADLINE = (("balanced_accuracy", "balanced accuracy"), ("auroc", "AUROC"), ("f1", "F1"))  # with intervals

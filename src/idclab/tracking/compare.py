@@ -20,9 +20,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from idclab.config.validation import is_validation_metric
+from idclab.config.validation import better_when, is_validation_metric
 from idclab.fileutil import save_figure, whole_file, write_text
-from idclab.tracking.runs import KIND_TAG, TRAIN_MINUTES, open_experiment, run_status, sweep_runs, training_runs
+from idclab.tracking.runs import (
+    KIND_TAG,
+    PATCH_SPLIT,
+    TRAIN_MINUTES,
+    open_experiment,
+    run_status,
+    sweep_runs,
+    training_runs,
+)
 
 if TYPE_CHECKING:
     from idclab.tracking.runs import MlflowClient
@@ -120,6 +128,9 @@ def summarise(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max
     of runs, their seeds, and mean and std (NaN for one run) of `metric`, the reported test or out-of-fold metrics
     the runs have, and their minutes; best first."""
     check_metric(runs, metric)
+    if better_when(metric) != mode:
+        raise CompareError(f"{metric} is better when {'lower' if mode == 'max' else 'higher'}: pass --mode "
+                           f"{better_when(metric)}")
     keys = varying_params(runs)
     if pool and keys:
         raise CompareError(f"cannot pool: the runs differ in more than the seed: {', '.join(keys)}")
@@ -142,11 +153,23 @@ def summarise(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max
                                            ignore_index=True)
 
 
-def best_run(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max") -> BestRun:
-    """The run with the best `metric` (the one `python evaluate.py` would pick among these)."""
-    scores = runs[f"metrics.{metric}"]
+def best_run(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, mode: str = "max") -> BestRun | None:
+    """The run with the best `metric` (the one `python evaluate.py` would pick among these): never one trained on
+    `split=patches`, whose validation patients it also trained on; None when no other run has the metric."""
+    honest = runs.get("params.split", pd.Series(index=runs.index, dtype=object)) != PATCH_SPLIT
+    scores = runs.loc[honest, f"metrics.{metric}"].dropna()
+    if scores.empty:
+        return None
     row = runs.loc[scores.idxmax() if mode == "max" else scores.idxmin()]
     return BestRun(str(row["run_id"]), str(row.get("tags.mlflow.runName", "")), float(row[f"metrics.{metric}"]))
+
+
+def best_line(best: BestRun | None, metric: str) -> str:
+    """The best run in one line, or why there is none."""
+    if best is None:
+        return f"best run: none (every run with {metric} was trained on split={PATCH_SPLIT}, validated on patients it "\
+               "trained on)"
+    return f"best run: {best.run_name} ({best.run_id}), {metric} {best.score:.4f}"
 
 
 def mean_std(mean: float, std: float, digits: int = 3) -> str:
@@ -212,6 +235,9 @@ def answer(table: pd.DataFrame) -> str:
         return "\n".join([*lines, "One configuration: nothing to rank."])
     gap = abs(table[f"{metric}_mean"].iloc[0] - table[f"{metric}_mean"].iloc[1])
     lines.append(f"Winner: {labels[0]}, ahead of {labels[1]} by {gap:.4f}.")
+    if table.get("split", pd.Series(dtype=object)).iloc[:1].eq(PATCH_SPLIT).any():
+        lines.append(f"split={PATCH_SPLIT} validates on patients it also trained on: its lead is inflated by them, "
+                     "not a better model (docs/results/leaky_vs_honest.md).")
     if STRATEGY_PARAM in table.columns:  # a study's runs
         return "\n".join([*lines, "A study: its verdict (paired by seed, with a patient-bootstrap interval, by the "
                                    "rule fixed before its runs) decides, not this ranking."])
@@ -265,7 +291,7 @@ def comparison_figure(table: pd.DataFrame, title: str) -> Figure:
 
 
 def summarise_runs(runs: pd.DataFrame, title: str, metric: str = DEFAULT_METRIC, mode: str = "max",
-                   pool: bool = False) -> tuple[pd.DataFrame, Figure, BestRun]:
+                   pool: bool = False) -> tuple[pd.DataFrame, Figure, BestRun | None]:
     """The comparison table, its figure and the best run of `runs` (MLflow's DataFrame of finished runs)."""
     if runs.empty:
         raise LookupError(f"no finished training runs in {title}")
@@ -275,7 +301,7 @@ def summarise_runs(runs: pd.DataFrame, title: str, metric: str = DEFAULT_METRIC,
 
 
 def summarise_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str = DEFAULT_METRIC,
-                    mode: str = "max") -> tuple[pd.DataFrame, Figure, BestRun]:
+                    mode: str = "max") -> tuple[pd.DataFrame, Figure, BestRun | None]:
     """Compare the finished children of a sweep's parent run: (table, figure, best child) to log into the parent."""
     runs = training_runs(client, experiment_id, parent_run_id)
     return summarise_runs(runs, f"sweep {parent_run_id}", metric, mode)
@@ -302,7 +328,7 @@ class Comparison(NamedTuple):
 
     table: pd.DataFrame
     figure: Figure
-    best: BestRun
+    best: BestRun | None
     verdict: str | None = None
 
 
@@ -350,8 +376,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--experiment", default="idc", help="MLflow experiment name (default: idc)")
     parser.add_argument("--tracking-uri", default=None,
                         help="default: $MLFLOW_TRACKING_URI, else the project's sqlite:///<project>/mlflow.db")
-    parser.add_argument("--sweep", default=None, help="a sweep's output folder or parent run id (default: the latest)")
-    parser.add_argument("--all", action="store_true", help="every finished training run of the experiment")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--sweep", default=None, help="a sweep's output folder or parent run id (default: the latest)")
+    which.add_argument("--all", action="store_true", help="every finished training run of the experiment")
     parser.add_argument("--metric", default=None,
                         help=f"the validation metric ranking the groups (default: {DEFAULT_METRIC}; for a study, "
                              "its decision metric)")
@@ -373,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from error
     write(table, figure, args.out, verdict)
     print(markdown(table))
-    print(f"best run: {best.run_name} ({best.run_id}), {statistic_columns(table)[0]} {best.score:.4f}")
+    print(best_line(best, statistic_columns(table)[0]))
     if verdict:
         print(verdict)
     print(f"Wrote {args.out / 'comparison.md'}, comparison.csv and comparison.png")

@@ -41,6 +41,7 @@ from idclab.tracking.store import (  # noqa: F401  (the reading half, re-exporte
     KIND_TAG,
     MODEL_URI_TAG,
     PARENT_TAG,
+    PATCH_SPLIT,
     SOURCE_RUN_TAG,
     ModelFormatError,
     RunNotFoundError,

@@ -21,6 +21,7 @@ SOURCE_RUN_TAG = "idclab.source_run_id"
 CHECKPOINT_TAG = "best_checkpoint"
 MODEL_URI_TAG = "model_uri"
 PARENT_TAG = "mlflow.parentRunId"
+PATCH_SPLIT = "patches"  # `split=patches`: patients in training and validation alike, so never a best run
 
 
 class ModelFormatError(ValueError):
@@ -110,22 +111,36 @@ def fetch_model(client: MlflowClient, model_uri: str, download_dir: str | Path) 
 
 
 def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:
-    """The finished training run of an experiment with the best value of `metric`."""
+    """The finished training run of an experiment with the best value of `metric`, among those split by patient
+    (a `split=patches` run's validation figures are inflated by patients it trained on)."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise RunNotFoundError(f"no MLflow experiment named {experiment_name!r} at {client.tracking_uri}; "
                           "train first (python train.py)")
     order = "DESC" if mode == "max" else "ASC"
-    runs = client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
-                              order_by=[f"metrics.`{metric}` {order}"], max_results=50)
-    ranked = [r for r in runs if metric in r.data.metrics]
-    if ranked:
-        return ranked[0]
-    if not runs:
+    without_metric, leaky, token = [], 0, None
+    while True:  # best first, page by page, until a run split by patient has the metric
+        page = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
+                                  order_by=[f"metrics.`{metric}` {order}"], max_results=100, page_token=token)
+        for run in page:
+            if run.data.params.get("split") == PATCH_SPLIT:
+                leaky += 1
+            elif metric in run.data.metrics:
+                return run
+            else:
+                without_metric.append(run)
+        token = page.token
+        if not token:
+            break
+    if not without_metric and not leaky:
         raise RunNotFoundError(f"no finished training run in experiment {experiment_name!r} at {client.tracking_uri}; "
                                "train first (python train.py)")
-    known = sorted({m for r in runs for m in r.data.metrics if not m.startswith("system/")})
+    if not without_metric:
+        raise RunNotFoundError(f"every finished training run of experiment {experiment_name!r} was trained on "
+                               f"split={PATCH_SPLIT}, which validates on patients it trained on: none is a best run; "
+                               "train with a patient split")
+    known = sorted({m for r in without_metric for m in r.data.metrics if not m.startswith("system/")})
     raise RunNotFoundError(f"no finished training run of experiment {experiment_name!r} has metric {metric!r}; "
                            f"its runs have: {', '.join(known)}")
 

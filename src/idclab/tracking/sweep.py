@@ -165,8 +165,10 @@ class SweepParentRun(Callback):
         run.log_text(table.to_csv(index=False), "comparison/comparison.csv")
         run.log_figure(figure, "comparison/comparison.png")
         words = answer(table)
-        run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name, NOTE_TAG: words})
-        run.log_metrics({self.monitor: best.score})
+        run.set_tags({NOTE_TAG: words})
+        if best is not None:  # None: every finished child was trained on split=patches
+            run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name})
+            run.log_metrics({self.monitor: best.score})
         return words
 
 

@@ -19,7 +19,7 @@ def what_runs(overrides: Sequence[str]) -> str:
 
 def data_words(summary: dict[str, Any]) -> str:
     """`synthetic data: 2804 patches of 20 patients (1905 train, 487 val, 412 test)`, and the skipped files if any."""
-    patients = sum(len(names) for names in summary["patients"].values())
+    patients = len({name for names in summary["patients"].values() for name in names})  # split=patches: shared
     split = ", ".join(f"{sum(counts.values())} {name}" for name, counts in summary["split_counts"].items())
     skipped = sum(summary["skipped_files"].values())
     note = f"; {skipped} files skipped (see data/summary.json)" if skipped else ""
