@@ -301,10 +301,9 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     members = torch.stack([torch.sigmoid(m(images)) for m in ensemble.model]).mean(0)
     assert torch.allclose(ensemble.probabilities(images), members, atol=1e-5)
     assert parent.data.tags["model_uri"]
-    for split_from in ("recorded", "fresh"):  # refused before anything is registered: no validation of its own
+    for split_from in ("recorded", "fresh"):  # refused before any evaluation run: no validation of its own
         with pytest.raises(ConfigError, match="records no validation patients"):
-            evaluate(make_cfg("tta=true", "register.name=cv-model", f"split_from={split_from}",
-                              config_name="evaluate"))
+            evaluate(make_cfg("tta=true", f"split_from={split_from}", config_name="evaluate"))
     with pytest.raises(ConfigError, match="records no test patients"):  # split.test=0: the estimate is out of fold
         evaluate(make_cfg("register.name=cv-model", config_name="evaluate"))
     assert client.search_registered_models() == []

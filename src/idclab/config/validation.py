@@ -102,8 +102,9 @@ def check_trainer(trainer: DictConfig) -> None:
 
     options = OmegaConf.to_container(trainer, resolve=True)
     accepted = inspect.signature(pl.Trainer.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())  # a wrapped __init__
     for key in options:
-        if key not in accepted:
+        if key not in accepted and not takes_any:
             raise ConfigError(f"trainer.{key} is not an option of Lightning's Trainer")
     flags, silenced = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark), \
         logging.root.manager.disable
