@@ -53,3 +53,26 @@ def test_stain_changes_colours(patch, batched):
     assert all(o.shape == patch.shape and o.dtype == np.uint8 for o in outputs)
     assert any(abs(float(o.mean()) - float(patch.mean())) > 1 for o in outputs)
     assert (augmentation.per_batch is not None) == batched
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_p_flip_zero_leaves_rotations_only(patch, batched):
+    """augment.p_flip: 0 never mirrors a patch (the four rotations only); 1 always does."""
+    torch.manual_seed(0)
+    turns = [np.rot90(patch, k) for k in range(4)]
+    for p_flip, allowed in ((0.0, turns), (1.0, [np.rot90(np.flipud(np.fliplr(patch)), k) for k in range(4)])):
+        augmentation = basic(p_flip=p_flip, batched=batched)
+        if batched:
+            batch = torch.from_numpy(np.stack([patch] * 32)).permute(0, 3, 1, 2).contiguous()
+            outputs = [o.permute(1, 2, 0).numpy() for o in augmentation.per_batch(batch)]
+        else:
+            outputs = [augmentation.per_sample(image=patch)["image"] for _ in range(32)]
+        assert all(any(np.array_equal(o, a) for a in allowed) for o in outputs), p_flip
+
+
+def test_p_stain_zero_leaves_the_colours(patch):
+    """augment.p_stain is the chance of the stain and colour jitter: 0 leaves every patch's colours as they were."""
+    still = stain(p_stain=0.0, brightness=0.5, batched=True)
+    assert all(np.array_equal(still.per_sample(image=patch)["image"], patch) for _ in range(10))
+    jittered = stain(p_stain=1.0, batched=True)
+    assert not any(np.array_equal(jittered.per_sample(image=patch)["image"], patch) for _ in range(10))

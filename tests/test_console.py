@@ -130,3 +130,15 @@ def test_every_job_of_a_sweep_is_checked_before_hydra_starts(capsys, arguments, 
 
 def test_another_sweepers_jobs_are_left_to_it():
     check_first(PROJECT / "conf", "train", ["-m", "hydra/sweeper=basic", "model.dropout=0.1,1.5"])
+
+
+def test_a_search_goes_the_way_its_metric_is_better():
+    """train.py returns checkpoint.monitor's best value: Optuna maximising a loss would search for the worst runs."""
+    lower = ["-m", "hparams_search=optuna", "checkpoint.monitor=val_loss", "checkpoint.mode=min"]
+    with pytest.raises(SystemExit) as done:
+        check_first(PROJECT / "conf", "train", lower)
+    assert done.value.code == 2
+    check_first(PROJECT / "conf", "train", [*lower, "hydra.sweeper.direction=minimize"])
+    check_first(PROJECT / "conf", "train", ["-m", "hparams_search=optuna"])
+    with pytest.raises(SystemExit):  # what Optuna's jobs share is checked before the search opens its run
+        check_first(PROJECT / "conf", "train", ["-m", "hparams_search=optuna", "checkpoint.monitor=val_loss"])

@@ -154,3 +154,26 @@ def test_a_neighbourhood_config_builds_a_six_channel_model_and_a_bad_one_is_refu
     three = write_checkpoint(tmp_path / "three.ckpt", config)  # 3-channel weights saved with a neighbourhood config
     with pytest.raises(CheckpointError, match="does not match the model config"):
         load_classifier(three)
+
+
+@pytest.mark.parametrize(("config", "widths", "dropout"), [
+    ({"name": "ann", "hidden": [64, 16], "dropout": 0.25}, [64, 16], 0.25),
+    ({"name": "cnn", "channels": [8, 16, 24], "dense": 40, "dropout": 0.1}, [8, 16, 24, 40], 0.1),
+    ({"name": "janowczyk", "dense": 20, "dropout": 0.3}, [20], 0.3),
+    ({"name": "idcnet", "widths": [8, 12, 20], "depth": 1, "residual": False, "dropout": 0.4}, [8, 12, 20], 0.4),
+])
+def test_a_models_shape_and_dropout_follow_its_config(config, widths, dropout):
+    """Each model key changes the network: its layers' widths and its dropout are the config's."""
+    model = registry.build("model", config, in_channels=3)
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    outputs = [m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels for m in layers]
+    assert all(width in outputs for width in widths), outputs
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {dropout}
+    assert model(torch.zeros(2, 3, 50, 50)).shape[0] == 2
+
+
+def test_weight_decay_reaches_the_optimizer(make_cfg):
+    for decay in (0.0, 0.05):
+        config = OmegaConf.to_container(make_cfg(f"optim.weight_decay={decay}"), resolve=True)
+        (group,) = build_classifier(config, [30, 10], [0.5] * 3, [0.2] * 3).configure_optimizers().param_groups
+        assert group["weight_decay"] == decay

@@ -203,3 +203,19 @@ def test_the_recipe_composes_with_an_external_split_into_one_run_with_test_metri
     assert run.data.params["split"] == "external" and "test_balanced_accuracy" in run.data.metrics
     assert run.data.params["context"] == "neighbours" and "context_weight" in run.data.metrics
     assert run.data.params["ensemble.members"] == "2" and run.data.tags["best_checkpoint"].endswith("ensemble.ckpt")
+
+
+def test_the_best_checkpoint_follows_the_monitor_in_its_direction(make_cfg, tmp_path):
+    """checkpoint.monitor and checkpoint.mode pick the kept epoch (and early stopping's): a loss is kept lowest."""
+    from omegaconf import OmegaConf
+
+    from idclab.training.plan import fit_plan
+    from idclab.training.trainer import make_trainer
+
+    for monitor, mode in (("val_auprc", "max"), ("val_loss", "min")):
+        config = OmegaConf.to_container(make_cfg(f"checkpoint.monitor={monitor}", f"checkpoint.mode={mode}",
+                                                 "early_stopping.patience=2"), resolve=True)
+        trainer, checkpoint = make_trainer(fit_plan(config), tmp_path, logger=False)
+        assert (checkpoint.monitor, checkpoint.mode) == (monitor, mode)
+        (stopping,) = [c for c in trainer.callbacks if type(c).__name__ == "EarlyStopping"]
+        assert (stopping.monitor, stopping.mode) == (monitor, mode)

@@ -25,6 +25,7 @@ BAD = [
     ("report.heatmap_patients=[8975,[1]]", "report.heatmap_patients must be an integer >= 0 or a list of patient"),
     ("split=external", "split.root must name the second site's data root"),
     ("data.strict=maybe", "data.strict must be true or false"),
+    ("data.root=/tmp", "data.root is read with data=idc; data=synthetic generates its patches"),
     ("cv.folds=1", "cv.folds must be null or an integer >= 2"),
     ("cv.val=1.5", "cv.val must be a fraction in (0, 1) or next_fold"),
     ("cv.val=0", "cv.val must be a fraction in (0, 1) or next_fold"),

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -152,8 +153,22 @@ def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
         set_verbose(bool(config.get("verbose", False)))  # from the start: a sweep's callbacks open the store first
         skip = {o.key_or_group for o in overrides if o.is_sweep_override()}
         first_checks(config, skip | set(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}))
+        if args.multirun and config_name == "train":
+            check_search_direction(config, overrides)
         if args.multirun and config_name == "train" and OmegaConf.select(config, "study.name") is None:
             check_sweep_jobs(config_name, config, args.overrides)
+
+
+def check_search_direction(config: DictConfig, overrides: list[Override]) -> None:
+    """A sweeper that optimises (Optuna's `direction`) must go the way checkpoint.mode says the score train.py
+    returns (checkpoint.monitor's best) is better: exit 2 with one line otherwise."""
+    given = {o.key_or_group: o.value() for o in overrides if not o.is_sweep_override()}
+    direction = given.get("hydra.sweeper.direction", OmegaConf.select(config, "hydra.sweeper.direction"))
+    wanted = {"max": "maximize", "min": "minimize"}.get(OmegaConf.select(config, "checkpoint.mode"))
+    if isinstance(direction, str) and wanted and direction != wanted:
+        fail(f"hydra.sweeper.direction={direction} but checkpoint.monitor={config.checkpoint.monitor} is better "
+             f"when {'higher' if wanted == 'maximize' else 'lower'} (checkpoint.mode={config.checkpoint.mode}): add "
+             f"hydra.sweeper.direction={wanted}")
 
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -162,8 +177,8 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 def check_sweep_jobs(config_name: str, config: DictConfig, arguments: list[str]) -> None:
     """Compose and validate every job of a multirun under Hydra's basic sweeper (each combination of the swept
     values) before the sweep opens its MLflow run: the first job that cannot work is one line, exit 2, naming its
-    swept values when the mistake is that job's alone. A study's sweeper checks its own jobs, another sweeper's are
-    left to it. Imports torch: building a timm model is part of the check."""
+    swept values when the mistake is that job's alone. A study's sweeper checks its own jobs; under another sweeper
+    (Optuna) only the config its jobs share is checked. Imports torch: building a timm model is part of the check."""
     from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -175,6 +190,10 @@ def check_sweep_jobs(config_name: str, config: DictConfig, arguments: list[str])
 
     if (OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER
             or any(a.lstrip("+~").startswith("hydra/sweeper=") for a in arguments)):
+        try:  # another sweeper draws its jobs itself: what they share (the swept keys at their defaults) is checked
+            validate_train_config(job_view(config), start=not config.get("resume"))
+        except (ConfigError, OptionError, DataLayoutError) as error:
+            fail(str(error))
         return
     params = [f"{key}={value}" for key, value in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
     try:

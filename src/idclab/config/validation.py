@@ -313,6 +313,9 @@ def validate_train_config(cfg: DictConfig, start: bool = True) -> None:
         raise ConfigError("split.root must name the second site's data root for split=external")
     if cfg.data.source != "synthetic":
         require_root(cfg.data.root)
+    elif cfg.data.get("root"):
+        raise ConfigError(f"data.root is read with data=idc; data=synthetic generates its patches (add data=idc to "
+                          f"train on {cfg.data.root})")
     if cfg.split.get("root"):
         require_root(cfg.split.root)
     check_direction(cfg, "checkpoint.monitor", "checkpoint.mode")

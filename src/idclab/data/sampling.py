@@ -36,13 +36,14 @@ class Shuffle(Sampler[int]):
         return self.size
 
 
-def weighted(labels: np.ndarray, seed: int, replacement: bool = True) -> WeightedRandomSampler:
-    """Draw patches with probability inversely proportional to their class frequency."""
+def weighted(labels: np.ndarray, seed: int) -> WeightedRandomSampler:
+    """Draw patches, with replacement, with probability inversely proportional to their class frequency (without
+    replacement an epoch would draw every patch once: a shuffle, not a balance)."""
     counts = np.bincount(labels, minlength=2).astype(np.float64)
     weights = 1.0 / counts[labels]
     generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(labels),
-                                 replacement=replacement, generator=generator)
+    return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(labels), replacement=True,
+                                 generator=generator)
 
 
 class ImbalancedLearnSampler(Sampler[int]):
