@@ -117,6 +117,9 @@ def test_cluster_and_gpu_configs_compose(make_cfg):
     assert (gpu.trainer.accelerator, gpu.trainer.devices, gpu.trainer.precision) == ("gpu", 1, "bf16-mixed")
     ddp = make_cfg("trainer=ddp")
     assert ddp.trainer.strategy == "ddp" and ddp.trainer.num_nodes == 1
+    from idclab.config.validation import check_trainer
+
+    check_trainer(ddp.trainer)  # Lightning builds it: DDP over 2 CPU processes is a real setting here too
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")

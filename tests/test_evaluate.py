@@ -196,13 +196,13 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
     model_uri = run.data.tags["model_uri"]
-    evaluate(eval_cfg(make_cfg, "register.name=idc-classifier", "register.alias=champion",
+    evaluate(eval_cfg(make_cfg, "register.name=idc-classifier", "register.alias=staging",
                       f"paths.output_dir={tmp_path / 'register'}"))
-    version = client.get_model_version_by_alias("idc-classifier", "champion")
+    version = client.get_model_version_by_alias("idc-classifier", "staging")
     assert version.run_id == run.info.run_id and version.source == model_uri
     (registered,) = evaluation_runs(client)
     assert registered.info.run_name == f"register idc-classifier v{version.version}"
-    checkpoint, source_run = fetch_model(client, "models:/idc-classifier@champion", tmp_path / "dl")
+    checkpoint, source_run = fetch_model(client, "models:/idc-classifier@staging", tmp_path / "dl")
     classifier = load_classifier(checkpoint)
     assert source_run.info.run_id == run.info.run_id
     model_files = {p.name for p in checkpoint.parents[1].rglob("*")}
@@ -213,7 +213,7 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     import mlflow.pyfunc
 
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    model = mlflow.pyfunc.load_model("models:/idc-classifier@champion")
+    model = mlflow.pyfunc.load_model("models:/idc-classifier@staging")
     assert model.metadata.signature is not None
     patches = np.random.default_rng(0).integers(0, 255, (3, 50, 50, 3), dtype=np.uint8)
     output = model.predict(patches)
@@ -221,11 +221,11 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     placed = model.predict(patches, params={"patient": ["p"] * 3, "x": [0, 50, 100], "y": [0, 0, 0]})
     assert placed["probability"].tolist() == output["probability"].tolist()  # trained without context
     assert not placed["in_context"].any()
-    results = evaluate(eval_cfg(make_cfg, "model_uri=models:/idc-classifier@champion",
+    results = evaluate(eval_cfg(make_cfg, "model_uri=models:/idc-classifier@staging",
                                 f"paths.output_dir={tmp_path / 'from_registry'}"))
     assert results["test_auroc"] == pytest.approx(run.data.metrics["test_auroc"], abs=1e-6)
     names = {r.info.run_name for r in evaluation_runs(client)}
-    assert names == {f"register idc-classifier v{version.version}", "eval models:/idc-classifier@champion"}
+    assert names == {f"register idc-classifier v{version.version}", "eval models:/idc-classifier@staging"}
     assert {r.data.tags["idclab.source_run_id"] for r in evaluation_runs(client)} == {run.info.run_id}
 
 

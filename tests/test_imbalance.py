@@ -49,7 +49,8 @@ def test_thresholds_meet_their_definitions():
     sens = tune_threshold(TARGETS, PROBS, "sensitivity", target_sensitivity=0.9)
     assert (PROBS[TARGETS == 1] >= sens).mean() >= 0.9
     assert (PROBS[TARGETS == 1] >= sens + 1e-3).mean() < 0.9  # the highest such threshold
-    assert tune_threshold(np.zeros(5, int), np.random.rand(5), "max_f1", value=0.5) == 0.5
+    for method in ("max_f1", "youden", "sensitivity"):  # one class only: nothing to tune, threshold.value is used
+        assert tune_threshold(np.zeros(5, int), np.random.rand(5), method, value=0.3) == 0.3
     with pytest.raises(ValueError, match="threshold.name"):
         tune_threshold(TARGETS, PROBS, "magic")
 

@@ -160,3 +160,13 @@ def test_a_run_fits_on_training_patches_and_evaluates_with_the_stored_target(mak
     fit_stain(expected, data.cache.images, data.split.rows["train"], cfg.seed)
     for name, buffer in expected.named_buffers():
         assert torch.equal(loaded.stain.get_buffer(name), buffer), name
+
+
+def test_macenkos_alpha_and_beta_change_the_fit():
+    """stain.alpha picks the extreme angles taken as H and E; stain.beta the density below which a pixel is
+    background (a high one leaves no patch stained enough to normalise)."""
+    images = real_like_patches().float() / 255
+    vectors, _, _, enough = Macenko().stains(images)
+    wider, _, _, _ = Macenko(alpha=20.0).stains(images)
+    assert enough.any() and not torch.allclose(vectors[enough], wider[enough], atol=1e-3)
+    assert not Macenko(beta=3.0).stains(images)[3].any()

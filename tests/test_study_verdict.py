@@ -65,6 +65,9 @@ def test_the_interval_widens_with_patients_that_disagree():
     baseline = frame([0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.2], TARGETS, PATIENTS)
     _, mean, low, high = paired_bootstrap([strategy], [baseline], "auroc", Rule(resamples=400))
     assert mean == pytest.approx(0.0) and low < 0 < high
+    _, _, narrow_low, narrow_high = paired_bootstrap([strategy], [baseline], "auroc",
+                                                     Rule(resamples=400, confidence=0.5))
+    assert low <= narrow_low <= narrow_high <= high and narrow_high - narrow_low < high - low  # rule.confidence
 
 
 @pytest.mark.parametrize(("gains", "low", "high", "expected"), [

@@ -57,3 +57,19 @@ def test_patients_differ_in_stain(tmp_path):
                            for i in rows]).reshape(-1, 3)
         colour.append(pixels.mean(axis=0))
     assert np.ptp(np.array(colour), axis=0).max() > 5
+
+
+@pytest.mark.slow
+def test_the_generators_settings_change_the_data(tmp_path):
+    """tumour_burden moves the IDC share, edge_fraction makes edge patches smaller than 50x50, label_noise flips
+    labels on tumour borders."""
+    def made(name: str, **changes):
+        return scan(generate(tmp_path / name, SyntheticSpec(**{**SMALL.__dict__, **changes}), workers=1))
+
+    low, high = made("low", tumour_burden=0.1), made("high", tumour_burden=0.6)
+    assert low.labels.mean() < high.labels.mean()
+    clean, edged = made("clean", edge_fraction=0.0), made("edged", edge_fraction=1.0)
+    smaller = [sum(Image.open(index.root / p).size != (50, 50) for p in index.paths) for index in (clean, edged)]
+    assert smaller[0] == 0 < smaller[1]
+    flipped = made("noisy", edge_fraction=0.0, label_noise=1.0)
+    assert sorted(flipped.paths) != sorted(clean.paths) and len(flipped.paths) == len(clean.paths)  # same patches
