@@ -219,3 +219,18 @@ def test_the_best_checkpoint_follows_the_monitor_in_its_direction(make_cfg, tmp_
         assert (checkpoint.monitor, checkpoint.mode) == (monitor, mode)
         (stopping,) = [c for c in trainer.callbacks if type(c).__name__ == "EarlyStopping"]
         assert (stopping.monitor, stopping.mode) == (monitor, mode)
+
+
+@pytest.mark.slow
+def test_a_fast_dev_run_checks_the_pipeline_with_one_batch_and_tests_its_last_weights(make_cfg):
+    """trainer.fast_dev_run: one batch of each loop, no checkpoint saved (Lightning also mutes its logger): the run
+    tests the weights it ends with and writes its report."""
+    cfg = make_cfg("trainer.fast_dev_run=true")
+    train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    out_dir = Path(run.data.tags["output_dir"])
+    assert run.info.status == "FINISHED" and not list(out_dir.glob("checkpoints/*.ckpt"))
+    report = json.loads((out_dir / "test" / "metrics.json").read_text())
+    assert "test_auroc" in report and report["test_tp"] + report["test_fn"] + report["test_tn"] + report[
+        "test_fp"] <= cfg.data.batch_size  # one test batch

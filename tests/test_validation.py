@@ -26,6 +26,8 @@ BAD = [
     ("split=external", "split.root must name the second site's data root"),
     ("data.strict=maybe", "data.strict must be true or false"),
     ("data.root=/tmp", "data.root is read with data=idc; data=synthetic generates its patches"),
+    ("trainer.fast_dev_run=true ensemble.members=2", "trainer.fast_dev_run saves no checkpoint: ensemble.members=2"),
+    ("trainer.fast_dev_run=true cv.folds=3", "trainer.fast_dev_run saves no checkpoint: cv.folds=3"),
     ("cv.folds=1", "cv.folds must be null or an integer >= 2"),
     ("cv.val=1.5", "cv.val must be a fraction in (0, 1) or next_fold"),
     ("cv.val=0", "cv.val must be a fraction in (0, 1) or next_fold"),

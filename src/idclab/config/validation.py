@@ -319,6 +319,11 @@ def validate_train_config(cfg: DictConfig, start: bool = True) -> None:
     if cfg.split.get("root"):
         require_root(cfg.split.root)
     check_direction(cfg, "checkpoint.monitor", "checkpoint.mode")
+    if cfg.trainer.get("fast_dev_run"):
+        for key, alone in (("ensemble.members", 1), ("cv.folds", None)):
+            if OmegaConf.select(cfg, key, default=alone) not in (alone, 1):
+                raise ConfigError(f"trainer.fast_dev_run saves no checkpoint: {key}={OmegaConf.select(cfg, key)} "
+                                  "builds its model from each member's or fold's best one (drop either)")
     check_family_model(cfg, start)
     check_trainer(cfg.trainer)
 
