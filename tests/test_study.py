@@ -173,7 +173,7 @@ def test_a_study_runs_its_jobs_skips_finished_pairs_and_logs_its_verdict(root, c
     client, (parent,), runs = study_runs(root)
     assert len(runs) == 4 and parent.info.status == "FINISHED"
     assert parent.data.tags["study.verdict.focal"] == "better"
-    assert parent.data.tags["mlflow.note.content"].startswith("# Study smoke: verdict")
+    assert parent.data.tags["mlflow.note.content"].startswith("# Study smoke: focal better than bce")
     verdict = client.download_artifacts(parent.info.run_id, "study/verdict.csv", str(root))
     assert Path(verdict).read_text().splitlines()[1].startswith("focal,cv_val_pooled_auroc,0.5,0.5,0.5,0.5,0.5,better")
 

@@ -96,6 +96,7 @@ def test_verdict_table_calls_each_strategy_and_marks_missing_seeds_incomplete():
     text = verdict_markdown(table, "smoke", "bce", "cv_val_pooled_auroc", Rule(margin=0.1, resamples=100))
     assert "exceeds 0.1" in text and "| focal " in text and "+0.5000" in text
     assert "**focal better than bce. Incomplete (a seed without a finished run): ranking;" in text
+    assert text.splitlines()[0] == "# Study smoke: focal better than bce (incomplete: ranking)"  # the UI shows it
 
 
 def test_conclusion_says_when_nothing_separates():

@@ -137,10 +137,24 @@ def verdict_table(predictions: Mapping[tuple[str, int], pd.DataFrame], strategie
     return pd.DataFrame(rows)
 
 
+def separated(table: pd.DataFrame, baseline: str) -> list[str]:
+    """`focal better than bce`, `weighted worse than bce`: the strategies separated from the baseline, by kind."""
+    return [f"{', '.join(table.loc[table['verdict'] == kind, 'strategy'])} {kind} than {baseline}"
+            for kind in ("better", "worse") if (table["verdict"] == kind).any()]
+
+
+def headline(table: pd.DataFrame, baseline: str) -> str:
+    """The verdict in one line, as the MLflow runs table shows a description: what separates, what is missing."""
+    missing = list(table.loc[table["verdict"] == "incomplete", "strategy"])
+    parts = separated(table, baseline)
+    text = "; ".join(parts) if parts else "no verdict yet" if len(missing) == len(table) else \
+        f"nothing separates from {baseline}"
+    return text + (f" (incomplete: {', '.join(missing)})" if missing and len(missing) < len(table) else "")
+
+
 def conclusion(table: pd.DataFrame, baseline: str) -> str:
     """The verdict in plain words: which strategies are separated from the baseline, either way."""
-    parts = [f"{', '.join(table.loc[table['verdict'] == kind, 'strategy'])} {kind} than {baseline}"
-             for kind in ("better", "worse") if (table["verdict"] == kind).any()]
+    parts = separated(table, baseline)
     missing = list(table.loc[table["verdict"] == "incomplete", "strategy"])
     if parts:
         text = "; ".join(parts) + "."
@@ -157,5 +171,6 @@ def verdict_markdown(table: pd.DataFrame, name: str, baseline: str, metric: str,
     numbers = [c for c in shown.columns if c.startswith("gain_seed_") or c in ("mean_gain", "ci_low", "ci_high")]
     for column in numbers:
         shown[column] = [f"{v:+.4f}" if pd.notna(v) else "-" for v in shown[column]]
-    return (f"# Study {name}: verdict\n\nEach strategy against the baseline `{baseline}`, same seeds. "
+    return (f"# Study {name}: {headline(table, baseline)}\n\n"
+            f"Each strategy against the baseline `{baseline}`, same seeds. "
             f"{rule.words(metric)}\n\n{shown.to_markdown(index=False)}\n\n**{conclusion(table, baseline)}**\n")
