@@ -62,13 +62,13 @@ def is_validation_metric(name: Any) -> bool:
     return isinstance(name, str) and name.startswith(VALIDATION_METRIC_PREFIXES)
 
 
-LOWER_IS_BETTER = ("loss", "_fp", "_fn", "_ece", "_brier")  # metric names (or endings) minimised, not maximised
+LOWER_IS_BETTER = ("_fp", "_fn", "_ece", "_brier")  # metric endings minimised, as is any loss
 
 
 def better_when(metric: str) -> str:
     """`min` for a metric that is better when lower (a loss, false positives or negatives, calibration error),
     else `max`."""
-    return "min" if "loss" in metric or metric.endswith(LOWER_IS_BETTER[1:]) else "max"
+    return "min" if "loss" in metric or metric.endswith(LOWER_IS_BETTER) else "max"
 
 
 def check_direction(cfg: DictConfig, metric_key: str, mode_key: str) -> None:
