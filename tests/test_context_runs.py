@@ -28,7 +28,8 @@ def only_run(cfg):
 
 @pytest.mark.slow
 def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_predict(make_cfg, tmp_path):
-    cfg = make_cfg("context=neighbours", "context.weight=0.5", "logger.log_model=true", *FULL_SPLITS)
+    cfg = make_cfg("context=neighbours", "context.weight=0.5", "context.radius=2", "logger.log_model=true",
+                   *FULL_SPLITS)
     train(cfg)
     client, run = only_run(cfg)
     metrics = run.data.metrics
@@ -37,7 +38,7 @@ def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_p
     assert metrics["test_auroc"] != metrics["test_without_context_auroc"]  # the option changed the scores
     checkpoint = run.data.tags["best_checkpoint"]
     classifier = load_classifier(checkpoint)
-    assert (classifier.context_weight, classifier.context_radius) == (0.5, 1)
+    assert (classifier.context_weight, classifier.context_radius) == (0.5, 2)
     assert classifier.patch_threshold == pytest.approx(metrics["patch_threshold"])
 
     evaluated = evaluate(make_cfg(f"ckpt_path={checkpoint}", config_name="evaluate"))
@@ -52,10 +53,11 @@ def test_context_is_stored_with_the_model_and_applied_the_same_at_evaluate_and_p
     with open(tmp_path / "out" / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
     alone = np.array([float(r["patch_probability"]) for r in rows])
-    neighbours = neighbour_matrix(np.array([r["patient"] for r in rows]), np.array([int(r["x"]) for r in rows]),
-                                  np.array([int(r["y"]) for r in rows]), radius=1)
+    where = [np.array([r["patient"] for r in rows]), np.array([int(r["x"]) for r in rows]),
+             np.array([int(r["y"]) for r in rows])]
     blended = np.array([float(r["probability"]) for r in rows])
-    assert blended == pytest.approx(smooth(alone, neighbours, 0.5), abs=1e-5)
+    assert blended == pytest.approx(smooth(alone, neighbour_matrix(*where, radius=2), 0.5), abs=1e-5)
+    assert not np.allclose(blended, smooth(alone, neighbour_matrix(*where, radius=1), 0.5))  # the radius counts
     assert not np.allclose(blended, alone)
     assert [int(r["label"]) for r in rows] == (blended >= classifier.threshold).astype(int).tolist()
 

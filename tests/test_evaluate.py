@@ -111,7 +111,7 @@ def test_evaluate_a_given_checkpoint(make_cfg, trained):
 def test_a_checkpoint_cannot_choose_where_evaluation_writes_or_how_many_processes_it_starts(make_cfg, trained,
                                                                                              tmp_path, monkeypatch):
     """A synthetic-trained model's data are regenerated under the evaluating project's own folder, whatever folder
-    the checkpoint's config names; worker counts come from the evaluate config too."""
+    the checkpoint's config names; worker counts and the batch size come from the evaluate config too."""
     client = MlflowClient(trained.logger.tracking_uri)
     run = client.search_runs([client.get_experiment_by_name("idc").experiment_id])[0]
     checkpoint = torch.load(run.data.tags["best_checkpoint"], weights_only=True)
@@ -124,7 +124,7 @@ def test_a_checkpoint_cannot_choose_where_evaluation_writes_or_how_many_processe
     module, build = idclab.evaluation.evaluate.PatchDataModule, idclab.data.datamodule.load_or_build
 
     def data_module(data, batch_size, num_workers, **options):
-        started["loader"] = num_workers
+        started["loader"] = (batch_size, num_workers)
         return module(data, batch_size, num_workers, **options)
 
     def cache(index, cache_dir, decode_workers):
@@ -134,9 +134,10 @@ def test_a_checkpoint_cannot_choose_where_evaluation_writes_or_how_many_processe
     monkeypatch.setattr(idclab.evaluation.evaluate, "PatchDataModule", data_module)
     monkeypatch.setattr(idclab.data.datamodule, "load_or_build", cache)
     results = evaluate(eval_cfg(make_cfg, f"ckpt_path={tmp_path / 'shared.ckpt'}", "data.decode_workers=1",
+                                "batch_size=7",
                                 f"data.generated_dir={regenerated}", f"paths.output_dir={tmp_path / 'out'}"))
     assert "test_auroc" in results and not victim.exists() and any(regenerated.rglob("*.png"))
-    assert started == {"loader": 0, "decoder": 1}  # the evaluate config's, not the checkpoint's 3 and 64
+    assert started == {"loader": (7, 0), "decoder": 1}  # the evaluate config's, not the checkpoint's 3 and 64
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from idclab.classifier.ensemble import save_ensemble
 from idclab.config.build import CheckpointError, build_classifier, load_classifier
 from idclab.config.checkpoint import load_predictor
 from idclab.data.layout import patch_file_name
-from idclab.evaluation.prediction import Prediction, patient_summary, predict_and_write
+from idclab.evaluation.prediction import Prediction, patient_summary, predict_and_write, predict_files
 
 UNWANTED = ("pytorch_lightning", "lightning", "mlflow", "sklearn", "pandas", "scipy", "matplotlib", "torchvision",
             "timm", "albumentations", "imblearn", "torchmetrics")
@@ -186,3 +186,31 @@ def test_predicting_one_patch_imports_only_what_prediction_uses(make_cfg, tmp_pa
     assert lines[0].startswith(f"Model: {checkpoint}") and lines[2].endswith(str(patch))
     assert lines[-1].startswith("CSV: ") and len(lines) == 4
     assert not (tmp_path / "mlflow.db").exists()  # a checkpoint file: no store needed, none made
+
+
+class RecordingScorer:
+    """What predict_files uses of a classifier, recording the size of every batch it scores."""
+
+    device = torch.device("cpu")
+    threshold = alone_threshold = 0.5
+    uses_context = False
+
+    def __init__(self, input_views: tuple[int, ...]) -> None:
+        self.input_views, self.batches = input_views, []
+
+    def eval(self) -> RecordingScorer:
+        return self
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        self.batches.append(tuple(batch.shape))
+        return torch.full((len(batch),), 0.5)
+
+
+@pytest.mark.parametrize("views", [(), (1,)])
+def test_prediction_scores_files_in_batches_of_batch_size(tmp_path, views):
+    for x in range(5):
+        Image.new("RGB", (50, 50), "pink").save(tmp_path / patch_file_name("p1", x * 50, 0, 0))
+    scorer = RecordingScorer(views)
+    assert len(predict_files(scorer, tmp_path, batch_size=2)) == 5
+    channels = 3 * (1 + len(views))
+    assert scorer.batches == [(2, channels, 50, 50), (2, channels, 50, 50), (1, channels, 50, 50)]

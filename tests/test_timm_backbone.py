@@ -272,6 +272,15 @@ def test_export_refuses_a_model_without_a_timm_backbone(make_cfg, tmp_path: Path
         evaluate(make_cfg("export.weights=x.pth", config_name="evaluate"))
 
 
+def test_export_never_overwrites_a_file(make_cfg, tmp_path: Path):
+    existing = tmp_path / "backbone.safetensors"
+    existing.write_bytes(b"someone's weights")
+    with pytest.raises(ConfigError, match=f"export.weights: {existing} already exists; remove it or choose another "
+                                          "path"):
+        evaluate(make_cfg(f"export.weights={existing}", config_name="evaluate"))
+    assert existing.read_bytes() == b"someone's weights"
+
+
 @pytest.mark.slow
 def test_a_timm_run_trains_evaluates_exports_and_starts_another_with_the_same_first_forward_pass(make_cfg, tmp_path):
     first = make_cfg("model=timm", "model.name=resnet18", "trainer.max_epochs=1")

@@ -86,6 +86,17 @@ def test_run_logs_config_data_facts_checkpoint_and_reports(make_cfg):
 
 
 @pytest.mark.slow
+def test_a_run_can_skip_system_metrics_and_the_checkpoint_upload(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=1", "logger.system_metrics_interval=null", "logger.log_checkpoint=false")
+    train(cfg)
+    (run,) = runs_of(cfg)
+    assert run.info.status == "FINISHED"
+    assert not [name for name in run.data.metrics if name.startswith("system/")]
+    assert MlflowClient(cfg.logger.tracking_uri).list_artifacts(run.info.run_id, "checkpoints") == []
+    assert Path(run.data.tags["best_checkpoint"]).is_file()  # kept on disk, only not uploaded
+
+
+@pytest.mark.slow
 def test_a_crash_marks_the_run_failed(make_cfg, monkeypatch):
     cfg = make_cfg()
 

@@ -10,6 +10,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -424,6 +425,8 @@ def validate_evaluate_config(cfg: DictConfig, trainer: bool = True) -> None:
             if OmegaConf.select(cfg, key) not in (idle, None):
                 raise ConfigError(f"export.weights writes the backbone and does nothing else: drop {key} (run "
                                   "evaluate.py again for it)")
+        if Path(cfg.export.weights).expanduser().exists():
+            raise ConfigError(f"export.weights: {cfg.export.weights} already exists; remove it or choose another path")
     if not one_device(cfg.trainer):
         raise ConfigError("evaluate.py runs on one device: set trainer.devices=1 (and trainer.num_nodes=1); under "
                           "DDP every process would evaluate, each on part of the validation patients")
