@@ -124,9 +124,9 @@ def test_details_only_with_verbose(capsys):
 
 def test_params_leave_out_settings_whose_switch_is_off():
     params = {"cv.folds": "None", "cv.val": "0.15", "cv.seed": "0", "optim.schedule": "none",
-              "optim.warmup_epochs": "0", "optim.lr": "0.001", "loss": "weighted"}
+              "optim.warmup_epochs": "2", "optim.lr": "0.001", "loss": "weighted"}
     assert settings_that_apply(params) == {"cv.folds": "None", "optim.schedule": "none", "optim.lr": "0.001",
-                                           "loss": "weighted"}
+                                           "optim.warmup_epochs": "2", "loss": "weighted"}  # warms up without one
     on = params | {"cv.folds": "5", "optim.schedule": "cosine"}
     assert settings_that_apply(on) == on
 

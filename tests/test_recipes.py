@@ -270,6 +270,8 @@ def test_training_callbacks_follow_the_config(make_cfg):
     ("optim.warmup_epochs=-1", "optim.warmup_epochs must be a number >= 0"),
     ("optim.schedule=cosine trainer.max_epochs=-1", "optim.schedule=cosine needs trainer.max_epochs >= 1"),
     ("optim.schedule=onecycle optim.warmup_epochs=2", "optim.warmup_epochs (2) must be < trainer.max_epochs (2)"),
+    ("optim.warmup_epochs=2", "optim.warmup_epochs (2) must be < trainer.max_epochs (2)"),
+    ("optim.warmup_epochs=1 trainer.max_epochs=-1", "optim.warmup_epochs=1 needs trainer.max_epochs >= 1"),
     ("drw.start_epoch=-1", "drw.start_epoch must be null or an integer >= 0"),
     ("early_stopping.patience=0", "early_stopping.patience must be null or an integer >= 1"),
     ("mixup.alpha=-0.2", "mixup.alpha must be a number >= 0"),

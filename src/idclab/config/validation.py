@@ -372,7 +372,10 @@ def check_recipe(cfg: DictConfig) -> None:
     if schedule != "none" and cfg.trainer.max_epochs == -1:
         raise ConfigError(f"optim.schedule={schedule} needs trainer.max_epochs >= 1 (it spans the whole run)")
     warmup = OmegaConf.select(cfg, "optim.warmup_epochs", default=0)
-    if schedule != "none" and warmup >= cfg.trainer.max_epochs > 0:
+    if warmup and cfg.trainer.max_epochs == -1:
+        raise ConfigError(f"optim.warmup_epochs={warmup} needs trainer.max_epochs >= 1 (its steps are a share of the "
+                          "run's)")
+    if warmup >= cfg.trainer.max_epochs > 0:
         raise ConfigError(f"optim.warmup_epochs ({warmup}) must be < trainer.max_epochs ({cfg.trainer.max_epochs})")
     if OmegaConf.select(cfg, "data.neighbourhood", default=0) and cfg.augment.name == "stain":
         raise ConfigError("augment=stain jitters the colours of one 3-channel patch: with a neighbourhood view "

@@ -76,13 +76,12 @@ def log_inputs(run: TrackedRun, config: dict[str, Any], data: PreparedData, weig
 
 # settings that act only when another is on: (key or key prefix, the switch, the switch's off value); the others
 # are left out of the params, as an option group's keys are those of the chosen option alone
-DEPENDENT_SETTINGS = (("cv.", "cv.folds", "None"), ("optim.warmup_epochs", "optim.schedule", "none"))
+DEPENDENT_SETTINGS = (("cv.", "cv.folds", "None"),)
 CONSOLE_KEYS = ("verbose",)  # how much the console shows: not a setting of the run (no param, tag or run name)
 
 
 def settings_that_apply(params: dict[str, str]) -> dict[str, str]:
-    """Flattened settings without those whose switch is off (`cv.val` without `cv.folds`, `optim.warmup_epochs`
-    without a schedule)."""
+    """Flattened settings without those whose switch is off (`cv.val` without `cv.folds`)."""
     return {key: value for key, value in params.items()
             if not any(key.startswith(prefix) and key != switch and params.get(switch) == off
                        for prefix, switch, off in DEPENDENT_SETTINGS)}
