@@ -121,12 +121,25 @@ def test_evaluate_options_that_cannot_mean_what_they_say_are_refused(make_cfg, o
     ("checkpoint.monitor=val_loss", "checkpoint.monitor=val_loss is better when lower: add checkpoint.mode=min"),
     ("+trainer.foo=1", "trainer.foo is not an option of Lightning's Trainer"),
     ("+trainer.strategy=ddq", "trainer.accelerator=auto, trainer.strategy=ddq: "),
+    ("checkpoint.monitor=val_aurpc", "checkpoint.monitor=val_aurpc is not a metric a run logs on its validation "
+                                     "patients each epoch: one of val_accuracy, "),
+    ("checkpoint.monitor=test_auprc", "checkpoint.monitor=test_auprc is not a metric a run logs on its validation"),
+    ("checkpoint.monitor=train_auprc", "checkpoint.monitor=train_auprc is not a metric a run logs on its validation"),
+    ("+trainer.logger=false", "trainer.logger is set by idclab"),
+    ("+trainer.callbacks=[]", "trainer.callbacks is set by idclab"),
+    ("+trainer.default_root_dir=/tmp/x", "trainer.default_root_dir is set by idclab"),
+    ("+trainer.enable_checkpointing=false", "trainer.enable_checkpointing is set by idclab"),
+    ("drw.start_epoch=2", "drw.start_epoch=2 defers the class weights of the loss or a balancing sampler: loss=bce "
+                          "has none and sampler=none"),
+    ("drw.start_epoch=3 loss=weighted", "drw.start_epoch (3) must be < trainer.max_epochs (2)"),
 ])
 def test_train_options_lightning_or_the_metric_would_refuse_are_refused_first(make_cfg, overrides, message):
     with pytest.raises(ConfigError) as error:
         validate_train_config(make_cfg(*overrides.split()))
     assert message in str(error.value) and "\n" not in str(error.value)
     validate_train_config(make_cfg("checkpoint.monitor=val_loss", "checkpoint.mode=min"))
+    validate_train_config(make_cfg("checkpoint.monitor=val_balanced_accuracy", "drw.start_epoch=1", "loss=focal"))
+    validate_train_config(make_cfg("drw.start_epoch=1", "sampler=weighted"))
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is there")

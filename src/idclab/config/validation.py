@@ -95,6 +95,39 @@ def is_alias(value: Any) -> bool:
             and value.lower() != "latest" and re.fullmatch(r"[vV]\d+", value) is None)
 
 
+def epoch_metrics() -> tuple[str, ...]:
+    """What a run logs on its validation patients each epoch: the metrics `checkpoint.monitor` may pick from."""
+    from idclab.scoring.metrics import binary_metrics
+
+    names = binary_metrics(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]))
+    return (*(f"val_{name}" for name in names), "val_loss")
+
+
+def check_monitor(monitor: Any) -> None:
+    """ConfigError unless `monitor` is a metric the run logs on validation each epoch (a typo, a test metric or a
+    training one would fail after the run opened, or choose the epoch on the patients it reports)."""
+    allowed = epoch_metrics()
+    if monitor not in allowed:
+        raise ConfigError(f"checkpoint.monitor={monitor} is not a metric a run logs on its validation patients each "
+                          f"epoch: one of {', '.join(allowed)}")
+
+
+def check_deferred_reweighting(cfg: DictConfig) -> None:
+    """ConfigError for a `drw.start_epoch` with nothing to defer, or later than the run's last epoch."""
+    start = OmegaConf.select(cfg, "drw.start_epoch")
+    if start is None:
+        return
+    if not reweights_classes(cfg.loss) and cfg.sampler.name not in BALANCING_SAMPLERS:
+        raise ConfigError(f"drw.start_epoch={start} defers the class weights of the loss or a balancing sampler: "
+                          f"loss={cfg.loss.name} has none and sampler={cfg.sampler.name} (use loss=weighted, "
+                          "class_balanced or focal, or sampler=weighted, oversample or undersample)")
+    if start >= cfg.trainer.max_epochs > 0:
+        raise ConfigError(f"drw.start_epoch ({start}) must be < trainer.max_epochs ({cfg.trainer.max_epochs})")
+
+
+SET_BY_IDCLAB = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "enable_model_summary")
+
+
 def check_trainer(trainer: DictConfig) -> None:
     """ConfigError, in one line, for trainer settings Lightning would refuse once a run is open: a key its Trainer
     does not take, an accelerator this machine lacks, an unknown strategy. Builds (and drops) a Trainer without
@@ -107,6 +140,9 @@ def check_trainer(trainer: DictConfig) -> None:
     for key in options:
         if key not in accepted and not takes_any:
             raise ConfigError(f"trainer.{key} is not an option of Lightning's Trainer")
+        if key in SET_BY_IDCLAB:
+            raise ConfigError(f"trainer.{key} is set by idclab (the MLflow logger, its callbacks and checkpoints in "
+                              "the run's output folder; verbose=true shows the model summary): drop it")
     flags, silenced = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark), \
         logging.root.manager.disable
     logging.disable(logging.WARNING)  # the real trainer says it all again: device lines, precision warnings
@@ -319,7 +355,9 @@ def validate_train_config(cfg: DictConfig, start: bool = True) -> None:
                           f"train on {cfg.data.root})")
     if cfg.split.get("root"):
         require_root(cfg.split.root)
+    check_monitor(cfg.checkpoint.monitor)
     check_direction(cfg, "checkpoint.monitor", "checkpoint.mode")
+    check_deferred_reweighting(cfg)
     if cfg.trainer.get("fast_dev_run"):
         for key, alone in (("ensemble.members", 1), ("cv.folds", None)):
             if OmegaConf.select(cfg, key, default=alone) not in (alone, 1):
