@@ -128,6 +128,17 @@ def test_every_job_of_a_sweep_is_checked_before_hydra_starts(capsys, arguments, 
     assert done.value.code == 2 and capsys.readouterr().err.strip() == expected
 
 
+@pytest.mark.parametrize("arguments", [["-m", "loss=focal,weighted", "resume=abc"],
+                                       ["-m", "study=smoke", "resume=abc"]])
+def test_a_multirun_cannot_resume_one_run(capsys, arguments):
+    """Every job would reopen the same run, with that run's config, ignoring what the job sweeps."""
+    with pytest.raises(SystemExit) as done:
+        check_first(PROJECT / "conf", "train", arguments)
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: resume=abc continues one run: run it without -m (a study's "
+                                               "jobs continue when its command is run again)")
+
+
 def test_another_sweepers_jobs_are_left_to_it():
     check_first(PROJECT / "conf", "train", ["-m", "hydra/sweeper=basic", "model.dropout=0.1,1.5"])
 

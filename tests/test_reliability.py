@@ -15,6 +15,7 @@ import pytest
 from conftest import PROJECT, TINY_DATA, TINY_TRAINER, copy_patches, cut_at_second_epoch_end
 from mlflow.tracking import MlflowClient
 
+from idclab.tracking.runs import RunNotFoundError
 from idclab.training.pipeline import train
 from idclab.training.resume import (
     LAST_CHECKPOINT,
@@ -101,7 +102,10 @@ def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
     assert run.info.run_id == failed.info.run_id and run.info.status == "FINISHED"
     assert {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")} == {0, 1, 2}
-    shutil.rmtree(tmp_path / "out")  # the run's output folder is gone: nothing left to resume from
+    with pytest.raises(ResumeError, match="it finished"):  # nothing to resume
+        train(make_cfg(f"resume={run.info.run_id}"))
+    client.set_terminated(run.info.run_id, "KILLED")  # as if killed again, after its output folder was removed
+    shutil.rmtree(tmp_path / "out")
     with pytest.raises(ResumeError, match="no run_state.json"):
         train(make_cfg(f"resume={run.info.run_id}"))
 
@@ -136,6 +140,26 @@ def test_a_resume_refuses_data_whose_content_changed_since_the_run_started(tmp_p
     (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")
     with pytest.warns(UserWarning, match="records no data fingerprint"):
         check_resumed_data(find_resume_point(tmp_path, "run-a", lambda run_id: ("KILLED", {})), started)
+
+
+def test_a_folder_whose_run_left_the_store_starts_afresh_but_a_finished_run_is_not_resumed_by_id(tmp_path, capsys):
+    """A study rerun against a new store finds its job folders' states naming runs that store never had: each job
+    starts a new run (as a cross-validation's fold does), where it used to stop with exit 2. Asked by id, a run
+    that finished has nothing to resume."""
+    (tmp_path / "checkpoints").mkdir()
+    write_state(tmp_path, "run-a", {"seed": 1}, {})
+    (tmp_path / LAST_CHECKPOINT).write_bytes(b"epoch 1")
+
+    def gone(run_id: str):
+        raise RunNotFoundError(f"no MLflow run {run_id!r} at sqlite:///new.db")
+
+    assert find_resume_point(tmp_path, None, gone) is None
+    assert "names run run-a, which is not in this MLflow store: starting a new run" in capsys.readouterr().out
+    with pytest.raises(RunNotFoundError):  # asked for by id: still an error
+        find_resume_point(tmp_path, "run-a", gone)
+    with pytest.raises(ResumeError, match="cannot resume run run-a: it finished; start a new run") as error:
+        find_resume_point(tmp_path, "run-a", lambda run_id: ("FINISHED", {}))
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.slow

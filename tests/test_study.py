@@ -4,6 +4,7 @@ skipped on a rerun, and the verdict lands on the parent run. A stand-in task rep
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,17 @@ def test_the_command_line_may_not_redo_what_the_study_fixes(arguments, message):
     with pytest.raises(StudyError, match=message):
         check_arguments(read_study(study_config()), arguments)
     check_arguments(read_study(study_config()), ["data.synthetic.n_patients=8", "study.only=[focal]"])
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"common": ["cv.folds=5"]}, "study.common: cv.folds is set per job by the study (study.folds)"),
+    ({"strategies.focal": ["loss=focal", "seed=7"]}, "study.strategies.focal: seed is set per job by the study "
+                                                     "(study.seeds)"),
+])
+def test_a_study_file_may_not_set_what_the_study_sets_per_job(changes, message):
+    """The study appends its own seed and folds to each job's overrides: the file's would be silently overridden."""
+    with pytest.raises(StudyError, match=re.escape(message)):
+        check_arguments(read_study(study_config(**changes)), [])
 
 
 def test_jobs_are_strategies_times_seeds_with_the_study_overrides_last():

@@ -154,6 +154,9 @@ def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
         skip = {o.key_or_group for o in overrides if o.is_sweep_override()}
         first_checks(config, skip | set(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}))
         if args.multirun and config_name == "train":
+            if config.get("resume"):
+                fail(f"resume={config.resume} continues one run: run it without -m (a study's jobs continue when its "
+                     "command is run again)")
             check_search_direction(config, overrides)
         if args.multirun and config_name == "train" and OmegaConf.select(config, "study.name") is None:
             check_sweep_jobs(config_name, config, args.overrides)

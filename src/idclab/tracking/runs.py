@@ -366,11 +366,13 @@ class MLflowEpochLogger(Logger):
 
 
 def run_status(client: MlflowClient, run_id: str) -> tuple[str, dict[str, str]]:
-    """An MLflow run's status and tags; RunNotFoundError if there is no such run."""
+    """An MLflow run's status and tags; RunNotFoundError if there is no such run (or it was deleted)."""
     try:
         run = client.get_run(run_id)
     except Exception as error:
         raise RunNotFoundError(f"no MLflow run {run_id!r} at {client.tracking_uri}") from error
+    if run.info.lifecycle_stage == "deleted":
+        raise RunNotFoundError(f"MLflow run {run_id!r} at {client.tracking_uri} is deleted")
     return run.info.status, dict(run.data.tags)
 
 

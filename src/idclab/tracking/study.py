@@ -167,7 +167,10 @@ def check_arguments(study: Study, arguments: Sequence[str]) -> None:
             parsed = parser.parse_overrides(list(overrides))
         except HydraException as error:
             raise StudyError(f"study.{owner}: {one_line(error)}") from error
-        owners |= {o.key_or_group.lstrip("+~"): f"study.{owner}" for o in parsed}
+        for key in (o.key_or_group.lstrip("+~") for o in parsed):
+            if key in SET_PER_JOB:
+                raise StudyError(f"study.{owner}: {key} is set per job by the study ({SET_PER_JOB[key]})")
+            owners[key] = f"study.{owner}"
     for override in parser.parse_overrides(list(arguments)):
         key = override.key_or_group.lstrip("+~")
         if override.is_sweep_override():

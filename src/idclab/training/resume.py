@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import Checkpoint
 from idclab.data.datamodule import fingerprint_changes
 from idclab.fileutil import write_json
 from idclab.tracking.inputs import recorded_start_weights, start_weights
-from idclab.tracking.runs import KIND_TAG, PARENT_TAG, MLflowEpochLogger, flatten
+from idclab.tracking.runs import KIND_TAG, PARENT_TAG, MLflowEpochLogger, RunNotFoundError, flatten
 
 STATE_FILE = "run_state.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -118,7 +118,9 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
     """
     folder = output_dir
     if requested_run_id:
-        _, tags = lookup(requested_run_id)
+        status, tags = lookup(requested_run_id)
+        if status == "FINISHED":
+            raise ResumeError(f"cannot resume run {requested_run_id}: it finished; start a new run (without resume=)")
         refuse_fold(requested_run_id, tags)
         folder = Path(tags.get(OUTPUT_DIR_TAG, output_dir))
     state = read_state(folder)
@@ -132,7 +134,12 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
     elif state is None or checkpoint is None:
         return None
     else:
-        status, tags = lookup(state[0])
+        try:
+            status, tags = lookup(state[0])
+        except RunNotFoundError:  # another store (a new one, or MLFLOW_TRACKING_URI changed), or the run deleted
+            print(f"The state in {folder} names run {state[0]}, which is not in this MLflow store: starting a new "
+                  "run there")
+            return None
         if status == "FINISHED" or (parent_run_id and tags.get(PARENT_TAG) != parent_run_id):
             return None
         if not parent_run_id:
