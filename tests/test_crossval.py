@@ -34,7 +34,7 @@ from idclab.evaluation.oof import (
     validation_halves,
 )
 from idclab.training.crossval import fold_split, patient_folds
-from idclab.training.fit import FitResult
+from idclab.training.fit import FitResult, fit_and_test
 from idclab.training.fold_record import ARRAYS, RECORD, kept_fold, save_fold
 from idclab.training.pipeline import train
 from idclab.training.resume import (
@@ -255,11 +255,20 @@ def test_a_cross_validation_ensemble_is_evaluated_on_its_held_out_test_patients(
 
 
 @pytest.mark.slow
-def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg, tmp_path):
+def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("cv.folds=3", "cv.val=next_fold", "split.train=0.8", "split.val=0.2", "split.test=0",
                    "logger.log_model=true",
                    "report.bootstrap_resamples=20", "threshold=sensitivity", "threshold.target_sensitivity=0.8")
+    states = []  # each fold's weights, dropout and augmentation draw from the run's seed, not from where the
+    # previous fold left the generators: a resumed cross-validation trains its next fold as an unbroken one would
+
+    def recording(*args, **kwargs):
+        states.append(torch.get_rng_state())
+        return fit_and_test(*args, **kwargs)
+
+    monkeypatch.setattr("idclab.training.crossval.fit_and_test", recording)
     score = train(cfg)
+    assert len(states) == 3 and all(torch.equal(state, states[0]) for state in states)
     assert 0 <= score <= 1
     client = MlflowClient(cfg.logger.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
@@ -490,3 +499,4 @@ def test_a_folds_run_is_resumed_through_its_cross_validation(tmp_path):
     assert find_resume_point(fold_dir, None, lookup, parent_run_id="cv-other") is None  # not another's child
     tags["idclab.kind"] = "train"  # a run of its own resumes
     assert find_resume_point(fold_dir, None, lookup).run_id == "fold-run"
+

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
 from sklearn.model_selection import StratifiedGroupKFold
 
 from idclab.classifier.ensemble import ENSEMBLE_FILE, save_ensemble
@@ -185,6 +186,7 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
         write_state(fold_dir, child.run_id, plan.config, data.record()["data_fingerprint"])
         if resume is None:
             log_inputs(child, plan.config, data, recorded_start_weights(tags))
+        pl.seed_everything(plan.seed, workers=True)  # each fold from the run's seed, resumed after a kill or not
         result = fit_and_test(plan, data, child, fold_dir, resume.checkpoint if resume else None,
                               log_fold_model=False)
         child.describe(headline(result.metrics, (plan.monitor, result.best_score)))
