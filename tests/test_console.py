@@ -139,6 +139,19 @@ def test_a_multirun_cannot_resume_one_run(capsys, arguments):
                                                "jobs continue when its command is run again)")
 
 
+@pytest.mark.parametrize(("arguments", "expected"), [
+    (["hydra/launcher=slurm", "loss=bce,focal"], "error: hydra.launcher.tasks_per_node=8 but trainer.devices=1: "
+     "Lightning starts one process per SLURM task and refuses the difference in every job; use "
+     "hydra/launcher=slurm_1gpu for one-device jobs (studies, sweeps, ensembles, cross-validation), or set both"),
+    (["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2", "loss=bce,focal"],
+     "error: hydra.launcher.nodes=1 but trainer.num_nodes=2: set hydra.launcher.nodes=2"),
+])
+def test_a_slurm_job_shaped_unlike_its_trainer_is_refused_before_submission(capsys, arguments, expected):
+    with pytest.raises(SystemExit) as done:
+        check_first(PROJECT / "conf", "train", ["-m", *arguments])
+    assert done.value.code == 2 and capsys.readouterr().err.strip() == expected
+
+
 def test_another_sweepers_jobs_are_left_to_it():
     check_first(PROJECT / "conf", "train", ["-m", "hydra/sweeper=basic", "model.dropout=0.1,1.5"])
 

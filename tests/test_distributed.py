@@ -112,6 +112,12 @@ def test_cluster_and_gpu_configs_compose(make_cfg):
                       return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        one = compose("train", overrides=["hydra/launcher=slurm_1gpu", "paths.root=/tmp", "paths.output_dir=/tmp/o",
+                                          "logger.tracking_uri=http://tracking:5000"], return_hydra_config=True)
+    launcher = one.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (1, 1, 1) == (1, one.trainer.devices, 1)
+    assert launcher.setup == ["export MLFLOW_TRACKING_URI=http://tracking:5000"]  # the jobs log where the parent does
     assert make_cfg().trainer.devices == 1  # a plain run never becomes DDP on a multi-GPU machine
     gpu = make_cfg("trainer=gpu")
     assert (gpu.trainer.accelerator, gpu.trainer.devices, gpu.trainer.precision) == ("gpu", 1, "bf16-mixed")

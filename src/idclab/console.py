@@ -134,6 +134,9 @@ def run_hydra(main: Callable[[], object], conf_dir: Path, config_name: str) -> N
         raise SystemExit(2) from error
 
 
+LAUNCHER_KEYS = ("hydra/launcher", "hydra.launcher.")  # Hydra settings composed for `check_launcher_shape`
+
+
 def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
     """Compose the command line's config and make `first_checks` on it, before Hydra makes an output folder or
     instantiates its callbacks (the sweep's imports MLflow and Lightning); in a multirun, then `check_sweep_jobs`.
@@ -146,7 +149,8 @@ def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
             args.config_dir, args.config_name, args.experimental_rerun)):
         return
     overrides = OverridesParser.create().parse_overrides(args.overrides)
-    kept = [o.input_line for o in overrides if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    kept = [o.input_line for o in overrides if not o.is_sweep_override()
+            and (not o.key_or_group.startswith("hydra") or o.key_or_group.startswith(LAUNCHER_KEYS))]
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         config = compose(config_name, overrides=kept, return_hydra_config=True)
         HydraConfig.instance().set_config(config)  # `${hydra:...}` in the paths resolves through it (Hydra resets it)
@@ -158,8 +162,23 @@ def check_first(conf_dir: Path, config_name: str, argv: list[str]) -> None:
                 fail(f"resume={config.resume} continues one run: run it without -m (a study's jobs continue when its "
                      "command is run again)")
             check_search_direction(config, overrides)
+            check_launcher_shape(config)
         if args.multirun and config_name == "train" and OmegaConf.select(config, "study.name") is None:
             check_sweep_jobs(config_name, config, args.overrides)
+
+
+def check_launcher_shape(config: DictConfig) -> None:
+    """A SLURM launcher's tasks per node and nodes must be the trainer's devices and nodes: Lightning reads the
+    SLURM environment and refuses a difference in every job, after it was queued."""
+    launcher, trainer = config.hydra.launcher, config.trainer
+    tasks, nodes = launcher.get("tasks_per_node"), launcher.get("nodes")
+    devices, num_nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    if isinstance(tasks, int) and isinstance(devices, int) and tasks != devices:
+        fail(f"hydra.launcher.tasks_per_node={tasks} but trainer.devices={devices}: Lightning starts one process per "
+             "SLURM task and refuses the difference in every job; use hydra/launcher=slurm_1gpu for one-device jobs "
+             "(studies, sweeps, ensembles, cross-validation), or set both")
+    if isinstance(nodes, int) and isinstance(num_nodes, int) and nodes != num_nodes:
+        fail(f"hydra.launcher.nodes={nodes} but trainer.num_nodes={num_nodes}: set hydra.launcher.nodes={num_nodes}")
 
 
 def check_search_direction(config: DictConfig, overrides: list[Override]) -> None:
