@@ -100,6 +100,10 @@ def test_header_and_closing():
     assert "evaluate.py   # test the best run of experiment idc" in text and "'predict=[" in text
     assert "logger.experiment_name=other" in closing("x", "abc", "other", Path("/o"), uri, link, None, ("m", 1.0))
     assert "Next:" not in closing("x", "abc", "idc", Path("/o"), uri, link, None, ("m", 1.0), next_steps=False)
+    folds = closing("cv5 defaults", "abc", "idc", Path("/o"), uri, link, None, ("mean val_auprc", 0.9),
+                    model=Path("/o/checkpoints/ensemble.ckpt"), tested=False)  # a cross-validation of every patient
+    assert "evaluate.py ckpt_path=/o/checkpoints/ensemble.ckpt 'predict=[" in folds and "test the" not in folds
+    assert "out-of-fold report" in folds
 
 
 def test_details_only_with_verbose(capsys):

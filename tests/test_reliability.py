@@ -97,8 +97,10 @@ def test_resume_by_run_id(make_cfg, tmp_path, monkeypatch):
     client = MlflowClient(cfg.logger.tracking_uri)
     (failed,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
     assert failed.info.status == "FAILED"
-    fresh = make_cfg(f"resume={failed.info.run_id}", f"paths.output_dir={tmp_path / 'elsewhere'}")
+    fresh = make_cfg(f"resume={failed.info.run_id}", f"paths.output_dir={tmp_path / 'elsewhere'}",
+                     "logger.experiment_name=another")  # ignored, with a warning: the run stays in its experiment
     train(fresh)
+    assert client.get_experiment_by_name("another") is None
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
     assert run.info.run_id == failed.info.run_id and run.info.status == "FINISHED"
     assert {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")} == {0, 1, 2}

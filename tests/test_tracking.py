@@ -78,6 +78,27 @@ class ClosingClient:
         self.ended.append(status)
 
 
+class TaggingClient(ClosingClient):
+    """Stands in for MlflowClient: records the tags set."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags = {}
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.tags[key] = value
+
+
+def test_a_resumed_run_keeps_the_tags_of_the_command_that_started_it():
+    """The resuming command's overrides are ignored (the run goes on with its own config): its tags must not say
+    otherwise. Only `resumed` and the sweep parent the run now belongs to are written."""
+    client = TaggingClient()
+    with TrackedRun(client, "1", "job", {"overrides": "loss=weighted", "override.loss": "weighted"},
+                    resume_run_id="r1", parent_run_id="p2", system_metrics=None):
+        pass
+    assert client.tags == {"resumed": "true", "mlflow.parentRunId": "p2"}
+
+
 def test_a_run_that_lost_a_ctrl_c_ends_killed_not_finished(ctrl_c):
     client = ClosingClient()
     with TrackedRun(client, "1", "job", {}, resume_run_id="r1", system_metrics=None):

@@ -23,8 +23,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from idclab.config.messages import one_line
 from idclab.verbosity import set_verbose
 
 STARTED = time.time()  # when the entry point started (before Hydra made any folder)
@@ -64,15 +65,6 @@ def quiet_third_party() -> None:
             logger.addFilter(DropMessages(fragment))
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def one_line(error: BaseException) -> str:
-    """Hydra's multi-line message (and its OmegaConf cause) as one line; listed options joined by commas."""
-    text = str(error).split("Config search path:")[0]
-    if isinstance(error.__cause__, OmegaConfBaseException):
-        text += "\n" + str(error.__cause__).splitlines()[0]
-    text = re.sub(r":\s*\n\t", ": ", text).replace("\n\t", ", ")
-    return "; ".join(line.strip().rstrip(".") for line in text.splitlines() if line.strip())
 
 
 def leaf_keys(node: Any, prefix: str = "") -> Iterator[str]:

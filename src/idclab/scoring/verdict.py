@@ -22,7 +22,6 @@ from idclab.scoring.metrics import RankedPatches
 SCORES = {"cv_val_pooled_auroc": "auroc", "cv_val_pooled_auprc": "auprc",  # cross-validation: every fold's pooled
           "val_model_auroc": "auroc", "val_model_auprc": "auprc"}  # one split: the chosen model on validation
 CROSS_VALIDATED = ("cv_val_pooled_auroc", "cv_val_pooled_auprc")
-CALLS = ("better", "worse", "not separated", "incomplete")
 
 
 @dataclass(frozen=True)

@@ -216,8 +216,8 @@ class TrackedRun:
             self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name,
                                                  tags=self.tags).info.run_id
         try:  # the run is RUNNING from here: a failure before the `with` block still ends it
-            if resumed:
-                self.set_tags({**self.tags, "resumed": "true"})
+            if resumed:  # its other tags are those of the command that started it (whose config it goes on with)
+                self.set_tags({"resumed": "true"} | {k: v for k, v in self.tags.items() if k == PARENT_TAG})
             if log.isEnabledFor(logging.INFO):  # the experiment by name: one query
                 log.info("MLflow run %s (%s) in experiment %s", self.run_name, self.run_id,
                          self.client.get_experiment(self.experiment_id).name)
@@ -374,6 +374,11 @@ def run_status(client: MlflowClient, run_id: str) -> tuple[str, dict[str, str]]:
     if run.info.lifecycle_stage == "deleted":
         raise RunNotFoundError(f"MLflow run {run_id!r} at {client.tracking_uri} is deleted")
     return run.info.status, dict(run.data.tags)
+
+
+def experiment_of(client: MlflowClient, run_id: str) -> str:
+    """The id of the experiment a run is in."""
+    return client.get_run(run_id).info.experiment_id
 
 
 def finish_run(client: MlflowClient, run_id: str) -> None:

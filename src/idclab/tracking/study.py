@@ -33,14 +33,15 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from idclab.config.messages import one_line
 from idclab.config.registry import OptionError
 from idclab.config.validation import ConfigError, is_int, is_validation_metric, job_view, validate_train_config
 from idclab.data.layout import DataLayoutError
 from idclab.scoring.verdict import CROSS_VALIDATED, SCORES, Rule, verdict_markdown, verdict_table
 from idclab.tracking.compare import VERDICT_FILE
 from idclab.tracking.inputs import STRATEGY_TAG, STUDY_TAG, VAL_PREDICTIONS
-from idclab.tracking.runs import TrackedRun, connect, training_runs
-from idclab.tracking.sweep import NOTE_TAG, PARENT_FILE, SweepParentRun, read_parent
+from idclab.tracking.runs import NOTE_TAG, TrackedRun, connect, training_runs
+from idclab.tracking.sweep import PARENT_FILE, SweepParentRun, read_parent
 
 PREDICTIONS = {metric: "cv/val_predictions.csv" if metric in CROSS_VALIDATED else VAL_PREDICTIONS for metric in SCORES}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # strategy and study names: folder names and override values
@@ -179,17 +180,6 @@ def check_arguments(study: Study, arguments: Sequence[str]) -> None:
         if key in owners:
             raise StudyError(f"{owners[key]}: {key} is set by the study, not on the command line (change the study "
                              "file, under a new study name once it has runs)")
-
-
-def one_line(error: BaseException) -> str:
-    """Hydra's or OmegaConf's message on one line (Hydra's config search path left out)."""
-    text = str(error).split("Config search path:")[0]
-    cause = error.__cause__
-    if isinstance(cause, OmegaConfBaseException):
-        text += "\n" + str(cause).splitlines()[0]
-    text = re.sub(r":\s*\n\t", ": ", text).replace("\n\t", ", ")  # listed options joined by commas
-    return "; ".join(line.strip().rstrip(".") for line in text.splitlines()
-                     if line.strip() and not line.strip().startswith(("full_key:", "object_type=")))
 
 
 def job_config(config: DictConfig) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from idclab.tracking.runs import KIND_TAG, TrackedRun, connect, sweep_children
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "sweep_parent.json"
-NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 
 
 def read_parent(sweep_dir: str | Path | None) -> str | None:
@@ -165,7 +164,7 @@ class SweepParentRun(Callback):
         run.log_text(table.to_csv(index=False), "comparison/comparison.csv")
         run.log_figure(figure, "comparison/comparison.png")
         words = answer(table)
-        run.set_tags({NOTE_TAG: words})
+        run.describe(words)
         if best is not None:  # None: every finished child was trained on split=patches
             run.set_tags({"best_child_run_id": best.run_id, "best_child_run_name": best.run_name})
             run.log_metrics({self.monitor: best.score})

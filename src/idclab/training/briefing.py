@@ -39,17 +39,22 @@ def evaluate_command(experiment: str) -> str:
 
 
 def closing(run_name: str, run_id: str, experiment: str, out_dir: Path, tracking_uri: str, link: str | None,
-            ui: str | None, best: tuple[str, float], next_steps: bool = True) -> str:
+            ui: str | None, best: tuple[str, float], next_steps: bool = True, model: Path | None = None,
+            tested: bool = True) -> str:
     """Where the finished run is and, unless `next_steps` is off (a sweep's job: its sweep says it), the commands
-    that show it in the UI, evaluate it again and predict with it."""
+    that show it in the UI, evaluate it again and predict with it (`model`: a cross-validation's fold ensemble,
+    named; `tested` false: it has no test patients, its out-of-fold report is its result)."""
     lines = [f"Done: run {run_name} ({run_id}) in MLflow experiment {experiment}; best {best[0]} {best[1]:.4f} "
              "on validation",
              f"  outputs  {out_dir}",
              f"  MLflow   {tracking_uri}"]
     if next_steps:
-        evaluate = evaluate_command(experiment)
+        evaluate = evaluate_command(experiment) + (f" ckpt_path={model}" if model else "")
         show = f"{ui}   # then open {link}" if ui else f"open {link}" if link else None
+        again = (f"  {evaluate}   # test the fold ensemble again" if model else
+                 f"  {evaluate}   # test the best run of experiment {experiment} again (logged in {experiment}-eval)")
         lines += ["Next:", *([f"  {show}"] if show else []),
-                  f"  {evaluate}   # test the best run of experiment {experiment} again (logged in {experiment}-eval)",
+                  *([again] if tested else [f"  # no test patients: the out-of-fold report (in {out_dir / 'cv'}) is "
+                                            "the result"]),
                   f"  {evaluate} 'predict=[path/to/patch.png]'   # P(IDC) of your own patches or folders"]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,10 @@ from idclab.tracking.runs import (
     TrackedRun,
     finish_run,
     log_model,
+    run_link,
     run_status,
 )
+from idclab.training.briefing import header
 from idclab.training.fit import FitResult, fit_and_test
 from idclab.training.fold_record import kept_fold, save_fold
 from idclab.training.plan import FitPlan, FoldPlan
@@ -111,11 +113,21 @@ def fold_row(fold: int, split: PatientSplit, result: FitResult) -> dict[str, Any
             TRAIN_MINUTES: result.train_seconds / 60}
 
 
+class CrossValidated(NamedTuple):
+    """A finished cross-validation: its mean best validation score, parent run (id, name) and fold ensemble (None:
+    a fold saved no checkpoint)."""
+
+    score: float
+    run_id: str
+    run_name: str
+    model: Path | None
+
+
 def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: MlflowClient, experiment_id: str,
-                   context: dict[str, Any], weights: dict[str, str], resume: ResumePoint | None = None) -> float:
-    """Run `cv.folds` folds as child runs of one parent run, recording the starting `weights`; return the mean
-    best validation score. Resuming an interrupted one (`resume`), the folds it finished are kept and the one it
-    was training continues."""
+                   context: dict[str, Any], weights: dict[str, str], resume: ResumePoint | None = None
+                   ) -> CrossValidated:
+    """Run `cv.folds` folds as child runs of one parent run, recording the starting `weights`. Resuming an
+    interrupted one (`resume`), the folds it finished are kept and the one it was training continues."""
     out_dir, config, monitor = cv.out_dir, plan.config, plan.monitor
     pool = np.sort(np.concatenate([data.split.rows["train"], data.split.rows["val"]]))
     folds = patient_folds(data.index.patients[pool], data.index.labels[pool], cv.folds, cv.seed)
@@ -125,6 +137,8 @@ def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: Mlfl
     rows, predictions, validations, members, contexts = [], [], [], [], []
     with TrackedRun(client, experiment_id, f"cv{cv.folds} {name}", tags, resume.run_id if resume else None,
                     parent_run_id=sweep_parent(context), system_metrics=plan.system_metrics) as parent:
+        print(header(context["overrides"], data.summary(), config["logger"]["experiment_name"],
+                     run_link(client.tracking_uri, experiment_id, parent.run_id)), flush=True)
         write_state(out_dir, parent.run_id, config, data.record()["data_fingerprint"])
         if resume is None:
             log_inputs(parent, config, data, weights)
@@ -167,8 +181,8 @@ def cross_validate(plan: FitPlan, cv: FoldPlan, data: PreparedData, client: Mlfl
                                                         weight)
             context = {"context_weight": weight, "context_radius": radius, "patch_threshold": alone}
             parent.log_metrics({"context_weight": weight, "ensemble_threshold": threshold})
-        finish_ensemble(plan, data, parent, members, threshold, out_dir, context)
-    return mean_score
+        model = finish_ensemble(plan, data, parent, members, threshold, out_dir, context)
+    return CrossValidated(mean_score, parent.run_id, parent.run_name, model)
 
 
 def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, name: str, tags: dict[str, str],
@@ -196,10 +210,11 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
 
 
 def finish_ensemble(plan: FitPlan, data: PreparedData, parent: TrackedRun, members: list[str | None],
-                    threshold: float, out_dir: Path, context: dict[str, Any] | None = None) -> None:
-    """Save the fold models as one ensemble checkpoint, test it on the held-out patients, log it as a model."""
+                    threshold: float, out_dir: Path, context: dict[str, Any] | None = None) -> Path | None:
+    """Save the fold models as one ensemble checkpoint, test it on the held-out patients, log it as a model; its
+    path (None if a fold saved no checkpoint)."""
     if not all(members):
-        return
+        return None
     record = data.record()  # every pool patient trained some member: none is left for an honest validation
     names = record["split_patients"]
     names["train"], names["val"] = sorted(names["train"] + names["val"]), []
@@ -215,3 +230,4 @@ def finish_ensemble(plan: FitPlan, data: PreparedData, parent: TrackedRun, membe
         test_and_report(trainer, ensemble, datamodule, out_dir / "test", parent, **plan.report)
     if plan.log_model:
         print(f"Logged MLflow ensemble model {log_model(parent, path)}")
+    return path

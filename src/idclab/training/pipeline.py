@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +19,8 @@ from idclab.data.datamodule import PreparedData, prepare_data
 from idclab.data.split import SPLITS
 from idclab.evaluation.reporting import check_heatmap_patients, headline
 from idclab.tracking.inputs import hydra_context, log_inputs, run_tags, sweep_parent
-from idclab.tracking.runs import TrackedRun, connect, run_link, run_status, ui_command
+from idclab.tracking.runs import TrackedRun, connect, experiment_of, run_link, run_status, ui_command
+from idclab.tracking.store import store_client
 from idclab.training.briefing import closing, header
 from idclab.training.crossval import cross_validate
 from idclab.training.fit import fit_and_test, make_model_and_data
@@ -38,6 +39,9 @@ from idclab.training.resume import (
 from idclab.training.trainer import is_worker_process, make_trainer
 from idclab.verbosity import detail, set_verbose
 
+if TYPE_CHECKING:  # only the tracking package talks to MLflow; this is a type name
+    from mlflow.tracking import MlflowClient
+
 
 def train(cfg: DictConfig) -> float:
     """Train, validate and test one configuration; returns the best validation score (for sweepers).
@@ -48,11 +52,16 @@ def train(cfg: DictConfig) -> float:
     set_verbose(bool(cfg.get("verbose", False)))
     may_resume = bool(cfg.get("resume")) or has_state(Path(cfg.paths.output_dir))
     validate_train_config(cfg, start=not may_resume)  # a resumed run's checkpoint holds its weights
-    client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
-                                    cfg.logger.artifact_location)
+    if cfg.get("resume"):  # the run's store must exist; nothing is created in it
+        client, experiment_id = store_client(cfg.logger.tracking_uri), None
+    else:
+        client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
+                                        cfg.logger.artifact_location)
     cfg, resume = resumed_config(cfg, find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
                                                         lambda run_id: run_status(client, run_id)),
                                  start_checked=not may_resume)
+    if resume:  # the run's own experiment, whatever the request names
+        experiment_id = experiment_of(client, resume.run_id)
     config = settled_config(cfg)
     weights = starting_weights(config, run_status(client, resume.run_id)[1] if resume else None)
     plan = fit_plan(config)
@@ -62,14 +71,14 @@ def train(cfg: DictConfig) -> float:
         check_resumed_data(resume, data.record()["data_fingerprint"])
     context = hydra_context()
     if cfg.cv.folds:
-        return cross_validate(plan, fold_plan(config), data, client, experiment_id, context, weights, resume)
+        return train_folds(plan, config, data, client, experiment_id, context, weights, resume)
     out_dir = resume.output_dir if resume else Path(cfg.paths.output_dir)
     ckpt_path = resume.checkpoint if resume else None
     if is_worker_process():  # a DDP worker process: it helps fit; rank 0 tracks, tests and reports
         return fit_as_worker(plan, data, out_dir, ckpt_path)
     run_name = ",".join(context["overrides"]) or "defaults"
     tags = run_tags(config, context, weights) | {OUTPUT_DIR_TAG: str(out_dir.resolve())}
-    uri, experiment = cfg.logger.tracking_uri, cfg.logger.experiment_name
+    uri, experiment = client.tracking_uri, cfg.logger.experiment_name
     with TrackedRun(client, experiment_id, run_name, tags, resume.run_id if resume else None,
                     parent_run_id=sweep_parent(context), system_metrics=plan.system_metrics) as run:
         link = run_link(uri, experiment_id, run.run_id)
@@ -83,6 +92,19 @@ def train(cfg: DictConfig) -> float:
     print(closing(run_name, run.run_id, experiment, out_dir, uri, link, ui_command(uri), best,
                   next_steps=not context["sweep"]))
     return result.best_score
+
+
+def train_folds(plan: FitPlan, config: dict[str, Any], data: PreparedData, client: MlflowClient, experiment_id: str,
+                context: dict[str, Any], weights: dict[str, str], resume: ResumePoint | None) -> float:
+    """Cross-validate (`cross_validate`), then say where its parent run is and what to do next; the mean best
+    validation score."""
+    folds = fold_plan(config)
+    done = cross_validate(plan, folds, data, client, experiment_id, context, weights, resume)
+    uri = client.tracking_uri
+    print(closing(done.run_name, done.run_id, config["logger"]["experiment_name"], folds.out_dir, uri,
+                  run_link(uri, experiment_id, done.run_id), ui_command(uri), (f"mean {plan.monitor}", done.score),
+                  next_steps=not context["sweep"], model=done.model, tested=len(data.split.rows["test"]) > 0))
+    return done.score
 
 
 def resumed_config(cfg: DictConfig, resume: ResumePoint | None, start_checked: bool = True
