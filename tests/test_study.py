@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import CONF
@@ -23,7 +24,7 @@ from idclab.scoring.verdict import Rule
 from idclab.tracking.compare import main as compare
 from idclab.tracking.inputs import STRATEGY_TAG, STUDY_TAG
 from idclab.tracking.runs import KIND_TAG, PARENT_TAG
-from idclab.tracking.study import Study, StudyError, StudySweeper, check_arguments, read_study
+from idclab.tracking.study import Study, StudyError, StudySweeper, check_arguments, check_unchanged, read_study
 from idclab.tracking.sweep import read_parent
 
 SMOKE = OmegaConf.to_container(OmegaConf.load(CONF / "study" / "smoke.yaml"))["study"]
@@ -69,6 +70,23 @@ def test_the_command_line_may_not_redo_what_the_study_fixes(arguments, message):
     with pytest.raises(StudyError, match=message):
         check_arguments(read_study(study_config()), arguments)
     check_arguments(read_study(study_config()), ["data.synthetic.n_patients=8", "study.only=[focal]"])
+
+
+class ParamsClient:
+    """Stands in for MlflowClient: one run with `params`."""
+
+    def __init__(self, params: dict[str, str]):
+        self.params = params
+
+    def get_run(self, run_id: str) -> SimpleNamespace:
+        return SimpleNamespace(data=SimpleNamespace(params=self.params))
+
+
+def test_a_reopened_study_compares_its_command_line_as_a_set_of_settings():
+    client = ParamsClient({"study.arguments": "data=idc data.root=/pool cv.seed=0", "study.metric": "m"})
+    check_unchanged(client, "p", {"study.arguments": "cv.seed=0 data.root=/pool data=idc", "study.metric": "m"})
+    with pytest.raises(StudyError, match="study.arguments: the rule is fixed once a study has runs"):
+        check_unchanged(client, "p", {"study.arguments": "data=idc data.root=/elsewhere cv.seed=0"})
 
 
 @pytest.mark.parametrize(("changes", "message"), [
