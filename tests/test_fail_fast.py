@@ -101,3 +101,37 @@ def test_a_refusal_after_the_model_was_downloaded_leaves_no_evaluation_folder(tr
     assert done.stderr.splitlines()[-1].startswith("error: export.weights writes a timm backbone")
     assert set(trained_copy.iterdir()) == before  # no evaluation/DATE/TIME/downloaded/best.ckpt
     assert not (trained_copy / "backbone.safetensors").exists()
+
+
+@pytest.fixture
+def multirun_job():
+    """Inside a multirun's job, as Hydra's launcher runs it (its config state undone after the test)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(str(PROJECT / "conf"), version_base="1.3"):
+        config = compose("train", overrides=["hydra.mode=MULTIRUN"], return_hydra_config=True)
+    HydraConfig.instance().set_config(config)
+    yield
+    HydraConfig.instance().cfg = None
+
+
+def test_a_sweep_jobs_mistake_fails_that_job_and_lets_the_others_run(multirun_job, capsys):
+    """SystemExit would escape Hydra's launcher and stop the sweep at that job (a study's parent ended KILLED, as if
+    stopped); an ordinary exception fails the job, Hydra runs the rest and raises it at the end."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from idclab.cli import JobFailed, run_or_explain
+    from idclab.config.validation import ConfigError
+    from idclab.tracking.sweep import SweepParentRun
+
+    def mistaken() -> None:
+        raise ConfigError("the val split holds no IDC patches")
+
+    with pytest.raises(JobFailed):
+        run_or_explain(mistaken)
+    assert capsys.readouterr().err == "error: the val split holds no IDC patches\n"
+    parent = SweepParentRun()
+    parent.on_job_end(None, JobReturn(status=JobStatus.COMPLETED))
+    parent.on_job_end(None, JobReturn(status=JobStatus.FAILED))
+    assert parent.failed_jobs == 1  # the parent ends FAILED, even with no child run to count

@@ -30,6 +30,11 @@ USER_ERRORS = frozenset({
 })
 
 
+class JobFailed(Exception):
+    """A multirun job stopped by an error the user can fix, already printed: Hydra fails that job, runs the others and
+    raises it at the sweep's end (`run_hydra` then exits with status 2)."""
+
+
 def is_user_error(error: BaseException) -> bool:
     """Whether `error` is (a subclass of) one of USER_ERRORS."""
     return any(f"{cls.__module__}.{cls.__qualname__}" in USER_ERRORS for cls in type(error).__mro__)
@@ -37,8 +42,8 @@ def is_user_error(error: BaseException) -> bool:
 
 def run_or_explain(task: Callable[..., T], *args: object) -> T:
     """Run `task` without known third-party noise; on an error the user can fix, print it (no traceback), remove
-    the output folder Hydra made for nothing and exit with status 2. SIGTERM stops it like Ctrl-C (its MLflow run
-    ends KILLED) and exits with status 143."""
+    the output folder Hydra made for nothing and exit with status 2 (a multirun's job: raise JobFailed). SIGTERM
+    stops it like Ctrl-C (its MLflow run ends KILLED) and exits with status 143."""
     quiet_third_party()
     with sigterm_exits_143():
         try:
@@ -48,6 +53,8 @@ def run_or_explain(task: Callable[..., T], *args: object) -> T:
                 raise
             discard_untouched_output()
             print(f"error: {error}", file=sys.stderr)
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise JobFailed(str(error)) from error  # SystemExit would escape the launcher: no later job would run
             raise SystemExit(2) from error
 
 

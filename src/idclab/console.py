@@ -124,6 +124,10 @@ def run_hydra(main: Callable[[], object], conf_dir: Path, config_name: str) -> N
     except (ConfigCompositionException, OverrideParseException) as error:
         print(f"error: {explain(error)}", file=sys.stderr)
         raise SystemExit(2) from error
+    except Exception as error:
+        if type(error).__name__ != "JobFailed":  # a sweep job's mistake (idclab.cli), printed when the job stopped
+            raise
+        raise SystemExit(2) from error
 
 
 LAUNCHER_KEYS = ("hydra/launcher", "hydra.launcher.")  # Hydra settings composed for `check_launcher_shape`

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -77,6 +78,7 @@ class SweepParentRun(Callback):
         self.run: TrackedRun | None = None
         self.summaries: list[Callable[[TrackedRun], str]] = []
         self.next = ""  # the commands to look at the sweep's result with
+        self.failed_jobs = 0  # jobs Hydra ran in this process that raised (some before opening their run)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # Hydra sets it per job only; `${hydra:...}` resolves through it
@@ -113,6 +115,10 @@ class SweepParentRun(Callback):
         print(f"Sweep parent MLflow run {run.run_id} ({name}){' reopened' if reopen else ''}")
         return run
 
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status == JobStatus.FAILED:
+            self.failed_jobs += 1
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.finish(ended=True)
 
@@ -136,7 +142,7 @@ class SweepParentRun(Callback):
         if counts is None:  # the children could not be read: FINISHED would claim what is not known
             counts, status = {}, "FAILED"
         else:
-            failed = bool(counts.get("FAILED")) if failed is None else failed
+            failed = bool(counts.get("FAILED") or self.failed_jobs) if failed is None else failed
             status = "FAILED" if failed else "FINISHED" if ended else "KILLED"
         run.close(status)
         if printed:  # a study's verdict, else the sweep's ranking and noise verdict
