@@ -187,8 +187,13 @@ def test_a_killed_run_is_not_resumed_on_changed_data_and_stays_as_it_ended(make_
 
 @pytest.mark.slow
 def test_resume_of_unknown_or_unstarted_run_is_a_clear_error(make_cfg):
+    cfg = make_cfg("resume=nope")
+    with pytest.raises(LookupError, match="no MLflow store at "):
+        train(cfg)
+    assert not Path(cfg.logger.tracking_uri.removeprefix("sqlite:///")).exists()  # none is made
+    MlflowClient(cfg.logger.tracking_uri).create_experiment("idc")
     with pytest.raises(LookupError, match="no MLflow run 'nope'"):
-        train(make_cfg("resume=nope"))
+        train(cfg)
 
 
 @pytest.mark.slow
