@@ -164,6 +164,18 @@ def test_a_folder_whose_run_left_the_store_starts_afresh_but_a_finished_run_is_n
     assert "\n" not in str(error.value)
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_ended_when_its_folder_starts_anew(tmp_path):
+    """kill -9 (or the OOM killer) in the first epoch leaves the run RUNNING and no checkpoint to resume from: the
+    next attempt in that folder starts a new run and ends the old one KILLED (a DDP worker process never does)."""
+    write_state(tmp_path, "run-a", {"seed": 1}, {})
+    ended = []
+    assert find_resume_point(tmp_path, None, lambda run_id: ("RUNNING", {}), abandon=ended.append) is None
+    assert ended == ["run-a"]
+    assert find_resume_point(tmp_path, None, lambda run_id: ("FAILED", {}), abandon=ended.append) is None
+    assert find_resume_point(tmp_path, None, lambda run_id: ("RUNNING", {})) is None  # a worker: nothing ended
+    assert ended == ["run-a"]
+
+
 @pytest.mark.slow
 def test_a_killed_run_is_not_resumed_on_changed_data_and_stays_as_it_ended(make_cfg, tmp_path, monkeypatch):
     patches = copy_patches(make_cfg, tmp_path / "patches")

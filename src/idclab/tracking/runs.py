@@ -381,6 +381,12 @@ def experiment_of(client: MlflowClient, run_id: str) -> str:
     return client.get_run(run_id).info.experiment_id
 
 
+def end_abandoned(client: MlflowClient, run_id: str) -> None:
+    """End KILLED a run left RUNNING by a process killed before its first checkpoint (a new run replaces it)."""
+    client.set_tag(run_id, "error", "killed before its first checkpoint; a new run started in its output folder")
+    client.set_terminated(run_id, "KILLED")
+
+
 def finish_run(client: MlflowClient, run_id: str) -> None:
     """Mark a run whose work is done FINISHED (one cut off after its last result was recorded)."""
     if client.get_run(run_id).info.status != "FINISHED":

@@ -40,6 +40,7 @@ from idclab.tracking.runs import (
     TRAIN_MINUTES,
     RunNotFoundError,
     TrackedRun,
+    end_abandoned,
     finish_run,
     log_model,
     run_link,
@@ -192,7 +193,8 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
     resume = None
     if resuming:  # the fold's own interrupted run, a child of `parent` (gone from the store: the fold starts afresh)
         with contextlib.suppress(RunNotFoundError):
-            resume = find_resume_point(fold_dir, None, partial(run_status, parent.client), parent.run_id)
+            resume = find_resume_point(fold_dir, None, partial(run_status, parent.client), parent.run_id,
+                                       abandon=partial(end_abandoned, parent.client))
     if resume:
         print(f"Resuming the fold's MLflow run {resume.run_id} from {resume.checkpoint}")
     with TrackedRun(parent.client, parent.experiment_id, name, tags, resume.run_id if resume else None,

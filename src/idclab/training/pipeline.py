@@ -8,6 +8,7 @@ calibrated and tested by `idclab.training.fit.fit_and_test`.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,15 @@ from idclab.data.datamodule import PreparedData, prepare_data
 from idclab.data.split import SPLITS
 from idclab.evaluation.reporting import check_heatmap_patients, headline
 from idclab.tracking.inputs import hydra_context, log_inputs, run_tags, sweep_parent
-from idclab.tracking.runs import TrackedRun, connect, experiment_of, run_link, run_status, ui_command
+from idclab.tracking.runs import (
+    TrackedRun,
+    connect,
+    end_abandoned,
+    experiment_of,
+    run_link,
+    run_status,
+    ui_command,
+)
 from idclab.tracking.store import store_client
 from idclab.training.briefing import closing, header
 from idclab.training.crossval import cross_validate
@@ -57,8 +66,9 @@ def train(cfg: DictConfig) -> float:
     else:
         client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
                                         cfg.logger.artifact_location)
+    abandon = None if is_worker_process() else partial(end_abandoned, client)  # a DDP worker: rank 0's run
     cfg, resume = resumed_config(cfg, find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
-                                                        lambda run_id: run_status(client, run_id)),
+                                                        partial(run_status, client), abandon=abandon),
                                  start_checked=not may_resume)
     if resume:  # the run's own experiment, whatever the request names
         experiment_id = experiment_of(client, resume.run_id)

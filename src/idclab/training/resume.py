@@ -9,6 +9,7 @@ finished members and a cross-validation its finished folds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from collections.abc import Callable, Mapping
@@ -107,15 +108,16 @@ def check_resumed_data(resume: ResumePoint, now: dict[str, Any]) -> None:
 
 
 def find_resume_point(output_dir: Path, requested_run_id: str | None,
-                      lookup: Callable[[str], tuple[str, dict[str, str]]], parent_run_id: str | None = None
-                      ) -> ResumePoint | None:
+                      lookup: Callable[[str], tuple[str, dict[str, str]]], parent_run_id: str | None = None,
+                      abandon: Callable[[str], None] | None = None) -> ResumePoint | None:
     """Decide whether to resume; `lookup(run_id)` gives an MLflow run's (status, tags).
 
     With `requested_run_id` (`resume=RUN_ID`), that run's output folder (tag `output_dir`) must hold
     its state file and a last checkpoint, or ResumeError is raised. Without it, a run whose output
     folder is reused (same `hydra.run.dir`) resumes automatically if its MLflow run did not finish.
     A cross-validation fold is resumed by its cross-validation, which passes `parent_run_id`: only a child of
-    that run resumes there; anywhere else ResumeError names the cross-validation to resume.
+    that run resumes there; anywhere else ResumeError names the cross-validation to resume. A run the folder's state
+    names that is still RUNNING without a checkpoint (killed in its first epoch) is passed to `abandon`, if given.
     """
     folder = output_dir
     if requested_run_id:
@@ -132,7 +134,13 @@ def find_resume_point(output_dir: Path, requested_run_id: str | None,
         if checkpoint is None:
             raise ResumeError(f"cannot resume run {requested_run_id}: {folder} holds no last checkpoint of it "
                               "(it stopped before finishing its first epoch); start it again")
-    elif state is None or checkpoint is None:
+    elif state is None:
+        return None
+    elif checkpoint is None:  # stopped in its first epoch: nothing to resume; a new run starts in the folder
+        if abandon is not None:
+            with contextlib.suppress(RunNotFoundError):
+                if lookup(state[0])[0] == "RUNNING":
+                    abandon(state[0])
         return None
     else:
         try:
