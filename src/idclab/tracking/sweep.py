@@ -134,7 +134,8 @@ class SweepParentRun(Callback):
             counts = self._count_children(run)
         except Exception as error:
             summary_failed(run, error)
-        for summary in (self._log_comparison, *self.summaries):
+        compare = [self._log_comparison] if counts is None or counts.get("FINISHED") else []  # nothing to compare
+        for summary in (*compare, *self.summaries):
             try:
                 printed.append(summary(run))
             except Exception as error:
@@ -147,8 +148,9 @@ class SweepParentRun(Callback):
         run.close(status)
         if printed:  # a study's verdict, else the sweep's ranking and noise verdict
             print(printed[-1])
-        print(f"Sweep {run.run_name.removeprefix('sweep ')}: {children_line(counts)}; parent run {run.run_id} "
-              f"{status}")
+        stopped = f"; {self.failed_jobs} job(s) stopped by an error" if self.failed_jobs else ""
+        print(f"Sweep {run.run_name.removeprefix('sweep ')}: {children_line(counts)}{stopped}; parent run "
+              f"{run.run_id} {status}")
         print(self.next)
 
     @staticmethod

@@ -202,7 +202,7 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
         write_state(fold_dir, child.run_id, plan.config, data.record()["data_fingerprint"])
         if resume is None:
             log_inputs(child, plan.config, data, recorded_start_weights(tags))
-        pl.seed_everything(plan.seed, workers=True)  # each fold from the run's seed, resumed after a kill or not
+        pl.seed_everything(plan.seed, workers=True, verbose=False)  # each fold from the run's seed, resumed or not
         result = fit_and_test(plan, data, child, fold_dir, resume.checkpoint if resume else None,
                               log_fold_model=False)
         child.describe(headline(result.metrics, (plan.monitor, result.best_score)))

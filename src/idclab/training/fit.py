@@ -141,7 +141,7 @@ def fit_members(plan: FitPlan, data: PreparedData, run: TrackedRun, out_dir: Pat
             seconds += kept[1]
             continue
         print(f"Ensemble member {k + 1}/{members} (seed {seed})")
-        pl.seed_everything(seed, workers=True)
+        pl.seed_everything(seed, workers=True, verbose=False)
         last = member_dir / LAST_CHECKPOINT
         resume_from = last if resuming and written_since_start(last, out_dir) else None
         fitted = fit_member(plan, data, run, member_dir, resume_from, seed, prefix=f"member_{k}/")

@@ -150,7 +150,7 @@ def settled_config(cfg: DictConfig) -> dict[str, Any]:
     detail(OmegaConf.to_yaml(config))
     for warning in config_warnings(cfg):
         warnings.warn(warning, stacklevel=1)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return config
 
 
