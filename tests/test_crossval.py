@@ -33,6 +33,7 @@ from idclab.evaluation.oof import (
     threshold_rules,
     validation_halves,
 )
+from idclab.tracking.runs import RunNotFoundError
 from idclab.training.crossval import fold_split, patient_folds
 from idclab.training.fit import FitResult, fit_and_test
 from idclab.training.fold_record import ARRAYS, RECORD, kept_fold, save_fold
@@ -310,10 +311,13 @@ def test_cross_validation_runs_folds_as_children_and_saves_an_ensemble(make_cfg,
     members = torch.stack([torch.sigmoid(m(images)) for m in ensemble.model]).mean(0)
     assert torch.allclose(ensemble.probabilities(images), members, atol=1e-5)
     assert parent.data.tags["model_uri"]
+    chosen = f"ckpt_path={parent.data.tags['best_checkpoint']}"
     for split_from in ("recorded", "fresh"):  # refused before any evaluation run: no validation of its own
         with pytest.raises(ConfigError, match="records no validation patients"):
-            evaluate(make_cfg("tta=true", f"split_from={split_from}", config_name="evaluate"))
+            evaluate(make_cfg(chosen, "tta=true", f"split_from={split_from}", config_name="evaluate"))
     with pytest.raises(ConfigError, match="records no test patients"):  # split.test=0: the estimate is out of fold
+        evaluate(make_cfg(chosen, config_name="evaluate"))
+    with pytest.raises(RunNotFoundError, match="has no test patients"):  # never the best run to test or register
         evaluate(make_cfg("register.name=cv-model", config_name="evaluate"))
     assert client.search_registered_models() == []
 

@@ -198,13 +198,13 @@ def test_a_sweeps_last_line_counts_every_status_of_its_jobs():
     assert children_line({"FINISHED": 2, "KILLED": 1}) == "2 finished, 0 failed, 1 killed of 3"  # an earlier attempt
 
 
-def training_run(client: MlflowClient, experiment_id: str, split: str, auprc: float) -> str:
-    """A finished training run as train.py logs it, trained on `split`."""
+def training_run(client: MlflowClient, experiment_id: str, split: str, auprc: float, test: str = "0.15") -> str:
+    """A finished training run as train.py logs it, trained on `split` with a `test` share of held-out patients."""
     from mlflow.entities import Metric, Param
 
     run = client.create_run(experiment_id, run_name=f"split={split}", tags={"idclab.kind": "train"})
     client.log_batch(run.info.run_id, metrics=[Metric("best_val_auprc", auprc, 0, 0)],
-                     params=[Param("split", split), Param("seed", "1")])
+                     params=[Param("split", split), Param("seed", "1"), Param("split.test", test)])
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
@@ -227,3 +227,18 @@ def test_the_best_run_is_never_one_trained_on_a_patch_split(tmp_path, new_store)
     assert find_best_run(client, "idc", "best_val_auprc", "max").info.run_id == honest
     best = best_run(training_runs(client, experiment_id))
     assert best.run_id == honest and best.run_id != leaky and best.score == pytest.approx(0.80)
+
+
+def test_evaluate_tests_the_best_run_that_has_test_patients(tmp_path, new_store):
+    """A cross-validation of every patient (split.test=0) has no test patients: testing selects among the others
+    (predicting or registering may still take it), and says so when it is all there is."""
+    from idclab.tracking.store import find_best_run
+
+    client = MlflowClient(new_store(tmp_path))
+    experiment_id = client.create_experiment("idc")
+    every_patient = training_run(client, experiment_id, "stratified", 0.95, test="0")
+    with pytest.raises(RunNotFoundError, match="every finished training run .* has no test patients .*ckpt_path"):
+        find_best_run(client, "idc", "best_val_auprc", "max", tested=True)
+    assert find_best_run(client, "idc", "best_val_auprc", "max").info.run_id == every_patient
+    held_out = training_run(client, experiment_id, "stratified", 0.80)
+    assert find_best_run(client, "idc", "best_val_auprc", "max", tested=True).info.run_id == held_out

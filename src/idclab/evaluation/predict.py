@@ -38,7 +38,8 @@ def locate_model(cfg: DictConfig, download_dir: Path) -> tuple[Path, Run | None,
         path = Path(cfg.ckpt_path).expanduser().resolve()
         return path, None, str(path)
     client = store_client(cfg.logger.tracking_uri)
-    run = find_best_run(client, cfg.logger.experiment_name, cfg.select.metric, cfg.select.mode)
+    run = find_best_run(client, cfg.logger.experiment_name, cfg.select.metric, cfg.select.mode,
+                        tested=not cfg.predict and not OmegaConf.select(cfg, "export.weights"))
     print(f"Best run by {cfg.select.metric} ({cfg.select.mode}): {run.info.run_name} ({run.info.run_id}) = "
           f"{run.data.metrics[cfg.select.metric]:.4f}")
     checkpoint = checkpoint_of(client, run, download_dir)

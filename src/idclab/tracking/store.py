@@ -110,15 +110,16 @@ def fetch_model(client: MlflowClient, model_uri: str, download_dir: str | Path) 
                                f"{(str(error).splitlines() or [type(error).__name__])[0]}") from error
 
 
-def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str) -> Run:
+def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode: str, tested: bool = False) -> Run:
     """The finished training run of an experiment with the best value of `metric`, among those split by patient
-    (a `split=patches` run's validation figures are inflated by patients it trained on)."""
+    (a `split=patches` run's validation figures are inflated by patients it trained on) and, if `tested`, those with
+    test patients (not a cross-validation of every patient, `split.test=0`)."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise RunNotFoundError(f"no MLflow experiment named {experiment_name!r} at {client.tracking_uri}; "
                           "train first (python train.py)")
     order = "DESC" if mode == "max" else "ASC"
-    without_metric, leaky, token = [], 0, None
+    without_metric, leaky, untested, token = [], 0, 0, None
     while True:  # best first, page by page, until a run split by patient has the metric
         page = client.search_runs([experiment.experiment_id],
                                   filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
@@ -126,6 +127,8 @@ def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode:
         for run in page:
             if run.data.params.get("split") == PATCH_SPLIT:
                 leaky += 1
+            elif tested and run.data.params.get("split.test") in ("0", "0.0"):
+                untested += 1
             elif metric in run.data.metrics:
                 return run
             else:
@@ -133,9 +136,13 @@ def find_best_run(client: MlflowClient, experiment_name: str, metric: str, mode:
         token = page.token
         if not token:
             break
-    if not without_metric and not leaky:
+    if not without_metric and not leaky and not untested:
         raise RunNotFoundError(f"no finished training run in experiment {experiment_name!r} at {client.tracking_uri}; "
                                "train first (python train.py)")
+    if not without_metric and untested:
+        raise RunNotFoundError(f"every finished training run of experiment {experiment_name!r} that could be chosen "
+                               "has no test patients (a cross-validation of every patient: its out-of-fold report is "
+                               "its result); predict with one (predict=[...]) or test another with ckpt_path=PATH")
     if not without_metric:
         raise RunNotFoundError(f"every finished training run of experiment {experiment_name!r} was trained on "
                                f"split={PATCH_SPLIT}, which validates on patients it trained on: none is a best run; "
