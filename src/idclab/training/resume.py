@@ -24,7 +24,7 @@ from idclab.data.datamodule import fingerprint_changes
 from idclab.fileutil import write_json
 from idclab.tracking.inputs import recorded_start_weights, start_weights
 from idclab.tracking.runs import KIND_TAG, PARENT_TAG, MLflowEpochLogger, RunNotFoundError, flatten
-from idclab.training.plan import lookup
+from idclab.training.plan import lookup as setting
 
 STATE_FILE = "run_state.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -59,7 +59,7 @@ def write_state(output_dir: Path, run_id: str, config: dict[str, Any], data_fing
 
 def starts_more(config: dict[str, Any]) -> bool:
     """Whether a resumed run may still start models from its starting weights (folds or seed-ensemble members)."""
-    return bool(lookup(config, "cv.folds")) or (lookup(config, "ensemble.members") or 1) > 1
+    return bool(setting(config, "cv.folds")) or (setting(config, "ensemble.members") or 1) > 1
 
 
 def starting_weights(config: dict[str, Any], recorded: Mapping[str, str] | None) -> dict[str, str]:
