@@ -59,19 +59,7 @@ def train(cfg: DictConfig) -> float:
     from its last checkpoint, with the config it started with.
     """
     set_verbose(bool(cfg.get("verbose", False)))
-    may_resume = bool(cfg.get("resume")) or has_state(Path(cfg.paths.output_dir))
-    validate_train_config(cfg, start=not may_resume)  # a resumed run's checkpoint holds its weights
-    if cfg.get("resume"):  # the run's store must exist; nothing is created in it
-        client, experiment_id = store_client(cfg.logger.tracking_uri), None
-    else:
-        client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
-                                        cfg.logger.artifact_location)
-    abandon = None if is_worker_process() else partial(end_abandoned, client)  # a DDP worker: rank 0's run
-    cfg, resume = resumed_config(cfg, find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
-                                                        partial(run_status, client), abandon=abandon),
-                                 start_checked=not may_resume)
-    if resume:  # the run's own experiment, whatever the request names
-        experiment_id = experiment_of(client, resume.run_id)
+    cfg, client, experiment_id, resume = open_store(cfg)
     config = settled_config(cfg)
     weights = starting_weights(config, run_status(client, resume.run_id)[1] if resume else None)
     plan = fit_plan(config)
@@ -102,6 +90,25 @@ def train(cfg: DictConfig) -> float:
     print(closing(run_name, run.run_id, experiment, out_dir, uri, link, ui_command(uri), best,
                   next_steps=not context["sweep"]))
     return result.best_score
+
+
+def open_store(cfg: DictConfig) -> tuple[DictConfig, MlflowClient, str, ResumePoint | None]:
+    """Validate the request and open its MLflow store: the config to run (a resumed run's own), the client, the
+    experiment the run goes to (a resumed run's own) and what it resumes from, if anything."""
+    may_resume = bool(cfg.get("resume")) or has_state(Path(cfg.paths.output_dir))
+    validate_train_config(cfg, start=not may_resume)  # a resumed run's checkpoint holds its weights
+    if cfg.get("resume"):  # the run's store must exist; nothing is created in it
+        client, experiment_id = store_client(cfg.logger.tracking_uri), None
+    else:
+        client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name,
+                                        cfg.logger.artifact_location)
+    abandon = None if is_worker_process() else partial(end_abandoned, client)  # a DDP worker: rank 0's run
+    cfg, resume = resumed_config(cfg, find_resume_point(Path(cfg.paths.output_dir), cfg.get("resume"),
+                                                        partial(run_status, client), abandon=abandon),
+                                 start_checked=not may_resume)
+    if resume:  # the run's own experiment, whatever the request names
+        experiment_id = experiment_of(client, resume.run_id)
+    return cfg, client, experiment_id, resume
 
 
 def train_folds(plan: FitPlan, config: dict[str, Any], data: PreparedData, client: MlflowClient, experiment_id: str,
