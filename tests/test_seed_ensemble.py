@@ -68,7 +68,7 @@ def test_members_train_one_after_another_each_from_its_own_seed_and_a_finished_o
     cfg = make_cfg("ensemble.members=3", "seed=7")
     plan = fit_plan(OmegaConf.to_container(cfg, resolve=True))
     fits, seeds = [], []
-    monkeypatch.setattr(pl, "seed_everything", lambda seed, workers=False: seeds.append(seed))
+    monkeypatch.setattr(pl, "seed_everything", lambda seed, workers=False, verbose=True: seeds.append(seed))
 
     def fake_fit(plan, data, run, out_dir, ckpt_path=None, seed=None, prefix=""):
         fits.append((seed, prefix, out_dir.name, ckpt_path))
