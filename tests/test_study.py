@@ -87,6 +87,7 @@ def test_a_reopened_study_compares_its_command_line_as_a_set_of_settings():
     check_unchanged(client, "p", {"study.arguments": "cv.seed=0 data.root=/pool data=idc", "study.metric": "m"})
     with pytest.raises(StudyError, match="study.arguments: the rule is fixed once a study has runs"):
         check_unchanged(client, "p", {"study.arguments": "data=idc data.root=/elsewhere cv.seed=0"})
+    check_unchanged(ParamsClient({"study.metric": "m"}), "p", {"study.arguments": "x=1", "study.metric": "m"})  # older
 
 
 @pytest.mark.parametrize(("changes", "message"), [

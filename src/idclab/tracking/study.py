@@ -208,9 +208,11 @@ def check_unchanged(client: Any, run_id: str, fixed: dict[str, str]) -> None:
     """A reopened study keeps the rule it was started with: StudyError naming the first key that changed."""
     params = client.get_run(run_id).data.params
     for key, value in fixed.items():
+        if key not in params:  # a parent logged before the key was part of the rule
+            continue
         same = (sorted(params[key].split()) == sorted(value.split()) if key == "study.arguments"  # in any order
-                else params.get(key) == value)
-        if key in params and not same:
+                else params[key] == value)
+        if not same:
             raise StudyError(f"{key}: the rule is fixed once a study has runs (parent run {run_id}: {params[key]!r}, "
                              f"now {value!r}); give the changed study a new study.name")
 
