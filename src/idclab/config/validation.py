@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import math
@@ -95,6 +96,7 @@ def is_alias(value: Any) -> bool:
             and value.lower() != "latest" and re.fullmatch(r"[vV]\d+", value) is None)
 
 
+@functools.cache
 def epoch_metrics() -> tuple[str, ...]:
     """What a run logs on its validation patients each epoch: the metrics `checkpoint.monitor` may pick from."""
     from idclab.scoring.metrics import binary_metrics

@@ -12,7 +12,6 @@ patients when there are any, and logged as the parent's MLflow model.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
@@ -38,7 +37,6 @@ from idclab.tracking.runs import (
     CHECKPOINT_TAG,
     KIND_TAG,
     TRAIN_MINUTES,
-    RunNotFoundError,
     TrackedRun,
     end_abandoned,
     finish_run,
@@ -192,9 +190,8 @@ def fit_fold(plan: FitPlan, data: PreparedData, fold: int, parent: TrackedRun, n
     interrupted run continues from its last checkpoint when `resuming` finds one. The fold's row and result."""
     resume = None
     if resuming:  # the fold's own interrupted run, a child of `parent` (gone from the store: the fold starts afresh)
-        with contextlib.suppress(RunNotFoundError):
-            resume = find_resume_point(fold_dir, None, partial(run_status, parent.client), parent.run_id,
-                                       abandon=partial(end_abandoned, parent.client))
+        resume = find_resume_point(fold_dir, None, partial(run_status, parent.client), parent.run_id,
+                                   abandon=partial(end_abandoned, parent.client))
     if resume:
         print(f"Resuming the fold's MLflow run {resume.run_id} from {resume.checkpoint}")
     with TrackedRun(parent.client, parent.experiment_id, name, tags, resume.run_id if resume else None,
