@@ -101,6 +101,31 @@ def test_each_epoch_lands_in_mlflow_once_across_a_kill_and_resume(make_cfg, monk
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [0, 1, 2], key
 
 
+@pytest.mark.slow
+def test_an_early_stopped_run_that_fails_after_fitting_resumes_without_training_again(make_cfg, monkeypatch):
+    """Early stopping ended the fit after epoch 0; the run then failed choosing its threshold. Resumed, it goes on
+    from the fitted model: Lightning does not save `should_stop`, so without idclab's record it trained on."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    def stop_now(self, trainer):
+        trainer.should_stop = True
+
+    def power_cut(*args, **kwargs):
+        raise RuntimeError("power cut")
+
+    cfg = make_cfg("trainer.max_epochs=4", "early_stopping.patience=1")
+    monkeypatch.setattr(EarlyStopping, "_run_early_stopping_check", stop_now)
+    monkeypatch.setattr("idclab.training.fit.choose_threshold", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(cfg)
+    monkeypatch.undo()
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
+    train(make_cfg(f"resume={run.info.run_id}", "trainer.max_epochs=4", "early_stopping.patience=1"))
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0]
+
+
 class RunsCode:
     """Unpickling this object calls os.makedirs(marker): what a hostile checkpoint on a shared server could do."""
 

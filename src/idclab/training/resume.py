@@ -197,11 +197,14 @@ class LastCheckpoint(Checkpoint):
     MLflow logger holds an epoch's metrics; they are saved inside the checkpoint and written once it is on
     disk. A run killed before the save repeats the epoch and logs it then; one killed after writes the
     saved metrics MLflow lacks on resume: each epoch lands in MLflow exactly once.
+    It also saves whether the fit was stopping (early stopping decided it in that epoch, which Lightning does not
+    save): a run that fails after such a fit resumes with its fit done, not with more epochs.
     """
 
     def __init__(self, checkpoint_dir: Path):
         self.path = checkpoint_dir / LAST_CHECKPOINT.name
         self.logger: MLflowEpochLogger | None = None
+        self.stopping = False  # the fit was stopping when the last checkpoint was saved
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         loggers = trainer.loggers if stage == "fit" else []  # predicting from a checkpoint restores nothing
@@ -211,8 +214,13 @@ class LastCheckpoint(Checkpoint):
         if self.logger:
             self.logger.holding = True
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stopping:  # restored: the fit had ended before the run failed, so the loop ends before any epoch
+            trainer.should_stop = True
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
+        self.stopping = trainer.should_stop
         if self.logger:  # Lightning logs the train metrics after this hook: too late for the checkpoint
             train_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
             self.logger.log_metrics({**train_metrics, "epoch": epoch})
@@ -227,8 +235,9 @@ class LastCheckpoint(Checkpoint):
             self.logger.holding = False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"held": dict(self.logger.held)} if self.logger else {}
+        return {"stopping": self.stopping, **({"held": dict(self.logger.held)} if self.logger else {})}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stopping = bool(state_dict.get("stopping", False))
         if self.logger and state_dict.get("held"):
             self.logger.recover(max(state_dict["held"]), state_dict["held"])
