@@ -237,6 +237,39 @@ def test_heatmaps_of_patients_that_are_not_tested_are_refused_before_the_run():
     assert error_galleries(None, *[np.zeros(2)] * 3, threshold=0.5, size=0) == {}  # gallery_size=0: no pictures
 
 
+def test_a_cross_validation_draws_heatmaps_of_any_patient_it_tests_and_refuses_the_others():
+    """A cross-validation tests every pool patient out of fold (and the test split with its fold ensemble): a list
+    naming a pool patient is drawn in that patient's fold; one naming nobody it has is refused, with or without a
+    test split."""
+    from idclab.config.validation import ConfigError
+    from idclab.evaluation.reporting import check_heatmap_patients, tested_patients
+
+    no_test = {"train": ["a", "b"], "val": ["c"], "test": []}
+    check_heatmap_patients(["a", "c"], *tested_patients(no_test, cross_validated=True))
+    with pytest.raises(ConfigError, match=r"nobody not among the 3 patients tested out of fold or on the test split "
+                                          r"\(a, b, c\)"):
+        check_heatmap_patients(["nobody"], *tested_patients(no_test, cross_validated=True))
+    with_test = {"train": ["a"], "val": ["c"], "test": ["t"]}
+    check_heatmap_patients(["a", "t"], *tested_patients(with_test, cross_validated=True))
+    assert tested_patients(with_test, cross_validated=False) == (["t"], "test patients")
+    with pytest.raises(ConfigError, match=r"a not among the 1 test patients \(t\)"):
+        check_heatmap_patients(["a"], *tested_patients(with_test, cross_validated=False))
+
+
+def test_a_heatmap_list_may_name_patients_as_numbers():
+    """Hydra reads `report.heatmap_patients=[9036]` as an int; the check accepts it, so the heatmap must be drawn."""
+    from types import SimpleNamespace
+
+    from idclab.evaluation.reporting import heatmaps
+
+    index = SimpleNamespace(patients=np.array(["9036", "9036", "8863"]), xs=np.array([1, 51, 1]),
+                            ys=np.array([1, 1, 1]))
+    datamodule = SimpleNamespace(data=SimpleNamespace(index=index, cache=SimpleNamespace(
+        images=np.zeros((3, 50, 50, 3), dtype=np.uint8))))
+    figures = heatmaps(datamodule, np.arange(3), np.array([1, 0, 0]), np.array([0.9, 0.2, 0.1]), 0.5, [9036])
+    assert list(figures) == ["heatmaps/9036.png"]
+
+
 def test_seeding_says_nothing_even_where_lightning_has_its_own_console_handler(make_cfg, monkeypatch):
     """Lightning gives its loggers their own console handler when it is imported before logging is configured (a
     sweep's parent run imports it), out of reach of the console's filter: the seed is in the params, not a line."""

@@ -63,8 +63,8 @@ def heatmaps(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray,
         names, counts = np.unique(test_patients, return_counts=True)
         patients = names[np.argsort(-counts, kind="stable")][:patients].tolist()
     figures = {}
-    for patient in patients:
-        mine = np.flatnonzero(test_patients == patient)
+    for patient in map(str, patients):  # Hydra reads an id such as 9036 as a number
+        mine = np.flatnonzero(test_patients.astype(str) == patient)
         if mine.size == 0:
             continue
         f1 = f1_score(targets[mine], probs[mine] >= threshold, zero_division=0)
@@ -75,16 +75,25 @@ def heatmaps(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray,
     return figures
 
 
-def check_heatmap_patients(requested: int | list[Any], test_patients: list[Any]) -> None:
-    """ConfigError naming the patients of a `report.heatmap_patients` list that are not test patients (no heatmap
-    would be drawn for them, and nothing said)."""
-    if isinstance(requested, int) or not test_patients:
+def tested_patients(split_patients: Mapping[str, list[Any]], cross_validated: bool) -> tuple[list[Any], str]:
+    """The patients a run tests, and what to call them: the test split's, or for a cross-validation every patient
+    (each pool patient out of fold in its fold, the test split with the fold ensemble)."""
+    if cross_validated:
+        return [p for patients in split_patients.values() for p in patients], ("patients tested out of fold or on the "
+                                                                               "test split")
+    return list(split_patients.get("test", [])), "test patients"
+
+
+def check_heatmap_patients(requested: int | list[Any], tested: list[Any], what: str = "test patients") -> None:
+    """ConfigError naming the patients of a `report.heatmap_patients` list that are not `tested` (no heatmap would be
+    drawn for them, and nothing said)."""
+    if isinstance(requested, int) or not tested:
         return
-    known = {str(p) for p in test_patients}
+    known = {str(p) for p in tested}
     missing = [str(p) for p in requested if str(p) not in known]
     if missing:
         shown = ", ".join(sorted(known)[:8]) + (", ..." if len(known) > 8 else "")
-        raise ConfigError(f"report.heatmap_patients: {', '.join(missing)} not among the {len(known)} test patients "
+        raise ConfigError(f"report.heatmap_patients: {', '.join(missing)} not among the {len(known)} {what} "
                           f"({shown})")
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from idclab.config.validation import check_saved_config, config_warnings, require_both_classes, validate_train_config
 from idclab.data.datamodule import PreparedData, prepare_data
 from idclab.data.split import SPLITS
-from idclab.evaluation.reporting import check_heatmap_patients, headline
+from idclab.evaluation.reporting import check_heatmap_patients, headline, tested_patients
 from idclab.tracking.inputs import hydra_context, log_inputs, run_tags, sweep_parent
 from idclab.tracking.runs import (
     TrackedRun,
@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> float:
     weights = starting_weights(config, run_status(client, resume.run_id)[1] if resume else None)
     plan = fit_plan(config)
     data = prepare(cfg)
-    check_heatmap_patients(cfg.report.heatmap_patients, data.split.patients.get("test", []))
+    check_heatmap_patients(cfg.report.heatmap_patients, *tested_patients(data.split.patients, bool(cfg.cv.folds)))
     if resume:
         check_resumed_data(resume, data.record()["data_fingerprint"])
     context = hydra_context()
