@@ -115,6 +115,7 @@ def test_jobs_are_strategies_times_seeds_with_the_study_overrides_last():
 # -- the sweeper, in process: a stand-in task logs what a training run would, without training ------------------
 
 STOP_AT: set[tuple[str, int]] = set()  # (strategy, seed) jobs the stand-in stops at, as Ctrl-C would
+DATA: dict[tuple[str, int], str] = {}  # the data content digest a job logs, if not "same"
 
 
 def stand_in(cfg: DictConfig) -> float:
@@ -131,7 +132,8 @@ def stand_in(cfg: DictConfig) -> float:
     predictions = PERFECT if strategy == "focal" else FLAT
     client.log_text(run, predictions.to_csv(index=False), "cv/val_predictions.csv")
     client.log_batch(run, metrics=[Metric("cv_val_pooled_auroc", 1.0 if strategy == "focal" else 0.5, 0, 0)],
-                     params=[Param("seed", str(seed)), Param("study.strategy", strategy), Param("loss", strategy)])
+                     params=[Param("seed", str(seed)), Param("study.strategy", strategy), Param("loss", strategy),
+                             Param("data.content", DATA.get((strategy, seed), "same"))])
     client.set_terminated(run, "FINISHED")
     return 0.0
 
@@ -161,6 +163,7 @@ def root(tmp_path, new_store):
     new_store(tmp_path)
     (tmp_path / "mlflow.db").rename(tmp_path / "db")
     STOP_AT.clear()
+    DATA.clear()
     return tmp_path
 
 
@@ -219,6 +222,24 @@ def test_a_study_runs_its_jobs_skips_finished_pairs_and_logs_its_verdict(root, c
     assert capsys.readouterr().err.strip() == (
         f"error: study.rule.margin: the rule is fixed once a study has runs (parent run {parent.info.run_id}: "
         "'0.0', now '0.01'); give the changed study a new study.name")
+
+
+def test_a_study_whose_data_changed_between_its_jobs_gives_no_verdict(root, capsys):
+    """The data under a study's data.root was replaced between two sessions: the verdict would pool runs of two data
+    sets, so there is none, and the parent run and the printed result say why."""
+    STOP_AT.add(("focal", 2))
+    with pytest.raises(KeyboardInterrupt):
+        multirun(root)
+    STOP_AT.clear()
+    DATA[("focal", 2)] = "0123456789abcdef"
+    capsys.readouterr()
+    multirun(root)
+    printed = capsys.readouterr().out
+    assert ("No verdict: the study's runs trained on different data (data.content same for bce seed 1, bce seed 2, "
+            "focal seed 1; 0123456789ab for focal seed 2)") in printed
+    _, (parent,), _ = study_runs(root)
+    assert parent.data.tags["study.verdict.focal"] == "no verdict (different data)"
+    assert "different data" in parent.data.tags["mlflow.note.content"]
 
 
 @pytest.mark.slow

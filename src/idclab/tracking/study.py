@@ -233,6 +233,8 @@ def log_verdict(run: TrackedRun, study: Study) -> str:
     """Compute the verdict from the finished runs' validation predictions and log it on the parent run: artifacts
     `study/verdict.csv` and `.md`, the run's description and a tag per strategy; returns the markdown."""
     pairs = finished_runs(run.client, run.experiment_id, run.run_id, study)
+    if mixed := mixed_data(run.client, pairs):
+        return log_mixed_data(run, study, mixed)
     predictions = {}
     with tempfile.TemporaryDirectory() as folder:
         for pair, run_id in pairs.items():
@@ -246,6 +248,28 @@ def log_verdict(run: TrackedRun, study: Study) -> str:
     run.log_text(text, VERDICT_FILE)
     run.set_tags({NOTE_TAG: text} | {f"study.verdict.{s}": v for s, v in zip(table["strategy"], table["verdict"],
                                                                                strict=True)})
+    return text
+
+
+def mixed_data(client: Any, pairs: dict[tuple[str, int], str]) -> str:
+    """Which of the study's runs trained on which data (their `data.content` digests), if not all on one; else ""."""
+    by_data: dict[str, list[str]] = {}
+    for (strategy, seed), run_id in sorted(pairs.items(), key=lambda item: item[0]):
+        content = client.get_run(run_id).data.params.get("data.content", "unknown")
+        by_data.setdefault(content[:12], []).append(f"{strategy} seed {seed}")
+    if len(by_data) < 2:
+        return ""
+    return "data.content " + "; ".join(f"{content} for {', '.join(jobs)}" for content, jobs in by_data.items())
+
+
+def log_mixed_data(run: TrackedRun, study: Study, mixed: str) -> str:
+    """Log on the parent run that the study has no verdict, its runs having trained on different data (`mixed`,
+    from `mixed_data`); returns the text."""
+    text = (f"# Study {study.name}\n\nNo verdict: the study's runs trained on different data ({mixed}): the data "
+            "under data.root changed while the study ran; run it again on one data with a new study.name.\n")
+    run.log_text(text, VERDICT_FILE)
+    run.set_tags({NOTE_TAG: text} | {f"study.verdict.{s}": "no verdict (different data)"
+                                     for s in study.strategies if s != study.baseline})
     return text
 
 
