@@ -87,12 +87,17 @@ def corrupted(path: Path, change: str) -> Path:
         checkpoint["state_dict"]["model.extra"] = torch.zeros(1)
     elif change == "threshold":
         checkpoint["hyper_parameters"]["threshold"] = 3.0
+    elif change == "patient interpolation":  # evaluate.py rebuilds the split from these through OmegaConf
+        checkpoint["hyper_parameters"]["split_patients"] = {"train": ["1"], "val": ["2"], "test": ["${oc.env:HOME}"]}
+    elif change == "fingerprint interpolation":
+        checkpoint["hyper_parameters"]["data_fingerprint"] = {"cache_key": "???", "patches": {"train": 1}}
     torch.save(checkpoint, path)
     return path
 
 
 @pytest.mark.parametrize("change", ["interpolation", "unknown model", "unknown loss", "missing weight",
-                                    "extra weight", "threshold"])
+                                    "extra weight", "threshold", "patient interpolation",
+                                    "fingerprint interpolation"])
 def test_the_plain_model_refuses_what_the_lightning_module_refuses(make_cfg, tmp_path, change):
     path = corrupted(save_checkpoint(make_cfg, tmp_path / "best.ckpt"), change)
     with pytest.raises(CheckpointError) as plain:

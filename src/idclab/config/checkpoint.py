@@ -175,18 +175,24 @@ def context_of(saved: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
+def plain_text(value: object) -> bool:
+    """A string that is no OmegaConf interpolation (`${...}` would call the resolver it names) or missing value."""
+    return isinstance(value, str) and "${" not in value and value != "???"
+
+
 def check_record(hparams: dict[str, Any]) -> None:
-    """Refuse recorded split patients or data fingerprints that are not plain lists and mappings."""
+    """Refuse recorded split patients or data fingerprints that are not plain lists, mappings and strings (evaluate.py
+    rebuilds the split from the patient lists through OmegaConf)."""
     patients = hparams.get("split_patients")
     if patients is not None and not (isinstance(patients, dict) and set(patients) <= set(SPLITS) and all(
-            isinstance(names, list) and all(isinstance(n, str) for n in names) for names in patients.values())):
-        raise ValueError(f"split_patients must map {', '.join(SPLITS)} to lists of patient ids")
+            isinstance(names, list) and all(plain_text(n) for n in names) for names in patients.values())):
+        raise ValueError(f"split_patients must map {', '.join(SPLITS)} to lists of plain patient ids")
     fingerprint = hparams.get("data_fingerprint")
     if fingerprint is None:
         return
     counts = fingerprint.get("patches") if isinstance(fingerprint, dict) else None
-    if not (isinstance(fingerprint, dict) and isinstance(fingerprint.get("cache_key"), str)
-            and isinstance(fingerprint.get("content", ""), str)
+    if not (isinstance(fingerprint, dict) and plain_text(fingerprint.get("cache_key"))
+            and plain_text(fingerprint.get("content", ""))
             and isinstance(counts, dict) and set(counts) <= set(SPLITS)
             and all(isinstance(n, int) and not isinstance(n, bool) for n in counts.values())):
         raise ValueError("data_fingerprint must hold a cache_key string, a content digest string (when recorded) "
