@@ -186,9 +186,10 @@ def test_predict_files_and_folders_with_per_file_errors(make_cfg, trained, tmp_p
 
 
 @pytest.mark.slow
-def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_path):
+def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_path, monkeypatch):
     import numpy as np
 
+    import idclab.evaluation.evaluate
     from idclab.config.build import load_classifier
     from idclab.tracking.runs import fetch_model, synthetic_example
 
@@ -197,12 +198,26 @@ def test_logged_model_registry_and_evaluation_from_the_registry(make_cfg, tmp_pa
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("idc").experiment_id])
     model_uri = run.data.tags["model_uri"]
+
+    def power_cut(*args, **kwargs):
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(idclab.evaluation.evaluate, "test_and_report", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):  # a model whose test did not finish is not registered
+        evaluate(eval_cfg(make_cfg, "register.name=idc-classifier", f"paths.output_dir={tmp_path / 'cut'}"))
+    monkeypatch.undo()
+    assert client.search_registered_models() == []
+    (cut,) = evaluation_runs(client)
+    assert cut.info.status == "FAILED"
+    client.delete_run(cut.info.run_id)
     evaluate(eval_cfg(make_cfg, "register.name=idc-classifier", "register.alias=staging",
                       f"paths.output_dir={tmp_path / 'register'}"))
     version = client.get_model_version_by_alias("idc-classifier", "staging")
     assert version.run_id == run.info.run_id and version.source == model_uri
     (registered,) = evaluation_runs(client)
     assert registered.info.run_name == f"register idc-classifier v{version.version}"
+    _, logged_by = fetch_model(client, model_uri, tmp_path / "logged")  # the logged model, as training printed it
+    assert logged_by.info.run_id == run.info.run_id
     checkpoint, source_run = fetch_model(client, "models:/idc-classifier@staging", tmp_path / "dl")
     classifier = load_classifier(checkpoint)
     assert source_run.info.run_id == run.info.run_id
@@ -236,8 +251,20 @@ def test_register_needs_a_selected_run(make_cfg, trained):
     run = client.search_runs([client.get_experiment_by_name("idc").experiment_id])[0]
     with pytest.raises(LookupError, match="no logged model"):
         evaluate(eval_cfg(make_cfg, "register.name=x"))
+    assert client.get_experiment_by_name("idc-eval") is None or not evaluation_runs(client)  # refused before a run
     with pytest.raises(LookupError, match="needs a training run"):
         evaluate(eval_cfg(make_cfg, "register.name=x", f"ckpt_path={run.data.tags['best_checkpoint']}"))
+
+
+@pytest.mark.slow
+def test_files_to_predict_are_checked_before_the_data_is_prepared(make_cfg, trained, monkeypatch, tmp_path):
+    """With tta=true the validation patients are prepared to re-tune the threshold: a list naming no file to predict
+    is refused first."""
+    import idclab.evaluation.evaluate
+
+    monkeypatch.setattr(idclab.evaluation.evaluate, "evaluation_data", lambda *a, **k: pytest.fail("data prepared"))
+    with pytest.raises(ConfigError, match="no file to predict"):
+        evaluate(eval_cfg(make_cfg, "tta=true", f"predict=[{tmp_path / 'none.png'}]"))
 
 
 @pytest.mark.slow

@@ -210,6 +210,23 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
     assert np.load(tmp_path / "new" / "arrays.npz")["x"].tolist() == [0, 1, 2]
 
 
+def test_a_file_that_must_be_new_is_not_written_over_one_that_appeared_meanwhile(tmp_path):
+    """An export checks that its path is free before anything runs; a file made there meanwhile (another export to
+    the same path) is kept, and the export fails with the reason instead of replacing it."""
+    from idclab.models.weights import WeightsError, write_weights
+
+    target = tmp_path / "backbone.safetensors"
+    with pytest.raises(FileExistsError), whole_file(target, exclusive=True) as partial:
+        partial.write_text("mine")
+        target.write_text("theirs")
+    assert target.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    with pytest.raises(WeightsError, match="backbone.safetensors exists: not overwritten"):
+        write_weights({"w": torch.zeros(1)}, target, {}, exclusive=True)
+    with whole_file(tmp_path / "fresh.txt", exclusive=True) as partial:
+        partial.write_text("new")
+    assert (tmp_path / "fresh.txt").read_text() == "new" and not list(tmp_path.glob(".*"))
+
+
 def test_a_folder_to_predict_gives_its_images_but_not_hidden_leftovers(tmp_path):
     for name in ("b.png", "a.PNG", ".a.1234.partial.png", "._b.png", "notes.txt", ".cache/c.png", "sub/d.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -139,6 +139,22 @@ def test_a_distilled_architecture_has_both_heads_as_its_head(tmp_path: Path):
     assert model(torch.rand(2, 6, 50, 50)).shape == (2,)
 
 
+def test_an_export_names_the_build_settings_a_run_needs_to_start_from_it(tmp_path: Path):
+    """A ViT built with model.patch_size=10 cannot take its export at timm's default patch size: the file's metadata,
+    the mismatch error and the command evaluate.py prints all name the setting."""
+    from idclab.evaluation.evaluate import start_command
+
+    vit = TimmBackbone("vit_tiny_patch16_224", in_channels=3, patch_size=10)
+    path = vit.export(tmp_path / "vit.safetensors", "run 1")
+    assert start_command(vit, path) == (f"model=timm model.name=vit_tiny_patch16_224 model.patch_size=10 "
+                                        f"model.weights={path}")
+    with pytest.raises(WeightsError, match=r"the file is an idclab export of timm vit_tiny_patch16_224 "
+                                           r"\(model.patch_size=10\) with 3 input channels, from run 1"):
+        TimmBackbone("vit_tiny_patch16_224", in_channels=3, weights=str(path), patch_size=5)
+    assert start_command(TimmBackbone("resnet18", in_channels=3), path).startswith("model=timm model.name=resnet18 "
+                                                                                   "model.weights=")
+
+
 def test_an_unknown_name_suggests_close_ones():
     with pytest.raises(registry.OptionError,
                        match=r"model.name='resnt18' is not an option; choose one of idcnet, "

@@ -242,3 +242,39 @@ def test_evaluate_tests_the_best_run_that_has_test_patients(tmp_path, new_store)
     assert find_best_run(client, "idc", "best_val_auprc", "max").info.run_id == every_patient
     held_out = training_run(client, experiment_id, "stratified", 0.80)
     assert find_best_run(client, "idc", "best_val_auprc", "max", tested=True).info.run_id == held_out
+
+
+def test_only_a_model_the_run_logged_is_registered():
+    """The `model_uri` tag is editable by anyone: it must name a logged model of the run itself."""
+    from idclab.tracking.runs import RunNotFoundError, logged_model_of
+
+    class Store:
+        def get_logged_model(self, model_id):
+            if model_id == "m-gone":
+                raise MlflowException("not found")
+            return SimpleNamespace(source_run_id={"m-mine": "r1", "m-other": "r2"}[model_id])
+
+    def run(tags):
+        return SimpleNamespace(info=SimpleNamespace(run_id="r1"), data=SimpleNamespace(tags=tags))
+
+    assert logged_model_of(Store(), run({"model_uri": "models:/m-mine"})) == "models:/m-mine"
+    for uri in ("models:/m-other", "models:/m-gone"):
+        with pytest.raises(RunNotFoundError, match=f"model_uri tag names {uri}, which is not a model that run logged"):
+            logged_model_of(Store(), run({"model_uri": uri}))
+    with pytest.raises(RunNotFoundError, match="has no logged model"):
+        logged_model_of(Store(), run({}))
+
+
+@pytest.mark.parametrize(("mlmodel", "message"), [
+    ("flavors: [", "its MLmodel is not YAML"),
+    ("flavors:\n  python_function:\n    artifacts:\n      checkpoint:\n        path: 5\n",
+     "is not an idclab model"),
+])
+def test_a_malformed_mlmodel_is_one_clear_error(tmp_path, mlmodel, message):
+    from idclab.tracking.store import ModelFormatError, download_model_checkpoint
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text(mlmodel)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'db'}")
+    with pytest.raises(ModelFormatError, match=message):
+        download_model_checkpoint(client, str(tmp_path / "model"), tmp_path / "downloaded")

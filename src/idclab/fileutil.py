@@ -35,20 +35,36 @@ def stable_hash(obj: object, length: int = 12) -> str:
 
 
 @contextmanager
-def whole_file(path: str | Path) -> Iterator[Path]:
+def whole_file(path: str | Path, exclusive: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` for the block to write; renamed to `path` when the block succeeds, removed
     when it fails, so a reader finds the old file or the new one, never half of one. The temporary name is hidden,
     unique to the process and keeps the extension (`.x.1234.partial.csv.gz`), from which pandas, matplotlib and
-    numpy infer the format."""
+    numpy infer the format. `exclusive`: FileExistsError rather than replace a file at `path`, even one made while
+    the block wrote (published by a hard link, which fails on an existing name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     name, dot, extension = path.name.lstrip(".").partition(".")
     partial = path.with_name(f".{name}.{os.getpid()}.partial{dot}{extension}")
     try:
         yield partial
-        partial.replace(path)
+        if exclusive:
+            publish_new(partial, path)
+        else:
+            partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def publish_new(partial: Path, path: Path) -> None:
+    """Give `partial`'s content the name `path`, which must not exist (FileExistsError)."""
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: checked, then renamed
+        if path.exists():
+            raise FileExistsError(path) from None
+        partial.replace(path)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -30,6 +30,7 @@ from idclab.tracking.runs import (
     RunNotFoundError,
     TrackedRun,
     connect,
+    logged_model_of,
     register_model,
     run_link,
     store_client,
@@ -62,13 +63,14 @@ def evaluate(cfg: DictConfig) -> dict:
         raise RunNotFoundError("register.name needs a training run: let evaluate.py select the best run")
     if cfg.register.name:
         require_patient_split(classifier, "it is not registered")
+        logged_model_of(store_client(cfg.logger.tracking_uri), source_run)  # registered once tested: checked now
     # the patients it will be tested (or TTA re-tuned) on, or the files to predict, are checked before anything is
-    # registered; a model is registered only once it has predicted something or before its test run
+    # registered; a model is registered only once it has predicted its files or passed its test
+    files = files_to_predict(cfg.predict) if cfg.predict else []
     data = evaluation_data(cfg, classifier, needs_test=not cfg.predict) if classifier.tta or not cfg.predict else None
     if not cfg.predict:
         check_heatmap_patients(cfg.report.heatmap_patients, data.split.patients["test"])
     if cfg.predict:
-        files = files_to_predict(cfg.predict)
         if classifier.tta:  # labels at thresholds tuned with TTA on the validation patients
             datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers,
                                          neighbourhood=classifier.input_views)
@@ -77,7 +79,6 @@ def evaluate(cfg: DictConfig) -> dict:
         results = predict_and_write(classifier, files, cfg.batch_size, out_dir)
         register(cfg, source_run)
         return results
-    version = register(cfg, source_run)
     client, experiment_id = connect(cfg.logger.tracking_uri, cfg.logger.experiment_name + EVAL_SUFFIX,
                                     cfg.logger.artifact_location)
     datamodule = PatchDataModule(data, cfg.batch_size, cfg.data.num_workers,
@@ -85,7 +86,7 @@ def evaluate(cfg: DictConfig) -> dict:
     tags = {KIND_TAG: "evaluate", "checkpoint": source}
     if source_run:
         tags[SOURCE_RUN_TAG] = source_run.info.run_id
-    with TrackedRun(client, experiment_id, run_name(cfg, source_run, version), tags,
+    with TrackedRun(client, experiment_id, run_name(cfg, source_run, None), tags,
                     system_metrics=cfg.logger.system_metrics_interval) as run:
         bar = cfg.trainer.enable_progress_bar and sys.stdout.isatty()  # in a log each redraw would be a line
         trainer = pl.Trainer(**{**cfg.trainer, "enable_progress_bar": bar}, enable_model_summary=False,
@@ -101,6 +102,9 @@ def evaluate(cfg: DictConfig) -> dict:
         results = test_and_report(trainer, classifier, datamodule, out_dir / "test", run,
                                   **report_options(cfg.report))
         run.describe(headline(results))
+        version = register(cfg, source_run)
+        if version is not None:
+            run.rename(run_name(cfg, source_run, version))
     link = run_link(cfg.logger.tracking_uri, experiment_id, run.run_id)
     print(f"Done: evaluation run {run.run_name} ({run.run_id}) in MLflow experiment "
           f"{cfg.logger.experiment_name + EVAL_SUFFIX}{f', {link}' if link else ''}; outputs in {out_dir}")
@@ -120,8 +124,14 @@ def export_weights(classifier: IDCClassifier, path: str, source: str) -> dict[st
     written = classifier.model.export(path, source)
     digest = sha256_of(written)
     print(f"Exported the {classifier.model.name} backbone of {source} to {written} (sha256 {digest}); start a run "
-          f"from it with model=timm model.name={classifier.model.name} model.weights={written}")
+          f"from it with {start_command(classifier.model, written)}")
     return {"exported": str(written), "sha256": digest}
+
+
+def start_command(model: TimmBackbone, path: str | Path) -> str:
+    """The overrides that build `model`'s architecture as it was built (patch size, image size) from `path`."""
+    settings = "".join(f" {key}={value}" for key, value in model.settings.items())
+    return f"model=timm model.name={model.name}{settings} model.weights={path}"
 
 
 def register(cfg: DictConfig, source_run: Run | None) -> int | None:

@@ -97,6 +97,7 @@ class TimmBackbone(nn.Module):
         if weights and pretrained:
             raise ValueError("model.weights and model.pretrained=true both name the starting weights: choose one")
         extra = {key: value for key, value in (("img_size", img_size), ("patch_size", patch_size)) if value}
+        self.settings = {f"model.{key}": value for key, value in extra.items()}  # what the config set, as given
         if fixed_input_size(name):
             extra.setdefault("img_size", PATCH_SIDE)
         if pretrained:
@@ -161,9 +162,11 @@ class TimmBackbone(nn.Module):
 
     def export(self, path: str | Path, source: str) -> Path:
         """Write timm's weights (timm's keys, this one-logit head included) as safetensors that `weights` starts
-        from, naming the architecture, channels and `source` in the file's metadata; the path written."""
-        return write_weights(self.net.state_dict(), path, {"timm_name": self.name, "in_channels": str(self.in_channels),
-                                                           "source": source})
+        from, naming the architecture, its build settings, channels and `source` in the file's metadata, never over
+        an existing file; the path written."""
+        metadata = {"timm_name": self.name, "in_channels": str(self.in_channels), "source": source}
+        return write_weights(self.net.state_dict(), path, metadata | {k: str(v) for k, v in self.settings.items()},
+                             exclusive=True)
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """The classifier's parameters."""

@@ -52,19 +52,25 @@ def exported_from(path: str | Path) -> str:
         return ""
     if "timm_name" not in metadata:
         return ""
-    return (f"an idclab export of timm {metadata['timm_name']} with {metadata.get('in_channels', '?')} input channels"
+    settings = " ".join(f"{key}={value}" for key, value in metadata.items() if key.startswith("model."))
+    return (f"an idclab export of timm {metadata['timm_name']}{f' ({settings})' if settings else ''} with "
+            f"{metadata.get('in_channels', '?')} input channels"
             f"{', from ' + metadata['source'] if metadata.get('source') else ''}")
 
 
-def write_weights(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str]) -> Path:
+def write_weights(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str],
+                  exclusive: bool = False) -> Path:
     """Write `state` (plain tensors, copied to the CPU) as a safetensors file with string `metadata`, whole or not
-    at all; the path written."""
+    at all (`exclusive`: never over an existing file); the path written."""
     path = Path(path).expanduser()
     if path.suffix.lower() != SUFFIX:
         raise WeightsError(f"{path} must end in {SUFFIX}")
     tensors = {key: value.detach().to("cpu").clone().contiguous() for key, value in state.items()}
-    with whole_file(path) as partial:
-        save_file(tensors, str(partial), metadata=dict(metadata))
+    try:
+        with whole_file(path, exclusive) as partial:
+            save_file(tensors, str(partial), metadata=dict(metadata))
+    except FileExistsError as error:
+        raise WeightsError(f"{path} exists: not overwritten (choose another path)") from error
     return path
 
 

@@ -256,6 +256,11 @@ class TrackedRun:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
 
+    def rename(self, name: str) -> None:
+        """Give the open run another name (what it turned out to do)."""
+        self.run_name = name
+        self.client.set_tag(self.run_id, "mlflow.runName", name)
+
     def describe(self, markdown: str) -> None:
         """Set the run's description, shown on its page and in the runs table of the MLflow UI."""
         self.set_tags({NOTE_TAG: markdown})
@@ -460,11 +465,25 @@ def log_model(run: TrackedRun, checkpoint: str | Path) -> str:
     return info.model_uri
 
 
-def register_model(client: MlflowClient, run: Run, name: str, alias: str) -> int:
-    """Register a training run's logged model under `name` and point `alias` at the new version."""
+def logged_model_of(client: MlflowClient, run: Run) -> str:
+    """The URI of the model a training run logged, as its `model_uri` tag names it, checked against the store: a tag
+    anyone may edit must name a model of that very run (RunNotFoundError otherwise)."""
     model_uri = run.data.tags.get(MODEL_URI_TAG)
     if not model_uri:
         raise RunNotFoundError(f"run {run.info.run_id} has no logged model (train with logger.log_model=true)")
+    try:
+        source = client.get_logged_model(model_uri.removeprefix("models:/")).source_run_id
+    except MlflowException:
+        source = None
+    if source != run.info.run_id:
+        raise RunNotFoundError(f"run {run.info.run_id}'s {MODEL_URI_TAG} tag names {model_uri}, which is not a model "
+                               "that run logged: not registered")
+    return model_uri
+
+
+def register_model(client: MlflowClient, run: Run, name: str, alias: str) -> int:
+    """Register a training run's logged model under `name` and point `alias` at the new version."""
+    model_uri = logged_model_of(client, run)
     mlflow.set_tracking_uri(client.tracking_uri)
     version = mlflow.register_model(model_uri, name)
     client.set_registered_model_alias(name, alias, version.version)

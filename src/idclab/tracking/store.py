@@ -76,11 +76,16 @@ def download_model_checkpoint(client: MlflowClient, model_uri: str, download_dir
 
     mlflow.set_tracking_uri(client.tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(download_dir)))
-    meta = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else None
+    try:
+        meta = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else None
+    except yaml.YAMLError as error:
+        raise ModelFormatError(f"{model_uri} is not an idclab model: its MLmodel is not YAML") from error
     try:
         relative = meta["flavors"]["python_function"]["artifacts"]["checkpoint"]["path"]
-    except (TypeError, KeyError) as error:
-        raise ModelFormatError(f"{model_uri} is not an idclab model (no checkpoint artifact in MLmodel)") from error
+    except (TypeError, KeyError):
+        relative = None
+    if not isinstance(relative, str):  # absent, or not a path
+        raise ModelFormatError(f"{model_uri} is not an idclab model (no checkpoint artifact in MLmodel)")
     path = (local / relative).resolve()
     if not path.is_file() or local.resolve() not in path.parents:
         raise ModelFormatError(f"{model_uri}: checkpoint artifact {relative!r} is missing or outside the model")
@@ -88,14 +93,19 @@ def download_model_checkpoint(client: MlflowClient, model_uri: str, download_dir
 
 
 def fetch_model(client: MlflowClient, model_uri: str, download_dir: str | Path) -> tuple[Path, Run | None]:
-    """The checkpoint inside an MLflow model and, for a registered version, the training run it came from. An
-    alias is resolved once, to the version it points at now, so both come from that version even if the alias
-    moves meanwhile. A model, alias, version or run that does not exist is a RunNotFoundError naming the URI."""
+    """The checkpoint inside an MLflow model and, for a registered version or a logged model (`models:/m-ID`, as
+    training prints it), the training run it came from. An alias is resolved once, to the version it points at now,
+    so both come from that version even if the alias moves meanwhile. A model, alias, version or run that does not
+    exist is a RunNotFoundError naming the URI."""
     from mlflow.exceptions import MlflowException
 
     try:
         source_run = None
-        if model_uri.startswith("models:/"):
+        model_id = model_uri.removeprefix("models:/")
+        if model_uri.startswith("models:/m-") and not {"/", "@"} & set(model_id):  # a logged model, not a version
+            model = client.get_logged_model(model_id)
+            source_run = client.get_run(model.source_run_id) if model.source_run_id else None
+        elif model_uri.startswith("models:/"):
             name, _, alias = model_uri.removeprefix("models:/").partition("@")
             if alias:
                 version = client.get_model_version_by_alias(name, alias)
