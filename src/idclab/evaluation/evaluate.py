@@ -59,6 +59,7 @@ def evaluate(cfg: DictConfig) -> dict:
     classifier.tta = bool(cfg.tta)
     if classifier.tta:
         require_validation_patients(classifier)
+    files = files_to_predict(cfg.predict) if cfg.predict else []
     if cfg.register.name and source_run is None:
         raise RunNotFoundError("register.name needs a training run: let evaluate.py select the best run")
     if cfg.register.name:
@@ -66,7 +67,6 @@ def evaluate(cfg: DictConfig) -> dict:
         logged_model_of(store_client(cfg.logger.tracking_uri), source_run)  # registered once tested: checked now
     # the patients it will be tested (or TTA re-tuned) on, or the files to predict, are checked before anything is
     # registered; a model is registered only once it has predicted its files or passed its test
-    files = files_to_predict(cfg.predict) if cfg.predict else []
     data = evaluation_data(cfg, classifier, needs_test=not cfg.predict) if classifier.tta or not cfg.predict else None
     if not cfg.predict:
         check_heatmap_patients(cfg.report.heatmap_patients, data.split.patients["test"])
