@@ -65,8 +65,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.register.name:
         require_patient_split(classifier, "it is not registered")
         logged_model_of(store_client(cfg.logger.tracking_uri), source_run)  # registered once tested: checked now
-    # the patients it will be tested (or TTA re-tuned) on, or the files to predict, are checked before anything is
-    # registered; a model is registered only once it has predicted its files or passed its test
+    # the files to predict (above) and the patients it will be tested (or TTA re-tuned) on are checked before
+    # anything is registered; a model is registered only once it has predicted its files or passed its test
     data = evaluation_data(cfg, classifier, needs_test=not cfg.predict) if classifier.tta or not cfg.predict else None
     if not cfg.predict:
         check_heatmap_patients(cfg.report.heatmap_patients, data.split.patients["test"])

@@ -62,9 +62,9 @@ def heatmaps(datamodule: PatchDataModule, rows: np.ndarray, targets: np.ndarray,
     if isinstance(patients, int):
         names, counts = np.unique(test_patients, return_counts=True)
         patients = names[np.argsort(-counts, kind="stable")][:patients].tolist()
-    figures = {}
+    figures, ids = {}, test_patients.astype(str)
     for patient in map(str, patients):  # Hydra reads an id such as 9036 as a number
-        mine = np.flatnonzero(test_patients.astype(str) == patient)
+        mine = np.flatnonzero(ids == patient)
         if mine.size == 0:
             continue
         f1 = f1_score(targets[mine], probs[mine] >= threshold, zero_division=0)

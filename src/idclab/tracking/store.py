@@ -106,7 +106,7 @@ def fetch_model(client: MlflowClient, model_uri: str, download_dir: str | Path) 
             model = client.get_logged_model(model_id)
             source_run = client.get_run(model.source_run_id) if model.source_run_id else None
         elif model_uri.startswith("models:/"):
-            name, _, alias = model_uri.removeprefix("models:/").partition("@")
+            name, _, alias = model_id.partition("@")
             if alias:
                 version = client.get_model_version_by_alias(name, alias)
             else:

@@ -233,7 +233,7 @@ def log_verdict(run: TrackedRun, study: Study) -> str:
     """Compute the verdict from the finished runs' validation predictions and log it on the parent run: artifacts
     `study/verdict.csv` and `.md`, the run's description and a tag per strategy; returns the markdown."""
     pairs = finished_runs(run.client, run.experiment_id, run.run_id, study)
-    if mixed := mixed_data(run.client, pairs):
+    if mixed := mixed_data(training_runs(run.client, run.experiment_id, run.run_id), pairs):
         return log_mixed_data(run, study, mixed)
     predictions = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -251,12 +251,16 @@ def log_verdict(run: TrackedRun, study: Study) -> str:
     return text
 
 
-def mixed_data(client: Any, pairs: dict[tuple[str, int], str]) -> str:
-    """Which of the study's runs trained on which data (their `data.content` digests), if not all on one; else ""."""
+def mixed_data(runs: pd.DataFrame, pairs: dict[tuple[str, int], str]) -> str:
+    """Which of the study's runs (`pairs`, rows of `runs`) trained on which data (their `data.content` digests), if
+    not all on one; else ""."""
+    column = runs.get("params.data.content")
+    contents = dict(zip(runs["run_id"], column, strict=True)) if column is not None else {}
     by_data: dict[str, list[str]] = {}
-    for (strategy, seed), run_id in sorted(pairs.items(), key=lambda item: item[0]):
-        content = client.get_run(run_id).data.params.get("data.content", "unknown")
-        by_data.setdefault(content[:12], []).append(f"{strategy} seed {seed}")
+    for (strategy, seed), run_id in sorted(pairs.items()):
+        content = contents.get(run_id)
+        content = content[:12] if isinstance(content, str) else "unknown"
+        by_data.setdefault(content, []).append(f"{strategy} seed {seed}")
     if len(by_data) < 2:
         return ""
     return "data.content " + "; ".join(f"{content} for {', '.join(jobs)}" for content, jobs in by_data.items())
